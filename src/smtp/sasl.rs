@@ -1,0 +1,1 @@
+//! SASL codecs: XOAUTH2 and OAUTHBEARER initial responses.

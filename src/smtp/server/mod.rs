@@ -1,0 +1,1 @@
+//! The relay listener: legacy apps submit with AUTH PLAIN/LOGIN.
