@@ -1,5 +1,23 @@
 //! Newtypes that parse at the edge: nothing raw gets past the CLI, HTTP, SMTP or config.
 
+mod connection;
+mod connection_input;
+mod email;
+mod host;
+mod name;
+mod provider;
+pub mod scope;
+mod redirect;
+mod tenant;
 mod tls_mode;
 
+pub use connection::{Connection, ConnectionSettings, ConnectionStatus};
+pub use connection_input::{ConnectionInput, FieldError, ValidationErrors};
+pub use email::{EmailAddress, EmailError};
+pub use host::{Host, HostError, Port, PortError};
+pub use name::{ConnectionName, NameError};
+pub use provider::{FlowError, OAuthFlow, Preset, Provider, ProviderError};
+pub use redirect::{RedirectUri, RedirectUriError};
+pub use scope::{ScopeError, ScopeList, ScopeNotice};
+pub use tenant::{ClientId, ClientIdError, Tenant, TenantError, is_guid};
 pub use tls_mode::{TlsMode, TlsModeError};

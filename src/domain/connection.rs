@@ -1,0 +1,128 @@
+//! The SMTP OAuth connection record, with the fields admins know from vendor guides.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{
+    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri, ScopeList,
+    Tenant, TlsMode,
+};
+
+/// A validated connection's settings (no secrets: those live sealed in the store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionSettings {
+    pub name: ConnectionName,
+    pub display_name: Option<String>,
+    pub provider: Provider,
+    pub flow: OAuthFlow,
+    pub host: Host,
+    pub port: Port,
+    pub tls: TlsMode,
+    /// The domain Postern names in EHLO; defaults to the mailbox's domain.
+    pub domain: Host,
+    /// The mailbox that authenticates (the form's "User Name").
+    pub user: EmailAddress,
+    pub tenant: Option<Tenant>,
+    pub client_id: ClientId,
+    pub scopes: ScopeList,
+    pub redirect_uri: Option<RedirectUri>,
+    pub authorize_url: Option<url::Url>,
+    pub token_url: Option<url::Url>,
+    pub device_url: Option<url::Url>,
+    pub ca_file: Option<PathBuf>,
+    pub enabled: bool,
+    /// Upstream SMTP connections at once for this mailbox.
+    pub max_concurrent: u32,
+}
+
+/// Where a connection stands, as shown to the admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    New,
+    Authorized,
+    NeedsReauthorization { reason: String },
+    Disabled,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ConnectionStatus::New => "new",
+            ConnectionStatus::Authorized => "authorized",
+            ConnectionStatus::NeedsReauthorization { .. } => "needs-reauthorization",
+            ConnectionStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ConnectionStatus::NeedsReauthorization { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn from_parts(status: &str, reason: Option<String>) -> Self {
+        match status {
+            "authorized" => ConnectionStatus::Authorized,
+            "needs-reauthorization" => ConnectionStatus::NeedsReauthorization { reason: reason.unwrap_or_default() },
+            "disabled" => ConnectionStatus::Disabled,
+            _ => ConnectionStatus::New,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionStatus::NeedsReauthorization { reason } => write!(f, "needs-reauthorization ({reason})"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// A stored connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    pub id: i64,
+    pub settings: ConnectionSettings,
+    /// `Disabled` is shown when `enabled` is false, whatever the token state.
+    pub status: ConnectionStatus,
+    pub client_secret_set: bool,
+    pub refresh_token_set: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Connection {
+    pub fn name(&self) -> &ConnectionName {
+        &self.settings.name
+    }
+
+    /// What to show: disabled wins over the token state.
+    pub fn effective_status(&self) -> ConnectionStatus {
+        if !self.settings.enabled {
+            ConnectionStatus::Disabled
+        } else {
+            self.status.clone()
+        }
+    }
+}
+
+impl ConnectionSettings {
+    fn fill(&self, template: &str) -> Option<url::Url> {
+        let tenant = self.tenant.as_ref().map(Tenant::as_str).unwrap_or("common");
+        url::Url::parse(&template.replace("{tenant}", tenant)).ok()
+    }
+
+    pub fn authorize_endpoint(&self) -> Option<url::Url> {
+        self.authorize_url.clone().or_else(|| self.provider.preset().authorize_url.and_then(|t| self.fill(t)))
+    }
+
+    pub fn token_endpoint(&self) -> Option<url::Url> {
+        self.token_url.clone().or_else(|| self.provider.preset().token_url.and_then(|t| self.fill(t)))
+    }
+
+    pub fn device_endpoint(&self) -> Option<url::Url> {
+        self.device_url.clone().or_else(|| self.provider.preset().device_url.and_then(|t| self.fill(t)))
+    }
+}

@@ -1,0 +1,347 @@
+//! Turning what an admin typed (CLI flags, a web form, JSON) into [`ConnectionSettings`].
+//!
+//! Every front end fills a [`ConnectionInput`] with raw strings and calls [`ConnectionInput::validate`],
+//! so the CLI, the API and the web form give the same explanations.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::connection::ConnectionSettings;
+use super::scope::ScopeNotice;
+use super::{
+    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri, ScopeList,
+    Tenant, TlsMode,
+};
+
+/// Raw field values; `None` means "not given" (keep the current value, or use the preset).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionInput {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub provider: Option<String>,
+    pub flow: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub tls: Option<String>,
+    pub domain: Option<String>,
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub enabled: Option<bool>,
+    pub max_concurrent: Option<String>,
+}
+
+/// One field that is wrong, named as the admin knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// All the fields that are wrong, so a form can mark each of them at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ValidationErrors {
+    pub fn single(field: &'static str, message: impl Into<String>) -> Self {
+        Self(vec![FieldError { field, message: message.into() }])
+    }
+}
+
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn field<T, E: fmt::Display>(&mut self, field: &'static str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(FieldError { field, message: e.to_string() })).ok()
+    }
+}
+
+fn blank_to_none(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("`{s}` is not an absolute URL ({e})"))?;
+    if u.scheme() != "https" && u.scheme() != "http" {
+        return Err(format!("`{s}` must be an http or https URL"));
+    }
+    Ok(u)
+}
+
+impl ConnectionInput {
+    /// The input that reproduces `s` (used as the base of an edit).
+    pub fn from_settings(s: &ConnectionSettings) -> Self {
+        Self {
+            name: Some(s.name.to_string()),
+            display_name: s.display_name.clone(),
+            provider: Some(s.provider.to_string()),
+            flow: Some(s.flow.to_string()),
+            host: Some(s.host.to_string()),
+            port: Some(s.port.to_string()),
+            tls: Some(s.tls.to_string()),
+            domain: Some(s.domain.to_string()),
+            user: Some(s.user.to_string()),
+            tenant: s.tenant.as_ref().map(ToString::to_string),
+            client_id: Some(s.client_id.to_string()),
+            scope: Some(s.scopes.to_string()),
+            redirect_uri: s.redirect_uri.as_ref().map(ToString::to_string),
+            authorize_url: s.authorize_url.as_ref().map(ToString::to_string),
+            token_url: s.token_url.as_ref().map(ToString::to_string),
+            device_url: s.device_url.as_ref().map(ToString::to_string),
+            ca_file: s.ca_file.as_ref().map(|p| p.display().to_string()),
+            enabled: Some(s.enabled),
+            max_concurrent: Some(s.max_concurrent.to_string()),
+        }
+    }
+
+    /// Fields set in `changes` replace those here (an empty string clears an optional field).
+    pub fn overlay(mut self, changes: ConnectionInput) -> Self {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if changes.$f.is_some() { self.$f = changes.$f; } )* };
+        }
+        take!(name, display_name, provider, flow, host, port, tls, domain, user, tenant, client_id, scope,
+              redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, max_concurrent);
+        self
+    }
+
+    /// Applies the provider preset and checks every field; reports all errors together.
+    pub fn validate(&self) -> Result<(ConnectionSettings, Vec<ScopeNotice>), ValidationErrors> {
+        let mut c = Collector(Vec::new());
+        let name = match blank_to_none(&self.name) {
+            Some(n) => c.field("name", ConnectionName::parse(n)),
+            None => c.field("name", Err("a connection needs a name")),
+        };
+        let provider = match blank_to_none(&self.provider) {
+            Some(p) => c.field("provider", p.parse::<Provider>()),
+            None => c.field("provider", Err("choose a provider: microsoft, outlook, google or custom")),
+        };
+        let flow = c
+            .field("flow", blank_to_none(&self.flow).map_or(Ok(OAuthFlow::AuthorizationCode), str::parse))
+            .unwrap_or(OAuthFlow::AuthorizationCode);
+        let provider = provider.unwrap_or(Provider::Custom);
+        let preset = provider.preset();
+
+        let display_name = blank_to_none(&self.display_name).map(str::to_string);
+        if let Some(d) = &display_name
+            && (d.chars().any(char::is_control) || d.chars().count() > 100)
+        {
+            c.0.push(FieldError { field: "display_name", message: "a display name is at most 100 characters, without line breaks".into() });
+        }
+        let host = match blank_to_none(&self.host).or(preset.host) {
+            Some(h) => c.field("host", Host::parse(h)),
+            None => c.field("host", Err("the custom provider needs the SMTP server's host (--host)")),
+        };
+        let tls = c
+            .field("tls", blank_to_none(&self.tls).map_or(Ok(preset.tls), str::parse::<TlsMode>))
+            .unwrap_or(TlsMode::Starttls);
+        let default_port = if tls == TlsMode::Implicit && blank_to_none(&self.tls).is_some() { 465 } else { preset.port };
+        let port = c.field("port", blank_to_none(&self.port).map_or(Port::new(default_port), str::parse));
+        let user = match blank_to_none(&self.user) {
+            Some(u) => c.field("user", EmailAddress::parse(u)),
+            None => c.field("user", Err("the mailbox's e-mail address (User Name) is required")),
+        };
+        let domain = match (blank_to_none(&self.domain), &user) {
+            (Some(d), _) => c.field("domain", Host::parse(d)),
+            (None, Some(u)) => Host::parse(u.domain()).ok(),
+            (None, None) => None,
+        };
+        let tenant = match blank_to_none(&self.tenant).or(preset.tenant) {
+            Some(t) if provider.is_microsoft() || provider == Provider::Custom => c.field("tenant", Tenant::parse(t)),
+            Some(_) => None,
+            None => None,
+        };
+        if flow == OAuthFlow::ClientCredentials {
+            if provider.is_microsoft() && !tenant.as_ref().is_some_and(Tenant::is_specific) {
+                c.0.push(FieldError {
+                    field: "tenant",
+                    message: "client-credentials (app-only) connections need the Directory (tenant) ID or a verified domain, not `organizations`/`common`/`consumers`".into(),
+                });
+            }
+            if matches!(provider, Provider::Google | Provider::Outlook) {
+                c.0.push(FieldError { field: "flow", message: format!("{provider} does not offer client-credentials for SMTP: use authorization-code") });
+            }
+        }
+        let client_id = match blank_to_none(&self.client_id) {
+            Some(id) if provider.is_microsoft() => c.field("client_id", ClientId::parse_microsoft(id)),
+            Some(id) => c.field("client_id", ClientId::parse(id)),
+            None => c.field("client_id", Err("the Application (client) ID is required (Azure portal > App registrations > your app > Overview)")),
+        };
+        let default_scope = match flow {
+            OAuthFlow::AuthorizationCode => preset.delegated_scope,
+            OAuthFlow::ClientCredentials => preset.app_only_scope,
+        };
+        let mut notices = Vec::new();
+        let scopes = match blank_to_none(&self.scope).or(default_scope) {
+            Some(s) => c.field("scope", ScopeList::parse(s).and_then(|l| l.check(provider, flow))).map(|(l, n)| {
+                notices = n;
+                l
+            }),
+            None => c.field("scope", Err("the custom provider needs --scope")),
+        };
+        let redirect_uri = match blank_to_none(&self.redirect_uri) {
+            Some(r) => c.field("redirect_uri", RedirectUri::parse(r)),
+            None if flow == OAuthFlow::AuthorizationCode => RedirectUri::parse("http://localhost").ok(),
+            None => None,
+        };
+        let mut endpoint = |field, v: &Option<String>| blank_to_none(v).and_then(|u| c.field(field, parse_url(u)));
+        let authorize_url = endpoint("authorize_url", &self.authorize_url);
+        let token_url = endpoint("token_url", &self.token_url);
+        let device_url = endpoint("device_url", &self.device_url);
+        if provider == Provider::Custom && token_url.is_none() {
+            c.0.push(FieldError { field: "token_url", message: "the custom provider needs --token-url".into() });
+        }
+        let ca_file = blank_to_none(&self.ca_file).map(PathBuf::from);
+        if let Some(p) = &ca_file
+            && !p.is_file()
+        {
+            c.0.push(FieldError { field: "ca_file", message: format!("CA file `{}` does not exist or is not a file", p.display()) });
+        }
+        let max_concurrent = match blank_to_none(&self.max_concurrent) {
+            Some(m) => c.field("max_concurrent", m.parse::<u32>().ok().filter(|n| (1..=100).contains(n)).ok_or("use a number from 1 to 100")),
+            None => Some(preset.max_concurrent),
+        };
+
+        if !c.0.is_empty() {
+            return Err(ValidationErrors(c.0));
+        }
+        // Every `None` below has pushed an error above.
+        let (Some(name), Some(host), Some(port), Some(user), Some(domain), Some(client_id), Some(scopes), Some(max_concurrent)) =
+            (name, host, port, user, domain, client_id, scopes, max_concurrent)
+        else {
+            return Err(ValidationErrors::single("connection", "incomplete connection"));
+        };
+        Ok((
+            ConnectionSettings {
+                name,
+                display_name,
+                provider,
+                flow,
+                host,
+                port,
+                tls,
+                domain,
+                user,
+                tenant,
+                client_id,
+                scopes,
+                redirect_uri,
+                authorize_url,
+                token_url,
+                device_url,
+                ca_file,
+                enabled: self.enabled.unwrap_or(true),
+                max_concurrent,
+            },
+            notices,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUID: &str = "1b2c3d4e-0000-1111-2222-333344445555";
+
+    fn ms() -> ConnectionInput {
+        ConnectionInput {
+            name: Some("contoso".into()),
+            provider: Some("microsoft".into()),
+            user: Some("ops@contoso.com".into()),
+            client_id: Some(GUID.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn microsoft_preset_fills_the_vendor_form() {
+        let (s, notices) = ms().validate().unwrap();
+        assert_eq!(s.host.as_str(), "smtp.office365.com");
+        assert_eq!(s.port.get(), 587);
+        assert_eq!(s.tls, TlsMode::Starttls);
+        assert_eq!(s.tenant, Some(Tenant::Organizations));
+        assert_eq!(s.scopes.to_string(), "https://outlook.office.com/SMTP.Send offline_access");
+        assert_eq!(s.domain.as_str(), "contoso.com");
+        assert_eq!(s.redirect_uri.as_ref().unwrap().as_str(), "http://localhost");
+        assert_eq!(s.token_endpoint().unwrap().as_str(), "https://login.microsoftonline.com/organizations/oauth2/v2.0/token");
+        assert_eq!(s.max_concurrent, 3);
+        assert!(notices.is_empty());
+    }
+
+    #[test]
+    fn presets_for_outlook_google_and_app_only() {
+        let s = ConnectionInput { provider: Some("outlook".into()), ..ms() }.validate().unwrap().0;
+        assert_eq!((s.host.as_str(), s.tenant.unwrap()), ("smtp-mail.outlook.com", Tenant::Consumers));
+        let g = ConnectionInput { provider: Some("google".into()), client_id: Some("42.apps.googleusercontent.com".into()), ..ms() };
+        let s = g.validate().unwrap().0;
+        assert_eq!((s.host.as_str(), s.scopes.to_string()), ("smtp.gmail.com", "https://mail.google.com/".to_string()));
+        assert_eq!(s.token_endpoint().unwrap().as_str(), "https://oauth2.googleapis.com/token");
+        let app = ConnectionInput { flow: Some("client-credentials".into()), tenant: Some("contoso.onmicrosoft.com".into()), ..ms() };
+        let s = app.validate().unwrap().0;
+        assert_eq!(s.scopes.to_string(), "https://outlook.office365.com/.default");
+        let err = ConnectionInput { flow: Some("client-credentials".into()), ..ms() }.validate().unwrap_err();
+        assert_eq!(err.0[0].field, "tenant");
+    }
+
+    #[test]
+    fn every_wrong_field_is_reported_at_once() {
+        let bad = ConnectionInput {
+            name: Some("Bad Name".into()),
+            user: Some("not-an-email".into()),
+            client_id: Some("secret~value".into()),
+            scope: Some("https://graph.microsoft.com/SMTP.Send offline_access".into()),
+            port: Some("99999".into()),
+            ..ms()
+        };
+        let err = bad.validate().unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "port", "user", "client_id", "scope"]);
+        assert!(err.to_string().contains("https://outlook.office.com/SMTP.Send"), "{err}");
+    }
+
+    #[test]
+    fn missing_offline_access_is_added_and_said() {
+        let i = ConnectionInput { scope: Some("https://outlook.office.com/SMTP.Send".into()), ..ms() };
+        let (s, n) = i.validate().unwrap();
+        assert!(s.scopes.contains("offline_access"));
+        assert_eq!(n.len(), 1);
+    }
+
+    #[test]
+    fn edit_overlays_changes_on_the_stored_values() {
+        let (s, _) = ms().validate().unwrap();
+        let edited = ConnectionInput::from_settings(&s)
+            .overlay(ConnectionInput { port: Some("465".into()), tls: Some("implicit".into()), ..Default::default() })
+            .validate()
+            .unwrap()
+            .0;
+        assert_eq!((edited.port.get(), edited.tls), (465, TlsMode::Implicit));
+        assert_eq!(edited.user, s.user);
+    }
+
+    #[test]
+    fn custom_needs_host_and_token_url() {
+        let i = ConnectionInput { provider: Some("custom".into()), scope: Some("x".into()), ..ms() };
+        let fields: Vec<_> = i.validate().unwrap_err().0.iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["host", "token_url"]);
+    }
+}

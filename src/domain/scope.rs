@@ -1,0 +1,198 @@
+//! OAuth scopes, and the scope mistakes that vendor guides teach.
+
+use std::fmt;
+
+use super::provider::{OAuthFlow, Provider};
+
+pub const MS_SMTP_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
+pub const MS_APP_ONLY_SCOPE: &str = "https://outlook.office365.com/.default";
+pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// A space-separated list of scopes, deduplicated, order kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScopeList(Vec<String>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("the scope list is empty: for Microsoft 365 use `{MS_SMTP_SCOPE} {OFFLINE_ACCESS}`")]
+    Empty,
+    #[error(
+        "scope `{0}` is a Microsoft Graph scope: SMTP only accepts tokens for the Outlook resource, \
+         and a Graph token is rejected with `535 5.7.3 Authentication unsuccessful`. \
+         Use `{MS_SMTP_SCOPE} {OFFLINE_ACCESS}` (and grant the delegated SMTP.Send permission of \
+         Office 365 Exchange Online)"
+    )]
+    Graph(String),
+    #[error(
+        "scope `{0}` has no resource, so Microsoft reads it as a Graph scope and SMTP rejects the token: \
+         write it in full as `{MS_SMTP_SCOPE}`"
+    )]
+    BareSmtpSend(String),
+    #[error("scope `{0}` looks like a misspelling of `offline_access`: without the exact spelling no refresh token is issued")]
+    OfflineAccessTypo(String),
+    #[error(
+        "client-credentials (app-only) connections use the scope `{MS_APP_ONLY_SCOPE}`, not `{0}`: \
+         app-only tokens carry the permissions granted to the app, and have no refresh token"
+    )]
+    AppOnlyScope(String),
+    #[error("Google does not know the scope `{0}`: use `{GOOGLE_SCOPE}` (Postern asks for offline access itself)")]
+    GoogleScope(String),
+    #[error("scope `{0}` contains a control character or quote")]
+    BadCharacter(String),
+}
+
+/// Something Postern changed on the admin's behalf, to be shown to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeNotice(pub String);
+
+impl ScopeList {
+    /// Splits on spaces and commas; no provider rules (see [`ScopeList::check`]).
+    pub fn parse(s: &str) -> Result<Self, ScopeError> {
+        let mut out: Vec<String> = Vec::new();
+        for part in s.split([' ', ',', '\t']).filter(|p| !p.is_empty()) {
+            if part.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+                return Err(ScopeError::BadCharacter(part.escape_debug().to_string()));
+            }
+            if !out.iter().any(|o| o == part) {
+                out.push(part.to_string());
+            }
+        }
+        if out.is_empty() {
+            return Err(ScopeError::Empty);
+        }
+        Ok(Self(out))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    /// Applies the provider's rules; may add `offline_access` (returned as a notice).
+    pub fn check(mut self, provider: Provider, flow: OAuthFlow) -> Result<(Self, Vec<ScopeNotice>), ScopeError> {
+        let mut notices = Vec::new();
+        for s in &self.0 {
+            if s != OFFLINE_ACCESS && is_offline_access_typo(s) {
+                return Err(ScopeError::OfflineAccessTypo(s.clone()));
+            }
+        }
+        match provider {
+            Provider::Microsoft | Provider::Outlook => {
+                for s in &self.0 {
+                    let lower = s.to_ascii_lowercase();
+                    if lower.starts_with("https://graph.microsoft.com") || lower == "mail.send" {
+                        return Err(ScopeError::Graph(s.clone()));
+                    }
+                    if lower == "smtp.send" {
+                        return Err(ScopeError::BareSmtpSend(s.clone()));
+                    }
+                }
+                match flow {
+                    OAuthFlow::ClientCredentials => {
+                        if let Some(bad) = self.0.iter().find(|s| !s.to_ascii_lowercase().ends_with("/.default")) {
+                            return Err(ScopeError::AppOnlyScope(bad.clone()));
+                        }
+                    }
+                    OAuthFlow::AuthorizationCode => {
+                        if !self.contains(OFFLINE_ACCESS) {
+                            self.0.push(OFFLINE_ACCESS.to_string());
+                            notices.push(ScopeNotice(format!(
+                                "added `{OFFLINE_ACCESS}` to the scope: without it Microsoft issues no refresh token"
+                            )));
+                        }
+                    }
+                }
+            }
+            Provider::Google => {
+                if let Some(bad) = self.0.iter().find(|s| s.as_str() != GOOGLE_SCOPE) {
+                    return Err(ScopeError::GoogleScope(bad.clone()));
+                }
+            }
+            Provider::Custom => {}
+        }
+        Ok((self, notices))
+    }
+}
+
+/// Within two edits of `offline_access` once case, `-` and spaces are ignored.
+fn is_offline_access_typo(s: &str) -> bool {
+    let norm: String = s.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    norm != "offlineaccess" && edit_distance(&norm, "offlineaccess") <= 2
+        || (norm == "offlineaccess" && s != OFFLINE_ACCESS)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+impl fmt::Display for ScopeList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(s: &str, p: Provider, f: OAuthFlow) -> Result<(ScopeList, Vec<ScopeNotice>), ScopeError> {
+        ScopeList::parse(s)?.check(p, f)
+    }
+
+    #[test]
+    fn microsoft_delegated() {
+        let (s, n) = check(MS_SMTP_SCOPE, Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap();
+        assert_eq!(s.to_string(), format!("{MS_SMTP_SCOPE} offline_access"));
+        assert!(n[0].0.contains("refresh token"));
+        let (s, n) = check("https://outlook.office.com/SMTP.Send offline_access", Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap();
+        assert_eq!(s.iter().count(), 2);
+        assert!(n.is_empty());
+    }
+
+    #[test]
+    fn the_vendor_guide_mistakes_are_rejected_with_the_fix() {
+        let cases = [
+            ("https://graph.microsoft.com/SMTP.Send offline_access", "Graph"),
+            ("https://graph.microsoft.com/mail.send offline_access", "Graph"),
+            ("SMTP.Send offline_access", "no resource"),
+            ("https://outlook.office.com/SMTP.Send offiline_access", "misspelling"),
+            ("https://outlook.office.com/SMTP.Send offline-access", "misspelling"),
+            ("https://outlook.office.com/SMTP.Send Offline_Access", "misspelling"),
+        ];
+        for (input, msg) in cases {
+            let err = check(input, Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap_err().to_string();
+            assert!(err.contains(msg), "{input}: {err}");
+            if msg == "Graph" {
+                assert!(err.contains(MS_SMTP_SCOPE) && err.contains("535 5.7.3"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn app_only_and_google() {
+        assert!(check(MS_APP_ONLY_SCOPE, Provider::Microsoft, OAuthFlow::ClientCredentials).is_ok());
+        let err = check(MS_SMTP_SCOPE, Provider::Microsoft, OAuthFlow::ClientCredentials).unwrap_err();
+        assert!(matches!(err, ScopeError::AppOnlyScope(_)));
+        assert!(check(GOOGLE_SCOPE, Provider::Google, OAuthFlow::AuthorizationCode).is_ok());
+        assert!(matches!(
+            check("https://mail.google.com/ offline_access", Provider::Google, OAuthFlow::AuthorizationCode),
+            Err(ScopeError::GoogleScope(_))
+        ));
+        assert!(matches!(ScopeList::parse("  "), Err(ScopeError::Empty)));
+        assert_eq!(ScopeList::parse("a,b a").unwrap().to_string(), "a b");
+    }
+}
