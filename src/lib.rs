@@ -8,5 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod net;
 pub mod oauth;
+pub mod settings;
 pub mod smtp;
+pub mod store;

@@ -1,0 +1,390 @@
+//! Typed settings: built-in defaults < `postern.toml` < `POSTERN_SECTION__KEY` environment < flags.
+//!
+//! Every layer is merged as a TOML table while remembering where each key came from, then the
+//! result is deserialized once; a bad value stops start-up naming the key, its origin and the reason.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// All of Postern's settings. Keys mirror the command-line flags.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub log: LogSettings,
+    pub server: ServerSettings,
+    pub tokens: TokenSettings,
+    pub delivery: DeliverySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Holds the SQLite database and, by default, the secret key file.
+    pub data_dir: PathBuf,
+    /// The data key file (default `<data_dir>/secret.key`); `POSTERN_SECRET_KEY` wins over it.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `postern=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// The relay's submission listener (STARTTLS offered).
+    pub smtp_listen: SocketAddr,
+    /// An optional implicit-TLS listener (like port 465).
+    pub smtps_listen: Option<SocketAddr>,
+    /// The HTTP API, admin UI, `/healthz` and `/metrics`.
+    pub http_listen: SocketAddr,
+    /// PEM certificate chain for the relay's TLS; without it a self-signed one is generated.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Allow AUTH without TLS from non-loopback clients (dangerous: passwords in clear).
+    pub allow_cleartext_auth: bool,
+    /// Networks (CIDR) whose clients may send without AUTH. Empty: nobody (never an open relay).
+    pub trusted_networks: Vec<String>,
+    /// Largest message accepted, in bytes (announced with SIZE).
+    pub max_message_size: u64,
+    /// Most recipients in one message.
+    pub max_recipients: u32,
+    /// Most simultaneous relay sessions; more get `421 4.7.0`.
+    pub max_connections: u32,
+    /// The name the relay gives in its greeting and Received headers.
+    pub hostname: String,
+    /// Add a `Received:` header to relayed messages.
+    pub received_header: bool,
+    /// Seconds that running sessions and deliveries get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSettings {
+    /// Refresh an access token when it has less than this many seconds left.
+    pub refresh_margin_secs: u64,
+    /// Refresh idle authorized connections at least this often, so refresh tokens never age out.
+    pub keepalive_days: u64,
+    /// Seconds to wait for the token endpoint.
+    pub http_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliverySettings {
+    /// First retry delay after a temporary failure.
+    pub first_retry_secs: u64,
+    /// Longest delay between retries.
+    pub max_retry_secs: u64,
+    /// Give up (status `failed`) after a message has waited this long.
+    pub max_queue_lifetime_hours: u64,
+    /// Optional cap on messages per minute per connection (0: none).
+    pub messages_per_minute: u32,
+    /// Skip certificate verification of provider SMTP servers. For tests only.
+    pub insecure_skip_tls_verify: bool,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings { data_dir: PathBuf::from("./postern-data"), key_file: None }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings { refresh_margin_secs: 300, keepalive_days: 7, http_timeout_secs: 30 }
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            first_retry_secs: 60,
+            max_retry_secs: 3600,
+            max_queue_lifetime_hours: 120,
+            messages_per_minute: 0,
+            insecure_skip_tls_verify: false,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            smtp_listen: ([127, 0, 0, 1], 2525).into(),
+            smtps_listen: None,
+            http_listen: ([127, 0, 0, 1], 8025).into(),
+            tls_cert: None,
+            tls_key: None,
+            allow_cleartext_auth: false,
+            trusted_networks: Vec::new(),
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 2048,
+            hostname: "localhost".into(),
+            received_header: true,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("the built-in default"),
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Env(v) => write!(f, "environment variable {v}"),
+            Origin::Flag(v) => write!(f, "command-line flag {v}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("settings file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("setting `{key}` (from {origin}): {message}")]
+    Invalid { key: String, origin: Origin, message: String },
+}
+
+/// Collects the layers, then builds [`Settings`].
+#[derive(Debug, Default)]
+pub struct Loader {
+    table: toml::Table,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl Loader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn set(&mut self, section: &str, key: &str, value: toml::Value, origin: Origin) {
+        let entry = self.table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.to_string(), value);
+            }
+            other => *other = toml::Value::Table(toml::Table::from_iter([(key.to_string(), value)])),
+        }
+        self.origins.insert(format!("{section}.{key}"), origin);
+    }
+
+    /// Reads `path`; with `required` false a missing file is skipped.
+    pub fn file(mut self, path: &Path, required: bool) -> Result<Self, SettingsError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(self),
+            Err(source) => return Err(SettingsError::Read { path: path.to_path_buf(), source }),
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| SettingsError::Syntax { path: path.to_path_buf(), message: e.message().to_string() })?;
+        for (section, value) in table {
+            let origin = Origin::File(path.to_path_buf());
+            match value {
+                toml::Value::Table(keys) => {
+                    for (key, v) in keys {
+                        self.set(&section, &key, v, origin.clone());
+                    }
+                }
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        key: section,
+                        origin,
+                        message: "expected a [section] (store, log, server, tokens, delivery)".into(),
+                    });
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// `POSTERN_SECTION__KEY=value` variables (others, like `POSTERN_SECRET_KEY`, are not settings).
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        for (name, raw) in vars {
+            let Some(rest) = name.strip_prefix("POSTERN_") else { continue };
+            let Some((section, key)) = rest.split_once("__") else { continue };
+            let value = parse_scalar(&raw);
+            self.set(&section.to_ascii_lowercase(), &key.to_ascii_lowercase(), value, Origin::Env(name.clone()));
+        }
+        self
+    }
+
+    /// A value given on the command line as `flag`.
+    pub fn flag(mut self, section: &str, key: &str, raw: Option<String>, flag: &str) -> Self {
+        if let Some(raw) = raw {
+            self.set(section, key, toml::Value::String(raw), Origin::Flag(flag.to_string()));
+        }
+        self
+    }
+
+    pub fn build(self) -> Result<Settings, SettingsError> {
+        let origins = self.origins;
+        let origin_of = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
+        let mut merged = toml::Table::try_from(Settings::default()).expect("defaults serialize");
+        for (section, v) in self.table {
+            let (toml::Value::Table(keys), Some(toml::Value::Table(base))) = (v, merged.get_mut(&section)) else {
+                return Err(SettingsError::Invalid {
+                    key: section.clone(),
+                    origin: origins.iter().find(|(k, _)| k.starts_with(&format!("{section}."))).map(|(_, o)| o.clone()).unwrap_or(Origin::Default),
+                    message: "unknown section: use store, log, server, tokens or delivery".into(),
+                });
+            };
+            for (key, value) in keys {
+                let expected = base.get(&key).cloned();
+                base.insert(key, coerce(value, expected.as_ref()));
+            }
+        }
+        let de = toml::Value::Table(merged);
+        let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            SettingsError::Invalid { origin: origin_of(&key), message: e.inner().to_string(), key }
+        })?;
+        settings.check(&origin_of)?;
+        Ok(settings)
+    }
+}
+
+impl Settings {
+    fn check(&self, origin_of: &dyn Fn(&str) -> Origin) -> Result<(), SettingsError> {
+        let invalid = |key: &str, message: &str| SettingsError::Invalid {
+            key: key.to_string(),
+            origin: origin_of(key),
+            message: message.to_string(),
+        };
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid("server.tls_key", "tls_cert and tls_key go together: set both, or neither for a self-signed certificate"));
+        }
+        for net in &self.server.trusted_networks {
+            if crate::net::Cidr::parse(net).is_none() {
+                return Err(invalid("server.trusted_networks", &format!("`{net}` is not a network in CIDR form such as 10.0.0.0/8")));
+            }
+        }
+        if self.server.max_message_size < 1024 {
+            return Err(invalid("server.max_message_size", "must be at least 1024 bytes"));
+        }
+        if self.tokens.refresh_margin_secs < 60 {
+            return Err(invalid("tokens.refresh_margin_secs", "must be at least 60 seconds (providers' clocks differ)"));
+        }
+        if self.tokens.keepalive_days == 0 || self.tokens.keepalive_days > 80 {
+            return Err(invalid("tokens.keepalive_days", "use 1 to 80 days: Microsoft refresh tokens die after 90 idle days"));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "use a level such as info or debug"));
+        }
+        Ok(())
+    }
+}
+
+/// Environment and flag values arrive as text: read them as TOML where that makes sense.
+fn parse_scalar(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// A string where the default is a number, boolean or list is re-read as TOML, so
+/// `--smtp-listen` text and `POSTERN_SERVER__MAX_RECIPIENTS=50` both land as the right type.
+fn coerce(value: toml::Value, expected: Option<&toml::Value>) -> toml::Value {
+    match (value, expected) {
+        (toml::Value::String(s), Some(toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => {
+            parse_scalar(&s)
+        }
+        (toml::Value::Integer(i), Some(toml::Value::String(_))) => toml::Value::String(i.to_string()),
+        (v, _) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postern.toml");
+        std::fs::write(&file, "[server]\nmax_recipients = 10\nsmtp_listen = \"127.0.0.1:2600\"\n[store]\ndata_dir = \"/var/lib/postern\"\n").unwrap();
+        let s = Loader::new()
+            .file(&file, true)
+            .unwrap()
+            .env(env(&[("POSTERN_SERVER__MAX_RECIPIENTS", "50"), ("POSTERN_SECRET_KEY", "ignored"), ("PATH", "x")]))
+            .flag("server", "smtp_listen", Some("127.0.0.1:2700".into()), "--smtp-listen")
+            .build()
+            .unwrap();
+        assert_eq!(s.server.max_recipients, 50);
+        assert_eq!(s.server.smtp_listen, "127.0.0.1:2700".parse().unwrap());
+        assert_eq!(s.store.data_dir, PathBuf::from("/var/lib/postern"));
+        assert_eq!(s.server.http_listen, "127.0.0.1:8025".parse().unwrap());
+    }
+
+    #[test]
+    fn a_bad_value_names_key_origin_and_reason() {
+        let err = Loader::new()
+            .env(env(&[("POSTERN_SERVER__SMTP_LISTEN", "localhost")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.smtp_listen") && err.contains("POSTERN_SERVER__SMTP_LISTEN"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "[server]\nmax_recipents = 5\n").unwrap();
+        let err = Loader::new().file(&file, true).unwrap().build().unwrap_err().to_string();
+        assert!(err.contains("max_recipents") && err.contains("p.toml") && err.contains("unknown field"), "{err}");
+
+        let err = Loader::new().env(env(&[("POSTERN_TOKENS__KEEPALIVE_DAYS", "120")])).build().unwrap_err().to_string();
+        assert!(err.contains("tokens.keepalive_days") && err.contains("90 idle days"), "{err}");
+
+        let err = Loader::new().env(env(&[("POSTERN_SERVER__TRUSTED_NETWORKS", "[\"10.0.0.0/33\"]")])).build().unwrap_err().to_string();
+        assert!(err.contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn missing_optional_file_is_fine_but_a_named_one_is_not() {
+        assert!(Loader::new().file(Path::new("/nonexistent/postern.toml"), false).is_ok());
+        assert!(matches!(Loader::new().file(Path::new("/nonexistent/postern.toml"), true), Err(SettingsError::Read { .. })));
+    }
+}

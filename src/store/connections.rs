@@ -1,0 +1,222 @@
+//! Connection rows.
+
+use std::path::PathBuf;
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError, now};
+use crate::domain::{
+    ClientId, Connection, ConnectionName, ConnectionSettings, ConnectionStatus, EmailAddress, Host,
+    Port, RedirectUri, ScopeList, Tenant,
+};
+
+/// Re-exported for callers that list connections without decoding them.
+pub type ConnectionRow = SqliteRow;
+
+const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
+    c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
+    c.ca_file, c.enabled, c.max_concurrent, c.status, c.status_reason, c.created_at, c.updated_at, \
+    EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
+    EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh";
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn opt_url(v: Option<String>, what: &str) -> Result<Option<url::Url>, StoreError> {
+    v.map(|u| url::Url::parse(&u).map_err(|e| corrupt(what, e))).transpose()
+}
+
+fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
+    let get_s = |c: &str| row.try_get::<String, _>(c).map_err(StoreError::from);
+    let get_o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(StoreError::from);
+    let ts = |c: &str| -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+        let v: i64 = row.try_get(c)?;
+        chrono::DateTime::from_timestamp(v, 0).ok_or_else(|| corrupt(c, v))
+    };
+    let settings = ConnectionSettings {
+        name: ConnectionName::parse(&get_s("name")?).map_err(|e| corrupt("name", e))?,
+        display_name: get_o("display_name")?,
+        provider: get_s("provider")?.parse().map_err(|e| corrupt("provider", e))?,
+        flow: get_s("flow")?.parse().map_err(|e| corrupt("flow", e))?,
+        host: Host::parse(&get_s("host")?).map_err(|e| corrupt("host", e))?,
+        port: Port::new(row.try_get::<i64, _>("port")? as u16).map_err(|e| corrupt("port", e))?,
+        tls: get_s("tls")?.parse().map_err(|e| corrupt("tls", e))?,
+        domain: Host::parse(&get_s("domain")?).map_err(|e| corrupt("domain", e))?,
+        user: EmailAddress::parse(&get_s("user_name")?).map_err(|e| corrupt("user_name", e))?,
+        tenant: get_o("tenant")?.map(|t| Tenant::parse(&t)).transpose().map_err(|e| corrupt("tenant", e))?,
+        client_id: ClientId::parse(&get_s("client_id")?).map_err(|e| corrupt("client_id", e))?,
+        scopes: ScopeList::parse(&get_s("scope")?).map_err(|e| corrupt("scope", e))?,
+        redirect_uri: get_o("redirect_uri")?
+            .map(|r| RedirectUri::parse(&r))
+            .transpose()
+            .map_err(|e| corrupt("redirect_uri", e))?,
+        authorize_url: opt_url(get_o("authorize_url")?, "authorize_url")?,
+        token_url: opt_url(get_o("token_url")?, "token_url")?,
+        device_url: opt_url(get_o("device_url")?, "device_url")?,
+        ca_file: get_o("ca_file")?.map(PathBuf::from),
+        enabled: row.try_get::<bool, _>("enabled")?,
+        max_concurrent: row.try_get::<i64, _>("max_concurrent")? as u32,
+    };
+    Ok(Connection {
+        id: row.try_get("id")?,
+        settings,
+        status: ConnectionStatus::from_parts(&get_s("status")?, get_o("status_reason")?),
+        client_secret_set: row.try_get("has_secret")?,
+        refresh_token_set: row.try_get("has_refresh")?,
+        created_at: ts("created_at")?,
+        updated_at: ts("updated_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
+    v.as_ref().map(ToString::to_string)
+}
+
+impl Store {
+    pub async fn insert_connection(&self, s: &ConnectionSettings) -> Result<Connection, StoreError> {
+        let t = now();
+        let res = sqlx::query(
+            "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
+             tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
+             max_concurrent, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+        )
+        .bind(s.name.as_str())
+        .bind(&s.display_name)
+        .bind(s.provider.as_str())
+        .bind(s.flow.as_str())
+        .bind(s.host.as_str())
+        .bind(i64::from(s.port.get()))
+        .bind(s.tls.as_str())
+        .bind(s.domain.as_str())
+        .bind(s.user.as_str())
+        .bind(opt_str(&s.tenant))
+        .bind(s.client_id.as_str())
+        .bind(s.scopes.to_string())
+        .bind(opt_str(&s.redirect_uri))
+        .bind(opt_str(&s.authorize_url))
+        .bind(opt_str(&s.token_url))
+        .bind(opt_str(&s.device_url))
+        .bind(s.ca_file.as_ref().map(|p| p.display().to_string()))
+        .bind(s.enabled)
+        .bind(i64::from(s.max_concurrent))
+        .bind(t)
+        .bind(t)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateConnection(s.name.to_string())),
+            Err(e) => Err(e.into()),
+            Ok(_) => self.connection(s.name.as_str()).await,
+        }
+    }
+
+    /// Replaces the settings of connection `id` (the name may change).
+    pub async fn update_connection(&self, id: i64, s: &ConnectionSettings) -> Result<Connection, StoreError> {
+        let res = sqlx::query(
+            "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
+             tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
+             authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(s.name.as_str())
+        .bind(&s.display_name)
+        .bind(s.provider.as_str())
+        .bind(s.flow.as_str())
+        .bind(s.host.as_str())
+        .bind(i64::from(s.port.get()))
+        .bind(s.tls.as_str())
+        .bind(s.domain.as_str())
+        .bind(s.user.as_str())
+        .bind(opt_str(&s.tenant))
+        .bind(s.client_id.as_str())
+        .bind(s.scopes.to_string())
+        .bind(opt_str(&s.redirect_uri))
+        .bind(opt_str(&s.authorize_url))
+        .bind(opt_str(&s.token_url))
+        .bind(opt_str(&s.device_url))
+        .bind(s.ca_file.as_ref().map(|p| p.display().to_string()))
+        .bind(s.enabled)
+        .bind(i64::from(s.max_concurrent))
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateConnection(s.name.to_string())),
+            Err(e) => Err(e.into()),
+            Ok(_) => self.connection(s.name.as_str()).await,
+        }
+    }
+
+    pub async fn find_connection(&self, name: &str) -> Result<Option<Connection>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c WHERE c.name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Like [`Store::find_connection`], but a missing connection is an error that says what to do.
+    pub async fn connection(&self, name: &str) -> Result<Connection, StoreError> {
+        self.find_connection(name).await?.ok_or_else(|| StoreError::NoSuchConnection(name.to_string()))
+    }
+
+    pub async fn connection_by_id(&self, id: i64) -> Result<Connection, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c WHERE c.id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode).transpose()?.ok_or_else(|| StoreError::NoSuchConnection(format!("#{id}")))
+    }
+
+    pub async fn list_connections(&self) -> Result<Vec<Connection>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c ORDER BY c.name")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Connection, StoreError> {
+        let n = sqlx::query("UPDATE connections SET enabled = ?, updated_at = ? WHERE name = ?")
+            .bind(enabled)
+            .bind(now())
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NoSuchConnection(name.to_string()));
+        }
+        self.connection(name).await
+    }
+
+    pub async fn set_status(&self, id: i64, status: &ConnectionStatus) -> Result<(), StoreError> {
+        sqlx::query("UPDATE connections SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(status.reason())
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn remove_connection(&self, name: &str) -> Result<(), StoreError> {
+        let n = sqlx::query("DELETE FROM connections WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NoSuchConnection(name.to_string()));
+        }
+        Ok(())
+    }
+}

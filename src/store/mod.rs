@@ -1,0 +1,120 @@
+//! The store: one place for every query. SQLite today (WAL, `synchronous=FULL`); the API is
+//! plain async methods on [`Store`] so a PostgreSQL backend can follow behind the same surface.
+
+mod connections;
+pub mod keyfile;
+mod rotate;
+pub use rotate::Rotation;
+pub mod seal;
+mod secrets;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use connections::ConnectionRow;
+pub use keyfile::{KeyError, KeySource};
+pub use seal::{DataKey, SealError, Sealer};
+pub use secrets::{SecretKind, StoredSecret};
+
+pub const DB_FILE: &str = "postern.db";
+pub const KEY_FILE: &str = "secret.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("secret `{what}`: {source}")]
+    Seal { what: String, source: SealError },
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("connection `{0}` does not exist (see `postern connection list`)")]
+    NoSuchConnection(String),
+    #[error("a connection named `{0}` already exists: choose another name or use `postern connection edit {0}`")]
+    DuplicateConnection(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// The disk is full: clients get `452 4.3.1`, not a permanent failure.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                e.code().as_deref() == Some("13") || e.message().contains("database or disk is full")
+            }
+            StoreError::Db(sqlx::Error::Io(e)) => e.raw_os_error() == Some(28),
+            _ => false,
+        }
+    }
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    sealer: Arc<Sealer>,
+    data_dir: PathBuf,
+    key_source: KeySource,
+}
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`, with the key from the environment or
+    /// `key_file` (default `<data_dir>/secret.key`).
+    pub async fn open(data_dir: &Path, key_file: Option<&Path>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
+        let key_path = key_file.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join(KEY_FILE));
+        let (key, key_source) = keyfile::load_or_create(&key_path)?;
+        let mut sealer = Sealer::new(key);
+        // A rotation that stopped between its commit and its rename leaves the new key beside the old.
+        let pending = rotate::pending_path(&key_path);
+        if matches!(key_source, KeySource::File(_)) && pending.exists() {
+            sealer = sealer.with_older(keyfile::read_key_file(&pending)?);
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed message survives power loss, which is what a `250` promises.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let store = Self { pool, sealer: Arc::new(sealer), data_dir: data_dir.to_path_buf(), key_source };
+        store.finish_pending_rotation(&key_path).await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

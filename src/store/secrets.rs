@@ -1,0 +1,139 @@
+//! Sealed per-connection secrets: client secret, refresh token, access token.
+
+use secrecy::SecretString;
+use sqlx::Row;
+
+use super::{Store, StoreError, now};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    ClientSecret,
+    RefreshToken,
+    AccessToken,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::ClientSecret => "client_secret",
+            SecretKind::RefreshToken => "refresh_token",
+            SecretKind::AccessToken => "access_token",
+        }
+    }
+}
+
+/// Associated data: binds a sealed value to its connection and kind.
+pub(crate) fn aad(connection_id: i64, kind: &str) -> String {
+    format!("postern/connection/{connection_id}/{kind}")
+}
+
+/// A secret opened from the store.
+#[derive(Debug)]
+pub struct StoredSecret {
+    pub value: SecretString,
+    /// Unix seconds; set for access tokens.
+    pub expires_at: Option<i64>,
+}
+
+impl Store {
+    pub async fn put_secret(
+        &self,
+        connection_id: i64,
+        kind: SecretKind,
+        value: &SecretString,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let sealed = self.sealer.seal_secret(value, &aad(connection_id, kind.as_str()));
+        sqlx::query(
+            "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
+             expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .bind(sealed)
+        .bind(expires_at)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn secret(&self, connection_id: i64, kind: SecretKind) -> Result<Option<StoredSecret>, StoreError> {
+        let row = sqlx::query("SELECT sealed, expires_at FROM secrets WHERE connection_id = ? AND kind = ?")
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let value = self
+            .sealer
+            .open_secret(&sealed, &aad(connection_id, kind.as_str()))
+            .map_err(|source| StoreError::Seal { what: kind.as_str().to_string(), source })?;
+        Ok(Some(StoredSecret { value, expires_at: row.try_get("expires_at")? }))
+    }
+
+    pub async fn delete_secret(&self, connection_id: i64, kind: SecretKind) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM secrets WHERE connection_id = ? AND kind = ?")
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Commits a token response in one transaction: the rotated refresh token (if any), the access
+    /// token, and the `authorized` status. Called before the access token is handed to anyone, so a
+    /// crash can only lose the new tokens, never leave the old refresh token half replaced.
+    pub async fn save_tokens(
+        &self,
+        connection_id: i64,
+        refresh_token: Option<&SecretString>,
+        access_token: &SecretString,
+        access_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let upsert = "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
+             expires_at = excluded.expires_at, updated_at = excluded.updated_at";
+        if let Some(rt) = refresh_token {
+            let kind = SecretKind::RefreshToken.as_str();
+            sqlx::query(upsert)
+                .bind(connection_id)
+                .bind(kind)
+                .bind(self.sealer.seal_secret(rt, &aad(connection_id, kind)))
+                .bind(None::<i64>)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let kind = SecretKind::AccessToken.as_str();
+        sqlx::query(upsert)
+            .bind(connection_id)
+            .bind(kind)
+            .bind(self.sealer.seal_secret(access_token, &aad(connection_id, kind)))
+            .bind(access_expires_at)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ? WHERE id = ?")
+            .bind(t)
+            .bind(connection_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// When the refresh token was last written (for keep-alive refreshes of idle connections).
+    pub async fn secret_updated_at(&self, connection_id: i64, kind: SecretKind) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT updated_at FROM secrets WHERE connection_id = ? AND kind = ?")
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("updated_at")).transpose()?)
+    }
+}
