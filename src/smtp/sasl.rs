@@ -108,8 +108,7 @@ pub fn decode_oauthbearer(line: &str) -> Result<OAuthBearerResponse, SaslError> 
     let user = match gs2_parts.next() {
         Some("") => None,
         Some(a) => Some(gs2_unescape(
-            a.strip_prefix("a=")
-                .ok_or(malformed(MECH, "bad authzid"))?,
+            a.strip_prefix("a=").ok_or(malformed(MECH, "bad authzid"))?,
         )?),
         None => return Err(malformed(MECH, "truncated GS2 header")),
     };

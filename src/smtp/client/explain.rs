@@ -1,0 +1,201 @@
+//! Plain-language hints for the failures an admin cannot decode from the reply alone
+//! (PROTOCOL.md, "Errors worth a human explanation").
+
+use super::error::SmtpError;
+use super::reply::Reply;
+
+pub(super) const TOKEN_REJECTED: &str = "The server rejected the access token even after a refresh. \
+Check that the connection's scope is https://outlook.office.com/SMTP.Send (a Microsoft Graph token \
+is refused by SMTP with 535 5.7.3; for Gmail: https://mail.google.com/), that the user name is the \
+mailbox that consented, then re-authorize the connection.";
+
+pub(super) const SMTP_AUTH_DISABLED: &str = "SMTP AUTH is disabled for this mailbox or tenant \
+(535 5.7.139); a new token will not help. Enable it for the mailbox with \
+`Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false` (or tenant-wide with \
+`Set-TransportConfig -SmtpClientAuthenticationDisabled $false`), and make sure Entra ID security \
+defaults are off, since they disable SMTP AUTH.";
+
+const NOT_AUTHENTICATED: &str = "The server says the client is not authenticated at MAIL FROM \
+(530 5.7.57): AUTH did not happen or did not succeed on this connection.";
+
+const SEND_AS_DENIED: &str = "The From address is not the authenticated mailbox, and that mailbox \
+has no SendAs right on it. Send as the mailbox itself, or grant the right in Exchange: \
+`Add-RecipientPermission -Identity <from address> -Trustee <mailbox> -AccessRights SendAs`.";
+
+const CONCURRENCY_LIMIT: &str = "Too many simultaneous connections for this mailbox (Exchange \
+Online allows 3 per mailbox). Postern will back off; lower this connection's concurrency.";
+
+const QUOTA_EXCEEDED: &str = "The mailbox reached its sending limit (Exchange Online: 10,000 \
+recipients per day, 30 messages per minute). Wait for the quota to recover, or spread the load \
+over several mailboxes.";
+
+const BASIC_AUTH_UNSUPPORTED: &str = "The server refuses basic authentication (550 5.7.30): this \
+connection must authenticate with OAuth (XOAUTH2).";
+
+const STARTTLS_MISSING: &str = "The server did not offer STARTTLS, so Postern refused to continue \
+rather than send the token in cleartext. Check the host and port (587 uses STARTTLS, 465 implicit \
+TLS), or a network device stripping STARTTLS.";
+
+pub(super) fn explain(error: &SmtpError) -> Option<&'static str> {
+    match error {
+        SmtpError::TokenRejected { .. } => Some(TOKEN_REJECTED),
+        SmtpError::StartTlsNotOffered { .. } => Some(STARTTLS_MISSING),
+        SmtpError::Rejected { reply, .. } => explain_reply(reply),
+        SmtpError::RecipientsRefused { report } => report
+            .recipients
+            .iter()
+            .find_map(|r| explain_reply(&r.reply)),
+        _ => None,
+    }
+}
+
+/// The hint for a reply, if it is one of the known ones.
+pub fn explain_reply(reply: &Reply) -> Option<&'static str> {
+    // Text first: Exchange sends SendAsDenied and quota errors under several enhanced codes.
+    if reply.text_contains("SubmissionQuotaExceeded") {
+        return Some(QUOTA_EXCEEDED);
+    }
+    if reply.text_contains("SendAsDenied") {
+        return Some(SEND_AS_DENIED);
+    }
+    match (
+        reply.code,
+        reply.enhanced.map(|e| (e.class, e.subject, e.detail)),
+    ) {
+        (535, Some((5, 7, 139))) => Some(SMTP_AUTH_DISABLED),
+        (535, Some((5, 7, 3))) => Some(TOKEN_REJECTED),
+        (530, Some((5, 7, 57))) => Some(NOT_AUTHENTICATED),
+        (554, Some((5, 2, 252))) => Some(SEND_AS_DENIED),
+        (432, Some((4, 3, 2))) => Some(CONCURRENCY_LIMIT),
+        (550, Some((5, 7, 30))) => Some(BASIC_AUTH_UNSUPPORTED),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::client::error::Stage;
+    use crate::smtp::client::reply::parse_reply;
+    use crate::smtp::client::report::{RecipientResult, SendReport};
+
+    fn reply(wire: &str) -> Reply {
+        parse_reply(format!("{wire}\r\n").as_bytes())
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn rejected(stage: Stage, wire: &str) -> SmtpError {
+        SmtpError::Rejected {
+            stage,
+            reply: reply(wire),
+        }
+    }
+
+    #[test]
+    fn the_protocol_table_is_explained() {
+        let cases = [
+            ("535 5.7.3 Authentication unsuccessful", "SMTP.Send"),
+            (
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.",
+                "Set-CASMailbox",
+            ),
+            (
+                "530 5.7.57 Client not authenticated to send mail.",
+                "not authenticated",
+            ),
+            (
+                "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process message",
+                "SendAs right",
+            ),
+            (
+                "554 5.2.252 SendAsDenied; a@example.com not allowed to send as b@example.com",
+                "SendAs right",
+            ),
+            (
+                "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+                "3 per mailbox",
+            ),
+            (
+                "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+                "10,000",
+            ),
+            (
+                "550 5.7.30 Basic authentication is not supported for Client Submission.",
+                "OAuth",
+            ),
+        ];
+        for (wire, needle) in cases {
+            let text = rejected(Stage::MailFrom, wire)
+                .explanation()
+                .unwrap_or_else(|| panic!("no explanation for {wire}"));
+            assert!(text.contains(needle), "{wire}: {text}");
+        }
+    }
+
+    #[test]
+    fn smtp_auth_disabled_says_refreshing_will_not_help() {
+        let e = rejected(Stage::Auth, "535 5.7.139 Authentication unsuccessful");
+        let text = e.explanation().unwrap();
+        assert!(text.contains("will not help") && text.contains("security defaults"));
+        assert!(e.is_permanent() && e.is_connection_problem() && !e.is_token_rejected());
+    }
+
+    #[test]
+    fn ordinary_replies_have_no_explanation() {
+        assert_eq!(
+            rejected(Stage::RcptTo, "550 5.1.1 User unknown").explanation(),
+            None
+        );
+        assert_eq!(SmtpError::Closed { stage: Stage::Data }.explanation(), None);
+    }
+
+    #[test]
+    fn classification() {
+        let busy = rejected(Stage::MailFrom, "451 4.3.0 try later");
+        assert!(busy.is_transient() && !busy.is_permanent());
+        let gone = rejected(Stage::RcptTo, "550 5.1.1 unknown");
+        assert!(gone.is_permanent() && !gone.is_transient() && !gone.is_connection_problem());
+        let token = SmtpError::TokenRejected {
+            reply: reply("535 5.7.3 Authentication unsuccessful"),
+        };
+        assert!(token.is_token_rejected() && token.is_connection_problem());
+        assert!(!token.needs_reauthorization());
+        let reauth = SmtpError::Token(crate::oauth::TokenError::NeedsReauthorization {
+            reason: "invalid_grant".into(),
+        });
+        assert!(reauth.needs_reauthorization() && !reauth.is_transient());
+        let net = SmtpError::Closed {
+            stage: Stage::Message,
+        };
+        assert!(net.is_transient() && !net.is_stale_connection());
+        assert!(SmtpError::Closed { stage: Stage::Rset }.is_stale_connection());
+        assert!(SmtpError::MessageTooLarge { size: 2, limit: 1 }.is_permanent());
+    }
+
+    #[test]
+    fn refused_recipients_are_transient_if_any_refusal_is() {
+        let report = |codes: &[&str]| SendReport {
+            recipients: codes
+                .iter()
+                .enumerate()
+                .map(|(i, wire)| RecipientResult {
+                    recipient: format!("r{i}@example.com"),
+                    accepted: false,
+                    reply: reply(wire),
+                })
+                .collect(),
+            data_reply: None,
+        };
+        let all_5xx = SmtpError::RecipientsRefused {
+            report: report(&["550 5.1.1 a", "550 5.1.1 b"]),
+        };
+        assert!(all_5xx.is_permanent() && !all_5xx.is_transient());
+        assert!(all_5xx.to_string().contains("r0@example.com: 550 5.1.1 a"));
+        let mixed = SmtpError::RecipientsRefused {
+            report: report(&["550 5.1.1 a", "452 4.5.3 too many"]),
+        };
+        assert!(mixed.is_transient() && !mixed.is_permanent());
+    }
+}

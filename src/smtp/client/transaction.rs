@@ -1,0 +1,215 @@
+//! One mail transaction on an open session: MAIL, RCPT..., DATA, the message, per-recipient results.
+//! MAIL/RCPT/DATA go out in one batch when the server offers PIPELINING (RFC 2920).
+
+use super::command::{Command, MailParams};
+use super::connection::SmtpConnection;
+use super::error::{SmtpError, Stage};
+use super::message::{DataEncoder, Envelope, mail_params, scan_body};
+use super::reply::Reply;
+use super::report::{RecipientResult, SendReport};
+
+/// Message data is written in blocks of this size, each under the command timeout.
+const DATA_BLOCK: usize = 64 * 1024;
+
+impl SmtpConnection {
+    /// Sends one message. Refused recipients do not stop the others: the report says who took it.
+    ///
+    /// Errors: [`SmtpError::RecipientsRefused`] if nobody was accepted (nothing was sent); the
+    /// message is checked against SIZE, 8BITMIME and SMTPUTF8 before anything is sent.
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<SendReport, SmtpError> {
+        if self.broken {
+            return Err(SmtpError::Closed {
+                stage: Stage::MailFrom,
+            });
+        }
+        envelope.check()?;
+        let params = mail_params(&self.caps, envelope, scan_body(message))?;
+        let result = self.transaction(envelope, message, params).await;
+        match &result {
+            Ok(_) => self.messages_sent += 1,
+            Err(e) if !e.leaves_session_usable() => self.broken = true,
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn transaction(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+        params: MailParams,
+    ) -> Result<SendReport, SmtpError> {
+        let rset = std::mem::replace(&mut self.needs_rset, true);
+        let (mail, rcpts, data) = if self.caps.pipelining {
+            self.envelope_pipelined(envelope, params, rset).await?
+        } else {
+            self.envelope_in_turn(envelope, params, rset).await?
+        };
+        let recipients: Vec<RecipientResult> = envelope
+            .to
+            .iter()
+            .zip(rcpts)
+            .map(|(to, reply)| RecipientResult {
+                recipient: to.clone(),
+                accepted: reply.is_positive(),
+                reply,
+            })
+            .collect();
+
+        if !mail.is_positive() {
+            self.end_unwanted_data(data.as_ref()).await?;
+            return Err(SmtpError::Rejected {
+                stage: Stage::MailFrom,
+                reply: mail,
+            });
+        }
+        if !recipients.iter().any(|r| r.accepted) {
+            self.end_unwanted_data(data.as_ref()).await?;
+            self.reset().await?;
+            return Err(SmtpError::RecipientsRefused {
+                report: SendReport {
+                    recipients,
+                    data_reply: None,
+                },
+            });
+        }
+        let data = match data {
+            Some(reply) => reply,
+            None => self.round_trip(Command::Data, Stage::Data).await?,
+        };
+        if data.code != 354 {
+            return Err(SmtpError::Rejected {
+                stage: Stage::Data,
+                reply: data,
+            });
+        }
+        let reply = self.write_message(message).await?;
+        if !reply.is_positive() {
+            return Err(SmtpError::Rejected {
+                stage: Stage::Message,
+                reply,
+            });
+        }
+        Ok(SendReport {
+            recipients,
+            data_reply: Some(reply),
+        })
+    }
+
+    /// `[RSET] MAIL RCPT... DATA` in one write, then their replies in order.
+    async fn envelope_pipelined(
+        &mut self,
+        envelope: &Envelope,
+        params: MailParams,
+        rset: bool,
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), SmtpError> {
+        let t = self.timeouts.command;
+        if rset {
+            self.wire.queue(Command::Rset);
+        }
+        self.wire.queue(Command::Mail(&envelope.from, params));
+        for to in &envelope.to {
+            self.wire.queue(Command::Rcpt(to));
+        }
+        self.wire.queue(Command::Data);
+        let stage = if rset { Stage::Rset } else { Stage::MailFrom };
+        self.wire.flush(stage, t).await?;
+        if rset {
+            let reply = self.wire.read_reply(Stage::Rset, t).await?;
+            if !reply.is_positive() {
+                // The rest of the batch is unaccounted for: give the session up.
+                self.broken = true;
+                return Err(SmtpError::Rejected {
+                    stage: Stage::Rset,
+                    reply,
+                });
+            }
+        }
+        let mail = self.wire.read_reply(Stage::MailFrom, t).await?;
+        let mut rcpts = Vec::with_capacity(envelope.to.len());
+        for _ in &envelope.to {
+            rcpts.push(self.wire.read_reply(Stage::RcptTo, t).await?);
+        }
+        let data = self.wire.read_reply(Stage::Data, t).await?;
+        Ok((mail, rcpts, Some(data)))
+    }
+
+    /// One command, one reply, stopping at the first sign that the rest is pointless.
+    async fn envelope_in_turn(
+        &mut self,
+        envelope: &Envelope,
+        params: MailParams,
+        rset: bool,
+    ) -> Result<(Reply, Vec<Reply>, Option<Reply>), SmtpError> {
+        if rset {
+            self.reset().await?;
+            self.needs_rset = true;
+        }
+        let mail = self
+            .round_trip(Command::Mail(&envelope.from, params), Stage::MailFrom)
+            .await?;
+        let mut rcpts = Vec::with_capacity(envelope.to.len());
+        if mail.is_positive() {
+            for to in &envelope.to {
+                rcpts.push(self.round_trip(Command::Rcpt(to), Stage::RcptTo).await?);
+            }
+        }
+        Ok((mail, rcpts, None))
+    }
+
+    /// A pipelining server may answer `354` to DATA even though MAIL or every RCPT failed:
+    /// end that empty message so the session returns to command state (RFC 2920 §3.1).
+    async fn end_unwanted_data(&mut self, data: Option<&Reply>) -> Result<(), SmtpError> {
+        if data.is_some_and(|d| d.code == 354) {
+            self.wire.queue_bytes(b".\r\n");
+            self.wire
+                .flush(Stage::Message, self.timeouts.command)
+                .await?;
+            self.wire
+                .read_reply(Stage::Message, self.timeouts.data_end)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), SmtpError> {
+        let reply = self.round_trip(Command::Rset, Stage::Rset).await?;
+        if !reply.is_positive() {
+            self.broken = true;
+            return Err(SmtpError::Rejected {
+                stage: Stage::Rset,
+                reply,
+            });
+        }
+        self.needs_rset = false;
+        Ok(())
+    }
+
+    async fn round_trip(&mut self, command: Command<'_>, stage: Stage) -> Result<Reply, SmtpError> {
+        let t = self.timeouts.command;
+        self.wire.queue(command);
+        self.wire.flush(stage, t).await?;
+        self.wire.read_reply(stage, t).await
+    }
+
+    /// The dot-stuffed message and the final dot, in blocks; then the reply, which may take a while.
+    async fn write_message(&mut self, message: &[u8]) -> Result<Reply, SmtpError> {
+        let t = self.timeouts.command;
+        let mut encoder = DataEncoder::default();
+        for block in message.chunks(DATA_BLOCK) {
+            encoder.encode(block, self.wire.output());
+            if self.wire.pending_output() >= DATA_BLOCK {
+                self.wire.flush(Stage::Message, t).await?;
+            }
+        }
+        encoder.finish(self.wire.output());
+        self.wire.flush(Stage::Message, t).await?;
+        self.wire
+            .read_reply(Stage::Message, self.timeouts.data_end)
+            .await
+    }
+}
