@@ -1,0 +1,5 @@
+//! Integration tests of the fake provider: real HTTP, TCP and TLS on 127.0.0.1.
+
+mod client;
+mod idp;
+mod smtp;
