@@ -1,1 +1,43 @@
-//! The relay listener: legacy apps submit with AUTH PLAIN/LOGIN.
+//! The relay listener: legacy apps submit mail here with AUTH PLAIN/LOGIN (RFC 6409).
+//!
+//! - [`Session`]: the SMTP state machine, no I/O (bytes in, [`Action`]s out).
+//! - [`RelayServer`]: the async shell around it (TCP, STARTTLS/implicit TLS, timeouts,
+//!   connection limit, graceful shutdown), calling a [`RelayBackend`] to check credentials
+//!   and store messages.
+//! - [`tls`]: the relay's certificate (from PEM files, or a self-signed one kept on disk).
+
+mod auth;
+mod backend;
+mod command;
+mod config;
+mod connection;
+mod data;
+mod envelope;
+mod fuzz;
+mod identity;
+mod listener;
+mod message;
+mod network;
+mod reply;
+mod session;
+mod stats;
+pub mod tls;
+
+#[cfg(test)]
+mod listener_tests;
+#[cfg(test)]
+mod session_tests;
+
+pub use backend::{BackendError, RelayBackend};
+pub use config::{
+    AuthThrottle, BareLfPolicy, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, PeerInfo,
+    SessionConfig,
+};
+pub use envelope::{BodyType, Envelope, ReversePath, StoreFailure};
+pub use fuzz::fuzz_session;
+pub use identity::{AllowedFrom, AllowedFromError, AuthOutcome, Identity};
+pub use listener::{ListenerConfig, RelayServer};
+pub use network::{IpNetwork, IpNetworkError};
+pub use reply::Reply;
+pub use session::{Action, Session};
+pub use stats::{RelayStats, StatsSnapshot};

@@ -1,0 +1,60 @@
+//! What the relay needs from the rest of Postern: checking relay users, storing messages.
+
+use std::error::Error as StdError;
+use std::future::Future;
+
+use secrecy::SecretString;
+
+use super::config::PeerInfo;
+use super::envelope::{Envelope, StoreFailure};
+use super::identity::Identity;
+
+/// The relay's view of the store. The real implementation (relay users and the outbox) lives
+/// elsewhere; tests use an in-memory one.
+pub trait RelayBackend: Send + Sync + 'static {
+    /// Checks a relay user's password. `Ok(None)`: wrong user or password (the client gets
+    /// `535`); `Err`: the check itself failed (the client gets `454` and may retry).
+    fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+        peer: &PeerInfo,
+    ) -> impl Future<Output = Result<Option<Identity>, BackendError>> + Send;
+
+    /// Stores an accepted message durably and returns its queue id. Only then does the client
+    /// get `250`, and may forget the message. `identity` is `None` for a trusted network.
+    fn accept(
+        &self,
+        identity: Option<&Identity>,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Result<String, StoreFailure>> + Send;
+}
+
+/// The backend could not answer (not the same as a wrong password).
+#[derive(Debug, thiserror::Error)]
+#[error("relay backend: {message}")]
+pub struct BackendError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl BackendError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}

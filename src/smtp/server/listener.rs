@@ -1,0 +1,287 @@
+//! The relay's TCP listener: accepts connections within a limit, runs a session on each, and
+//! drains gracefully on shutdown.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::backend::RelayBackend;
+use super::config::{
+    BareLfPolicy, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, SessionConfig,
+};
+use super::connection;
+use super::network::IpNetwork;
+use super::stats::RelayStats;
+use crate::domain::Host;
+
+/// Wait after an accept error (such as running out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a refused connection may take to receive its `421`.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the grace period, how long sessions get to say `421` and go.
+const FORCED_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Settings of one relay listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name in the greeting, EHLO reply, `Received:` header and generated `Message-ID`s.
+    pub hostname: Host,
+    /// Concurrent sessions; more connections get `421 4.7.0 Too many connections`.
+    pub max_connections: usize,
+    /// Longest wait for a command line (RFC 5321 §4.5.3.2.7 suggests 5 minutes).
+    pub command_timeout: Duration,
+    /// Longest wait for the next block of message content (10 minutes).
+    pub data_timeout: Duration,
+    /// Largest message accepted, in octets (announced as `SIZE`).
+    pub max_message_size: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// Allow AUTH over unencrypted non-loopback connections: passwords cross the network in clear.
+    pub allow_cleartext_auth: bool,
+    /// Clients in these networks may send without AUTH. None by default: never an open relay.
+    pub trusted_networks: Vec<IpNetwork>,
+    /// Add a `Received:` header naming the relay and the relay user.
+    pub received_header: bool,
+    /// What to do with bare LFs in message content.
+    pub bare_lf: BareLfPolicy,
+    /// On shutdown, how long running sessions may take to finish their message.
+    pub shutdown_grace: Duration,
+}
+
+impl ListenerConfig {
+    pub fn new(hostname: Host) -> Self {
+        Self {
+            hostname,
+            max_connections: 100,
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+            allow_cleartext_auth: false,
+            trusted_networks: Vec::new(),
+            received_header: true,
+            bare_lf: BareLfPolicy::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_networks.iter().any(|net| net.contains(ip))
+    }
+
+    fn session_config(&self, starttls_available: bool) -> SessionConfig {
+        let mut c = SessionConfig::new(self.hostname.clone());
+        c.max_message_size = self.max_message_size;
+        c.max_recipients = self.max_recipients;
+        c.allow_cleartext_auth = self.allow_cleartext_auth;
+        c.starttls_available = starttls_available;
+        c.received_header = self.received_header;
+        c.bare_lf = self.bare_lf;
+        c
+    }
+}
+
+/// How the listener uses TLS.
+#[derive(Clone)]
+pub(crate) enum TlsSetup {
+    None,
+    /// Plain connect, STARTTLS offered (port 587).
+    StartTls(TlsAcceptor),
+    /// TLS from the first byte (port 465, RFC 8314).
+    Implicit(TlsAcceptor),
+}
+
+/// What every session of one listener shares.
+pub(crate) struct Shared<B> {
+    pub backend: Arc<B>,
+    pub config: ListenerConfig,
+    pub session_config: Arc<SessionConfig>,
+    pub tls: TlsSetup,
+    pub stats: RelayStats,
+    /// Set when shutdown starts: sessions finish their message, then say `421`.
+    pub soft: CancellationToken,
+    /// Set when the grace period is over: sessions say `421` at once.
+    pub hard: CancellationToken,
+}
+
+/// A relay listener on an already-bound socket.
+///
+/// ```no_run
+/// # async fn demo(backend: std::sync::Arc<impl postern::smtp::server::RelayBackend>) -> std::io::Result<()> {
+/// use postern::smtp::server::{ListenerConfig, RelayServer};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let config = ListenerConfig::new("relay.example".parse().unwrap());
+/// let server = RelayServer::new(listener, config, backend);
+/// let shutdown = tokio_util::sync::CancellationToken::new();
+/// server.run(shutdown).await
+/// # }
+/// ```
+pub struct RelayServer<B> {
+    listener: TcpListener,
+    config: ListenerConfig,
+    backend: Arc<B>,
+    tls: TlsSetup,
+    stats: RelayStats,
+}
+
+impl<B> std::fmt::Debug for RelayServer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayServer")
+            .field("local_addr", &self.listener.local_addr().ok())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: RelayBackend> RelayServer<B> {
+    pub fn new(listener: TcpListener, config: ListenerConfig, backend: Arc<B>) -> Self {
+        Self {
+            listener,
+            config,
+            backend,
+            tls: TlsSetup::None,
+            stats: RelayStats::default(),
+        }
+    }
+
+    /// Takes a bound std listener (call inside a Tokio runtime).
+    pub fn from_std(
+        listener: std::net::TcpListener,
+        config: ListenerConfig,
+        backend: Arc<B>,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Ok(Self::new(TcpListener::from_std(listener)?, config, backend))
+    }
+
+    /// Offer STARTTLS with this certificate (submission port 587).
+    pub fn with_starttls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = TlsSetup::StartTls(acceptor);
+        self
+    }
+
+    /// Speak TLS from the first byte (submissions port 465).
+    pub fn with_implicit_tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = TlsSetup::Implicit(acceptor);
+        self
+    }
+
+    /// Count into these (shared) counters, e.g. one set for the 587 and 465 listeners.
+    pub fn with_stats(mut self, stats: RelayStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The listener's counters; keep the handle, it stays live while the server runs.
+    pub fn stats(&self) -> RelayStats {
+        self.stats.clone()
+    }
+
+    /// Accepts connections until `shutdown` is cancelled, then stops accepting, lets running
+    /// sessions finish their message within the grace period, closes the rest with `421`, and
+    /// returns.
+    pub async fn run(self, shutdown: CancellationToken) -> io::Result<()> {
+        let max = self
+            .config
+            .max_connections
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        let slots = Arc::new(Semaphore::new(max));
+        let shared = Arc::new(Shared {
+            backend: self.backend,
+            session_config: Arc::new(
+                self.config
+                    .session_config(matches!(self.tls, TlsSetup::StartTls(_))),
+            ),
+            config: self.config,
+            tls: self.tls,
+            stats: self.stats,
+            soft: shutdown.clone(),
+            hard: CancellationToken::new(),
+        });
+        let addr = self.listener.local_addr()?;
+        let tls = match &shared.tls {
+            TlsSetup::None => "none",
+            TlsSetup::StartTls(_) => "starttls",
+            TlsSetup::Implicit(_) => "implicit",
+        };
+        info!(%addr, tls, max_connections = max, "relay listening");
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => admit(&shared, &slots, stream, peer),
+                Err(e) => {
+                    warn!(error = %e, "relay accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        drain(&shared, &slots, max).await;
+        info!(%addr, "relay stopped");
+        Ok(())
+    }
+}
+
+fn admit<B: RelayBackend>(
+    shared: &Arc<Shared<B>>,
+    slots: &Arc<Semaphore>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // Replies are small and interactive: do not let Nagle hold them back.
+    let _ = stream.set_nodelay(true);
+    match Arc::clone(slots).try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(connection::serve(Arc::clone(shared), stream, peer, permit));
+        }
+        Err(_) => {
+            shared.stats.connection_refused();
+            warn!(%peer, "relay connection refused: connection limit reached");
+            tokio::spawn(async move {
+                let refuse = async {
+                    stream
+                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                        .await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refuse).await;
+            });
+        }
+    }
+}
+
+/// Every session holds a permit: all permits back means all sessions are done.
+async fn drain<B>(shared: &Shared<B>, slots: &Semaphore, max: usize) {
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    warn!(
+        ?grace,
+        "relay sessions still running after the grace period: closing them"
+    );
+    shared.hard.cancel();
+    let _ = tokio::time::timeout(FORCED_CLOSE_WAIT, slots.acquire_many(all)).await;
+}

@@ -1,0 +1,734 @@
+//! The relay's SMTP session as a state machine without I/O: bytes in, actions out.
+//!
+//! The async shell ([`super::listener`]) feeds what it reads and performs the returned
+//! [`Action`]s in order. When an action needs an answer (credentials checked, message stored,
+//! TLS started) the session stops, keeps unread input buffered, and carries on when the shell
+//! reports back. Pipelined commands are all answered in one write.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use super::auth::{self, SaslError};
+use super::command::{self, Command, MailParams, Mechanism};
+use super::config::{PeerInfo, SessionConfig};
+use super::data::{DataFailure, DataReader, Progress};
+use super::envelope::{Envelope, ReversePath, StoreFailure};
+use super::identity::{AuthOutcome, Identity};
+use super::message::{self, Trace};
+use super::reply::Reply;
+use crate::domain::EmailAddress;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+const MAX_COMMAND_LINE: usize = 512;
+/// RFC 4954 §4: AUTH lines and SASL responses may be up to 12288 octets.
+const MAX_AUTH_LINE: usize = 12288;
+/// Input a client may pipeline while the session waits for the shell.
+const MAX_PENDING_INPUT: usize = 256 * 1024;
+
+/// What the shell must do, in order.
+pub enum Action {
+    /// Write these bytes: every reply produced by one call, batched into one write.
+    Send(Vec<u8>),
+    /// Wait this long before the next action (failed-AUTH throttling).
+    Delay(Duration),
+    /// Run a TLS server handshake on the connection, then call [`Session::tls_started`].
+    StartTls,
+    /// Check these credentials, then call [`Session::auth_result`].
+    Authenticate {
+        username: String,
+        password: SecretString,
+    },
+    /// Store this message durably, then call [`Session::message_stored`].
+    Deliver {
+        envelope: Envelope,
+        message: Vec<u8>,
+    },
+    /// Close the connection.
+    Close,
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Send(bytes) => write!(f, "Send({:?})", String::from_utf8_lossy(bytes)),
+            Action::Delay(d) => write!(f, "Delay({d:?})"),
+            Action::StartTls => f.write_str("StartTls"),
+            Action::Authenticate { username, .. } => write!(f, "Authenticate({username:?})"),
+            Action::Deliver { envelope, message } => {
+                write!(f, "Deliver({envelope:?}, {} octets)", message.len())
+            }
+            Action::Close => f.write_str("Close"),
+        }
+    }
+}
+
+enum Phase {
+    Command,
+    Sasl(SaslStep),
+    Data(Box<DataPhase>),
+    Waiting(Wait),
+    Closed,
+}
+
+enum SaslStep {
+    Plain,
+    LoginUser,
+    LoginPassword { username: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Auth,
+    Store,
+    Tls,
+}
+
+struct DataPhase {
+    reader: DataReader,
+    tx: Transaction,
+}
+
+enum Greeting {
+    Helo(String),
+    Ehlo(String),
+}
+
+struct Transaction {
+    from: ReversePath,
+    params: MailParams,
+    recipients: Vec<EmailAddress>,
+}
+
+/// One client connection's SMTP state. See the module documentation.
+pub struct Session {
+    config: Arc<SessionConfig>,
+    peer: PeerInfo,
+    id: String,
+    phase: Phase,
+    greeting: Option<Greeting>,
+    identity: Option<Identity>,
+    tx: Option<Transaction>,
+    /// Unprocessed input: a partial line, or what arrived while waiting for the shell.
+    buf: Vec<u8>,
+    out: Vec<u8>,
+    actions: Vec<Action>,
+    errors: u32,
+    auth_failures: u32,
+    /// Inside a line already known to be too long: dropped until its LF.
+    discarding: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("user", &self.identity.as_ref().map(|i| &i.user))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn new(config: Arc<SessionConfig>, peer: PeerInfo) -> Self {
+        Self {
+            config,
+            peer,
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            phase: Phase::Command,
+            greeting: None,
+            identity: None,
+            tx: None,
+            buf: Vec::new(),
+            out: Vec::new(),
+            actions: Vec::new(),
+            errors: 0,
+            auth_failures: 0,
+            discarding: false,
+        }
+    }
+
+    /// `220 <hostname> Postern ESMTP ready`, sent when the connection opens.
+    pub fn greeting(&self) -> Reply {
+        Reply::plain(220, format!("{} Postern ESMTP ready", self.config.hostname))
+    }
+
+    /// Unique per connection; names the session in logs and in the `Received:` header.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Reading message content: the shell applies the data timeout instead of the command one.
+    pub fn is_receiving_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(_))
+    }
+
+    /// A message is under way (MAIL given, not yet answered): a graceful shutdown waits for it.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some() || matches!(self.phase, Phase::Data(_) | Phase::Waiting(Wait::Store))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Feeds bytes read from the connection. Must not be called while an `Authenticate`,
+    /// `Deliver` or `StartTls` action is outstanding (input is buffered, within limits).
+    pub fn feed(&mut self, input: &[u8]) -> Vec<Action> {
+        if self.buf.is_empty() {
+            let n = self.run(input);
+            self.buf.extend_from_slice(&input[n..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.buf);
+            pending.extend_from_slice(input);
+            let n = self.run(&pending);
+            pending.drain(..n);
+            self.buf = pending;
+        }
+        if self.buf.len() > MAX_PENDING_INPUT {
+            self.buf.clear();
+            self.reply(Reply::status(421, "4.7.0", "Too much pipelined input"));
+            self.close();
+        }
+        self.finish_batch()
+    }
+
+    /// The answer to [`Action::Authenticate`].
+    pub fn auth_result(&mut self, outcome: AuthOutcome) -> Vec<Action> {
+        if !matches!(self.phase, Phase::Waiting(Wait::Auth)) {
+            return Vec::new();
+        }
+        self.phase = Phase::Command;
+        match outcome {
+            AuthOutcome::Success(identity) => {
+                self.identity = Some(identity);
+                self.reply(Reply::status(235, "2.7.0", "Authentication successful"));
+            }
+            AuthOutcome::Failure => self.auth_failed(),
+            AuthOutcome::TemporaryFailure => {
+                self.reply(Reply::status(
+                    454,
+                    "4.7.0",
+                    "Temporary authentication failure",
+                ));
+            }
+        }
+        self.resume()
+    }
+
+    /// The answer to [`Action::Deliver`]: the queue id, or why storing failed.
+    pub fn message_stored(&mut self, result: Result<String, StoreFailure>) -> Vec<Action> {
+        if !matches!(self.phase, Phase::Waiting(Wait::Store)) {
+            return Vec::new();
+        }
+        self.phase = Phase::Command;
+        self.reply(match result {
+            Ok(id) => Reply::status(250, "2.0.0", format!("Ok: queued as {id}")),
+            Err(StoreFailure::DiskFull) => {
+                Reply::status(452, "4.3.1", "Insufficient system storage")
+            }
+            Err(StoreFailure::Temporary) => {
+                Reply::status(451, "4.3.0", "Temporary storage failure, try again later")
+            }
+            Err(StoreFailure::Rejected(reason)) => Reply::status(554, "5.7.1", reason),
+        });
+        self.resume()
+    }
+
+    /// The TLS handshake after [`Action::StartTls`] succeeded. The client speaks next (EHLO).
+    pub fn tls_started(&mut self) -> Vec<Action> {
+        if matches!(self.phase, Phase::Waiting(Wait::Tls)) {
+            self.peer.tls_active = true;
+            self.phase = Phase::Command;
+            self.buf.clear();
+        }
+        Vec::new()
+    }
+
+    /// The shell's read timed out: `421 4.4.2` and close.
+    pub fn timed_out(&mut self) -> Vec<Action> {
+        let host = &self.config.hostname;
+        self.reply(Reply::status(
+            421,
+            "4.4.2",
+            format!("{host} Timeout, closing connection"),
+        ));
+        self.close();
+        self.finish_batch()
+    }
+
+    /// The server is stopping: `421 4.3.2` and close.
+    pub fn shutting_down(&mut self) -> Vec<Action> {
+        let host = &self.config.hostname;
+        self.reply(Reply::status(
+            421,
+            "4.3.2",
+            format!("{host} Service shutting down"),
+        ));
+        self.close();
+        self.finish_batch()
+    }
+
+    /// Processes `input` as far as possible; returns how much of it was consumed.
+    fn run(&mut self, input: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            match &mut self.phase {
+                // RFC 3207 §4.2: whatever followed STARTTLS in cleartext is discarded.
+                Phase::Closed | Phase::Waiting(Wait::Tls) => return input.len(),
+                Phase::Waiting(_) => return pos,
+                Phase::Data(data) => {
+                    let (n, progress) = data.reader.ingest(&input[pos..]);
+                    pos += n;
+                    let Progress::Done(result) = progress else {
+                        return pos;
+                    };
+                    if let Phase::Data(data) = std::mem::replace(&mut self.phase, Phase::Command) {
+                        self.end_of_data(result, data.tx);
+                    }
+                }
+                Phase::Command | Phase::Sasl(_) => {
+                    let rest = &input[pos..];
+                    let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                        if self.discarding || rest.len() >= self.line_limit(rest) {
+                            // Never buffer an over-long line: drop it and answer at its end.
+                            self.discarding = true;
+                            return input.len();
+                        }
+                        return pos;
+                    };
+                    pos += lf + 1;
+                    let too_long =
+                        std::mem::take(&mut self.discarding) || lf + 1 > self.line_limit(rest);
+                    if too_long {
+                        self.phase = Phase::Command;
+                        self.error(Reply::status(500, "5.5.2", "Line too long"));
+                        continue;
+                    }
+                    let line = &rest[..lf];
+                    self.line(line.strip_suffix(b"\r").unwrap_or(line));
+                }
+            }
+        }
+    }
+
+    fn line_limit(&self, rest: &[u8]) -> usize {
+        let is_auth = rest
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "));
+        if is_auth || matches!(self.phase, Phase::Sasl(_)) {
+            MAX_AUTH_LINE
+        } else {
+            MAX_COMMAND_LINE
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Sasl(step) => self.sasl_line(step, line),
+            Phase::Command => match command::parse(line) {
+                Ok(cmd) => self.command(cmd),
+                Err(e) => self.error(e.reply()),
+            },
+            other => self.phase = other,
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Ehlo(host) => self.ehlo(host),
+            Command::Helo(host) => {
+                self.tx = None;
+                self.greeting = Some(Greeting::Helo(host));
+                self.reply(Reply::plain(250, self.config.hostname.to_string()));
+            }
+            Command::StartTls => self.starttls(),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => self.data(),
+            Command::Rset => {
+                self.tx = None;
+                self.reply(Reply::status(250, "2.0.0", "Ok"));
+            }
+            Command::Noop => self.reply(Reply::status(250, "2.0.0", "Ok")),
+            Command::Quit => {
+                self.reply(Reply::status(221, "2.0.0", "Bye"));
+                self.close();
+            }
+            Command::Vrfy => self.reply(Reply::status(
+                252,
+                "2.5.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Expn => self.reply(Reply::status(502, "5.5.1", "EXPN not available")),
+            Command::Help => self.reply(Reply::status(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT",
+            )),
+            Command::Bdat => self.error(Reply::status(502, "5.5.1", "BDAT not supported")),
+            Command::Http => self.close(),
+        }
+    }
+
+    fn ehlo(&mut self, host: String) {
+        self.tx = None;
+        let mut lines = vec![
+            self.config.hostname.to_string(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.max_message_size),
+            "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+        ];
+        if self.config.starttls_available && !self.peer.tls_active {
+            lines.push("STARTTLS".to_string());
+        }
+        if self.auth_allowed() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        self.greeting = Some(Greeting::Ehlo(host));
+        self.reply(Reply::multiline(250, lines));
+    }
+
+    fn starttls(&mut self) {
+        if !self.config.starttls_available {
+            return self.error(Reply::status(502, "5.5.1", "STARTTLS not available"));
+        }
+        if self.peer.tls_active {
+            return self.error(Reply::status(503, "5.5.1", "TLS already active"));
+        }
+        if !matches!(self.greeting, Some(Greeting::Ehlo(_))) {
+            return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
+        }
+        self.reply(Reply::status(220, "2.0.0", "Ready to start TLS"));
+        // RFC 3207 §4.2: forget everything learned in cleartext, AUTH included.
+        self.greeting = None;
+        self.identity = None;
+        self.tx = None;
+        self.buf.clear();
+        self.phase = Phase::Waiting(Wait::Tls);
+        self.push(Action::StartTls);
+    }
+
+    /// AUTH is offered on encrypted or loopback connections, or where the admin allowed it.
+    fn auth_allowed(&self) -> bool {
+        self.peer.tls_active || self.peer.is_loopback() || self.config.allow_cleartext_auth
+    }
+
+    fn auth(&mut self, mechanism: Mechanism, initial: Option<SecretString>) {
+        if !matches!(self.greeting, Some(Greeting::Ehlo(_))) {
+            return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
+        }
+        if self.identity.is_some() {
+            return self.error(Reply::status(503, "5.5.1", "Already authenticated"));
+        }
+        if self.tx.is_some() {
+            return self.error(Reply::status(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a mail transaction",
+            ));
+        }
+        if !self.auth_allowed() {
+            return self.error(Reply::status(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+        }
+        match (mechanism, initial) {
+            (Mechanism::Other, _) => {
+                self.error(Reply::status(
+                    504,
+                    "5.5.4",
+                    "Unrecognized authentication type",
+                ));
+            }
+            (Mechanism::Plain, None) => {
+                self.phase = Phase::Sasl(SaslStep::Plain);
+                self.reply(Reply::plain(334, ""));
+            }
+            (Mechanism::Plain, Some(response)) => self.sasl_plain(&response),
+            (Mechanism::Login, None) => {
+                self.phase = Phase::Sasl(SaslStep::LoginUser);
+                self.reply(Reply::plain(334, "VXNlcm5hbWU6"));
+            }
+            (Mechanism::Login, Some(response)) => self.sasl_login_user(&response),
+        }
+    }
+
+    fn sasl_line(&mut self, step: SaslStep, line: &[u8]) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return self.sasl_error(SaslError::Base64);
+        };
+        if text.trim() == "*" {
+            return self.reply(Reply::status(501, "5.0.0", "Authentication cancelled"));
+        }
+        let response = SecretString::from(text.to_string());
+        match step {
+            SaslStep::Plain => self.sasl_plain(&response),
+            SaslStep::LoginUser => self.sasl_login_user(&response),
+            SaslStep::LoginPassword { username } => match auth::login_password(&response) {
+                Ok(password) => self.authenticate(username, password),
+                Err(e) => self.sasl_error(e),
+            },
+        }
+    }
+
+    fn sasl_plain(&mut self, response: &SecretString) {
+        match auth::plain(response) {
+            Ok(c) => self.authenticate(c.username, c.password),
+            Err(e) => self.sasl_error(e),
+        }
+    }
+
+    fn sasl_login_user(&mut self, response: &SecretString) {
+        match auth::login_username(response) {
+            Ok(username) => {
+                self.phase = Phase::Sasl(SaslStep::LoginPassword { username });
+                self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
+            }
+            Err(e) => self.sasl_error(e),
+        }
+    }
+
+    fn sasl_error(&mut self, e: SaslError) {
+        match e {
+            SaslError::Base64 => self.error(Reply::status(501, "5.5.2", "Invalid base64 data")),
+            SaslError::Malformed => {
+                self.error(Reply::status(
+                    501,
+                    "5.5.2",
+                    "Malformed authentication response",
+                ));
+            }
+            SaslError::Unacceptable => self.auth_failed(),
+        }
+    }
+
+    fn authenticate(&mut self, username: String, password: SecretString) {
+        self.phase = Phase::Waiting(Wait::Auth);
+        self.push(Action::Authenticate { username, password });
+    }
+
+    /// Password guessing gets slower, then the connection is closed.
+    fn auth_failed(&mut self) {
+        self.auth_failures += 1;
+        let throttle = self.config.auth_throttle;
+        let delay = throttle.delay_for(self.auth_failures);
+        if !delay.is_zero() {
+            self.push(Action::Delay(delay));
+        }
+        if self.auth_failures >= throttle.max_failures {
+            let host = &self.config.hostname;
+            self.reply(Reply::status(
+                421,
+                "4.7.0",
+                format!("{host} Too many authentication failures"),
+            ));
+            self.close();
+        } else {
+            self.reply(Reply::status(
+                535,
+                "5.7.8",
+                "Authentication credentials invalid",
+            ));
+        }
+    }
+
+    fn mail(&mut self, from: ReversePath, params: MailParams) {
+        if self.greeting.is_none() {
+            return self.error(Reply::status(503, "5.5.1", "Send EHLO or HELO first"));
+        }
+        if self.tx.is_some() {
+            return self.error(Reply::status(503, "5.5.1", "Nested MAIL command"));
+        }
+        // Never an open relay: only authenticated users and explicitly trusted networks.
+        if self.identity.is_none() && !self.peer.trusted {
+            return self.error(Reply::status(530, "5.7.0", "Authentication required"));
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size as u64)
+        {
+            return self.reply(Reply::status(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
+        }
+        if !from.is_ascii() && !params.smtputf8 {
+            return self.reply(Reply::status(
+                553,
+                "5.6.7",
+                "Non-ASCII address requires SMTPUTF8",
+            ));
+        }
+        if let Some(identity) = &self.identity {
+            let allowed = from
+                .address()
+                .is_some_and(|a| identity.allowed_from.allows(a));
+            if !allowed {
+                let text = format!(
+                    "{from} is not allowed: relay user {} may send as {}",
+                    identity.user, identity.allowed_from
+                );
+                return self.reply(Reply::status(550, "5.7.1", text));
+            }
+        }
+        self.tx = Some(Transaction {
+            from,
+            params,
+            recipients: Vec::new(),
+        });
+        self.reply(Reply::status(250, "2.1.0", "Sender OK"));
+    }
+
+    fn rcpt(&mut self, to: EmailAddress) {
+        let max = self.config.max_recipients;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.error(Reply::status(503, "5.5.1", "Need MAIL command first"));
+        };
+        let reply = if !to.is_ascii() && !tx.params.smtputf8 {
+            Reply::status(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+        } else if tx.recipients.contains(&to) {
+            Reply::status(250, "2.1.5", "Recipient OK")
+        } else if tx.recipients.len() >= max {
+            Reply::status(452, "4.5.3", "Too many recipients")
+        } else {
+            tx.recipients.push(to);
+            Reply::status(250, "2.1.5", "Recipient OK")
+        };
+        self.reply(reply);
+    }
+
+    fn data(&mut self) {
+        let Some(tx) = self.tx.take() else {
+            return self.error(Reply::status(503, "5.5.1", "Need MAIL command first"));
+        };
+        if tx.recipients.is_empty() {
+            self.tx = Some(tx);
+            return self.error(Reply::status(554, "5.5.1", "No valid recipients"));
+        }
+        let reader = DataReader::new(
+            self.config.max_message_size,
+            self.config.bare_lf,
+            tx.params.size,
+        );
+        self.reply(Reply::plain(
+            354,
+            "Start mail input; end with <CRLF>.<CRLF>",
+        ));
+        self.phase = Phase::Data(Box::new(DataPhase { reader, tx }));
+    }
+
+    fn end_of_data(&mut self, result: Result<Vec<u8>, DataFailure>, tx: Transaction) {
+        let content = match result {
+            Ok(content) => content,
+            Err(failure) => return self.reply(failure.reply()),
+        };
+        let protocol = match (
+            &self.greeting,
+            self.peer.tls_active,
+            self.identity.is_some(),
+        ) {
+            (Some(Greeting::Helo(_)) | None, _, _) => "SMTP",
+            (Some(Greeting::Ehlo(_)), false, false) => "ESMTP",
+            (Some(Greeting::Ehlo(_)), false, true) => "ESMTPA",
+            (Some(Greeting::Ehlo(_)), true, false) => "ESMTPS",
+            (Some(Greeting::Ehlo(_)), true, true) => "ESMTPSA",
+        };
+        let helo = match &self.greeting {
+            Some(Greeting::Helo(h) | Greeting::Ehlo(h)) => h.as_str(),
+            None => "unknown",
+        };
+        let hostname = self.config.hostname.as_str();
+        let trace = Trace {
+            helo,
+            peer: self.peer.addr.ip(),
+            hostname,
+            protocol,
+            user: self.identity.as_ref().map(|i| i.user.as_str()),
+            session_id: &self.id,
+        };
+        let trace = self.config.received_header.then_some(&trace);
+        let now = chrono::Local::now().fixed_offset();
+        let message = message::complete(&content, hostname, trace, now);
+        let envelope = Envelope {
+            from: tx.from,
+            recipients: tx.recipients,
+            body: tx.params.body,
+            smtputf8: tx.params.smtputf8,
+            declared_size: tx.params.size,
+        };
+        self.phase = Phase::Waiting(Wait::Store);
+        self.push(Action::Deliver { envelope, message });
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// A syntax or sequence error: counted, and too many of them end the session.
+    fn error(&mut self, reply: Reply) {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.config.max_errors {
+            let host = &self.config.hostname;
+            self.reply(Reply::status(
+                421,
+                "4.7.0",
+                format!("{host} Too many errors, closing connection"),
+            ));
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        self.phase = Phase::Closed;
+        self.buf.clear();
+        self.push(Action::Close);
+    }
+
+    /// Queues an action after the replies produced so far.
+    fn push(&mut self, action: Action) {
+        self.flush();
+        self.actions.push(action);
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.actions
+                .push(Action::Send(std::mem::take(&mut self.out)));
+        }
+    }
+
+    /// Continues with input buffered while waiting for the shell.
+    fn resume(&mut self) -> Vec<Action> {
+        let mut pending = std::mem::take(&mut self.buf);
+        let n = self.run(&pending);
+        pending.drain(..n);
+        self.buf = pending;
+        self.finish_batch()
+    }
+
+    fn finish_batch(&mut self) -> Vec<Action> {
+        self.flush();
+        std::mem::take(&mut self.actions)
+    }
+}
