@@ -2,14 +2,23 @@
 //!
 //! # Layout
 //!
+//! - [`app`]: start-up as a type: binds the listeners, starts the workers, serves until stopped.
+//! - [`cli`]: the command line, one file per command group; thin over the library.
+//! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
+//! - [`telemetry`]: logging set-up.
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
+//! - [`store`]: every query in one place (SQLite), and secret sealing (XChaCha20-Poly1305).
 //! - [`oauth`]: consent flows and the token manager that keeps access tokens fresh.
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
+//! - [`net`]: small network helpers (CIDR matching).
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
 pub mod domain;
 pub mod net;
 pub mod oauth;
 pub mod settings;
 pub mod smtp;
 pub mod store;
+pub mod telemetry;

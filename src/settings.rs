@@ -105,19 +105,29 @@ pub struct DeliverySettings {
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { data_dir: PathBuf::from("./postern-data"), key_file: None }
+        StoreSettings {
+            data_dir: PathBuf::from("./postern-data"),
+            key_file: None,
+        }
     }
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: LogFormat::Text, level: "info".into() }
+        LogSettings {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
 impl Default for TokenSettings {
     fn default() -> Self {
-        TokenSettings { refresh_margin_secs: 300, keepalive_days: 7, http_timeout_secs: 30 }
+        TokenSettings {
+            refresh_margin_secs: 300,
+            keepalive_days: 7,
+            http_timeout_secs: 30,
+        }
     }
 }
 
@@ -176,11 +186,18 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read settings file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("settings file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("setting `{key}` (from {origin}): {message}")]
-    Invalid { key: String, origin: Origin, message: String },
+    Invalid {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
 }
 
 /// Collects the layers, then builds [`Settings`].
@@ -196,12 +213,17 @@ impl Loader {
     }
 
     fn set(&mut self, section: &str, key: &str, value: toml::Value, origin: Origin) {
-        let entry = self.table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = self
+            .table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match entry {
             toml::Value::Table(t) => {
                 t.insert(key.to_string(), value);
             }
-            other => *other = toml::Value::Table(toml::Table::from_iter([(key.to_string(), value)])),
+            other => {
+                *other = toml::Value::Table(toml::Table::from_iter([(key.to_string(), value)]))
+            }
         }
         self.origins.insert(format!("{section}.{key}"), origin);
     }
@@ -211,11 +233,19 @@ impl Loader {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(self),
-            Err(source) => return Err(SettingsError::Read { path: path.to_path_buf(), source }),
+            Err(source) => {
+                return Err(SettingsError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         };
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| SettingsError::Syntax { path: path.to_path_buf(), message: e.message().to_string() })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| SettingsError::Syntax {
+                    path: path.to_path_buf(),
+                    message: e.message().to_string(),
+                })?;
         for (section, value) in table {
             let origin = Origin::File(path.to_path_buf());
             match value {
@@ -228,7 +258,8 @@ impl Loader {
                     return Err(SettingsError::Invalid {
                         key: section,
                         origin,
-                        message: "expected a [section] (store, log, server, tokens, delivery)".into(),
+                        message: "expected a [section] (store, log, server, tokens, delivery)"
+                            .into(),
                     });
                 }
             }
@@ -239,10 +270,19 @@ impl Loader {
     /// `POSTERN_SECTION__KEY=value` variables (others, like `POSTERN_SECRET_KEY`, are not settings).
     pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
         for (name, raw) in vars {
-            let Some(rest) = name.strip_prefix("POSTERN_") else { continue };
-            let Some((section, key)) = rest.split_once("__") else { continue };
+            let Some(rest) = name.strip_prefix("POSTERN_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
             let value = parse_scalar(&raw);
-            self.set(&section.to_ascii_lowercase(), &key.to_ascii_lowercase(), value, Origin::Env(name.clone()));
+            self.set(
+                &section.to_ascii_lowercase(),
+                &key.to_ascii_lowercase(),
+                value,
+                Origin::Env(name.clone()),
+            );
         }
         self
     }
@@ -250,7 +290,12 @@ impl Loader {
     /// A value given on the command line as `flag`.
     pub fn flag(mut self, section: &str, key: &str, raw: Option<String>, flag: &str) -> Self {
         if let Some(raw) = raw {
-            self.set(section, key, toml::Value::String(raw), Origin::Flag(flag.to_string()));
+            self.set(
+                section,
+                key,
+                toml::Value::String(raw),
+                Origin::Flag(flag.to_string()),
+            );
         }
         self
     }
@@ -260,10 +305,16 @@ impl Loader {
         let origin_of = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
         let mut merged = toml::Table::try_from(Settings::default()).expect("defaults serialize");
         for (section, v) in self.table {
-            let (toml::Value::Table(keys), Some(toml::Value::Table(base))) = (v, merged.get_mut(&section)) else {
+            let (toml::Value::Table(keys), Some(toml::Value::Table(base))) =
+                (v, merged.get_mut(&section))
+            else {
                 return Err(SettingsError::Invalid {
                     key: section.clone(),
-                    origin: origins.iter().find(|(k, _)| k.starts_with(&format!("{section}."))).map(|(_, o)| o.clone()).unwrap_or(Origin::Default),
+                    origin: origins
+                        .iter()
+                        .find(|(k, _)| k.starts_with(&format!("{section}.")))
+                        .map(|(_, o)| o.clone())
+                        .unwrap_or(Origin::Default),
                     message: "unknown section: use store, log, server, tokens or delivery".into(),
                 });
             };
@@ -275,7 +326,11 @@ impl Loader {
         let de = toml::Value::Table(merged);
         let settings: Settings = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            SettingsError::Invalid { origin: origin_of(&key), message: e.inner().to_string(), key }
+            SettingsError::Invalid {
+                origin: origin_of(&key),
+                message: e.inner().to_string(),
+                key,
+            }
         })?;
         settings.check(&origin_of)?;
         Ok(settings)
@@ -290,21 +345,36 @@ impl Settings {
             message: message.to_string(),
         };
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            return Err(invalid("server.tls_key", "tls_cert and tls_key go together: set both, or neither for a self-signed certificate"));
+            return Err(invalid(
+                "server.tls_key",
+                "tls_cert and tls_key go together: set both, or neither for a self-signed certificate",
+            ));
         }
         for net in &self.server.trusted_networks {
             if crate::net::Cidr::parse(net).is_none() {
-                return Err(invalid("server.trusted_networks", &format!("`{net}` is not a network in CIDR form such as 10.0.0.0/8")));
+                return Err(invalid(
+                    "server.trusted_networks",
+                    &format!("`{net}` is not a network in CIDR form such as 10.0.0.0/8"),
+                ));
             }
         }
         if self.server.max_message_size < 1024 {
-            return Err(invalid("server.max_message_size", "must be at least 1024 bytes"));
+            return Err(invalid(
+                "server.max_message_size",
+                "must be at least 1024 bytes",
+            ));
         }
         if self.tokens.refresh_margin_secs < 60 {
-            return Err(invalid("tokens.refresh_margin_secs", "must be at least 60 seconds (providers' clocks differ)"));
+            return Err(invalid(
+                "tokens.refresh_margin_secs",
+                "must be at least 60 seconds (providers' clocks differ)",
+            ));
         }
         if self.tokens.keepalive_days == 0 || self.tokens.keepalive_days > 80 {
-            return Err(invalid("tokens.keepalive_days", "use 1 to 80 days: Microsoft refresh tokens die after 90 idle days"));
+            return Err(invalid(
+                "tokens.keepalive_days",
+                "use 1 to 80 days: Microsoft refresh tokens die after 90 idle days",
+            ));
         }
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "use a level such as info or debug"));
@@ -326,10 +396,13 @@ fn parse_scalar(raw: &str) -> toml::Value {
 /// `--smtp-listen` text and `POSTERN_SERVER__MAX_RECIPIENTS=50` both land as the right type.
 fn coerce(value: toml::Value, expected: Option<&toml::Value>) -> toml::Value {
     match (value, expected) {
-        (toml::Value::String(s), Some(toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => {
-            parse_scalar(&s)
+        (
+            toml::Value::String(s),
+            Some(toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_)),
+        ) => parse_scalar(&s),
+        (toml::Value::Integer(i), Some(toml::Value::String(_))) => {
+            toml::Value::String(i.to_string())
         }
-        (toml::Value::Integer(i), Some(toml::Value::String(_))) => toml::Value::String(i.to_string()),
         (v, _) => v,
     }
 }
@@ -339,7 +412,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -350,8 +426,17 @@ mod tests {
         let s = Loader::new()
             .file(&file, true)
             .unwrap()
-            .env(env(&[("POSTERN_SERVER__MAX_RECIPIENTS", "50"), ("POSTERN_SECRET_KEY", "ignored"), ("PATH", "x")]))
-            .flag("server", "smtp_listen", Some("127.0.0.1:2700".into()), "--smtp-listen")
+            .env(env(&[
+                ("POSTERN_SERVER__MAX_RECIPIENTS", "50"),
+                ("POSTERN_SECRET_KEY", "ignored"),
+                ("PATH", "x"),
+            ]))
+            .flag(
+                "server",
+                "smtp_listen",
+                Some("127.0.0.1:2700".into()),
+                "--smtp-listen",
+            )
             .build()
             .unwrap();
         assert_eq!(s.server.max_recipients, 50);
@@ -367,24 +452,58 @@ mod tests {
             .build()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("server.smtp_listen") && err.contains("POSTERN_SERVER__SMTP_LISTEN"), "{err}");
+        assert!(
+            err.contains("server.smtp_listen") && err.contains("POSTERN_SERVER__SMTP_LISTEN"),
+            "{err}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.toml");
         std::fs::write(&file, "[server]\nmax_recipents = 5\n").unwrap();
-        let err = Loader::new().file(&file, true).unwrap().build().unwrap_err().to_string();
-        assert!(err.contains("max_recipents") && err.contains("p.toml") && err.contains("unknown field"), "{err}");
+        let err = Loader::new()
+            .file(&file, true)
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_recipents")
+                && err.contains("p.toml")
+                && err.contains("unknown field"),
+            "{err}"
+        );
 
-        let err = Loader::new().env(env(&[("POSTERN_TOKENS__KEEPALIVE_DAYS", "120")])).build().unwrap_err().to_string();
-        assert!(err.contains("tokens.keepalive_days") && err.contains("90 idle days"), "{err}");
+        let err = Loader::new()
+            .env(env(&[("POSTERN_TOKENS__KEEPALIVE_DAYS", "120")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokens.keepalive_days") && err.contains("90 idle days"),
+            "{err}"
+        );
 
-        let err = Loader::new().env(env(&[("POSTERN_SERVER__TRUSTED_NETWORKS", "[\"10.0.0.0/33\"]")])).build().unwrap_err().to_string();
+        let err = Loader::new()
+            .env(env(&[(
+                "POSTERN_SERVER__TRUSTED_NETWORKS",
+                "[\"10.0.0.0/33\"]",
+            )]))
+            .build()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10.0.0.0/33"), "{err}");
     }
 
     #[test]
     fn missing_optional_file_is_fine_but_a_named_one_is_not() {
-        assert!(Loader::new().file(Path::new("/nonexistent/postern.toml"), false).is_ok());
-        assert!(matches!(Loader::new().file(Path::new("/nonexistent/postern.toml"), true), Err(SettingsError::Read { .. })));
+        assert!(
+            Loader::new()
+                .file(Path::new("/nonexistent/postern.toml"), false)
+                .is_ok()
+        );
+        assert!(matches!(
+            Loader::new().file(Path::new("/nonexistent/postern.toml"), true),
+            Err(SettingsError::Read { .. })
+        ));
     }
 }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri, ScopeList,
-    Tenant, TlsMode,
+    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri,
+    ScopeList, Tenant, TlsMode,
 };
 
 /// A validated connection's settings (no secrets: those live sealed in the store).
@@ -64,7 +64,9 @@ impl ConnectionStatus {
     pub fn from_parts(status: &str, reason: Option<String>) -> Self {
         match status {
             "authorized" => ConnectionStatus::Authorized,
-            "needs-reauthorization" => ConnectionStatus::NeedsReauthorization { reason: reason.unwrap_or_default() },
+            "needs-reauthorization" => ConnectionStatus::NeedsReauthorization {
+                reason: reason.unwrap_or_default(),
+            },
             "disabled" => ConnectionStatus::Disabled,
             _ => ConnectionStatus::New,
         }
@@ -74,7 +76,9 @@ impl ConnectionStatus {
 impl fmt::Display for ConnectionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectionStatus::NeedsReauthorization { reason } => write!(f, "needs-reauthorization ({reason})"),
+            ConnectionStatus::NeedsReauthorization { reason } => {
+                write!(f, "needs-reauthorization ({reason})")
+            }
             other => f.write_str(other.as_str()),
         }
     }
@@ -115,14 +119,23 @@ impl ConnectionSettings {
     }
 
     pub fn authorize_endpoint(&self) -> Option<url::Url> {
-        self.authorize_url.clone().or_else(|| self.provider.preset().authorize_url.and_then(|t| self.fill(t)))
+        self.authorize_url.clone().or_else(|| {
+            self.provider
+                .preset()
+                .authorize_url
+                .and_then(|t| self.fill(t))
+        })
     }
 
     pub fn token_endpoint(&self) -> Option<url::Url> {
-        self.token_url.clone().or_else(|| self.provider.preset().token_url.and_then(|t| self.fill(t)))
+        self.token_url
+            .clone()
+            .or_else(|| self.provider.preset().token_url.and_then(|t| self.fill(t)))
     }
 
     pub fn device_endpoint(&self) -> Option<url::Url> {
-        self.device_url.clone().or_else(|| self.provider.preset().device_url.and_then(|t| self.fill(t)))
+        self.device_url
+            .clone()
+            .or_else(|| self.provider.preset().device_url.and_then(|t| self.fill(t)))
     }
 }

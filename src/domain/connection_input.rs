@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use super::connection::ConnectionSettings;
 use super::scope::ScopeNotice;
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri, ScopeList,
-    Tenant, TlsMode,
+    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri,
+    ScopeList, Tenant, TlsMode,
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
@@ -63,7 +63,10 @@ impl fmt::Display for ValidationErrors {
 
 impl ValidationErrors {
     pub fn single(field: &'static str, message: impl Into<String>) -> Self {
-        Self(vec![FieldError { field, message: message.into() }])
+        Self(vec![FieldError {
+            field,
+            message: message.into(),
+        }])
     }
 }
 
@@ -71,7 +74,13 @@ struct Collector(Vec<FieldError>);
 
 impl Collector {
     fn field<T, E: fmt::Display>(&mut self, field: &'static str, r: Result<T, E>) -> Option<T> {
-        r.map_err(|e| self.0.push(FieldError { field, message: e.to_string() })).ok()
+        r.map_err(|e| {
+            self.0.push(FieldError {
+                field,
+                message: e.to_string(),
+            })
+        })
+        .ok()
     }
 }
 
@@ -118,8 +127,27 @@ impl ConnectionInput {
         macro_rules! take {
             ($($f:ident),*) => { $( if changes.$f.is_some() { self.$f = changes.$f; } )* };
         }
-        take!(name, display_name, provider, flow, host, port, tls, domain, user, tenant, client_id, scope,
-              redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, max_concurrent);
+        take!(
+            name,
+            display_name,
+            provider,
+            flow,
+            host,
+            port,
+            tls,
+            domain,
+            user,
+            tenant,
+            client_id,
+            scope,
+            redirect_uri,
+            authorize_url,
+            token_url,
+            device_url,
+            ca_file,
+            enabled,
+            max_concurrent
+        );
         self
     }
 
@@ -132,10 +160,16 @@ impl ConnectionInput {
         };
         let provider = match blank_to_none(&self.provider) {
             Some(p) => c.field("provider", p.parse::<Provider>()),
-            None => c.field("provider", Err("choose a provider: microsoft, outlook, google or custom")),
+            None => c.field(
+                "provider",
+                Err("choose a provider: microsoft, outlook, google or custom"),
+            ),
         };
         let flow = c
-            .field("flow", blank_to_none(&self.flow).map_or(Ok(OAuthFlow::AuthorizationCode), str::parse))
+            .field(
+                "flow",
+                blank_to_none(&self.flow).map_or(Ok(OAuthFlow::AuthorizationCode), str::parse),
+            )
             .unwrap_or(OAuthFlow::AuthorizationCode);
         let provider = provider.unwrap_or(Provider::Custom);
         let preset = provider.preset();
@@ -144,20 +178,39 @@ impl ConnectionInput {
         if let Some(d) = &display_name
             && (d.chars().any(char::is_control) || d.chars().count() > 100)
         {
-            c.0.push(FieldError { field: "display_name", message: "a display name is at most 100 characters, without line breaks".into() });
+            c.0.push(FieldError {
+                field: "display_name",
+                message: "a display name is at most 100 characters, without line breaks".into(),
+            });
         }
         let host = match blank_to_none(&self.host).or(preset.host) {
             Some(h) => c.field("host", Host::parse(h)),
-            None => c.field("host", Err("the custom provider needs the SMTP server's host (--host)")),
+            None => c.field(
+                "host",
+                Err("the custom provider needs the SMTP server's host (--host)"),
+            ),
         };
         let tls = c
-            .field("tls", blank_to_none(&self.tls).map_or(Ok(preset.tls), str::parse::<TlsMode>))
+            .field(
+                "tls",
+                blank_to_none(&self.tls).map_or(Ok(preset.tls), str::parse::<TlsMode>),
+            )
             .unwrap_or(TlsMode::Starttls);
-        let default_port = if tls == TlsMode::Implicit && blank_to_none(&self.tls).is_some() { 465 } else { preset.port };
-        let port = c.field("port", blank_to_none(&self.port).map_or(Port::new(default_port), str::parse));
+        let default_port = if tls == TlsMode::Implicit && blank_to_none(&self.tls).is_some() {
+            465
+        } else {
+            preset.port
+        };
+        let port = c.field(
+            "port",
+            blank_to_none(&self.port).map_or(Port::new(default_port), str::parse),
+        );
         let user = match blank_to_none(&self.user) {
             Some(u) => c.field("user", EmailAddress::parse(u)),
-            None => c.field("user", Err("the mailbox's e-mail address (User Name) is required")),
+            None => c.field(
+                "user",
+                Err("the mailbox's e-mail address (User Name) is required"),
+            ),
         };
         let domain = match (blank_to_none(&self.domain), &user) {
             (Some(d), _) => c.field("domain", Host::parse(d)),
@@ -165,7 +218,9 @@ impl ConnectionInput {
             (None, None) => None,
         };
         let tenant = match blank_to_none(&self.tenant).or(preset.tenant) {
-            Some(t) if provider.is_microsoft() || provider == Provider::Custom => c.field("tenant", Tenant::parse(t)),
+            Some(t) if provider.is_microsoft() || provider == Provider::Custom => {
+                c.field("tenant", Tenant::parse(t))
+            }
             Some(_) => None,
             None => None,
         };
@@ -191,32 +246,52 @@ impl ConnectionInput {
         };
         let mut notices = Vec::new();
         let scopes = match blank_to_none(&self.scope).or(default_scope) {
-            Some(s) => c.field("scope", ScopeList::parse(s).and_then(|l| l.check(provider, flow))).map(|(l, n)| {
-                notices = n;
-                l
-            }),
+            Some(s) => c
+                .field(
+                    "scope",
+                    ScopeList::parse(s).and_then(|l| l.check(provider, flow)),
+                )
+                .map(|(l, n)| {
+                    notices = n;
+                    l
+                }),
             None => c.field("scope", Err("the custom provider needs --scope")),
         };
         let redirect_uri = match blank_to_none(&self.redirect_uri) {
             Some(r) => c.field("redirect_uri", RedirectUri::parse(r)),
-            None if flow == OAuthFlow::AuthorizationCode => RedirectUri::parse("http://localhost").ok(),
+            None if flow == OAuthFlow::AuthorizationCode => {
+                RedirectUri::parse("http://localhost").ok()
+            }
             None => None,
         };
-        let mut endpoint = |field, v: &Option<String>| blank_to_none(v).and_then(|u| c.field(field, parse_url(u)));
+        let mut endpoint =
+            |field, v: &Option<String>| blank_to_none(v).and_then(|u| c.field(field, parse_url(u)));
         let authorize_url = endpoint("authorize_url", &self.authorize_url);
         let token_url = endpoint("token_url", &self.token_url);
         let device_url = endpoint("device_url", &self.device_url);
         if provider == Provider::Custom && token_url.is_none() {
-            c.0.push(FieldError { field: "token_url", message: "the custom provider needs --token-url".into() });
+            c.0.push(FieldError {
+                field: "token_url",
+                message: "the custom provider needs --token-url".into(),
+            });
         }
         let ca_file = blank_to_none(&self.ca_file).map(PathBuf::from);
         if let Some(p) = &ca_file
             && !p.is_file()
         {
-            c.0.push(FieldError { field: "ca_file", message: format!("CA file `{}` does not exist or is not a file", p.display()) });
+            c.0.push(FieldError {
+                field: "ca_file",
+                message: format!("CA file `{}` does not exist or is not a file", p.display()),
+            });
         }
         let max_concurrent = match blank_to_none(&self.max_concurrent) {
-            Some(m) => c.field("max_concurrent", m.parse::<u32>().ok().filter(|n| (1..=100).contains(n)).ok_or("use a number from 1 to 100")),
+            Some(m) => c.field(
+                "max_concurrent",
+                m.parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or("use a number from 1 to 100"),
+            ),
             None => Some(preset.max_concurrent),
         };
 
@@ -224,10 +299,30 @@ impl ConnectionInput {
             return Err(ValidationErrors(c.0));
         }
         // Every `None` below has pushed an error above.
-        let (Some(name), Some(host), Some(port), Some(user), Some(domain), Some(client_id), Some(scopes), Some(max_concurrent)) =
-            (name, host, port, user, domain, client_id, scopes, max_concurrent)
+        let (
+            Some(name),
+            Some(host),
+            Some(port),
+            Some(user),
+            Some(domain),
+            Some(client_id),
+            Some(scopes),
+            Some(max_concurrent),
+        ) = (
+            name,
+            host,
+            port,
+            user,
+            domain,
+            client_id,
+            scopes,
+            max_concurrent,
+        )
         else {
-            return Err(ValidationErrors::single("connection", "incomplete connection"));
+            return Err(ValidationErrors::single(
+                "connection",
+                "incomplete connection",
+            ));
         };
         Ok((
             ConnectionSettings {
@@ -279,26 +374,66 @@ mod tests {
         assert_eq!(s.port.get(), 587);
         assert_eq!(s.tls, TlsMode::Starttls);
         assert_eq!(s.tenant, Some(Tenant::Organizations));
-        assert_eq!(s.scopes.to_string(), "https://outlook.office.com/SMTP.Send offline_access");
+        assert_eq!(
+            s.scopes.to_string(),
+            "https://outlook.office.com/SMTP.Send offline_access"
+        );
         assert_eq!(s.domain.as_str(), "contoso.com");
-        assert_eq!(s.redirect_uri.as_ref().unwrap().as_str(), "http://localhost");
-        assert_eq!(s.token_endpoint().unwrap().as_str(), "https://login.microsoftonline.com/organizations/oauth2/v2.0/token");
+        assert_eq!(
+            s.redirect_uri.as_ref().unwrap().as_str(),
+            "http://localhost"
+        );
+        assert_eq!(
+            s.token_endpoint().unwrap().as_str(),
+            "https://login.microsoftonline.com/organizations/oauth2/v2.0/token"
+        );
         assert_eq!(s.max_concurrent, 3);
         assert!(notices.is_empty());
     }
 
     #[test]
     fn presets_for_outlook_google_and_app_only() {
-        let s = ConnectionInput { provider: Some("outlook".into()), ..ms() }.validate().unwrap().0;
-        assert_eq!((s.host.as_str(), s.tenant.unwrap()), ("smtp-mail.outlook.com", Tenant::Consumers));
-        let g = ConnectionInput { provider: Some("google".into()), client_id: Some("42.apps.googleusercontent.com".into()), ..ms() };
+        let s = ConnectionInput {
+            provider: Some("outlook".into()),
+            ..ms()
+        }
+        .validate()
+        .unwrap()
+        .0;
+        assert_eq!(
+            (s.host.as_str(), s.tenant.unwrap()),
+            ("smtp-mail.outlook.com", Tenant::Consumers)
+        );
+        let g = ConnectionInput {
+            provider: Some("google".into()),
+            client_id: Some("42.apps.googleusercontent.com".into()),
+            ..ms()
+        };
         let s = g.validate().unwrap().0;
-        assert_eq!((s.host.as_str(), s.scopes.to_string()), ("smtp.gmail.com", "https://mail.google.com/".to_string()));
-        assert_eq!(s.token_endpoint().unwrap().as_str(), "https://oauth2.googleapis.com/token");
-        let app = ConnectionInput { flow: Some("client-credentials".into()), tenant: Some("contoso.onmicrosoft.com".into()), ..ms() };
+        assert_eq!(
+            (s.host.as_str(), s.scopes.to_string()),
+            ("smtp.gmail.com", "https://mail.google.com/".to_string())
+        );
+        assert_eq!(
+            s.token_endpoint().unwrap().as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
+        let app = ConnectionInput {
+            flow: Some("client-credentials".into()),
+            tenant: Some("contoso.onmicrosoft.com".into()),
+            ..ms()
+        };
         let s = app.validate().unwrap().0;
-        assert_eq!(s.scopes.to_string(), "https://outlook.office365.com/.default");
-        let err = ConnectionInput { flow: Some("client-credentials".into()), ..ms() }.validate().unwrap_err();
+        assert_eq!(
+            s.scopes.to_string(),
+            "https://outlook.office365.com/.default"
+        );
+        let err = ConnectionInput {
+            flow: Some("client-credentials".into()),
+            ..ms()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.0[0].field, "tenant");
     }
 
@@ -315,12 +450,19 @@ mod tests {
         let err = bad.validate().unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field).collect();
         assert_eq!(fields, ["name", "port", "user", "client_id", "scope"]);
-        assert!(err.to_string().contains("https://outlook.office.com/SMTP.Send"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("https://outlook.office.com/SMTP.Send"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_offline_access_is_added_and_said() {
-        let i = ConnectionInput { scope: Some("https://outlook.office.com/SMTP.Send".into()), ..ms() };
+        let i = ConnectionInput {
+            scope: Some("https://outlook.office.com/SMTP.Send".into()),
+            ..ms()
+        };
         let (s, n) = i.validate().unwrap();
         assert!(s.scopes.contains("offline_access"));
         assert_eq!(n.len(), 1);
@@ -330,7 +472,11 @@ mod tests {
     fn edit_overlays_changes_on_the_stored_values() {
         let (s, _) = ms().validate().unwrap();
         let edited = ConnectionInput::from_settings(&s)
-            .overlay(ConnectionInput { port: Some("465".into()), tls: Some("implicit".into()), ..Default::default() })
+            .overlay(ConnectionInput {
+                port: Some("465".into()),
+                tls: Some("implicit".into()),
+                ..Default::default()
+            })
             .validate()
             .unwrap()
             .0;
@@ -340,8 +486,18 @@ mod tests {
 
     #[test]
     fn custom_needs_host_and_token_url() {
-        let i = ConnectionInput { provider: Some("custom".into()), scope: Some("x".into()), ..ms() };
-        let fields: Vec<_> = i.validate().unwrap_err().0.iter().map(|e| e.field).collect();
+        let i = ConnectionInput {
+            provider: Some("custom".into()),
+            scope: Some("x".into()),
+            ..ms()
+        };
+        let fields: Vec<_> = i
+            .validate()
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(fields, ["host", "token_url"]);
     }
 }

@@ -12,7 +12,9 @@ pub struct EmailAddress(String);
 pub enum EmailError {
     #[error("an e-mail address cannot be empty")]
     Empty,
-    #[error("`{0}` is not an e-mail address: it needs exactly one `@` between a name and a domain (like `ops@contoso.com`)")]
+    #[error(
+        "`{0}` is not an e-mail address: it needs exactly one `@` between a name and a domain (like `ops@contoso.com`)"
+    )]
     Shape(String),
     #[error("e-mail address `{0}` contains a space, control character or one of `<>()[],;:\"\\`")]
     BadCharacter(String),
@@ -33,7 +35,9 @@ impl EmailAddress {
         }
         // Control characters and header/SMTP delimiters are refused outright: they are how
         // CRLF and envelope injection reach a server.
-        if s.chars().any(|c| c.is_control() || c.is_whitespace() || "<>()[],;:\"\\".contains(c)) {
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "<>()[],;:\"\\".contains(c))
+        {
             return Err(EmailError::BadCharacter(s.escape_debug().to_string()));
         }
         let Some((local, domain)) = s.rsplit_once('@') else {
@@ -81,7 +85,12 @@ mod tests {
 
     #[test]
     fn table() {
-        for good in ["a@contoso.com", "first.last+tag@sub.example.org", "jürgen@exämple.de", "x@localhost"] {
+        for good in [
+            "a@contoso.com",
+            "first.last+tag@sub.example.org",
+            "jürgen@exämple.de",
+            "x@localhost",
+        ] {
             assert_eq!(EmailAddress::parse(good).unwrap().as_str(), good);
         }
         let bad = [
@@ -98,6 +107,9 @@ mod tests {
             let err = EmailAddress::parse(input).unwrap_err().to_string();
             assert!(err.contains(msg), "{input:?}: {err}");
         }
-        assert_eq!(EmailAddress::parse("Ops@Contoso.com").unwrap().domain(), "Contoso.com");
+        assert_eq!(
+            EmailAddress::parse("Ops@Contoso.com").unwrap().domain(),
+            "Contoso.com"
+        );
     }
 }

@@ -13,7 +13,9 @@ pub struct Host(String);
 pub enum HostError {
     #[error("a host cannot be empty")]
     Empty,
-    #[error("host `{0}` is not a valid host name: use a name like `smtp.office365.com` or an IP address, without a scheme or port")]
+    #[error(
+        "host `{0}` is not a valid host name: use a name like `smtp.office365.com` or an IP address, without a scheme or port"
+    )]
     Invalid(String),
 }
 
@@ -103,13 +105,28 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(Host::parse("SMTP.Office365.com").unwrap().as_str(), "smtp.office365.com");
+        assert_eq!(
+            Host::parse("SMTP.Office365.com").unwrap().as_str(),
+            "smtp.office365.com"
+        );
         assert_eq!(Host::parse("127.0.0.1").unwrap().as_str(), "127.0.0.1");
         assert_eq!(Host::parse("::1").unwrap().as_str(), "::1");
-        for bad in ["", "smtp://x.com", "x.com:587", "a..b", "-a.com", "with space.com"] {
+        for bad in [
+            "",
+            "smtp://x.com",
+            "x.com:587",
+            "a..b",
+            "-a.com",
+            "with space.com",
+        ] {
             assert!(Host::parse(bad).is_err(), "{bad}");
         }
-        assert!(Host::parse("x.com:587").unwrap_err().to_string().contains("without a scheme or port"));
+        assert!(
+            Host::parse("x.com:587")
+                .unwrap_err()
+                .to_string()
+                .contains("without a scheme or port")
+        );
     }
 
     #[test]

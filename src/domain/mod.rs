@@ -6,10 +6,11 @@ mod email;
 mod host;
 mod name;
 mod provider;
-pub mod scope;
 mod redirect;
+pub mod scope;
 mod tenant;
 mod tls_mode;
+mod view;
 
 pub use connection::{Connection, ConnectionSettings, ConnectionStatus};
 pub use connection_input::{ConnectionInput, FieldError, ValidationErrors};
@@ -21,3 +22,4 @@ pub use redirect::{RedirectUri, RedirectUriError};
 pub use scope::{ScopeError, ScopeList, ScopeNotice};
 pub use tenant::{ClientId, ClientIdError, Tenant, TenantError, is_guid};
 pub use tls_mode::{TlsMode, TlsModeError};
+pub use view::ConnectionView;

@@ -29,7 +29,10 @@ impl ConnectionName {
         if s.chars().count() > 64 {
             return Err(NameError::TooLong(s.to_string()));
         }
-        let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let first_ok = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let rest_ok = s
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -84,6 +87,9 @@ mod tests {
             let err = ConnectionName::parse(b).unwrap_err().to_string();
             assert!(err.contains(msg), "{b:?}: {err}");
         }
-        assert!(matches!(ConnectionName::parse(&"x".repeat(65)), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            ConnectionName::parse(&"x".repeat(65)),
+            Err(NameError::TooLong(_))
+        ));
     }
 }

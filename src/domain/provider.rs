@@ -17,7 +17,9 @@ pub enum Provider {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("provider `{0}` is not known: use microsoft (Microsoft 365), outlook (Outlook.com personal), google or custom")]
+#[error(
+    "provider `{0}` is not known: use microsoft (Microsoft 365), outlook (Outlook.com personal), google or custom"
+)]
 pub struct ProviderError(String);
 
 /// The defaults a preset fills in.
@@ -132,7 +134,9 @@ pub enum OAuthFlow {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("flow `{0}` is not known: use authorization-code (delegated, with consent) or client-credentials (app-only)")]
+#[error(
+    "flow `{0}` is not known: use authorization-code (delegated, with consent) or client-credentials (app-only)"
+)]
 pub struct FlowError(String);
 
 impl OAuthFlow {
@@ -169,10 +173,22 @@ mod tests {
     fn parse_table() {
         assert_eq!("Microsoft".parse::<Provider>(), Ok(Provider::Microsoft));
         assert_eq!("gmail".parse::<Provider>(), Ok(Provider::Google));
-        assert!("yahoo".parse::<Provider>().unwrap_err().to_string().contains("microsoft"));
-        assert_eq!("client_credentials".parse::<OAuthFlow>(), Ok(OAuthFlow::ClientCredentials));
+        assert!(
+            "yahoo"
+                .parse::<Provider>()
+                .unwrap_err()
+                .to_string()
+                .contains("microsoft")
+        );
+        assert_eq!(
+            "client_credentials".parse::<OAuthFlow>(),
+            Ok(OAuthFlow::ClientCredentials)
+        );
         assert!("implicit".parse::<OAuthFlow>().is_err());
-        assert_eq!(Provider::Outlook.preset().host, Some("smtp-mail.outlook.com"));
+        assert_eq!(
+            Provider::Outlook.preset().host,
+            Some("smtp-mail.outlook.com")
+        );
         assert_eq!(Provider::Outlook.preset().tenant, Some("consumers"));
     }
 }

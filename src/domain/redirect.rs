@@ -10,7 +10,9 @@ pub struct RedirectUri {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RedirectUriError {
-    #[error("redirect URI `{0}` is not an absolute URL: use the exact value registered on the app, e.g. `http://localhost`")]
+    #[error(
+        "redirect URI `{0}` is not an absolute URL: use the exact value registered on the app, e.g. `http://localhost`"
+    )]
     NotUrl(String),
     #[error("redirect URI `{0}` must use http or https")]
     Scheme(String),
@@ -31,7 +33,10 @@ impl RedirectUri {
         if url.fragment().is_some() {
             return Err(RedirectUriError::Fragment(s.to_string()));
         }
-        Ok(Self { raw: s.to_string(), url })
+        Ok(Self {
+            raw: s.to_string(),
+            url,
+        })
     }
 
     pub fn url(&self) -> &url::Url {
@@ -47,7 +52,10 @@ impl RedirectUri {
     /// `http://localhost[:port]/...`, `http://127.0.0.1...` or `http://[::1]...`: Postern can listen itself.
     pub fn is_loopback(&self) -> bool {
         self.url.scheme() == "http"
-            && matches!(self.url.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"))
+            && matches!(
+                self.url.host_str(),
+                Some("localhost") | Some("127.0.0.1") | Some("[::1]")
+            )
     }
 }
 
@@ -63,12 +71,36 @@ mod tests {
 
     #[test]
     fn table() {
-        assert!(RedirectUri::parse("http://localhost").unwrap().is_loopback());
-        assert!(RedirectUri::parse("http://127.0.0.1:8400/cb").unwrap().is_loopback());
-        assert!(!RedirectUri::parse("https://postern.contoso.com/oauth/callback").unwrap().is_loopback());
-        assert!(matches!(RedirectUri::parse("localhost:8080"), Err(RedirectUriError::Scheme(_)) | Err(RedirectUriError::NotUrl(_))));
-        assert!(matches!(RedirectUri::parse("/oauth/callback"), Err(RedirectUriError::NotUrl(_))));
-        assert!(matches!(RedirectUri::parse("ftp://x.com/"), Err(RedirectUriError::Scheme(_))));
-        assert!(matches!(RedirectUri::parse("https://x.com/#a"), Err(RedirectUriError::Fragment(_))));
+        assert!(
+            RedirectUri::parse("http://localhost")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            RedirectUri::parse("http://127.0.0.1:8400/cb")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            !RedirectUri::parse("https://postern.contoso.com/oauth/callback")
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(matches!(
+            RedirectUri::parse("localhost:8080"),
+            Err(RedirectUriError::Scheme(_)) | Err(RedirectUriError::NotUrl(_))
+        ));
+        assert!(matches!(
+            RedirectUri::parse("/oauth/callback"),
+            Err(RedirectUriError::NotUrl(_))
+        ));
+        assert!(matches!(
+            RedirectUri::parse("ftp://x.com/"),
+            Err(RedirectUriError::Scheme(_))
+        ));
+        assert!(matches!(
+            RedirectUri::parse("https://x.com/#a"),
+            Err(RedirectUriError::Fragment(_))
+        ));
     }
 }

@@ -29,14 +29,18 @@ pub enum ScopeError {
          write it in full as `{MS_SMTP_SCOPE}`"
     )]
     BareSmtpSend(String),
-    #[error("scope `{0}` looks like a misspelling of `offline_access`: without the exact spelling no refresh token is issued")]
+    #[error(
+        "scope `{0}` looks like a misspelling of `offline_access`: without the exact spelling no refresh token is issued"
+    )]
     OfflineAccessTypo(String),
     #[error(
         "client-credentials (app-only) connections use the scope `{MS_APP_ONLY_SCOPE}`, not `{0}`: \
          app-only tokens carry the permissions granted to the app, and have no refresh token"
     )]
     AppOnlyScope(String),
-    #[error("Google does not know the scope `{0}`: use `{GOOGLE_SCOPE}` (Postern asks for offline access itself)")]
+    #[error(
+        "Google does not know the scope `{0}`: use `{GOOGLE_SCOPE}` (Postern asks for offline access itself)"
+    )]
     GoogleScope(String),
     #[error("scope `{0}` contains a control character or quote")]
     BadCharacter(String),
@@ -51,7 +55,10 @@ impl ScopeList {
     pub fn parse(s: &str) -> Result<Self, ScopeError> {
         let mut out: Vec<String> = Vec::new();
         for part in s.split([' ', ',', '\t']).filter(|p| !p.is_empty()) {
-            if part.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+            if part
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
                 return Err(ScopeError::BadCharacter(part.escape_debug().to_string()));
             }
             if !out.iter().any(|o| o == part) {
@@ -73,13 +80,12 @@ impl ScopeList {
     }
 
     /// Applies the provider's rules; may add `offline_access` (returned as a notice).
-    pub fn check(mut self, provider: Provider, flow: OAuthFlow) -> Result<(Self, Vec<ScopeNotice>), ScopeError> {
+    pub fn check(
+        mut self,
+        provider: Provider,
+        flow: OAuthFlow,
+    ) -> Result<(Self, Vec<ScopeNotice>), ScopeError> {
         let mut notices = Vec::new();
-        for s in &self.0 {
-            if s != OFFLINE_ACCESS && is_offline_access_typo(s) {
-                return Err(ScopeError::OfflineAccessTypo(s.clone()));
-            }
-        }
         match provider {
             Provider::Microsoft | Provider::Outlook => {
                 for s in &self.0 {
@@ -91,9 +97,14 @@ impl ScopeList {
                         return Err(ScopeError::BareSmtpSend(s.clone()));
                     }
                 }
+                reject_offline_access_typos(&self)?;
                 match flow {
                     OAuthFlow::ClientCredentials => {
-                        if let Some(bad) = self.0.iter().find(|s| !s.to_ascii_lowercase().ends_with("/.default")) {
+                        if let Some(bad) = self
+                            .0
+                            .iter()
+                            .find(|s| !s.to_ascii_lowercase().ends_with("/.default"))
+                        {
                             return Err(ScopeError::AppOnlyScope(bad.clone()));
                         }
                     }
@@ -108,19 +119,35 @@ impl ScopeList {
                 }
             }
             Provider::Google => {
+                reject_offline_access_typos(&self)?;
                 if let Some(bad) = self.0.iter().find(|s| s.as_str() != GOOGLE_SCOPE) {
                     return Err(ScopeError::GoogleScope(bad.clone()));
                 }
             }
-            Provider::Custom => {}
+            Provider::Custom => reject_offline_access_typos(&self)?,
         }
         Ok((self, notices))
     }
 }
 
+fn reject_offline_access_typos(list: &ScopeList) -> Result<(), ScopeError> {
+    match list
+        .0
+        .iter()
+        .find(|s| s.as_str() != OFFLINE_ACCESS && is_offline_access_typo(s))
+    {
+        Some(typo) => Err(ScopeError::OfflineAccessTypo(typo.clone())),
+        None => Ok(()),
+    }
+}
+
 /// Within two edits of `offline_access` once case, `-` and spaces are ignored.
 fn is_offline_access_typo(s: &str) -> bool {
-    let norm: String = s.to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    let norm: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect();
     norm != "offlineaccess" && edit_distance(&norm, "offlineaccess") <= 2
         || (norm == "offlineaccess" && s != OFFLINE_ACCESS)
 }
@@ -149,16 +176,30 @@ impl fmt::Display for ScopeList {
 mod tests {
     use super::*;
 
-    fn check(s: &str, p: Provider, f: OAuthFlow) -> Result<(ScopeList, Vec<ScopeNotice>), ScopeError> {
+    fn check(
+        s: &str,
+        p: Provider,
+        f: OAuthFlow,
+    ) -> Result<(ScopeList, Vec<ScopeNotice>), ScopeError> {
         ScopeList::parse(s)?.check(p, f)
     }
 
     #[test]
     fn microsoft_delegated() {
-        let (s, n) = check(MS_SMTP_SCOPE, Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap();
+        let (s, n) = check(
+            MS_SMTP_SCOPE,
+            Provider::Microsoft,
+            OAuthFlow::AuthorizationCode,
+        )
+        .unwrap();
         assert_eq!(s.to_string(), format!("{MS_SMTP_SCOPE} offline_access"));
         assert!(n[0].0.contains("refresh token"));
-        let (s, n) = check("https://outlook.office.com/SMTP.Send offline_access", Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap();
+        let (s, n) = check(
+            "https://outlook.office.com/SMTP.Send offline_access",
+            Provider::Microsoft,
+            OAuthFlow::AuthorizationCode,
+        )
+        .unwrap();
         assert_eq!(s.iter().count(), 2);
         assert!(n.is_empty());
     }
@@ -166,30 +207,66 @@ mod tests {
     #[test]
     fn the_vendor_guide_mistakes_are_rejected_with_the_fix() {
         let cases = [
-            ("https://graph.microsoft.com/SMTP.Send offline_access", "Graph"),
-            ("https://graph.microsoft.com/mail.send offline_access", "Graph"),
+            (
+                "https://graph.microsoft.com/SMTP.Send offline_access",
+                "Graph",
+            ),
+            (
+                "https://graph.microsoft.com/mail.send offline_access",
+                "Graph",
+            ),
             ("SMTP.Send offline_access", "no resource"),
-            ("https://outlook.office.com/SMTP.Send offiline_access", "misspelling"),
-            ("https://outlook.office.com/SMTP.Send offline-access", "misspelling"),
-            ("https://outlook.office.com/SMTP.Send Offline_Access", "misspelling"),
+            (
+                "https://outlook.office.com/SMTP.Send offiline_access",
+                "misspelling",
+            ),
+            (
+                "https://outlook.office.com/SMTP.Send offline-access",
+                "misspelling",
+            ),
+            (
+                "https://outlook.office.com/SMTP.Send Offline_Access",
+                "misspelling",
+            ),
         ];
         for (input, msg) in cases {
-            let err = check(input, Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap_err().to_string();
+            let err = check(input, Provider::Microsoft, OAuthFlow::AuthorizationCode)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(msg), "{input}: {err}");
             if msg == "Graph" {
-                assert!(err.contains(MS_SMTP_SCOPE) && err.contains("535 5.7.3"), "{err}");
+                assert!(
+                    err.contains(MS_SMTP_SCOPE) && err.contains("535 5.7.3"),
+                    "{err}"
+                );
             }
         }
     }
 
     #[test]
     fn app_only_and_google() {
-        assert!(check(MS_APP_ONLY_SCOPE, Provider::Microsoft, OAuthFlow::ClientCredentials).is_ok());
-        let err = check(MS_SMTP_SCOPE, Provider::Microsoft, OAuthFlow::ClientCredentials).unwrap_err();
+        assert!(
+            check(
+                MS_APP_ONLY_SCOPE,
+                Provider::Microsoft,
+                OAuthFlow::ClientCredentials
+            )
+            .is_ok()
+        );
+        let err = check(
+            MS_SMTP_SCOPE,
+            Provider::Microsoft,
+            OAuthFlow::ClientCredentials,
+        )
+        .unwrap_err();
         assert!(matches!(err, ScopeError::AppOnlyScope(_)));
         assert!(check(GOOGLE_SCOPE, Provider::Google, OAuthFlow::AuthorizationCode).is_ok());
         assert!(matches!(
-            check("https://mail.google.com/ offline_access", Provider::Google, OAuthFlow::AuthorizationCode),
+            check(
+                "https://mail.google.com/ offline_access",
+                Provider::Google,
+                OAuthFlow::AuthorizationCode
+            ),
             Err(ScopeError::GoogleScope(_))
         ));
         assert!(matches!(ScopeList::parse("  "), Err(ScopeError::Empty)));

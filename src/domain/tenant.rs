@@ -17,7 +17,9 @@ pub enum Tenant {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TenantError {
-    #[error("a tenant cannot be empty: use `organizations`, `common`, `consumers`, the Directory (tenant) ID or a verified domain")]
+    #[error(
+        "a tenant cannot be empty: use `organizations`, `common`, `consumers`, the Directory (tenant) ID or a verified domain"
+    )]
     Empty,
     #[error(
         "tenant `{0}` is neither `common`, `organizations`, `consumers`, a Directory (tenant) ID \
@@ -42,7 +44,10 @@ impl Tenant {
         if is_guid(&lower) {
             return Ok(Tenant::Id(lower));
         }
-        if lower.contains('.') && super::host::Host::parse(&lower).is_ok() && lower.parse::<std::net::IpAddr>().is_err() {
+        if lower.contains('.')
+            && super::host::Host::parse(&lower).is_ok()
+            && lower.parse::<std::net::IpAddr>().is_err()
+        {
             return Ok(Tenant::Domain(lower));
         }
         Err(TenantError::Invalid(t.to_string()))
@@ -67,7 +72,10 @@ impl Tenant {
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl FromStr for Tenant {
@@ -89,7 +97,9 @@ pub struct ClientId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientIdError {
-    #[error("a client id cannot be empty: copy the Application (client) ID from Azure portal > App registrations > your app > Overview")]
+    #[error(
+        "a client id cannot be empty: copy the Application (client) ID from Azure portal > App registrations > your app > Overview"
+    )]
     Empty,
     #[error("client id `{0}` contains spaces or control characters")]
     Invalid(String),
@@ -140,28 +150,59 @@ mod tests {
 
     #[test]
     fn tenants() {
-        assert_eq!(Tenant::parse("Organizations").unwrap(), Tenant::Organizations);
+        assert_eq!(
+            Tenant::parse("Organizations").unwrap(),
+            Tenant::Organizations
+        );
         assert_eq!(Tenant::parse("COMMON").unwrap().as_str(), "common");
         assert_eq!(Tenant::parse("consumers").unwrap(), Tenant::Consumers);
         let guid = "8A3F0C1E-1234-4BCD-9ABC-0123456789AB";
-        assert_eq!(Tenant::parse(guid).unwrap(), Tenant::Id(guid.to_ascii_lowercase()));
-        assert_eq!(Tenant::parse("Contoso.onmicrosoft.com").unwrap(), Tenant::Domain("contoso.onmicrosoft.com".into()));
+        assert_eq!(
+            Tenant::parse(guid).unwrap(),
+            Tenant::Id(guid.to_ascii_lowercase())
+        );
+        assert_eq!(
+            Tenant::parse("Contoso.onmicrosoft.com").unwrap(),
+            Tenant::Domain("contoso.onmicrosoft.com".into())
+        );
         assert!(Tenant::parse("contoso.com").unwrap().is_specific());
         assert!(!Tenant::Organizations.is_specific());
-        for bad in ["", "contoso", "8a3f0c1e-1234", "https://login.microsoftonline.com/x", "10.0.0.1"] {
+        for bad in [
+            "",
+            "contoso",
+            "8a3f0c1e-1234",
+            "https://login.microsoftonline.com/x",
+            "10.0.0.1",
+        ] {
             assert!(Tenant::parse(bad).is_err(), "{bad}");
         }
-        assert!(Tenant::parse("contoso").unwrap_err().to_string().contains("Directory (tenant) ID"));
+        assert!(
+            Tenant::parse("contoso")
+                .unwrap_err()
+                .to_string()
+                .contains("Directory (tenant) ID")
+        );
     }
 
     #[test]
     fn client_ids() {
         let g = "1B2C3D4E-0000-1111-2222-333344445555";
-        assert_eq!(ClientId::parse_microsoft(g).unwrap().as_str(), g.to_ascii_lowercase());
-        let err = ClientId::parse_microsoft("Abc8Q~secretvalue").unwrap_err().to_string();
-        assert!(err.contains("not a GUID") && err.contains("client secret"), "{err}");
+        assert_eq!(
+            ClientId::parse_microsoft(g).unwrap().as_str(),
+            g.to_ascii_lowercase()
+        );
+        let err = ClientId::parse_microsoft("Abc8Q~secretvalue")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a GUID") && err.contains("client secret"),
+            "{err}"
+        );
         assert!(ClientId::parse("123.apps.googleusercontent.com").is_ok());
         assert!(matches!(ClientId::parse(" "), Err(ClientIdError::Empty)));
-        assert!(matches!(ClientId::parse("a b"), Err(ClientIdError::Invalid(_))));
+        assert!(matches!(
+            ClientId::parse("a b"),
+            Err(ClientIdError::Invalid(_))
+        ));
     }
 }

@@ -25,12 +25,16 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 fn opt_url(v: Option<String>, what: &str) -> Result<Option<url::Url>, StoreError> {
-    v.map(|u| url::Url::parse(&u).map_err(|e| corrupt(what, e))).transpose()
+    v.map(|u| url::Url::parse(&u).map_err(|e| corrupt(what, e)))
+        .transpose()
 }
 
 fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(StoreError::from);
-    let get_o = |c: &str| row.try_get::<Option<String>, _>(c).map_err(StoreError::from);
+    let get_o = |c: &str| {
+        row.try_get::<Option<String>, _>(c)
+            .map_err(StoreError::from)
+    };
     let ts = |c: &str| -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
         let v: i64 = row.try_get(c)?;
         chrono::DateTime::from_timestamp(v, 0).ok_or_else(|| corrupt(c, v))
@@ -38,14 +42,19 @@ fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let settings = ConnectionSettings {
         name: ConnectionName::parse(&get_s("name")?).map_err(|e| corrupt("name", e))?,
         display_name: get_o("display_name")?,
-        provider: get_s("provider")?.parse().map_err(|e| corrupt("provider", e))?,
+        provider: get_s("provider")?
+            .parse()
+            .map_err(|e| corrupt("provider", e))?,
         flow: get_s("flow")?.parse().map_err(|e| corrupt("flow", e))?,
         host: Host::parse(&get_s("host")?).map_err(|e| corrupt("host", e))?,
         port: Port::new(row.try_get::<i64, _>("port")? as u16).map_err(|e| corrupt("port", e))?,
         tls: get_s("tls")?.parse().map_err(|e| corrupt("tls", e))?,
         domain: Host::parse(&get_s("domain")?).map_err(|e| corrupt("domain", e))?,
         user: EmailAddress::parse(&get_s("user_name")?).map_err(|e| corrupt("user_name", e))?,
-        tenant: get_o("tenant")?.map(|t| Tenant::parse(&t)).transpose().map_err(|e| corrupt("tenant", e))?,
+        tenant: get_o("tenant")?
+            .map(|t| Tenant::parse(&t))
+            .transpose()
+            .map_err(|e| corrupt("tenant", e))?,
         client_id: ClientId::parse(&get_s("client_id")?).map_err(|e| corrupt("client_id", e))?,
         scopes: ScopeList::parse(&get_s("scope")?).map_err(|e| corrupt("scope", e))?,
         redirect_uri: get_o("redirect_uri")?
@@ -79,7 +88,10 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
 }
 
 impl Store {
-    pub async fn insert_connection(&self, s: &ConnectionSettings) -> Result<Connection, StoreError> {
+    pub async fn insert_connection(
+        &self,
+        s: &ConnectionSettings,
+    ) -> Result<Connection, StoreError> {
         let t = now();
         let res = sqlx::query(
             "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
@@ -111,14 +123,20 @@ impl Store {
         .execute(&self.pool)
         .await;
         match res {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateConnection(s.name.to_string())),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::DuplicateConnection(s.name.to_string()))
+            }
             Err(e) => Err(e.into()),
             Ok(_) => self.connection(s.name.as_str()).await,
         }
     }
 
     /// Replaces the settings of connection `id` (the name may change).
-    pub async fn update_connection(&self, id: i64, s: &ConnectionSettings) -> Result<Connection, StoreError> {
+    pub async fn update_connection(
+        &self,
+        id: i64,
+        s: &ConnectionSettings,
+    ) -> Result<Connection, StoreError> {
         let res = sqlx::query(
             "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
@@ -149,37 +167,50 @@ impl Store {
         .execute(&self.pool)
         .await;
         match res {
-            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateConnection(s.name.to_string())),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::DuplicateConnection(s.name.to_string()))
+            }
             Err(e) => Err(e.into()),
             Ok(_) => self.connection(s.name.as_str()).await,
         }
     }
 
     pub async fn find_connection(&self, name: &str) -> Result<Option<Connection>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c WHERE c.name = ?")))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections c WHERE c.name = ?"
+        )))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(decode).transpose()
     }
 
     /// Like [`Store::find_connection`], but a missing connection is an error that says what to do.
     pub async fn connection(&self, name: &str) -> Result<Connection, StoreError> {
-        self.find_connection(name).await?.ok_or_else(|| StoreError::NoSuchConnection(name.to_string()))
+        self.find_connection(name)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchConnection(name.to_string()))
     }
 
     pub async fn connection_by_id(&self, id: i64) -> Result<Connection, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c WHERE c.id = ?")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(decode).transpose()?.ok_or_else(|| StoreError::NoSuchConnection(format!("#{id}")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections c WHERE c.id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(decode)
+            .transpose()?
+            .ok_or_else(|| StoreError::NoSuchConnection(format!("#{id}")))
     }
 
     pub async fn list_connections(&self) -> Result<Vec<Connection>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM connections c ORDER BY c.name")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM connections c ORDER BY c.name"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(decode).collect()
     }
 
@@ -198,13 +229,15 @@ impl Store {
     }
 
     pub async fn set_status(&self, id: i64, status: &ConnectionStatus) -> Result<(), StoreError> {
-        sqlx::query("UPDATE connections SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(status.reason())
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE connections SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(status.reason())
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -21,7 +21,10 @@ pub enum KeyError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("key file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the key was read from, so rotation knows where to write the next one.
@@ -36,7 +39,10 @@ pub fn load_or_create(path: &Path) -> Result<(DataKey, KeySource), KeyError> {
     if let Ok(text) = std::env::var(KEY_ENV)
         && !text.trim().is_empty()
     {
-        return Ok((DataKey::from_base64(&text).map_err(KeyError::Env)?, KeySource::Env));
+        return Ok((
+            DataKey::from_base64(&text).map_err(KeyError::Env)?,
+            KeySource::Env,
+        ));
     }
     if !path.exists() {
         let key = DataKey::generate();
@@ -48,18 +54,30 @@ pub fn load_or_create(path: &Path) -> Result<(DataKey, KeySource), KeyError> {
 }
 
 pub fn read_key_file(path: &Path) -> Result<DataKey, KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions { path: path.to_path_buf(), mode });
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     let text = zeroize::Zeroizing::new(fs::read_to_string(path).map_err(io)?);
-    DataKey::from_base64(&text).map_err(|source| KeyError::Parse { path: path.to_path_buf(), source })
+    DataKey::from_base64(&text).map_err(|source| KeyError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `key` to `path` with mode 0600, durably, never leaving a half-written file in place.
 pub fn write_key_file(path: &Path, key: &DataKey) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io { path: path.to_path_buf(), source };
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
@@ -67,7 +85,12 @@ pub fn write_key_file(path: &Path, key: &DataKey) -> Result<(), KeyError> {
     }
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(key.to_base64().as_bytes()).map_err(io)?;
     f.write_all(b"\n").map_err(io)?;
     f.sync_all().map_err(io)?;

@@ -13,7 +13,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use connections::ConnectionRow;
 pub use keyfile::{KeyError, KeySource};
@@ -34,10 +36,15 @@ pub enum StoreError {
     #[error("secret `{what}`: {source}")]
     Seal { what: String, source: SealError },
     #[error("data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("connection `{0}` does not exist (see `postern connection list`)")]
     NoSuchConnection(String),
-    #[error("a connection named `{0}` already exists: choose another name or use `postern connection edit {0}`")]
+    #[error(
+        "a connection named `{0}` already exists: choose another name or use `postern connection edit {0}`"
+    )]
     DuplicateConnection(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
@@ -48,7 +55,8 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::Db(sqlx::Error::Database(e)) => {
-                e.code().as_deref() == Some("13") || e.message().contains("database or disk is full")
+                e.code().as_deref() == Some("13")
+                    || e.message().contains("database or disk is full")
             }
             StoreError::Db(sqlx::Error::Io(e)) => e.raw_os_error() == Some(28),
             _ => false,
@@ -65,6 +73,18 @@ pub struct Store {
     key_source: KeySource,
 }
 
+/// The data directory holds the database and key: only its owner may enter it.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -73,9 +93,13 @@ impl Store {
     /// Opens (creating if needed) the store in `data_dir`, with the key from the environment or
     /// `key_file` (default `<data_dir>/secret.key`).
     pub async fn open(data_dir: &Path, key_file: Option<&Path>) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| StoreError::DataDir { path: data_dir.to_path_buf(), source })?;
-        let key_path = key_file.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join(KEY_FILE));
+        create_private_dir(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = key_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.join(KEY_FILE));
         let (key, key_source) = keyfile::load_or_create(&key_path)?;
         let mut sealer = Sealer::new(key);
         // A rotation that stopped between its commit and its rename leaves the new key beside the old.
@@ -91,9 +115,17 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        let store = Self { pool, sealer: Arc::new(sealer), data_dir: data_dir.to_path_buf(), key_source };
+        let store = Self {
+            pool,
+            sealer: Arc::new(sealer),
+            data_dir: data_dir.to_path_buf(),
+            key_source,
+        };
         store.finish_pending_rotation(&key_path).await?;
         Ok(store)
     }

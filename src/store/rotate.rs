@@ -22,7 +22,10 @@ pub(crate) fn pending_path(key_path: &Path) -> PathBuf {
 }
 
 fn seal_err(what: &str) -> impl FnOnce(super::SealError) -> StoreError + '_ {
-    move |source| StoreError::Seal { what: what.to_string(), source }
+    move |source| StoreError::Seal {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// What a rotation did.
@@ -53,15 +56,21 @@ impl Store {
             }
         };
         keyfile::write_key_file(&pending, &new_key)?;
-        let new_sealer = Sealer::new(DataKey::from_base64(&new_key.to_base64()).map_err(seal_err("new key"))?);
+        let new_sealer =
+            Sealer::new(DataKey::from_base64(&new_key.to_base64()).map_err(seal_err("new key"))?);
 
         let mut tx = self.pool.begin().await?;
         let mut resealed = 0;
-        let rows = sqlx::query("SELECT connection_id, kind, sealed FROM secrets").fetch_all(&mut *tx).await?;
+        let rows = sqlx::query("SELECT connection_id, kind, sealed FROM secrets")
+            .fetch_all(&mut *tx)
+            .await?;
         for row in rows {
             let (id, kind): (i64, String) = (row.try_get("connection_id")?, row.try_get("kind")?);
             let sealed: Vec<u8> = row.try_get("sealed")?;
-            let plain = self.sealer.open(&sealed, &aad(id, &kind)).map_err(seal_err(&kind))?;
+            let plain = self
+                .sealer
+                .open(&sealed, &aad(id, &kind))
+                .map_err(seal_err(&kind))?;
             sqlx::query("UPDATE secrets SET sealed = ? WHERE connection_id = ? AND kind = ?")
                 .bind(new_sealer.seal(&plain, &aad(id, &kind)))
                 .bind(id)
@@ -70,7 +79,9 @@ impl Store {
                 .await?;
             resealed += 1;
         }
-        let rows = sqlx::query("SELECT name, sealed FROM server_secrets").fetch_all(&mut *tx).await?;
+        let rows = sqlx::query("SELECT name, sealed FROM server_secrets")
+            .fetch_all(&mut *tx)
+            .await?;
         for row in rows {
             let name: String = row.try_get("name")?;
             let sealed: Vec<u8> = row.try_get("sealed")?;
@@ -85,11 +96,20 @@ impl Store {
         }
         tx.commit().await?;
         if pending != key_path {
-            std::fs::rename(&pending, &key_path)
-                .map_err(|source| StoreError::Key(keyfile::KeyError::Io { path: key_path.clone(), source }))?;
+            std::fs::rename(&pending, &key_path).map_err(|source| {
+                StoreError::Key(keyfile::KeyError::Io {
+                    path: key_path.clone(),
+                    source,
+                })
+            })?;
         }
         self.sealer = Arc::new(new_sealer);
-        Ok(Rotation { resealed, old_key_id, new_key_id, key_file: key_path })
+        Ok(Rotation {
+            resealed,
+            old_key_id,
+            new_key_id,
+            key_file: key_path,
+        })
     }
 
     /// Completes a rotation interrupted between its commit and its rename.
@@ -99,20 +119,36 @@ impl Store {
             return Ok(());
         }
         let current = self.sealer.current_key().id_hex();
-        let mut rows = sqlx::query("SELECT sealed FROM secrets").fetch_all(&self.pool).await?;
-        rows.extend(sqlx::query("SELECT sealed FROM server_secrets").fetch_all(&self.pool).await?);
+        let mut rows = sqlx::query("SELECT sealed FROM secrets")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.extend(
+            sqlx::query("SELECT sealed FROM server_secrets")
+                .fetch_all(&self.pool)
+                .await?,
+        );
         let still_old = rows
             .iter()
             .filter_map(|r| r.try_get::<Vec<u8>, _>("sealed").ok())
             .any(|s| Sealer::key_id_of(&s).as_deref() == Some(current.as_str()));
         if still_old {
             // The re-seal never committed: the old key stays; drop the unused new one.
-            std::fs::remove_file(&pending)
-                .map_err(|source| StoreError::Key(keyfile::KeyError::Io { path: pending.clone(), source }))?;
+            std::fs::remove_file(&pending).map_err(|source| {
+                StoreError::Key(keyfile::KeyError::Io {
+                    path: pending.clone(),
+                    source,
+                })
+            })?;
         } else {
-            std::fs::rename(&pending, key_path)
-                .map_err(|source| StoreError::Key(keyfile::KeyError::Io { path: key_path.to_path_buf(), source }))?;
-            tracing::warn!("finished a key rotation that had been interrupted; restart to use the new key only");
+            std::fs::rename(&pending, key_path).map_err(|source| {
+                StoreError::Key(keyfile::KeyError::Io {
+                    path: key_path.to_path_buf(),
+                    source,
+                })
+            })?;
+            tracing::warn!(
+                "finished a key rotation that had been interrupted; restart to use the new key only"
+            );
         }
         Ok(())
     }

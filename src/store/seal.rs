@@ -20,15 +20,21 @@ const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("the secret key must be 32 bytes encoded in base64 (generate one with `openssl rand -base64 32`)")]
+    #[error(
+        "the secret key must be 32 bytes encoded in base64 (generate one with `openssl rand -base64 32`)"
+    )]
     BadKey,
     #[error("a sealed value is damaged or too short")]
     Malformed,
     #[error("a sealed value uses format version {0}, which this Postern does not know")]
     UnknownVersion(u8),
-    #[error("a sealed value was sealed with another key (id {0}): is POSTERN_SECRET_KEY or the key file the one this data directory was created with?")]
+    #[error(
+        "a sealed value was sealed with another key (id {0}): is POSTERN_SECRET_KEY or the key file the one this data directory was created with?"
+    )]
     UnknownKey(String),
-    #[error("a sealed value failed authentication: it was altered, moved to another row, or the key is wrong")]
+    #[error(
+        "a sealed value failed authentication: it was altered, moved to another row, or the key is wrong"
+    )]
     Tampered,
 }
 
@@ -60,9 +66,14 @@ impl DataKey {
 
     pub fn from_base64(text: &str) -> Result<Self, SealError> {
         let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| SealError::BadKey)?,
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| SealError::BadKey)?,
         );
-        let arr: [u8; 32] = decoded.as_slice().try_into().map_err(|_| SealError::BadKey)?;
+        let arr: [u8; 32] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| SealError::BadKey)?;
         Ok(Self::from_bytes(Zeroizing::new(arr)))
     }
 
@@ -78,7 +89,8 @@ impl DataKey {
     /// A subkey for another purpose (e.g. keyed password hashes), so one key never serves two algorithms.
     pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
         mac.update(purpose.as_bytes());
         let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(&mac.finalize().into_bytes());
@@ -99,7 +111,10 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(current: DataKey) -> Self {
-        Self { current, older: Vec::new() }
+        Self {
+            current,
+            older: Vec::new(),
+        }
     }
 
     /// Also open values sealed under `key` (a rotation in progress).
@@ -120,7 +135,13 @@ impl Sealer {
         let ciphertext = self
             .current
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption does not fail for in-memory buffers");
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         out.push(VERSION);
@@ -136,7 +157,12 @@ impl Sealer {
 
     /// The id of the key that sealed `sealed`, if the header is readable.
     pub fn key_id_of(sealed: &[u8]) -> Option<String> {
-        (sealed.len() > HEADER_LEN).then(|| sealed[1..1 + KEY_ID_LEN].iter().map(|b| format!("{b:02x}")).collect())
+        (sealed.len() > HEADER_LEN).then(|| {
+            sealed[1..1 + KEY_ID_LEN]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
     }
 
     pub fn open(&self, sealed: &[u8], aad: &str) -> Result<Zeroizing<Vec<u8>>, SealError> {
@@ -153,7 +179,13 @@ impl Sealer {
             .ok_or_else(|| SealError::UnknownKey(Self::key_id_of(sealed).unwrap_or_default()))?;
         let nonce = XNonce::from_slice(&sealed[1 + KEY_ID_LEN..HEADER_LEN]);
         key.cipher()
-            .decrypt(nonce, Payload { msg: &sealed[HEADER_LEN..], aad: aad.as_bytes() })
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[HEADER_LEN..],
+                    aad: aad.as_bytes(),
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| SealError::Tampered)
     }
@@ -173,27 +205,51 @@ mod tests {
     fn round_trip() {
         let s = Sealer::new(DataKey::generate());
         let sealed = s.seal(b"client-secret-value", "connection:1:client_secret");
-        assert!(!sealed.windows(6).any(|w| w == b"client"), "plaintext visible");
-        assert_eq!(&s.open(&sealed, "connection:1:client_secret").unwrap()[..], b"client-secret-value");
+        assert!(
+            !sealed.windows(6).any(|w| w == b"client"),
+            "plaintext visible"
+        );
+        assert_eq!(
+            &s.open(&sealed, "connection:1:client_secret").unwrap()[..],
+            b"client-secret-value"
+        );
         // Two seals of one value differ (random nonce).
-        assert_ne!(sealed, s.seal(b"client-secret-value", "connection:1:client_secret"));
+        assert_ne!(
+            sealed,
+            s.seal(b"client-secret-value", "connection:1:client_secret")
+        );
     }
 
     #[test]
     fn tampered_moved_or_wrong_key_is_rejected() {
         let s = Sealer::new(DataKey::generate());
         let mut sealed = s.seal(b"refresh-token", "connection:1:refresh_token");
-        assert!(matches!(s.open(&sealed, "connection:2:refresh_token"), Err(SealError::Tampered)));
+        assert!(matches!(
+            s.open(&sealed, "connection:2:refresh_token"),
+            Err(SealError::Tampered)
+        ));
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(matches!(s.open(&sealed, "connection:1:refresh_token"), Err(SealError::Tampered)));
+        assert!(matches!(
+            s.open(&sealed, "connection:1:refresh_token"),
+            Err(SealError::Tampered)
+        ));
         let other = Sealer::new(DataKey::generate());
         let sealed = s.seal(b"x", "a");
-        assert!(matches!(other.open(&sealed, "a"), Err(SealError::UnknownKey(_))));
-        assert!(matches!(s.open(&sealed[..10], "a"), Err(SealError::Malformed)));
+        assert!(matches!(
+            other.open(&sealed, "a"),
+            Err(SealError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            s.open(&sealed[..10], "a"),
+            Err(SealError::Malformed)
+        ));
         let mut v2 = sealed.clone();
         v2[0] = 2;
-        assert!(matches!(s.open(&v2, "a"), Err(SealError::UnknownVersion(2))));
+        assert!(matches!(
+            s.open(&v2, "a"),
+            Err(SealError::UnknownVersion(2))
+        ));
     }
 
     #[test]
@@ -207,10 +263,19 @@ mod tests {
 
     #[test]
     fn keys_parse_from_base64_only_at_32_bytes() {
-        assert!(matches!(DataKey::from_base64("c2hvcnQ="), Err(SealError::BadKey)));
-        assert!(matches!(DataKey::from_base64("not base64!"), Err(SealError::BadKey)));
+        assert!(matches!(
+            DataKey::from_base64("c2hvcnQ="),
+            Err(SealError::BadKey)
+        ));
+        assert!(matches!(
+            DataKey::from_base64("not base64!"),
+            Err(SealError::BadKey)
+        ));
         let k = DataKey::generate();
-        assert_eq!(DataKey::from_base64(&k.to_base64()).unwrap().id_hex(), k.id_hex());
+        assert_eq!(
+            DataKey::from_base64(&k.to_base64()).unwrap().id_hex(),
+            k.id_hex()
+        );
         assert!(!format!("{k:?}").contains(&*k.to_base64()));
     }
 }

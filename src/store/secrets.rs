@@ -43,7 +43,9 @@ impl Store {
         value: &SecretString,
         expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        let sealed = self.sealer.seal_secret(value, &aad(connection_id, kind.as_str()));
+        let sealed = self
+            .sealer
+            .seal_secret(value, &aad(connection_id, kind.as_str()));
         sqlx::query(
             "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
@@ -59,22 +61,38 @@ impl Store {
         Ok(())
     }
 
-    pub async fn secret(&self, connection_id: i64, kind: SecretKind) -> Result<Option<StoredSecret>, StoreError> {
-        let row = sqlx::query("SELECT sealed, expires_at FROM secrets WHERE connection_id = ? AND kind = ?")
-            .bind(connection_id)
-            .bind(kind.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn secret(
+        &self,
+        connection_id: i64,
+        kind: SecretKind,
+    ) -> Result<Option<StoredSecret>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealed, expires_at FROM secrets WHERE connection_id = ? AND kind = ?",
+        )
+        .bind(connection_id)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let sealed: Vec<u8> = row.try_get("sealed")?;
         let value = self
             .sealer
             .open_secret(&sealed, &aad(connection_id, kind.as_str()))
-            .map_err(|source| StoreError::Seal { what: kind.as_str().to_string(), source })?;
-        Ok(Some(StoredSecret { value, expires_at: row.try_get("expires_at")? }))
+            .map_err(|source| StoreError::Seal {
+                what: kind.as_str().to_string(),
+                source,
+            })?;
+        Ok(Some(StoredSecret {
+            value,
+            expires_at: row.try_get("expires_at")?,
+        }))
     }
 
-    pub async fn delete_secret(&self, connection_id: i64, kind: SecretKind) -> Result<(), StoreError> {
+    pub async fn delete_secret(
+        &self,
+        connection_id: i64,
+        kind: SecretKind,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM secrets WHERE connection_id = ? AND kind = ?")
             .bind(connection_id)
             .bind(kind.as_str())
@@ -113,7 +131,10 @@ impl Store {
         sqlx::query(upsert)
             .bind(connection_id)
             .bind(kind)
-            .bind(self.sealer.seal_secret(access_token, &aad(connection_id, kind)))
+            .bind(
+                self.sealer
+                    .seal_secret(access_token, &aad(connection_id, kind)),
+            )
             .bind(access_expires_at)
             .bind(t)
             .execute(&mut *tx)
@@ -128,12 +149,17 @@ impl Store {
     }
 
     /// When the refresh token was last written (for keep-alive refreshes of idle connections).
-    pub async fn secret_updated_at(&self, connection_id: i64, kind: SecretKind) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT updated_at FROM secrets WHERE connection_id = ? AND kind = ?")
-            .bind(connection_id)
-            .bind(kind.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn secret_updated_at(
+        &self,
+        connection_id: i64,
+        kind: SecretKind,
+    ) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT updated_at FROM secrets WHERE connection_id = ? AND kind = ?")
+                .bind(connection_id)
+                .bind(kind.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.try_get("updated_at")).transpose()?)
     }
 }

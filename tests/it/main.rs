@@ -1,1 +1,4 @@
+//! Integration tests: the real `postern` binary and library against real sockets on 127.0.0.1.
 
+mod cli_connection;
+mod helpers;

@@ -1,0 +1,365 @@
+//! `postern connection ...`: create, list, show, edit, enable, disable and remove connections.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::output::{print_json, print_table};
+use super::secret_input;
+use super::{CliError, CliResult, Ctx};
+use crate::domain::{ConnectionInput, ConnectionView};
+use crate::store::SecretKind;
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Create a connection.
+    #[command(
+        after_help = "Example:\n  postern connection add contoso --provider microsoft --user ops@contoso.com \\\n      --tenant contoso.onmicrosoft.com --client-id 1b2c3d4e-0000-1111-2222-333344445555 \\\n      --client-secret-file ./secret.txt\n\nThe client secret is read from a file, an environment variable or a hidden prompt, never from the command line."
+    )]
+    Add {
+        name: String,
+        #[command(flatten)]
+        fields: FieldArgs,
+    },
+    /// List connections with their status.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one connection (secrets appear as set / not set).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change fields of a connection; only the flags given change.
+    #[command(after_help = "Example:\n  postern connection edit contoso --port 465 --tls implicit")]
+    Edit {
+        name: String,
+        /// Give the connection a new name.
+        #[arg(long, value_name = "NEW_NAME")]
+        rename: Option<String>,
+        #[command(flatten)]
+        fields: FieldArgs,
+    },
+    /// Allow the connection to send again.
+    Enable { name: String },
+    /// Stop sending through the connection (its queued mail is held, not lost).
+    Disable { name: String },
+    /// Delete the connection and its stored secrets.
+    Remove {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// The connection form's fields, as flags.
+#[derive(Debug, Args, Default)]
+pub struct FieldArgs {
+    /// microsoft (Microsoft 365), outlook (Outlook.com personal), google or custom.
+    #[arg(long)]
+    provider: Option<String>,
+    /// The mailbox that sends (the form's "User Name").
+    #[arg(long, value_name = "EMAIL")]
+    user: Option<String>,
+    #[arg(long)]
+    display_name: Option<String>,
+    /// SMTP server (preset: smtp.office365.com, smtp-mail.outlook.com, smtp.gmail.com).
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    port: Option<String>,
+    /// starttls (587) or implicit (465).
+    #[arg(long)]
+    tls: Option<String>,
+    /// The domain named in EHLO (default: the mailbox's domain).
+    #[arg(long)]
+    domain: Option<String>,
+    /// organizations, common, consumers, the Directory (tenant) ID or a verified domain.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The Application (client) ID.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Read the client secret from this file.
+    #[arg(long, value_name = "FILE")]
+    client_secret_file: Option<PathBuf>,
+    /// Read the client secret from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    client_secret_env: Option<String>,
+    /// Scopes, space separated (preset: https://outlook.office.com/SMTP.Send offline_access).
+    #[arg(long)]
+    scope: Option<String>,
+    /// The redirect URI registered on the app (default http://localhost).
+    #[arg(long)]
+    redirect_uri: Option<String>,
+    /// authorization-code (delegated, default) or client-credentials (app-only).
+    #[arg(long)]
+    flow: Option<String>,
+    /// Override the authorize endpoint (sovereign clouds, tests).
+    #[arg(long, value_name = "URL")]
+    authorize_url: Option<String>,
+    /// Override the token endpoint.
+    #[arg(long, value_name = "URL")]
+    token_url: Option<String>,
+    /// Override the device-code endpoint.
+    #[arg(long, value_name = "URL")]
+    device_url: Option<String>,
+    /// Extra CA certificate (PEM) to trust for this SMTP server.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<String>,
+    /// Most upstream SMTP connections at once (Microsoft allows 3 per mailbox).
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<String>,
+    /// Read an existing refresh token from this file (normally `authorize` obtains it).
+    #[arg(long, value_name = "FILE")]
+    refresh_token_file: Option<PathBuf>,
+    /// Read an existing refresh token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    refresh_token_env: Option<String>,
+    /// Create the connection disabled.
+    #[arg(long)]
+    disabled: bool,
+}
+
+impl FieldArgs {
+    fn input(&self, name: Option<String>) -> ConnectionInput {
+        ConnectionInput {
+            name,
+            display_name: self.display_name.clone(),
+            provider: self.provider.clone(),
+            flow: self.flow.clone(),
+            host: self.host.clone(),
+            port: self.port.clone(),
+            tls: self.tls.clone(),
+            domain: self.domain.clone(),
+            user: self.user.clone(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            authorize_url: self.authorize_url.clone(),
+            token_url: self.token_url.clone(),
+            device_url: self.device_url.clone(),
+            ca_file: self.ca_file.clone(),
+            enabled: self.disabled.then_some(false),
+            max_concurrent: self.max_concurrent.clone(),
+        }
+    }
+}
+
+pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
+    match cmd {
+        ConnectionCommand::Add { name, fields } => add(ctx, name, fields).await,
+        ConnectionCommand::List { json } => list(ctx, json).await,
+        ConnectionCommand::Show { name, json } => show(ctx, &name, json).await,
+        ConnectionCommand::Edit {
+            name,
+            rename,
+            fields,
+        } => edit(ctx, &name, rename, fields).await,
+        ConnectionCommand::Enable { name } => set_enabled(ctx, &name, true).await,
+        ConnectionCommand::Disable { name } => set_enabled(ctx, &name, false).await,
+        ConnectionCommand::Remove { name, yes } => remove(ctx, &name, yes).await,
+    }
+}
+
+async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
+    let (settings, notices) = fields.input(Some(name)).validate()?;
+    let mut secret = secret_input::from_file_or_env(
+        "client secret",
+        fields.client_secret_file.as_deref(),
+        fields.client_secret_env.as_deref(),
+    )?;
+    if secret.is_none() {
+        secret = secret_input::prompt(
+            "Client secret (Value column in Certificates & secrets; empty for none): ",
+        )?;
+    }
+    let refresh = secret_input::from_file_or_env(
+        "refresh token",
+        fields.refresh_token_file.as_deref(),
+        fields.refresh_token_env.as_deref(),
+    )?;
+    let store = ctx.store().await?;
+    let conn = store.insert_connection(&settings).await?;
+    if let Some(s) = &secret {
+        store
+            .put_secret(conn.id, SecretKind::ClientSecret, s, None)
+            .await?;
+    }
+    if let Some(r) = &refresh {
+        store
+            .put_secret(conn.id, SecretKind::RefreshToken, r, None)
+            .await?;
+    }
+    for n in notices {
+        eprintln!("note: {}", n.0);
+    }
+    println!(
+        "created connection `{}` ({} {}).",
+        conn.name(),
+        settings.provider,
+        settings.user
+    );
+    if let Some(r) = &settings.redirect_uri {
+        println!("Register this redirect URI on the app, exactly: {r}");
+    }
+    println!("Next: postern connection authorize {}", conn.name());
+    Ok(())
+}
+
+async fn list(ctx: &Ctx, json: bool) -> CliResult {
+    let store = ctx.store().await?;
+    let conns = store.list_connections().await?;
+    let views: Vec<ConnectionView> = conns.iter().map(ConnectionView::from).collect();
+    if json {
+        return Ok(print_json(&views)?);
+    }
+    if views.is_empty() {
+        println!(
+            "No connections yet. Create one with `postern connection add NAME --provider microsoft ...`."
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let status = match &v.status_reason {
+                Some(r) if v.status == "needs-reauthorization" => format!("{}: {r}", v.status),
+                _ => v.status.clone(),
+            };
+            vec![
+                v.name.clone(),
+                v.provider.clone(),
+                v.user.clone(),
+                status,
+                if v.enabled { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "PROVIDER", "USER", "STATUS", "ENABLED"], &rows);
+    Ok(())
+}
+
+async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
+    let store = ctx.store().await?;
+    let v = ConnectionView::from(&store.connection(name).await?);
+    if json {
+        return Ok(print_json(&v)?);
+    }
+    let none = || "-".to_string();
+    let rows = [
+        ("Name", v.name.clone()),
+        ("Display name", v.display_name.clone().unwrap_or_else(none)),
+        ("Provider", v.provider.clone()),
+        ("Flow", v.flow.clone()),
+        ("Address", v.host.clone()),
+        ("Port", format!("{} ({})", v.port, v.tls)),
+        ("Domain", v.domain.clone()),
+        ("User name", v.user.clone()),
+        ("Tenant", v.tenant.clone().unwrap_or_else(none)),
+        ("Client id", v.client_id.clone()),
+        ("Client secret", v.client_secret.to_string()),
+        ("Scope", v.scope.clone()),
+        ("Redirect URI", v.redirect_uri.clone().unwrap_or_else(none)),
+        ("Refresh token", v.refresh_token.to_string()),
+        ("Enabled", v.enabled.to_string()),
+        ("Status", v.status.clone()),
+        ("Reason", v.status_reason.clone().unwrap_or_else(none)),
+        (
+            "Authorize URL",
+            v.authorize_url.clone().unwrap_or_else(none),
+        ),
+        ("Token URL", v.token_url.clone().unwrap_or_else(none)),
+        ("Device URL", v.device_url.clone().unwrap_or_else(none)),
+        ("CA file", v.ca_file.clone().unwrap_or_else(none)),
+        ("Max concurrent", v.max_concurrent.to_string()),
+        ("Created", v.created_at.clone()),
+        ("Updated", v.updated_at.clone()),
+    ];
+    for (k, val) in rows {
+        println!("{k:<15} {val}");
+    }
+    Ok(())
+}
+
+async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) -> CliResult {
+    let store = ctx.store().await?;
+    let current = store.connection(name).await?;
+    let mut changes = fields.input(rename);
+    // `--disabled` is for add; on edit use `connection disable`.
+    changes.enabled = None;
+    let (settings, notices) = ConnectionInput::from_settings(&current.settings)
+        .overlay(changes)
+        .validate()?;
+    let secret = secret_input::from_file_or_env(
+        "client secret",
+        fields.client_secret_file.as_deref(),
+        fields.client_secret_env.as_deref(),
+    )?;
+    let refresh = secret_input::from_file_or_env(
+        "refresh token",
+        fields.refresh_token_file.as_deref(),
+        fields.refresh_token_env.as_deref(),
+    )?;
+    let conn = store.update_connection(current.id, &settings).await?;
+    if let Some(s) = &secret {
+        store
+            .put_secret(conn.id, SecretKind::ClientSecret, s, None)
+            .await?;
+    }
+    if let Some(r) = &refresh {
+        store
+            .put_secret(conn.id, SecretKind::RefreshToken, r, None)
+            .await?;
+    }
+    for n in notices {
+        eprintln!("note: {}", n.0);
+    }
+    println!("updated connection `{}`.", conn.name());
+    Ok(())
+}
+
+async fn set_enabled(ctx: &Ctx, name: &str, enabled: bool) -> CliResult {
+    let store = ctx.store().await?;
+    let conn = store.set_enabled(name, enabled).await?;
+    if enabled {
+        println!("connection `{}` is enabled.", conn.name());
+    } else {
+        println!(
+            "connection `{}` is disabled: mail for it is held until it is enabled again.",
+            conn.name()
+        );
+    }
+    Ok(())
+}
+
+async fn remove(ctx: &Ctx, name: &str, yes: bool) -> CliResult {
+    let store = ctx.store().await?;
+    store.connection(name).await?;
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Usage(format!(
+                "removing `{name}` needs confirmation: add --yes"
+            )));
+        }
+        print!("Remove connection `{name}` and its stored secrets? [y/N] ");
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| CliError::Failed(e.into()))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("kept `{name}`.");
+            return Ok(());
+        }
+    }
+    store.remove_connection(name).await?;
+    println!("removed connection `{name}`.");
+    Ok(())
+}

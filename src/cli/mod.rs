@@ -1,0 +1,168 @@
+//! The command line: one file per command group. Handlers parse, call the library, print.
+
+mod connection;
+mod output;
+mod secret_input;
+mod secrets;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::{Loader, Settings, SettingsError};
+use crate::store::{Store, StoreError};
+
+pub use output::print_json;
+
+const EXAMPLES: &str = "\
+Examples:
+  postern connection add contoso --provider microsoft --user ops@contoso.com \\
+      --tenant contoso.onmicrosoft.com --client-id 1b2c3d4e-0000-1111-2222-333344445555 \\
+      --client-secret-file ./client-secret.txt
+  postern connection list
+  postern serve
+
+Exit codes: 0 success, 2 usage or validation error, 1 any other failure.";
+
+/// Postern: SMTP with OAuth 2.0 for Microsoft 365 and Gmail, done properly.
+#[derive(Debug, Parser)]
+#[command(name = "postern", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Settings file (default: ./postern.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the database and key file live (default ./postern-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay, delivery workers and HTTP endpoints.
+    Serve(serve::ServeArgs),
+    /// Create and manage SMTP OAuth connections.
+    #[command(subcommand)]
+    Connection(connection::ConnectionCommand),
+    /// Manage the key that seals secrets at rest.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
+}
+
+/// A failure with its exit code: 2 for the caller's mistakes, 1 for everything else.
+#[derive(Debug)]
+pub enum CliError {
+    Usage(String),
+    Failed(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) => f.write_str(m),
+            CliError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoSuchConnection(_) | StoreError::DuplicateConnection(_) => {
+                CliError::Usage(e.to_string())
+            }
+            other => CliError::Failed(other.into()),
+        }
+    }
+}
+
+impl From<SettingsError> for CliError {
+    fn from(e: SettingsError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError::Failed(e)
+    }
+}
+
+impl From<crate::domain::ValidationErrors> for CliError {
+    fn from(e: crate::domain::ValidationErrors) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+impl Cli {
+    /// Defaults < settings file < `POSTERN_*` environment < flags.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let (path, required) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from("postern.toml"), false),
+        };
+        let mut loader = Loader::new()
+            .file(&path, required)?
+            .env(std::env::vars())
+            .flag(
+                "store",
+                "data_dir",
+                self.data_dir.as_ref().map(|p| p.display().to_string()),
+                "--data-dir",
+            )
+            .flag("log", "format", self.log_format.clone(), "--log-format");
+        if let Command::Serve(args) = &self.command {
+            loader = args.apply(loader);
+        }
+        loader.build()
+    }
+}
+
+/// What every command handler gets.
+#[derive(Debug)]
+pub struct Ctx {
+    pub settings: Settings,
+}
+
+impl Ctx {
+    pub async fn store(&self) -> Result<Store, CliError> {
+        Ok(Store::open(
+            &self.settings.store.data_dir,
+            self.settings.store.key_file.as_deref(),
+        )
+        .await?)
+    }
+}
+
+pub async fn run(cli: Cli, settings: Settings) -> CliResult {
+    let ctx = Ctx { settings };
+    match cli.command {
+        Command::Serve(args) => serve::run(&ctx, args).await,
+        Command::Connection(cmd) => connection::run(&ctx, cmd).await,
+        Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
+    }
+}

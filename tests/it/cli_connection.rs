@@ -1,0 +1,290 @@
+//! `postern connection ...`, `secrets rotate-key` and `serve` start-up, through the real binary.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::helpers::{TestHome, contains_bytes};
+
+const SECRET: &str = "Xy7~client-secret-VALUE-0123456789";
+const REFRESH: &str = "0.AAAA-refresh-token-VALUE-abcdefghijklmnop";
+
+#[test]
+fn add_list_show_edit_enable_disable_remove() {
+    let home = TestHome::new();
+    let out = home
+        .add_connection("contoso", SECRET, &["--display-name", "Contoso mail"])
+        .ok();
+    assert!(
+        out.stdout.contains("http://localhost"),
+        "tells the redirect URI to register: {}",
+        out.stdout
+    );
+
+    // Each command is a new process: the second sees what the first stored.
+    let list = home.run(&["connection", "list"]).ok();
+    assert!(
+        list.stdout.contains("contoso")
+            && list.stdout.contains("new")
+            && list.stdout.contains("ops@contoso.com")
+    );
+
+    let show = home.run(&["connection", "show", "contoso", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["host"], "smtp.office365.com");
+    assert_eq!(v["port"], 587);
+    assert_eq!(v["tenant"], "contoso.onmicrosoft.com");
+    assert_eq!(
+        v["scope"],
+        "https://outlook.office.com/SMTP.Send offline_access"
+    );
+    assert_eq!(v["client_secret"], "set");
+    assert_eq!(v["refresh_token"], "not set");
+    assert_eq!(v["display_name"], "Contoso mail");
+
+    home.run(&[
+        "connection",
+        "edit",
+        "contoso",
+        "--port",
+        "465",
+        "--tls",
+        "implicit",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(
+        &home
+            .run(&["connection", "show", "contoso", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (v["port"].as_u64(), v["tls"].as_str()),
+        (Some(465), Some("implicit"))
+    );
+    assert_eq!(
+        v["client_secret"], "set",
+        "editing other fields keeps the secret"
+    );
+
+    home.run(&["connection", "disable", "contoso"]).ok();
+    let list = home.run(&["connection", "list", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(
+        (v[0]["status"].as_str(), v[0]["enabled"].as_bool()),
+        (Some("disabled"), Some(false))
+    );
+    home.run(&["connection", "enable", "contoso"]).ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&home.run(&["connection", "list", "--json"]).ok().stdout).unwrap();
+    assert_eq!(v[0]["status"], "new");
+
+    let refused = home.run(&["connection", "remove", "contoso"]);
+    assert_eq!(
+        refused.code,
+        2,
+        "without a terminal, remove needs --yes: {}",
+        refused.all()
+    );
+    home.run(&["connection", "remove", "contoso", "--yes"]).ok();
+    let gone = home.run(&["connection", "show", "contoso"]);
+    assert_eq!(gone.code, 2);
+    assert!(gone.stderr.contains("does not exist"), "{}", gone.stderr);
+}
+
+#[test]
+fn wrong_values_get_exit_code_2_and_the_explanation() {
+    let home = TestHome::new();
+    let out = home.add_connection(
+        "bad",
+        SECRET,
+        &[
+            "--scope",
+            "https://graph.microsoft.com/SMTP.Send offline_access",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("Graph") && out.stderr.contains("https://outlook.office.com/SMTP.Send"),
+        "{}",
+        out.stderr
+    );
+
+    let out = home.add_connection(
+        "bad",
+        SECRET,
+        &[
+            "--scope",
+            "https://outlook.office.com/SMTP.Send offiline_access",
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("misspelling of `offline_access`"),
+        "{}",
+        out.stderr
+    );
+
+    let out = home.run(&[
+        "connection",
+        "add",
+        "x",
+        "--provider",
+        "microsoft",
+        "--user",
+        "ops@contoso.com",
+        "--client-id",
+        "my-secret~value",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("not a GUID"), "{}", out.stderr);
+
+    home.add_connection("dup", SECRET, &[]).ok();
+    let out = home.add_connection("dup", SECRET, &[]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+
+    let out = home.run(&["connection", "frobnicate"]);
+    assert_eq!(out.code, 2, "clap usage errors are 2");
+}
+
+#[test]
+fn secrets_never_appear_in_output_or_the_database_file() {
+    let home = TestHome::new();
+    let rt = home.file("rt.txt", REFRESH);
+    home.add_connection("contoso", SECRET, &["--refresh-token-file", &rt])
+        .ok();
+    let show = home.run(&["connection", "show", "contoso"]).ok();
+    let json = home.run(&["connection", "show", "contoso", "--json"]).ok();
+    let list = home.run(&["connection", "list", "--json"]).ok();
+    for out in [&show, &json, &list] {
+        assert!(
+            !out.all().contains(SECRET) && !out.all().contains(REFRESH),
+            "secret leaked: {}",
+            out.all()
+        );
+    }
+    assert!(json.stdout.contains("\"refresh_token\": \"set\""));
+    let bytes = home.data_bytes();
+    assert!(bytes.len() > 4096, "the database holds data");
+    assert!(
+        contains_bytes(&bytes, "ops@contoso.com"),
+        "sanity: plain fields are found in the raw bytes"
+    );
+    assert!(
+        !contains_bytes(&bytes, SECRET),
+        "client secret stored in clear"
+    );
+    assert!(
+        !contains_bytes(&bytes, REFRESH),
+        "refresh token stored in clear"
+    );
+}
+
+#[test]
+fn the_key_file_must_be_private() {
+    let home = TestHome::new();
+    home.add_connection("contoso", SECRET, &[]).ok();
+    let key = home.data_dir().join("secret.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = home.run(&["connection", "list"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+}
+
+#[test]
+fn rotate_key_keeps_secrets_readable_with_the_new_key_only() {
+    let home = TestHome::new();
+    let rt = home.file("rt.txt", REFRESH);
+    home.add_connection("contoso", SECRET, &["--refresh-token-file", &rt])
+        .ok();
+    let key = home.data_dir().join("secret.key");
+    let old_key = std::fs::read_to_string(&key).unwrap();
+    let out = home.run(&["secrets", "rotate-key"]).ok();
+    assert!(
+        out.stdout.contains("re-sealed 2 secret(s)"),
+        "{}",
+        out.stdout
+    );
+    let new_key = std::fs::read_to_string(&key).unwrap();
+    assert_ne!(old_key, new_key);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Readable with the new key: the store opens every secret (checked by a library read).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data_dir = home.data_dir();
+    let (secret, refresh) = rt.block_on(async {
+        let store = postern::store::Store::open(&data_dir, None).await.unwrap();
+        let c = store.connection("contoso").await.unwrap();
+        let s = store
+            .secret(c.id, postern::store::SecretKind::ClientSecret)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = store
+            .secret(c.id, postern::store::SecretKind::RefreshToken)
+            .await
+            .unwrap()
+            .unwrap();
+        use secrecy::ExposeSecret;
+        (
+            s.value.expose_secret().to_string(),
+            r.value.expose_secret().to_string(),
+        )
+    });
+    assert_eq!((secret.as_str(), refresh.as_str()), (SECRET, REFRESH));
+
+    // Unreadable with the old key.
+    std::fs::write(&key, &old_key).unwrap();
+    let failed = rt.block_on(async {
+        let store = postern::store::Store::open(&data_dir, None).await.unwrap();
+        let c = store.connection("contoso").await.unwrap();
+        store
+            .secret(c.id, postern::store::SecretKind::ClientSecret)
+            .await
+    });
+    let err = failed.unwrap_err().to_string();
+    assert!(err.contains("another key"), "{err}");
+}
+
+#[test]
+fn serve_starts_and_answers_health_checks() {
+    let home = TestHome::new();
+    let mut child = home
+        .cmd(&[
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--smtp-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let addr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
