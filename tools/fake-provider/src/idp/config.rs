@@ -102,7 +102,7 @@ pub struct IdpConfig {
     pub expires_in: u64,
     /// Send `expires_in`/`ext_expires_in` as JSON strings, as some providers do.
     pub expires_in_as_string: bool,
-    /// Delay added to every request before it is answered.
+    /// Delay added to every request before it is answered (changeable with `set_latency`).
     pub latency: Duration,
     /// Device flow: `interval` returned by the devicecode endpoint (seconds, default 5).
     pub device_interval: u64,

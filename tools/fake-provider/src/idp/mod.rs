@@ -147,6 +147,8 @@ pub(crate) struct Shared {
     pub config: IdpConfig,
     pub base_url: String,
     pub expires_in: AtomicU64,
+    /// Artificial latency in microseconds (changeable at run time).
+    pub latency_us: AtomicU64,
     pub down: AtomicBool,
     pub consent_denied: AtomicBool,
     pub grants: Mutex<Grants>,
@@ -210,6 +212,9 @@ impl FakeIdp {
         let shared = Arc::new(Shared {
             base_url: format!("http://{addr}"),
             expires_in: AtomicU64::new(config.expires_in),
+            latency_us: AtomicU64::new(
+                u64::try_from(config.latency.as_micros()).unwrap_or(u64::MAX),
+            ),
             down: AtomicBool::new(false),
             consent_denied: AtomicBool::new(false),
             grants: Mutex::default(),
@@ -355,6 +360,12 @@ impl FakeIdp {
     /// Lifetime (`expires_in`) of access tokens issued from now on. 0 makes them expire at once.
     pub fn set_expires_in(&self, secs: u64) {
         self.shared.expires_in.store(secs, Ordering::Relaxed);
+    }
+
+    /// Delay added before every answer from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.store(us, Ordering::Relaxed);
     }
 
     /// The next `n` token-endpoint requests (any grant type) fail with `error`.

@@ -30,8 +30,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// Latency, then the "down" switch; `Some` is the 503 to send instead of serving.
 async fn gate(shared: &Shared) -> Option<Response> {
-    if !shared.config.latency.is_zero() {
-        tokio::time::sleep(shared.config.latency).await;
+    let latency = shared.latency_us.load(Ordering::Relaxed);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_micros(latency)).await;
     }
     if shared.down.load(Ordering::Relaxed) {
         let mut resp = (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();

@@ -10,6 +10,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// Tolerance for over-long body lines: kept (this is a test double), but bounded.
+const DATA_LINE_MAX: usize = 1 << 20;
+
 /// Why reading from the client stopped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnError {
@@ -157,6 +160,39 @@ impl Conn {
         }
     }
 
+    /// A DATA body up to CRLF "." CRLF, dot-unstuffed, scanned in place (no per-line allocation).
+    /// Appends to `sink` while `keep` and the size stays within `max`; returns the full size.
+    pub async fn data(
+        &mut self,
+        sink: &mut Vec<u8>,
+        keep: bool,
+        max: usize,
+    ) -> Result<usize, ConnError> {
+        let mut size = 0usize;
+        // A "." line ends the body only after a CRLF-ended line (or at the start).
+        let mut after_crlf = true;
+        loop {
+            while let Some(i) = self.input[self.pos..].iter().position(|&b| b == b'\n') {
+                let (start, end) = (self.pos, self.pos + i + 1);
+                self.pos = end;
+                let line = &self.input[start..end];
+                if after_crlf && line == b".\r\n" {
+                    return Ok(size);
+                }
+                let body = if line[0] == b'.' { &line[1..] } else { line };
+                size += body.len();
+                if keep && size <= max {
+                    sink.extend_from_slice(body);
+                }
+                after_crlf = line.ends_with(b"\r\n");
+            }
+            if self.input.len() - self.pos > DATA_LINE_MAX {
+                return Err(ConnError::TooLong(DATA_LINE_MAX));
+            }
+            self.fill().await?;
+        }
+    }
+
     /// Upgrade to TLS (STARTTLS or implicit). Buffered plaintext input is discarded (RFC 3207 §4.2).
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> Result<(), ConnError> {
         self.flush().await?;
@@ -172,14 +208,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Send pending replies and close the write side.
+    /// Send pending replies and close the write side (bounded by the timeout).
     pub async fn close(&mut self) {
         let _ = self.flush().await;
-        let _ = match &mut self.stream {
-            Stream::Plain(s) => s.shutdown().await,
-            Stream::Tls(s) => s.shutdown().await,
-            Stream::Gone => Ok(()),
+        let shutdown = async {
+            match &mut self.stream {
+                Stream::Plain(s) => s.shutdown().await,
+                Stream::Tls(s) => s.shutdown().await,
+                Stream::Gone => Ok(()),
+            }
         };
+        let _ = tokio::time::timeout(self.timeout, shutdown).await;
     }
 }
 

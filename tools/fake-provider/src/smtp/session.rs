@@ -16,8 +16,6 @@ use super::{Shared, Stage, bump};
 /// RFC 5321 command line limit; AUTH lines may be longer (RFC 4954 §4: 12,288).
 const COMMAND_MAX: usize = 512;
 const AUTH_MAX: usize = 12_288;
-/// Tolerance for over-long body lines: kept (this is a test double), but bounded.
-const DATA_LINE_MAX: usize = 1 << 20;
 
 /// Mail transaction in progress.
 #[derive(Default)]

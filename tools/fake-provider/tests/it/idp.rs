@@ -356,3 +356,57 @@ async fn injected_errors_down_mode_and_shutdown() {
     idp.shutdown().await;
     assert!(http().post(idp.token_url(TENANT)).send().await.is_err());
 }
+
+#[tokio::test]
+async fn device_flow_denied_expired_and_auto_approved() {
+    let config = IdpConfig {
+        auto_approve_after_polls: Some(2),
+        ..IdpConfig::default()
+    };
+    let idp = FakeIdp::start(config).await.unwrap();
+    let start = || async {
+        let resp = http()
+            .post(idp.device_url(TENANT))
+            .form(&[("client_id", DEFAULT_CLIENT_ID), ("scope", SCOPE)])
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        (
+            v["device_code"].as_str().unwrap().to_owned(),
+            v["user_code"].as_str().unwrap().to_owned(),
+        )
+    };
+    let poll = |code: String| {
+        let idp = idp.clone();
+        async move {
+            let form = [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", code.as_str()),
+            ];
+            token(&idp, &form).await
+        }
+    };
+    let (device, user) = start().await;
+    assert!(idp.deny_device(&user));
+    assert_eq!(poll(device).await.1["error"], "access_denied");
+    let (device, user) = start().await;
+    assert!(idp.expire_device(&user));
+    assert_eq!(poll(device).await.1["error"], "expired_token");
+
+    let (device, _) = start().await;
+    assert_eq!(
+        poll(device.clone()).await.1["error"],
+        "authorization_pending"
+    );
+    assert_eq!(
+        poll(device.clone()).await.1["error"],
+        "authorization_pending"
+    );
+    let (status, body) = poll(device).await;
+    assert_eq!(status, 200, "{body}");
+    let info = idp
+        .validate_access_token(body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(info.user, DEFAULT_USER);
+}

@@ -1,6 +1,6 @@
 //! The mail transaction: MAIL FROM, RCPT TO, DATA (dot-unstuffing) and BDAT.
 
-use super::{DATA_LINE_MAX, Flow, Session, Tx, code_of};
+use super::{Flow, Session, Tx, code_of};
 use crate::smtp::conn::ConnError;
 use crate::smtp::{ReceivedMessage, Stage};
 use crate::util::random_b64;
@@ -109,25 +109,7 @@ impl Session {
         let max = usize::try_from(self.shared.config.max_size).unwrap_or(usize::MAX);
         let keep = self.shared.config.keep_bodies;
         let mut data = Vec::new();
-        let mut size = 0usize;
-        // The terminator is CRLF "." CRLF: a "." line counts only after a CRLF-ended line.
-        let mut after_crlf = true;
-        loop {
-            let line = self.conn.line(DATA_LINE_MAX).await?;
-            if after_crlf && line == b".\r\n" {
-                break;
-            }
-            let body = if line.first() == Some(&b'.') {
-                &line[1..]
-            } else {
-                &line[..]
-            };
-            size += body.len();
-            if keep && size <= max {
-                data.extend_from_slice(body);
-            }
-            after_crlf = line.ends_with(b"\r\n");
-        }
+        let size = self.conn.data(&mut data, keep, max).await?;
         if size > max {
             self.tx = None;
             return Ok(self.send("552 5.3.4 Message size exceeds fixed maximum message size"));
