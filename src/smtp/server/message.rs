@@ -194,7 +194,7 @@ mod tests {
         );
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with(concat!(
-            "Received: from app?1??? ([192.0.2.7])\r\n\tby relay.example (Postern) with ESMTPSA id abc",
+            "Received: from app?1?? ([192.0.2.7])\r\n\tby relay.example (Postern) with ESMTPSA id abc",
             "\r\n\t(authenticated as billing ?app??);\r\n\tTue, 1 Jul 2025 10:52:37 +0200\r\nDate: x\r\n"
         )), "{out}");
     }

@@ -182,6 +182,11 @@ impl Session {
         matches!(self.phase, Phase::Closed)
     }
 
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Feeds bytes read from the connection. Must not be called while an `Authenticate`,
     /// `Deliver` or `StartTls` action is outstanding (input is buffered, within limits).
     pub fn feed(&mut self, input: &[u8]) -> Vec<Action> {

@@ -281,7 +281,8 @@ mod tests {
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not pem").unwrap();
         let err = acceptor_from_pem_files(&junk, &junk)
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(
             err.contains("junk.pem") && err.contains("no PEM certificate"),
@@ -289,7 +290,8 @@ mod tests {
         );
         let missing = dir.path().join("missing.pem");
         let err = acceptor_from_pem_files(&missing, &junk)
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(
             err.contains("cannot read") && err.contains("missing.pem"),
