@@ -49,7 +49,9 @@ impl<T: TokenSource> Transport<T> {
             conn = self.client.connect().await?;
             result = conn.send(envelope, message).await;
         }
-        if conn.is_usable() {
+        // Kept unless broken: an expired token is noticed, and the session ended with QUIT,
+        // when the next message comes.
+        if !conn.broken {
             self.idle = Some(conn);
         }
         result
