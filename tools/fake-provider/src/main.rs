@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&ca_path, smtp.ca_pem())
         .with_context(|| format!("writing the CA certificate to {}", ca_path.display()))?;
 
+    let signals = Signals::install()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "idp {}", idp.base_url())?;
     writeln!(out, "smtp {}", smtp.addr())?;
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    wait_for_signal().await?;
+    signals.wait().await?;
     smtp.shutdown();
     idp.shutdown().await;
     if temporary {
@@ -121,19 +122,39 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGTERM and Ctrl-C handlers, installed before the service lines are printed so that a
+/// supervisor reacting to those lines cannot kill the process with the default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    Ok(())
+
+    async fn wait(mut self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(())
+    }
 }
