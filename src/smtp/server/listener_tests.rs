@@ -1,1 +1,396 @@
+//! The relay listener over real TCP on 127.0.0.1 with an in-memory backend.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::domain::Host;
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Stored {
+    user: Option<String>,
+    envelope: Envelope,
+    message: String,
+}
+
+/// Relay user `app`/`secret` may send as `@example.com`; messages are kept in memory.
+#[derive(Debug, Default)]
+struct MemoryBackend {
+    stored: Mutex<Vec<Stored>>,
+}
+
+impl RelayBackend for MemoryBackend {
+    async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+        _peer: &PeerInfo,
+    ) -> Result<Option<Identity>, BackendError> {
+        if username == "app" && password.expose_secret() == "secret" {
+            let allowed_from = AllowedFrom::parse(["@example.com"]).unwrap();
+            return Ok(Some(Identity {
+                user: "app".into(),
+                allowed_from,
+            }));
+        }
+        Ok(None)
+    }
+
+    async fn accept(
+        &self,
+        identity: Option<&Identity>,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> Result<String, StoreFailure> {
+        let mut stored = self.stored.lock().unwrap();
+        stored.push(Stored {
+            user: identity.map(|i| i.user.clone()),
+            envelope,
+            message: String::from_utf8(message).unwrap(),
+        });
+        Ok(format!("Q{}", stored.len()))
+    }
+}
+
+enum Security {
+    None,
+    StartTls,
+    Implicit,
+}
+
+struct Relay {
+    addr: SocketAddr,
+    backend: Arc<MemoryBackend>,
+    stats: RelayStats,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    connector: TlsConnector,
+    _dir: tempfile::TempDir,
+}
+
+fn listener_config() -> ListenerConfig {
+    ListenerConfig::new(Host::parse("relay.test").unwrap())
+}
+
+async fn start(config: ListenerConfig, security: Security) -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = tls::self_signed_acceptor(dir.path(), &config.hostname).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = Arc::new(MemoryBackend::default());
+    let mut server = RelayServer::new(listener, config, Arc::clone(&backend));
+    server = match security {
+        Security::None => server,
+        Security::StartTls => server.with_starttls(cert.acceptor),
+        Security::Implicit => server.with_implicit_tls(cert.acceptor),
+    };
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    Relay {
+        addr,
+        backend,
+        stats,
+        shutdown,
+        task,
+        connector: connector(&cert.cert_path),
+        _dir: dir,
+    }
+}
+
+/// A client that trusts exactly the relay's generated certificate.
+fn connector(cert: &std::path::Path) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+struct Client<S> {
+    io: BufReader<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    fn new(io: S) -> Self {
+        Self {
+            io: BufReader::new(io),
+        }
+    }
+
+    /// One whole reply (all its lines), or "" at end of stream.
+    async fn reply(&mut self) -> String {
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(WAIT, self.io.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap();
+            reply.push_str(&line);
+            if n == 0 || line.as_bytes().get(3) == Some(&b' ') {
+                return reply;
+            }
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.io.get_mut().write_all(text.as_bytes()).await.unwrap();
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.send(&format!("{line}\r\n")).await;
+        self.reply().await
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Client<TcpStream> {
+    Client::new(TcpStream::connect(addr).await.unwrap())
+}
+
+fn auth_plain() -> String {
+    format!("AUTH PLAIN {}", STANDARD.encode("\0app\0secret"))
+}
+
+async fn stop(relay: Relay) -> StatsSnapshot {
+    relay.shutdown.cancel();
+    tokio::time::timeout(WAIT, relay.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    relay.stats.snapshot()
+}
+
+#[tokio::test]
+async fn starttls_auth_and_submit() {
+    let relay = start(listener_config(), Security::StartTls).await;
+    let mut c = connect(relay.addr).await;
+    assert_eq!(c.reply().await, "220 relay.test Postern ESMTP ready\r\n");
+    assert!(c.cmd("EHLO app.test").await.contains("250-STARTTLS\r\n"));
+    assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS\r\n");
+    let tcp = c.io.into_inner();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = relay.connector.connect(name, tcp).await.unwrap();
+    let mut c = Client::new(tls);
+    let ehlo = c.cmd("EHLO app.test").await;
+    assert!(
+        !ehlo.contains("STARTTLS") && ehlo.ends_with("250 AUTH PLAIN LOGIN\r\n"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd(&auth_plain()).await,
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    // Pipelined, as PIPELINING allows.
+    c.send("MAIL FROM:<app@example.com>\r\nRCPT TO:<someone@contoso.com>\r\nDATA\r\n")
+        .await;
+    assert_eq!(c.reply().await, "250 2.1.0 Sender OK\r\n");
+    assert_eq!(c.reply().await, "250 2.1.5 Recipient OK\r\n");
+    assert!(c.reply().await.starts_with("354 "));
+    let reply = c.cmd("Subject: hello\r\n\r\n..dotted\r\n.").await;
+    assert_eq!(reply, "250 2.0.0 Ok: queued as Q1\r\n");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+
+    let stored = relay.backend.stored.lock().unwrap().pop().unwrap();
+    assert_eq!(stored.user.as_deref(), Some("app"));
+    assert_eq!(
+        stored.envelope.recipients[0].as_str(),
+        "someone@contoso.com"
+    );
+    assert!(
+        stored
+            .message
+            .starts_with("Received: from app.test ([127.0.0.1])"),
+        "{}",
+        stored.message
+    );
+    assert!(
+        stored.message.contains("with ESMTPSA id ")
+            && stored.message.contains("(authenticated as app)")
+    );
+    assert!(
+        stored.message.contains("\r\nSubject: hello\r\nDate: "),
+        "{}",
+        stored.message
+    );
+    assert!(
+        stored.message.ends_with(">\r\n\r\n.dotted\r\n"),
+        "{}",
+        stored.message
+    );
+    let stats = stop(relay).await;
+    assert_eq!(
+        (
+            stats.auth_successes,
+            stats.messages_accepted,
+            stats.sessions_total
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.open_sessions, 0);
+}
+
+#[tokio::test]
+async fn implicit_tls_and_failed_auth_is_counted() {
+    let relay = start(listener_config(), Security::Implicit).await;
+    let tcp = TcpStream::connect(relay.addr).await.unwrap();
+    let tls = relay
+        .connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut c = Client::new(tls);
+    assert!(c.reply().await.starts_with("220 relay.test"));
+    let ehlo = c.cmd("EHLO app.test").await;
+    assert!(
+        !ehlo.contains("STARTTLS") && ehlo.contains("AUTH PLAIN LOGIN"),
+        "{ehlo}"
+    );
+    let wrong = format!("AUTH PLAIN {}", STANDARD.encode("\0app\0guess"));
+    assert_eq!(
+        c.cmd(&wrong).await,
+        "535 5.7.8 Authentication credentials invalid\r\n"
+    );
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    let stats = stop(relay).await;
+    assert_eq!(stats.auth_failures, 1);
+}
+
+#[tokio::test]
+async fn connection_limit_answers_421() {
+    let mut config = listener_config();
+    config.max_connections = 1;
+    let relay = start(config, Security::None).await;
+    let mut first = connect(relay.addr).await;
+    assert!(first.reply().await.starts_with("220 "));
+    let mut second = connect(relay.addr).await;
+    assert_eq!(
+        second.reply().await,
+        "421 4.7.0 Too many connections, try again later\r\n"
+    );
+    assert_eq!(second.reply().await, "", "refused connection is closed");
+    assert_eq!(first.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    // The slot comes back once the first session has ended.
+    let mut greeted = false;
+    for _ in 0..100 {
+        let mut again = connect(relay.addr).await;
+        if again.reply().await.starts_with("220 ") {
+            greeted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(greeted, "no slot after the first session quit");
+    assert!(relay.stats.snapshot().connections_refused >= 1);
+    stop(relay).await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_message_finish_and_closes_idle_sessions() {
+    let mut config = listener_config();
+    config.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let relay = start(config, Security::None).await;
+    let mut busy = connect(relay.addr).await;
+    busy.reply().await;
+    busy.cmd("HELO app.test").await;
+    // A trusted network needs no AUTH; the backend sees no identity.
+    assert_eq!(
+        busy.cmd("MAIL FROM:<anyone@anywhere.test>").await,
+        "250 2.1.0 Sender OK\r\n"
+    );
+    busy.cmd("RCPT TO:<r@contoso.com>").await;
+    assert!(busy.cmd("DATA").await.starts_with("354 "));
+    busy.send("Subject: in flight\r\n\r\nfirst half\r\n").await;
+    let mut idle = connect(relay.addr).await;
+    idle.reply().await;
+    idle.cmd("EHLO idle.test").await;
+
+    relay.shutdown.cancel();
+    assert_eq!(
+        idle.reply().await,
+        "421 4.3.2 relay.test Service shutting down\r\n"
+    );
+    assert_eq!(idle.reply().await, "");
+    // The message under way is still accepted, then the session is closed.
+    assert_eq!(
+        busy.cmd("second half\r\n.").await,
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    assert_eq!(
+        busy.reply().await,
+        "421 4.3.2 relay.test Service shutting down\r\n"
+    );
+    tokio::time::timeout(WAIT, relay.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(relay.addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+    let stored = relay.backend.stored.lock().unwrap().pop().unwrap();
+    assert_eq!(stored.user, None);
+    assert!(stored.message.ends_with("first half\r\nsecond half\r\n"));
+    assert_eq!(relay.stats.snapshot().open_sessions, 0);
+}
+
+#[tokio::test]
+async fn grace_period_and_timeouts_end_stuck_sessions() {
+    let mut config = listener_config();
+    config.trusted_networks = vec!["127.0.0.1".parse().unwrap()];
+    config.shutdown_grace = Duration::from_millis(200);
+    let relay = start(config, Security::None).await;
+    let mut stuck = connect(relay.addr).await;
+    stuck.reply().await;
+    stuck.cmd("HELO app.test").await;
+    stuck.cmd("MAIL FROM:<a@b.test>").await;
+    stuck.cmd("RCPT TO:<c@d.test>").await;
+    stuck.cmd("DATA").await;
+    relay.shutdown.cancel();
+    assert_eq!(
+        stuck.reply().await,
+        "421 4.3.2 relay.test Service shutting down\r\n"
+    );
+    tokio::time::timeout(WAIT, relay.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(relay.backend.stored.lock().unwrap().is_empty());
+
+    let mut config = listener_config();
+    config.command_timeout = Duration::from_millis(200);
+    let relay = start(config, Security::None).await;
+    let mut silent = connect(relay.addr).await;
+    silent.reply().await;
+    assert_eq!(
+        silent.reply().await,
+        "421 4.4.2 relay.test Timeout, closing connection\r\n"
+    );
+    assert_eq!(silent.reply().await, "");
+    stop(relay).await;
+}
