@@ -18,6 +18,7 @@ pub mod cli;
 pub mod domain;
 pub mod net;
 pub mod oauth;
+pub mod outbox;
 pub mod settings;
 pub mod smtp;
 pub mod store;

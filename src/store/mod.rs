@@ -1,12 +1,17 @@
 //! The store: one place for every query. SQLite today (WAL, `synchronous=FULL`); the API is
 //! plain async methods on [`Store`] so a PostgreSQL backend can follow behind the same surface.
 
+mod access;
+mod admins;
+mod api_keys;
 mod connections;
+pub mod messages;
 pub mod keyfile;
 mod rotate;
 pub use rotate::Rotation;
 pub mod seal;
 mod secrets;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -21,6 +26,10 @@ pub use connections::ConnectionRow;
 pub use keyfile::{KeyError, KeySource};
 pub use seal::{DataKey, SealError, Sealer};
 pub use secrets::{SecretKind, StoredSecret};
+pub use access::AccessError;
+pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
+pub use api_keys::{ApiKey, ApiRole, NewApiKey};
+pub use sessions::{NewSession, PendingAuthorization, Session, hash_token, new_token};
 
 pub const DB_FILE: &str = "postern.db";
 pub const KEY_FILE: &str = "secret.key";

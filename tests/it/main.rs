@@ -2,3 +2,4 @@
 
 mod cli_connection;
 mod helpers;
+mod outbox;

@@ -1,0 +1,17 @@
+//! The outbox: where accepted mail waits (durably) and the workers that deliver it.
+//!
+//! - [`queue`]: [`Outbox::enqueue`] returns once the message is committed; concurrent callers share
+//!   one transaction (group commit), so durability does not serialise throughput.
+//! - [`retry`]: when to try again after a temporary failure, and when to give up.
+//! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
+//! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
+
+pub mod deliver;
+pub mod queue;
+pub mod retry;
+pub mod worker;
+
+pub use deliver::{TokenFactory, client_config};
+pub use queue::{Outbox, QueueError, Wakers};
+pub use retry::RetryPolicy;
+pub use worker::{Delivery, Outcome};

@@ -1,0 +1,307 @@
+//! Delivery workers: per connection, up to `max_concurrent` senders, each keeping one
+//! authenticated upstream session open between messages.
+//!
+//! A sender's step is [`Delivery::try_deliver_next`] (tests drive it directly); [`Delivery::run`]
+//! loops it for every connection until shutdown. Messages are leased from the store, so a crashed
+//! worker's claims return to the queue at the next start (at-least-once, never lost).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envelope};
+use super::queue::Wakers;
+use super::retry::RetryPolicy;
+use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
+use crate::settings::DeliverySettings;
+use crate::smtp::client::{SmtpClient, Transport};
+use crate::store::messages::{ClaimedMessage, MessageStatus, now_ms};
+use crate::store::{Store, StoreError};
+
+/// How long a claim lasts before another worker may take the message (a worker that died).
+const LEASE_MS: i64 = 15 * 60 * 1000;
+/// Messages one sender claims at a time.
+const BATCH: u32 = 8;
+/// Re-check the store this often even without a wake-up (deferred mail coming due, status changes).
+const POLL: Duration = Duration::from_secs(2);
+/// Close an idle upstream session after this long.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    Empty,
+    /// The connection cannot send now; its waiting mail is held.
+    Held(String),
+    /// Messages were attempted, with their new statuses.
+    Attempted(Vec<(String, MessageStatus)>),
+}
+
+struct Inner<F> {
+    store: Store,
+    settings: DeliverySettings,
+    policy: RetryPolicy,
+    tokens: F,
+    wakers: Wakers,
+}
+
+/// The delivery side of the outbox.
+pub struct Delivery<F> {
+    inner: Arc<Inner<F>>,
+}
+
+impl<F> Clone for Delivery<F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for Delivery<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").finish_non_exhaustive()
+    }
+}
+
+/// Why a connection cannot send now, if it cannot.
+pub fn hold_reason(conn: &Connection) -> Option<String> {
+    let name = conn.name();
+    match conn.effective_status() {
+        ConnectionStatus::Disabled => Some(format!(
+            "connection `{name}` is disabled (postern connection enable {name})"
+        )),
+        ConnectionStatus::NeedsReauthorization { reason } => Some(format!(
+            "connection `{name}` needs re-authorization: {reason} (postern connection authorize {name})"
+        )),
+        ConnectionStatus::New
+            if conn.settings.flow == OAuthFlow::AuthorizationCode && !conn.refresh_token_set =>
+        {
+            Some(format!(
+                "connection `{name}` has never been authorized (postern connection authorize {name})"
+            ))
+        }
+        _ => None,
+    }
+}
+
+impl<F: TokenFactory> Delivery<F> {
+    pub fn new(store: Store, settings: DeliverySettings, tokens: F, wakers: Wakers) -> Self {
+        let policy = RetryPolicy::from_settings(&settings);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                policy,
+                tokens,
+                wakers,
+            }),
+        }
+    }
+
+    /// A transport for `conn` (one reused upstream session).
+    pub fn transport(
+        &self,
+        conn: &Connection,
+    ) -> Result<Transport<F::Source>, crate::smtp::client::SmtpError> {
+        let config = client_config(conn, &self.inner.settings);
+        Ok(SmtpClient::new(config, self.inner.tokens.for_connection(conn))?.transport())
+    }
+
+    /// Claims up to a batch of due messages of `conn` and delivers them over `transport`.
+    /// `stop` is checked between messages: what was claimed and not attempted goes back.
+    pub async fn try_deliver_next(
+        &self,
+        conn: &Connection,
+        transport: &mut Transport<F::Source>,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, StoreError> {
+        let store = &self.inner.store;
+        if let Some(reason) = hold_reason(conn) {
+            store.hold_connection_mail(conn.id, &reason).await?;
+            return Ok(Outcome::Held(reason));
+        }
+        let claimed = store.claim_ready(conn.id, BATCH, LEASE_MS).await?;
+        if claimed.is_empty() {
+            return Ok(Outcome::Empty);
+        }
+        let mut done = Vec::with_capacity(claimed.len());
+        let mut rest = claimed.into_iter();
+        for msg in rest.by_ref() {
+            let status = self.deliver(conn, transport, &msg).await?;
+            done.push((msg.id.clone(), status));
+            if status == MessageStatus::Held {
+                break;
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        let left: Vec<String> = rest.map(|m| m.id).collect();
+        store.unclaim(&left).await?;
+        Ok(Outcome::Attempted(done))
+    }
+
+    async fn deliver(
+        &self,
+        conn: &Connection,
+        transport: &mut Transport<F::Source>,
+        msg: &ClaimedMessage,
+    ) -> Result<MessageStatus, StoreError> {
+        let store = &self.inner.store;
+        let started = std::time::Instant::now();
+        let result = transport
+            .send(&envelope(&msg.mail_from, &msg.recipients), &msg.body)
+            .await;
+        let (retry_at, give_up) =
+            self.inner
+                .policy
+                .next(msg.attempts.max(1) as u32, msg.queued_at, now_ms());
+        let status = match classify(result, &msg.recipients) {
+            AttemptResult::Recipients(outcomes) => {
+                store
+                    .record_attempt(&msg.id, &outcomes, retry_at, give_up)
+                    .await?
+            }
+            AttemptResult::Defer(reason) => {
+                store
+                    .defer_message(&msg.id, &reason, retry_at, give_up)
+                    .await?
+            }
+            AttemptResult::Fail(reason) => {
+                store
+                    .defer_message(&msg.id, &reason, retry_at, true)
+                    .await?
+            }
+            AttemptResult::Hold(reason) => {
+                // The token manager has marked the connection; hold its mail until an admin acts.
+                store
+                    .defer_message(&msg.id, &reason, now_ms(), false)
+                    .await?;
+                store.hold_connection_mail(conn.id, &reason).await?;
+                MessageStatus::Held
+            }
+        };
+        tracing::info!(
+            message = %msg.id,
+            connection = %conn.name(),
+            status = %status,
+            attempt = msg.attempts,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "delivery attempt"
+        );
+        Ok(status)
+    }
+
+    /// Runs senders for every connection until `stop`; in-flight deliveries finish first.
+    pub async fn run(self, stop: CancellationToken) {
+        match self.inner.store.recover_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "returned messages claimed by a previous run to the queue"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not recover claimed messages"),
+        }
+        let mut senders: HashMap<(i64, u32), tokio::task::AbortHandle> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        loop {
+            match self.inner.store.list_connections().await {
+                Ok(conns) => {
+                    senders.retain(|(id, slot), h| {
+                        !h.is_finished()
+                            && conns
+                                .iter()
+                                .any(|c| c.id == *id && *slot < c.settings.max_concurrent)
+                    });
+                    for conn in conns {
+                        for slot in 0..conn.settings.max_concurrent {
+                            senders.entry((conn.id, slot)).or_insert_with(|| {
+                                tasks.spawn(self.clone().sender(conn.id, slot, stop.clone()))
+                            });
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot list connections"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(POLL * 5) => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// One sender: loops `try_deliver_next` for one connection with its own upstream session.
+    async fn sender(self, connection_id: i64, slot: u32, stop: CancellationToken) {
+        let store = self.inner.store.clone();
+        let wake = self.inner.wakers.get(connection_id);
+        let mut transport = None;
+        let mut idle_since = std::time::Instant::now();
+        // True at start: mail held by an earlier run is released once the connection is usable.
+        let mut was_held = true;
+        while !stop.is_cancelled() {
+            let notified = wake.notified();
+            let conn = match store.connection_by_id(connection_id).await {
+                Ok(c) => c,
+                Err(StoreError::NoSuchConnection(_)) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read connection");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            };
+            if slot >= conn.settings.max_concurrent {
+                break;
+            }
+            if was_held && hold_reason(&conn).is_none() {
+                if let Ok(n) = store.release_connection_mail(conn.id).await
+                    && n > 0
+                {
+                    tracing::info!(connection = %conn.name(), count = n, "connection usable again: released held mail");
+                }
+                was_held = false;
+            }
+            if transport.is_none() {
+                transport = self.transport(&conn).map_err(|e| tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings")).ok();
+            }
+            let Some(t) = transport.as_mut() else {
+                tokio::time::sleep(POLL).await;
+                continue;
+            };
+            match self.try_deliver_next(&conn, t, &stop).await {
+                Ok(Outcome::Attempted(done)) => {
+                    idle_since = std::time::Instant::now();
+                    if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
+                        was_held = true;
+                    }
+                    continue;
+                }
+                Ok(Outcome::Held(_)) => was_held = true,
+                Ok(Outcome::Empty) => {}
+                Err(e) => {
+                    tracing::error!(connection = %conn.name(), error = %e, "delivery step failed")
+                }
+            }
+            if idle_since.elapsed() > IDLE_CLOSE && t.has_idle_connection() {
+                t.close().await;
+            }
+            let due = store.next_due(connection_id).await.ok().flatten();
+            let wait = due.map_or(POLL, |d| {
+                Duration::from_millis((d - now_ms()).clamp(5, POLL.as_millis() as i64) as u64)
+            });
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = notified => {},
+                () = tokio::time::sleep(wait) => {},
+            }
+        }
+        if let Some(mut t) = transport {
+            t.close().await;
+        }
+    }
+}

@@ -1,0 +1,707 @@
+//! Messages: the durable outbox and the sent-mail log (one row per message, one per recipient,
+//! one per delivery attempt). Times are unix milliseconds.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Store, StoreError};
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Deferred,
+    Failed,
+    Held,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Deferred => "deferred",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Held => "held",
+        }
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status `{0}` is not known: use queued, sending, sent, deferred, failed or held")]
+pub struct StatusError(String);
+
+impl FromStr for MessageStatus {
+    type Err = StatusError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "queued" => MessageStatus::Queued,
+            "sending" => MessageStatus::Sending,
+            "sent" => MessageStatus::Sent,
+            "deferred" => MessageStatus::Deferred,
+            "failed" => MessageStatus::Failed,
+            "held" => MessageStatus::Held,
+            _ => return Err(StatusError(s.to_string())),
+        })
+    }
+}
+
+/// Where a message came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Relay,
+    Api,
+    Cli,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Relay => "relay",
+            Source::Api => "api",
+            Source::Cli => "cli",
+        }
+    }
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub connection_id: i64,
+    pub connection_name: String,
+    pub source: Source,
+    /// The relay user or API key that submitted it.
+    pub submitter: Option<String>,
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    pub body: Vec<u8>,
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of queuing one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: String,
+    /// The idempotency key matched an earlier message: nothing new was queued.
+    pub duplicate: bool,
+}
+
+/// A message a worker has leased for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub connection_id: i64,
+    pub mail_from: String,
+    /// Recipients still to deliver, with their positions.
+    pub recipients: Vec<(i64, String)>,
+    pub body: Vec<u8>,
+    pub attempts: i64,
+    pub queued_at: i64,
+}
+
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    Sent(String),
+    Deferred(String),
+    Failed(String),
+}
+
+/// A summary row of the sent-mail log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageSummary {
+    pub id: String,
+    pub connection: String,
+    pub source: String,
+    pub submitter: Option<String>,
+    pub from: String,
+    pub recipients: Vec<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub size: i64,
+    pub status: String,
+    pub held_by: Option<String>,
+    pub attempts: i64,
+    pub queued_at: String,
+    pub last_attempt_at: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub done_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecipientDetail {
+    pub address: String,
+    pub status: String,
+    /// The provider's last reply for this recipient.
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AttemptDetail {
+    pub at: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub summary: MessageSummary,
+    pub recipient_results: Vec<RecipientDetail>,
+    pub attempt_log: Vec<AttemptDetail>,
+}
+
+/// Filters for the sent-mail log; results come newest first.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub status: Option<MessageStatus>,
+    pub connection: Option<String>,
+    /// Unix milliseconds.
+    pub since: Option<i64>,
+    pub recipient: Option<String>,
+    pub submitter: Option<String>,
+    /// Return messages older than this id (cursor paging).
+    pub before_id: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The Subject and Message-ID headers, read from the header block only.
+fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len().min(64 * 1024));
+    let head = String::from_utf8_lossy(&body[..end]);
+    let (mut subject, mut message_id) = (None, None);
+    let mut current: Option<(String, String)> = None;
+    let mut finish = |h: Option<(String, String)>| {
+        if let Some((name, value)) = h {
+            let value = value.trim().to_string();
+            match name.to_ascii_lowercase().as_str() {
+                "subject" if subject.is_none() => subject = Some(value),
+                "message-id" if message_id.is_none() => message_id = Some(value),
+                _ => {}
+            }
+        }
+    };
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = current.as_mut() {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+            continue;
+        }
+        finish(current.take());
+        current = line
+            .split_once(':')
+            .map(|(n, v)| (n.to_string(), v.to_string()));
+    }
+    finish(current);
+    (subject.map(|s| decode_subject(&s)), message_id)
+}
+
+/// Decodes RFC 2047 encoded words for display; falls back to the raw text.
+fn decode_subject(raw: &str) -> String {
+    if !raw.contains("=?") {
+        return raw.to_string();
+    }
+    let header = format!("Subject: {raw}\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(header.as_bytes())
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_else(|| raw.to_string())
+}
+
+fn summary(row: &SqliteRow, recipients: Vec<String>) -> Result<MessageSummary, StoreError> {
+    let ms = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.map(rfc3339_ms));
+    let status: String = row.try_get("status")?;
+    Ok(MessageSummary {
+        id: row.try_get("id")?,
+        connection: row.try_get("connection_name")?,
+        source: row.try_get("source")?,
+        submitter: row.try_get("submitter")?,
+        from: row.try_get("mail_from")?,
+        recipients,
+        subject: row.try_get("subject")?,
+        message_id: row.try_get("message_id")?,
+        size: row.try_get("size")?,
+        next_attempt_at: if matches!(status.as_str(), "queued" | "deferred") {
+            ms("next_attempt_at")?
+        } else {
+            None
+        },
+        status,
+        held_by: row.try_get("held_by")?,
+        attempts: row.try_get("attempts")?,
+        queued_at: rfc3339_ms(row.try_get("queued_at")?),
+        last_attempt_at: ms("last_attempt_at")?,
+        done_at: ms("done_at")?,
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "m.id, m.connection_name, m.source, m.submitter, m.mail_from, m.subject, m.message_id, \
+    m.size, m.status, m.held_by, m.attempts, m.queued_at, m.last_attempt_at, m.next_attempt_at, m.done_at, m.last_error";
+
+impl Store {
+    /// Queues a batch in one transaction (one fsync for all: group commit).
+    pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Queued>, StoreError> {
+        let t = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for m in batch {
+            if let Some(key) = &m.idempotency_key {
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE submitter IS ? AND idempotency_key = ?",
+                )
+                .bind(&m.submitter)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(id) = existing {
+                    out.push(Queued {
+                        id,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+            }
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            let (subject, message_id) = header_fields(&m.body);
+            sqlx::query(
+                "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, subject, \
+                 message_id, size, body, status, queued_at, next_attempt_at, idempotency_key) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(m.connection_id)
+            .bind(&m.connection_name)
+            .bind(m.source.as_str())
+            .bind(&m.submitter)
+            .bind(&m.mail_from)
+            .bind(subject)
+            .bind(message_id)
+            .bind(m.body.len() as i64)
+            .bind(&m.body)
+            .bind(t)
+            .bind(t)
+            .bind(&m.idempotency_key)
+            .execute(&mut *tx)
+            .await?;
+            for (pos, rcpt) in m.recipients.iter().enumerate() {
+                sqlx::query("INSERT INTO recipients (message_id, position, address, status) VALUES (?, ?, ?, 'pending')")
+                    .bind(&id)
+                    .bind(pos as i64)
+                    .bind(rcpt)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            out.push(Queued {
+                id,
+                duplicate: false,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Leases up to `limit` due messages of a connection for `lease_ms`.
+    pub async fn claim_ready(
+        &self,
+        connection_id: i64,
+        limit: u32,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let t = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
+             WHERE id IN (SELECT id FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred') \
+             AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING id, connection_id, mail_from, body, attempts, queued_at",
+        )
+        .bind(t + lease_ms)
+        .bind(t)
+        .bind(connection_id)
+        .bind(t)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let recipients = sqlx::query(
+                "SELECT position, address FROM recipients WHERE message_id = ? AND status IN ('pending', 'deferred') ORDER BY position",
+            )
+            .bind(&id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get("position")?, r.try_get("address")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            out.push(ClaimedMessage {
+                id,
+                connection_id: row.try_get("connection_id")?,
+                mail_from: row.try_get("mail_from")?,
+                recipients,
+                body: row
+                    .try_get::<Option<Vec<u8>>, _>("body")?
+                    .unwrap_or_default(),
+                attempts: row.try_get("attempts")?,
+                queued_at: row.try_get("queued_at")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Records one attempt's per-recipient outcomes and moves the message on:
+    /// any deferred recipient → `deferred` until `retry_at_ms` (or `failed` once `give_up`);
+    /// else any sent → `sent`; else `failed`.
+    pub async fn record_attempt(
+        &self,
+        id: &str,
+        outcomes: &[(i64, RecipientOutcome)],
+        retry_at_ms: i64,
+        give_up: bool,
+    ) -> Result<MessageStatus, StoreError> {
+        let t = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for (pos, outcome) in outcomes {
+            let (status, reply) = match outcome {
+                RecipientOutcome::Sent(r) => ("sent", r),
+                RecipientOutcome::Deferred(r) if give_up => ("failed", r),
+                RecipientOutcome::Deferred(r) => ("deferred", r),
+                RecipientOutcome::Failed(r) => ("failed", r),
+            };
+            sqlx::query("UPDATE recipients SET status = ?, reply = ?, updated_at = ? WHERE message_id = ? AND position = ?")
+                .bind(status)
+                .bind(reply)
+                .bind(t)
+                .bind(id)
+                .bind(pos)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM recipients WHERE message_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let has = |s: &str| statuses.iter().any(|x| x == s);
+        let status = if has("deferred") || has("pending") {
+            MessageStatus::Deferred
+        } else if has("sent") {
+            MessageStatus::Sent
+        } else {
+            MessageStatus::Failed
+        };
+        let last_error = outcomes.iter().find_map(|(_, o)| match o {
+            RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
+            RecipientOutcome::Sent(_) => None,
+        });
+        let done = matches!(status, MessageStatus::Sent | MessageStatus::Failed);
+        sqlx::query(
+            "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, done_at = ?, last_error = ?, \
+             body = CASE WHEN ? = 'sent' THEN NULL ELSE body END WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(retry_at_ms)
+        .bind(done.then_some(t))
+        .bind(&last_error)
+        .bind(status.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let detail = outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                RecipientOutcome::Sent(r) => format!("sent: {r}"),
+                RecipientOutcome::Deferred(r) => format!("deferred: {r}"),
+                RecipientOutcome::Failed(r) => format!("failed: {r}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(t)
+            .bind(status.as_str())
+            .bind(detail)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// A whole attempt failed before any recipient was tried (connection refused, AUTH failed...).
+    pub async fn defer_message(
+        &self,
+        id: &str,
+        reason: &str,
+        retry_at_ms: i64,
+        give_up: bool,
+    ) -> Result<MessageStatus, StoreError> {
+        let status = if give_up {
+            MessageStatus::Failed
+        } else {
+            MessageStatus::Deferred
+        };
+        let t = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, last_error = ?, done_at = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(retry_at_ms)
+        .bind(reason)
+        .bind(give_up.then_some(t))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if give_up {
+            sqlx::query("UPDATE recipients SET status = 'failed', reply = ?, updated_at = ? WHERE message_id = ? AND status IN ('pending', 'deferred')")
+                .bind(reason)
+                .bind(t)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(t)
+            .bind(status.as_str())
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    /// Returns leased messages to the queue (at start-up: their worker died). At-least-once.
+    pub async fn recover_leases(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query("UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) WHERE status = 'sending'")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// The earliest time a queued or deferred message of the connection is due (ms).
+    pub async fn next_due(&self, connection_id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred')",
+        )
+        .bind(connection_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Holds a connection's waiting mail because the connection cannot send (disabled, needs re-authorization).
+    pub async fn hold_connection_mail(
+        &self,
+        connection_id: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET status = 'held', held_by = 'connection', last_error = ? \
+             WHERE connection_id = ? AND status IN ('queued', 'deferred')",
+        )
+        .bind(reason)
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    /// Releases mail held for the connection's sake (not the admin's holds).
+    pub async fn release_connection_mail(&self, connection_id: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET status = 'queued', held_by = NULL, next_attempt_at = ? \
+             WHERE connection_id = ? AND status = 'held' AND held_by = 'connection'",
+        )
+        .bind(now_ms())
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub async fn list_messages(
+        &self,
+        f: &MessageFilter,
+    ) -> Result<Vec<MessageSummary>, StoreError> {
+        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM messages m WHERE 1 = 1");
+        if f.status.is_some() {
+            sql.push_str(" AND m.status = ?");
+        }
+        if f.connection.is_some() {
+            sql.push_str(" AND m.connection_name = ?");
+        }
+        if f.since.is_some() {
+            sql.push_str(" AND m.queued_at >= ?");
+        }
+        if f.recipient.is_some() {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.address = ?)");
+        }
+        if f.submitter.is_some() {
+            sql.push_str(" AND m.submitter = ?");
+        }
+        if f.before_id.is_some() {
+            sql.push_str(" AND m.id < ?");
+        }
+        sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if let Some(s) = f.status {
+            q = q.bind(s.as_str());
+        }
+        if let Some(c) = &f.connection {
+            q = q.bind(c.clone());
+        }
+        if let Some(s) = f.since {
+            q = q.bind(s);
+        }
+        if let Some(r) = &f.recipient {
+            q = q.bind(r.clone());
+        }
+        if let Some(s) = &f.submitter {
+            q = q.bind(s.clone());
+        }
+        if let Some(b) = &f.before_id {
+            q = q.bind(b.clone());
+        }
+        q = q.bind(i64::from(f.limit.unwrap_or(100).clamp(1, 1000)));
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            out.push(summary(row, self.recipient_addresses(&id).await?)?);
+        }
+        Ok(out)
+    }
+
+    async fn recipient_addresses(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT address FROM recipients WHERE message_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn message_detail(&self, id: &str) -> Result<Option<MessageDetail>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY_COLUMNS} FROM messages m WHERE m.id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let rows = sqlx::query(
+            "SELECT address, status, reply FROM recipients WHERE message_id = ? ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let recipient_results = rows
+            .iter()
+            .map(|r| {
+                Ok(RecipientDetail {
+                    address: r.try_get("address")?,
+                    status: r.try_get("status")?,
+                    reply: r.try_get("reply")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let attempt_log = sqlx::query(
+            "SELECT at, outcome, detail FROM attempts WHERE message_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AttemptDetail {
+                at: rfc3339_ms(r.try_get("at")?),
+                outcome: r.try_get("outcome")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let addresses = recipient_results
+            .iter()
+            .map(|r| r.address.clone())
+            .collect();
+        Ok(Some(MessageDetail {
+            summary: summary(&row, addresses)?,
+            recipient_results,
+            attempt_log,
+        }))
+    }
+
+    /// The raw message (None once it was sent and its body dropped).
+    pub async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT body FROM messages WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_subject_and_message_id_from_headers_only() {
+        let body = b"From: a@b.c\r\nSubject: Hello\r\n  world\r\nMessage-ID: <1@b.c>\r\n\r\nSubject: not this\r\n";
+        let (s, m) = header_fields(body);
+        assert_eq!(s.as_deref(), Some("Hello world"));
+        assert_eq!(m.as_deref(), Some("<1@b.c>"));
+        let (s, _) = header_fields(b"Subject: =?UTF-8?B?SGFsbMO2?=\r\n\r\nx");
+        assert_eq!(s.as_deref(), Some("Hall\u{f6}"));
+    }
+}
+
+impl Store {
+    /// Returns claimed but unattempted messages to the queue (shutdown in the middle of a batch).
+    pub async fn unclaim(&self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) \
+                 WHERE id = ? AND status = 'sending'",
+            )
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+}
