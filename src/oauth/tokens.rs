@@ -1,0 +1,605 @@
+//! The token manager: hands out access tokens, refreshing them early, once at a time per
+//! connection (single flight), committing rotated refresh tokens before anyone uses the new
+//! access token, and telling transient trouble (retry, keep everything) from a refusal (the
+//! connection needs re-authorization; its tokens are kept for the admin to retry).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::{ProviderError, TokenError};
+use super::exchange::{ExchangeError, Grant, TokenClient, TokenResponse};
+use super::retry::RetryPolicy;
+use super::source::TokenSource;
+use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
+use crate::settings::TokenSettings;
+use crate::store::{SecretKind, Store, StoreError};
+
+/// An access token and what is known about it. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub value: SecretString,
+    pub expires_at: DateTime<Utc>,
+    /// The granted scopes, when the provider said (not known for tokens read back from the store).
+    pub scope: Option<String>,
+    pub origin: TokenOrigin,
+    /// Changes whenever the cached token is replaced; lets `force_refresh` tell "the token I was
+    /// refused" from "a newer one someone else already fetched".
+    pub(crate) serial: u64,
+}
+
+/// Where a token handed out came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// The in-memory cache.
+    Memory,
+    /// The sealed copy in the store (after a restart).
+    Store,
+    /// The token endpoint, just now.
+    Provider,
+}
+
+#[derive(Clone)]
+struct Cached {
+    value: SecretString,
+    expires_at: i64,
+    scope: Option<String>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<Cached>,
+    /// Bumped when `token` changes.
+    serial: u64,
+    /// Bumped when an attempt to obtain a token ends, with `last_error` set if it failed:
+    /// callers that waited for it share its result instead of trying again.
+    attempts: u64,
+    last_error: Option<TokenError>,
+}
+
+/// One connection's cache and its refresh lock.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // The state is plain data, valid after any panic: ignore poisoning.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+fn to_time(unix: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(unix, 0).unwrap_or_default()
+}
+
+impl SlotState {
+    fn hand_out(&self, origin: TokenOrigin) -> Option<AccessToken> {
+        self.token.as_ref().map(|t| AccessToken {
+            value: t.value.clone(),
+            expires_at: to_time(t.expires_at),
+            scope: t.scope.clone(),
+            origin,
+            serial: self.serial,
+        })
+    }
+
+    fn with_margin(&self, margin: i64) -> Option<AccessToken> {
+        self.token
+            .as_ref()
+            .filter(|t| t.expires_at - now() >= margin)?;
+        self.hand_out(TokenOrigin::Memory)
+    }
+
+    /// The cached token if it has not expired, however little is left.
+    fn still_valid(&self, spare_secs: i64) -> Option<AccessToken> {
+        self.token
+            .as_ref()
+            .filter(|t| t.expires_at > now() + spare_secs)?;
+        self.hand_out(TokenOrigin::Memory)
+    }
+
+    fn replace(&mut self, token: Cached, origin: TokenOrigin) -> AccessToken {
+        self.serial += 1;
+        let out = AccessToken {
+            value: token.value.clone(),
+            expires_at: to_time(token.expires_at),
+            scope: token.scope.clone(),
+            origin,
+            serial: self.serial,
+        };
+        self.token = Some(token);
+        out
+    }
+
+    fn finish_attempt(&mut self, error: Option<TokenError>) {
+        self.attempts += 1;
+        self.last_error = error;
+    }
+}
+
+struct Inner {
+    store: Store,
+    settings: TokenSettings,
+    client: TokenClient,
+    retry: RetryPolicy,
+    slots: Mutex<HashMap<i64, Arc<Slot>>>,
+}
+
+/// Keeps access tokens for every connection. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct TokenManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one token request (with its retries) failed.
+pub(crate) enum Failure {
+    Transient(TokenError),
+    Refused(ProviderError),
+    Config(String),
+}
+
+/// Store errors are transient for token callers, except a connection that no longer exists.
+fn store_error(e: StoreError) -> TokenError {
+    match e {
+        StoreError::NoSuchConnection(_) => TokenError::NotUsable(e.to_string()),
+        other => TokenError::from(other),
+    }
+}
+
+/// Disabled and refused connections never reach the provider.
+pub(crate) fn check_usable(conn: &Connection) -> Result<(), TokenError> {
+    if !conn.settings.enabled {
+        let name = conn.name();
+        return Err(TokenError::NotUsable(format!(
+            "connection `{name}` is disabled (enable it with `postern connection enable {name}`)"
+        )));
+    }
+    if let ConnectionStatus::NeedsReauthorization { reason } = &conn.status {
+        return Err(TokenError::NeedsReauthorization {
+            reason: reason.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Longest status reason kept; descriptions can be long, the list view is not.
+const MAX_REASON: usize = 400;
+
+impl TokenManager {
+    pub fn new(store: Store, settings: TokenSettings) -> Result<Self, TokenError> {
+        Self::with_retry_policy(store, settings, RetryPolicy::default())
+    }
+
+    pub fn with_retry_policy(
+        store: Store,
+        settings: TokenSettings,
+        retry: RetryPolicy,
+    ) -> Result<Self, TokenError> {
+        let timeout = Duration::from_secs(settings.http_timeout_secs.max(1));
+        let client = TokenClient::new(timeout).map_err(|e| TokenError::NotUsable(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                client,
+                retry,
+                slots: Mutex::default(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn client(&self) -> &TokenClient {
+        &self.inner.client
+    }
+
+    pub fn settings(&self) -> &TokenSettings {
+        &self.inner.settings
+    }
+
+    /// A handle for one connection, implementing [`TokenSource`] for the SMTP client.
+    pub fn for_connection(&self, connection_id: i64) -> ConnectionTokens {
+        ConnectionTokens {
+            manager: self.clone(),
+            connection_id,
+            last_serial: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn margin(&self) -> i64 {
+        i64::try_from(self.inner.settings.refresh_margin_secs).unwrap_or(i64::MAX)
+    }
+
+    fn slot(&self, id: i64) -> Arc<Slot> {
+        let mut slots = self
+            .inner
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots.entry(id).or_default().clone()
+    }
+
+    /// A token with at least the refresh margin left: cached, or read back from the store, or
+    /// refreshed (once, however many callers ask at the same time).
+    pub async fn access_token(&self, conn: &Connection) -> Result<AccessToken, TokenError> {
+        check_usable(conn)?;
+        let slot = self.slot(conn.id);
+        let seen = {
+            let st = slot.lock();
+            if let Some(t) = st.with_margin(self.margin()) {
+                return Ok(t);
+            }
+            st.attempts
+        };
+        self.obtain(
+            conn.id,
+            &slot,
+            Want::Fresh {
+                seen_attempts: seen,
+            },
+        )
+        .await
+    }
+
+    /// Like [`TokenManager::access_token`], reading the connection (and its status) first.
+    pub async fn access_token_by_id(&self, connection_id: i64) -> Result<AccessToken, TokenError> {
+        let conn = self
+            .inner
+            .store
+            .connection_by_id(connection_id)
+            .await
+            .map_err(store_error)?;
+        self.access_token(&conn).await
+    }
+
+    /// Discards the cached token and obtains a new one (after the server refused a token).
+    pub async fn force_refresh(&self, connection_id: i64) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(connection_id);
+        let serial = slot.lock().serial;
+        self.obtain(
+            connection_id,
+            &slot,
+            Want::Replace {
+                refused_serial: serial,
+            },
+        )
+        .await
+    }
+
+    /// Replaces the token numbered `refused_serial`, unless another caller already did.
+    pub(crate) async fn refresh_after(
+        &self,
+        connection_id: i64,
+        refused_serial: u64,
+    ) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(connection_id);
+        self.obtain(connection_id, &slot, Want::Replace { refused_serial })
+            .await
+    }
+
+    async fn obtain(&self, id: i64, slot: &Slot, want: Want) -> Result<AccessToken, TokenError> {
+        let _flight = slot.refresh.lock().await;
+        {
+            let st = slot.lock();
+            match want {
+                Want::Fresh { seen_attempts } => {
+                    // An attempt ended while we waited: share its outcome.
+                    if st.attempts != seen_attempts {
+                        if let Some(e) = &st.last_error {
+                            return Err(e.clone());
+                        }
+                        if let Some(t) = st.still_valid(0) {
+                            return Ok(t);
+                        }
+                    }
+                    if let Some(t) = st.with_margin(self.margin()) {
+                        return Ok(t);
+                    }
+                }
+                Want::Replace { refused_serial } => {
+                    if st.serial != refused_serial
+                        && let Some(t) = st.still_valid(0)
+                    {
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+        let store = &self.inner.store;
+        // Fresh status: another process (the CLI) may have disabled or re-authorized it.
+        let conn = store.connection_by_id(id).await.map_err(store_error)?;
+        check_usable(&conn)?;
+        if let Want::Fresh { .. } = want
+            && let Some(stored) = store
+                .secret(id, SecretKind::AccessToken)
+                .await
+                .map_err(store_error)?
+            && let Some(expires_at) = stored.expires_at
+            && expires_at - now() >= self.margin()
+        {
+            // A restart, or another process refreshed: no need to ask the provider.
+            let mut st = slot.lock();
+            let t = st.replace(
+                Cached {
+                    value: stored.value,
+                    expires_at,
+                    scope: None,
+                },
+                TokenOrigin::Store,
+            );
+            st.finish_attempt(None);
+            return Ok(t);
+        }
+        let result = self.refresh(&conn).await;
+        let mut st = slot.lock();
+        match result {
+            Ok(tokens) => {
+                let t = st.replace(tokens, TokenOrigin::Provider);
+                st.finish_attempt(None);
+                Ok(t)
+            }
+            Err(e) => {
+                // A token still valid (just inside the margin) beats no token, unless the
+                // server has refused it already.
+                if e.is_transient()
+                    && matches!(want, Want::Fresh { .. })
+                    && let Some(t) = st.still_valid(30)
+                {
+                    tracing::warn!(connection = %conn.name(), error = %e, "refresh failed; using the current token while it lasts");
+                    st.finish_attempt(None);
+                    return Ok(t);
+                }
+                if e.needs_reauthorization() {
+                    st.token = None;
+                }
+                st.finish_attempt(Some(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks the provider (with retries), commits the answer, flips the status on a refusal.
+    async fn refresh(&self, conn: &Connection) -> Result<Cached, TokenError> {
+        let store = &self.inner.store;
+        let id = conn.id;
+        let name = conn.name();
+        let secret = store
+            .secret(id, SecretKind::ClientSecret)
+            .await
+            .map_err(store_error)?
+            .map(|s| s.value);
+        let refresh_token = match conn.settings.flow {
+            OAuthFlow::ClientCredentials => None,
+            OAuthFlow::AuthorizationCode => {
+                let stored = store
+                    .secret(id, SecretKind::RefreshToken)
+                    .await
+                    .map_err(store_error)?;
+                Some(stored.map(|s| s.value).ok_or_else(|| {
+                    TokenError::NotUsable(format!(
+                        "connection `{name}` has not been authorized yet: run `postern connection authorize {name}`"
+                    ))
+                })?)
+            }
+        };
+        let grant = match &refresh_token {
+            Some(rt) => Grant::RefreshToken(rt),
+            None => Grant::ClientCredentials,
+        };
+        let tokens = match self
+            .request_with_retries(conn, secret.as_ref(), grant)
+            .await
+        {
+            Ok(t) => t,
+            Err(Failure::Transient(e)) => return Err(e),
+            Err(Failure::Config(m)) => return Err(TokenError::NotUsable(m)),
+            Err(Failure::Refused(p)) => {
+                return Err(self.refused(conn, refresh_token.as_ref(), p).await);
+            }
+        };
+        let expires_at =
+            now().saturating_add(i64::try_from(tokens.expires_in).unwrap_or(i64::MAX / 2));
+        // Commit before handing out: a crash after this line loses nothing, and one before it
+        // leaves the previous refresh token in place (Microsoft keeps it valid for a while).
+        store
+            .save_tokens(
+                id,
+                tokens.refresh_token.as_ref(),
+                &tokens.access_token,
+                expires_at,
+            )
+            .await
+            .map_err(store_error)?;
+        tracing::info!(
+            connection = %name,
+            grant = grant.grant_type(),
+            rotated = tokens.refresh_token.is_some(),
+            expires_at = %to_time(expires_at),
+            "access token obtained"
+        );
+        Ok(Cached {
+            value: tokens.access_token,
+            expires_at,
+            scope: tokens.scope,
+        })
+    }
+
+    /// The provider refused: mark the connection, keep its tokens, say why.
+    async fn refused(
+        &self,
+        conn: &Connection,
+        used: Option<&SecretString>,
+        p: ProviderError,
+    ) -> TokenError {
+        let store = &self.inner.store;
+        // Re-authorized while we were refreshing? Then the refusal concerns a token already replaced.
+        if let Some(used) = used
+            && let Ok(Some(now_stored)) = store.secret(conn.id, SecretKind::RefreshToken).await
+            && now_stored.value.expose_secret() != used.expose_secret()
+        {
+            return TokenError::Transient {
+                message: "the refresh token was replaced while refreshing; try again".into(),
+                retry_after: None,
+            };
+        }
+        let mut reason = p.to_string();
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push('…');
+        }
+        tracing::error!(connection = %conn.name(), error = %reason, "the provider refused the grant: the connection needs re-authorization");
+        let status = ConnectionStatus::NeedsReauthorization {
+            reason: reason.clone(),
+        };
+        if let Err(e) = store.set_status(conn.id, &status).await {
+            tracing::error!(connection = %conn.name(), error = %e, "could not record the connection's status");
+        }
+        TokenError::NeedsReauthorization { reason }
+    }
+
+    /// One grant request, retried with backoff while the failure is transient.
+    pub(crate) async fn request_with_retries(
+        &self,
+        conn: &Connection,
+        secret: Option<&SecretString>,
+        grant: Grant<'_>,
+    ) -> Result<TokenResponse, Failure> {
+        let policy = &self.inner.retry;
+        let mut failed = 0;
+        loop {
+            match self
+                .inner
+                .client
+                .request(&conn.settings, secret, grant)
+                .await
+            {
+                Ok(t) => return Ok(t),
+                Err(ExchangeError::Provider(p)) => return Err(Failure::Refused(p)),
+                Err(ExchangeError::Config(m)) => return Err(Failure::Config(m)),
+                Err(ExchangeError::Transient {
+                    message,
+                    retry_after,
+                }) => {
+                    failed += 1;
+                    let Some(wait) = policy.delay(failed, retry_after) else {
+                        tracing::warn!(connection = %conn.name(), tries = failed, error = %message, "token endpoint unavailable; giving up for now");
+                        return Err(Failure::Transient(TokenError::Transient {
+                            message,
+                            retry_after,
+                        }));
+                    };
+                    tracing::warn!(connection = %conn.name(), try_ = failed, error = %message, wait_ms = wait.as_millis() as u64, "token endpoint unavailable; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Commits tokens from a completed authorization and caches the access token, making the
+    /// connection usable again (status `authorized`).
+    pub(crate) async fn commit_authorization(
+        &self,
+        conn_id: i64,
+        tokens: &TokenResponse,
+    ) -> Result<DateTime<Utc>, TokenError> {
+        let slot = self.slot(conn_id);
+        let _flight = slot.refresh.lock().await;
+        let expires_at =
+            now().saturating_add(i64::try_from(tokens.expires_in).unwrap_or(i64::MAX / 2));
+        self.inner
+            .store
+            .save_tokens(
+                conn_id,
+                tokens.refresh_token.as_ref(),
+                &tokens.access_token,
+                expires_at,
+            )
+            .await
+            .map_err(store_error)?;
+        let mut st = slot.lock();
+        let cached = Cached {
+            value: tokens.access_token.clone(),
+            expires_at,
+            scope: tokens.scope.clone(),
+        };
+        st.replace(cached, TokenOrigin::Provider);
+        st.finish_attempt(None);
+        Ok(to_time(expires_at))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Want {
+    /// A token with the margin left; `seen_attempts` as read before waiting for the lock.
+    Fresh { seen_attempts: u64 },
+    /// Anything but the token numbered `refused_serial`.
+    Replace { refused_serial: u64 },
+}
+
+/// One connection's tokens, for the SMTP client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConnectionTokens {
+    manager: TokenManager,
+    connection_id: i64,
+    /// The serial of the token last handed out, so `force_refresh` replaces exactly that one.
+    last_serial: Arc<AtomicU64>,
+}
+
+impl ConnectionTokens {
+    pub fn connection_id(&self) -> i64 {
+        self.connection_id
+    }
+}
+
+impl TokenSource for ConnectionTokens {
+    async fn access_token(&self) -> Result<SecretString, TokenError> {
+        let t = self.manager.access_token_by_id(self.connection_id).await?;
+        self.last_serial.store(t.serial, Ordering::Relaxed);
+        Ok(t.value)
+    }
+
+    async fn force_refresh(&self) -> Result<SecretString, TokenError> {
+        let refused = self.last_serial.load(Ordering::Relaxed);
+        let conn = self
+            .manager
+            .store()
+            .connection_by_id(self.connection_id)
+            .await
+            .map_err(store_error)?;
+        check_usable(&conn)?;
+        let t = self
+            .manager
+            .refresh_after(self.connection_id, refused)
+            .await?;
+        self.last_serial.store(t.serial, Ordering::Relaxed);
+        Ok(t.value)
+    }
+}
