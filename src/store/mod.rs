@@ -13,6 +13,7 @@ pub mod seal;
 mod secrets;
 mod sessions;
 
+mod tokens;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
