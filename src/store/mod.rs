@@ -5,6 +5,7 @@ mod access;
 mod admins;
 mod api_keys;
 mod connections;
+mod message_log;
 pub mod messages;
 pub mod keyfile;
 mod rotate;
@@ -12,8 +13,8 @@ pub use rotate::Rotation;
 pub mod seal;
 mod secrets;
 mod sessions;
-
 mod tokens;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
