@@ -16,8 +16,22 @@ use crate::domain::Host;
 /// Panics if an invariant breaks: every reply line is `NNN[ -]text CRLF` within 512 octets,
 /// and a stored message has CRLF line endings only (nothing left that could smuggle).
 pub fn fuzz_session(input: &[u8]) {
+    run(input);
+}
+
+/// What a fuzz run reached, so tests can check the harness goes deep.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Reached {
+    authenticated: usize,
+    delivered: usize,
+    tls_started: usize,
+    closed: bool,
+}
+
+fn run(input: &[u8]) -> Reached {
+    let mut reached = Reached::default();
     let Some((&first, data)) = input.split_first() else {
-        return;
+        return reached;
     };
     let chunk = usize::from(first % 64) + 1;
     let mut session = Session::new(Arc::new(config()), peer());
@@ -29,6 +43,7 @@ pub fn fuzz_session(input: &[u8]) {
                 Action::Send(bytes) => check_replies(&bytes),
                 Action::Authenticate { username, .. } => {
                     let outcome = if username == "fuzz" {
+                        reached.authenticated += 1;
                         AuthOutcome::Success(identity())
                     } else {
                         AuthOutcome::Failure
@@ -42,13 +57,19 @@ pub fn fuzz_session(input: &[u8]) {
                     );
                     check_line_endings(&message);
                     assert!(message.len() <= config().max_message_size + 4096);
+                    reached.delivered += 1;
                     pending.extend(session.message_stored(Ok("fuzz".into())));
                 }
-                Action::StartTls => pending.extend(session.tls_started()),
-                Action::Delay(_) | Action::Close => {}
+                Action::StartTls => {
+                    reached.tls_started += 1;
+                    pending.extend(session.tls_started());
+                }
+                Action::Close => reached.closed = true,
+                Action::Delay(_) => {}
             }
         }
     }
+    reached
 }
 
 fn config() -> SessionConfig {
@@ -113,6 +134,35 @@ fn check_line_endings(message: &[u8]) {
                 "bare LF at {i}"
             ),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scripted_input_goes_all_the_way() {
+        let script = concat!(
+            "EHLO x\r\nAUTH PLAIN AGZ1enoAZnV6eg==\r\nMAIL FROM:<a@example.com>\r\n",
+            "RCPT TO:<b@c.com>\r\nDATA\r\nhi\n.\nthere\r\n.\r\nSTARTTLS\r\nQUIT\r\n",
+            "EHLO x\r\nQUIT\r\n"
+        );
+        for chunk in [0u8, 6, 63] {
+            let input = [&[chunk][..], script.as_bytes()].concat();
+            let reached = run(&input);
+            assert_eq!(
+                reached,
+                Reached {
+                    authenticated: 1,
+                    delivered: 1,
+                    tls_started: 1,
+                    closed: true
+                },
+                "read size {}",
+                chunk + 1
+            );
         }
     }
 }

@@ -856,3 +856,28 @@ mod properties {
         }
     }
 }
+
+/// `cargo test --lib data_throughput -- --ignored --nocapture` prints a figure; asserts nothing
+/// about time.
+#[test]
+#[ignore = "prints a throughput figure"]
+fn data_throughput() {
+    let mut c = config();
+    c.max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
+    let line = format!("{}\r\n", "x".repeat(76));
+    let body = line.repeat(30 * 1024 * 1024 / line.len());
+    let mut h = Harness::new(c, trusted());
+    h.feed(b"EHLO c\r\nMAIL FROM:<a@b.com>\r\nRCPT TO:<c@d.com>\r\nDATA\r\n");
+    let start = std::time::Instant::now();
+    for chunk in body.as_bytes().chunks(32 * 1024) {
+        h.feed(chunk);
+    }
+    h.feed(b".\r\n");
+    let elapsed = start.elapsed();
+    assert_eq!(h.delivered().len(), 1);
+    let mb = body.len() as f64 / (1024.0 * 1024.0);
+    println!(
+        "DATA phase: {mb:.0} MiB in {elapsed:?} ({:.0} MiB/s)",
+        mb / elapsed.as_secs_f64()
+    );
+}
