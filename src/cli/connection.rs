@@ -54,6 +54,11 @@ pub enum ConnectionCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Sign in once so Postern can keep tokens (browser, --paste or --device); app-only
+    /// connections just check their credentials.
+    Authorize(super::authorize::AuthorizeArgs),
+    /// Diagnostic: obtain a token and show its expiry, scopes and audience (never the token).
+    Token { name: String },
 }
 
 /// The connection form's fields, as flags.
@@ -164,6 +169,8 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
         ConnectionCommand::Enable { name } => set_enabled(ctx, &name, true).await,
         ConnectionCommand::Disable { name } => set_enabled(ctx, &name, false).await,
         ConnectionCommand::Remove { name, yes } => remove(ctx, &name, yes).await,
+        ConnectionCommand::Authorize(args) => super::authorize::authorize(ctx, args).await,
+        ConnectionCommand::Token { name } => super::authorize::token(ctx, &name).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line: one file per command group. Handlers parse, call the library, print.
 
+mod authorize;
 mod connection;
 mod output;
 mod secret_input;
