@@ -11,15 +11,12 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::auth::{self, SaslError};
-use super::command::{self, Command, MailParams, Mechanism};
+use super::command::{self, Command};
 use super::config::{PeerInfo, SessionConfig};
-use super::data::{DataFailure, DataReader, Progress};
-use super::envelope::{Envelope, ReversePath, StoreFailure};
+use super::data::Progress;
+use super::envelope::{Envelope, StoreFailure};
 use super::identity::{AuthOutcome, Identity};
-use super::message::{self, Trace};
 use super::reply::Reply;
-use crate::domain::EmailAddress;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
 const MAX_COMMAND_LINE: usize = 512;
@@ -65,6 +62,11 @@ impl fmt::Debug for Action {
     }
 }
 
+mod security;
+mod transaction;
+
+use transaction::{DataPhase, Transaction};
+
 enum Phase {
     Command,
     Sasl(SaslStep),
@@ -86,20 +88,9 @@ enum Wait {
     Tls,
 }
 
-struct DataPhase {
-    reader: DataReader,
-    tx: Transaction,
-}
-
 enum Greeting {
     Helo(String),
     Ehlo(String),
-}
-
-struct Transaction {
-    from: ReversePath,
-    params: MailParams,
-    recipients: Vec<EmailAddress>,
 }
 
 /// One client connection's SMTP state. See the module documentation.
@@ -408,281 +399,6 @@ impl Session {
         }
         self.greeting = Some(Greeting::Ehlo(host));
         self.reply(Reply::multiline(250, lines));
-    }
-
-    fn starttls(&mut self) {
-        if !self.config.starttls_available {
-            return self.error(Reply::status(502, "5.5.1", "STARTTLS not available"));
-        }
-        if self.peer.tls_active {
-            return self.error(Reply::status(503, "5.5.1", "TLS already active"));
-        }
-        if !matches!(self.greeting, Some(Greeting::Ehlo(_))) {
-            return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
-        }
-        self.reply(Reply::status(220, "2.0.0", "Ready to start TLS"));
-        // RFC 3207 §4.2: forget everything learned in cleartext, AUTH included.
-        self.greeting = None;
-        self.identity = None;
-        self.tx = None;
-        self.buf.clear();
-        self.phase = Phase::Waiting(Wait::Tls);
-        self.push(Action::StartTls);
-    }
-
-    /// AUTH is offered on encrypted or loopback connections, or where the admin allowed it.
-    fn auth_allowed(&self) -> bool {
-        self.peer.tls_active || self.peer.is_loopback() || self.config.allow_cleartext_auth
-    }
-
-    fn auth(&mut self, mechanism: Mechanism, initial: Option<SecretString>) {
-        if !matches!(self.greeting, Some(Greeting::Ehlo(_))) {
-            return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
-        }
-        if self.identity.is_some() {
-            return self.error(Reply::status(503, "5.5.1", "Already authenticated"));
-        }
-        if self.tx.is_some() {
-            return self.error(Reply::status(
-                503,
-                "5.5.1",
-                "AUTH not allowed during a mail transaction",
-            ));
-        }
-        if !self.auth_allowed() {
-            return self.error(Reply::status(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
-        }
-        match (mechanism, initial) {
-            (Mechanism::Other, _) => {
-                self.error(Reply::status(
-                    504,
-                    "5.5.4",
-                    "Unrecognized authentication type",
-                ));
-            }
-            (Mechanism::Plain, None) => {
-                self.phase = Phase::Sasl(SaslStep::Plain);
-                self.reply(Reply::plain(334, ""));
-            }
-            (Mechanism::Plain, Some(response)) => self.sasl_plain(&response),
-            (Mechanism::Login, None) => {
-                self.phase = Phase::Sasl(SaslStep::LoginUser);
-                self.reply(Reply::plain(334, "VXNlcm5hbWU6"));
-            }
-            (Mechanism::Login, Some(response)) => self.sasl_login_user(&response),
-        }
-    }
-
-    fn sasl_line(&mut self, step: SaslStep, line: &[u8]) {
-        let Ok(text) = std::str::from_utf8(line) else {
-            return self.sasl_error(SaslError::Base64);
-        };
-        if text.trim() == "*" {
-            return self.reply(Reply::status(501, "5.0.0", "Authentication cancelled"));
-        }
-        let response = SecretString::from(text.to_string());
-        match step {
-            SaslStep::Plain => self.sasl_plain(&response),
-            SaslStep::LoginUser => self.sasl_login_user(&response),
-            SaslStep::LoginPassword { username } => match auth::login_password(&response) {
-                Ok(password) => self.authenticate(username, password),
-                Err(e) => self.sasl_error(e),
-            },
-        }
-    }
-
-    fn sasl_plain(&mut self, response: &SecretString) {
-        match auth::plain(response) {
-            Ok(c) => self.authenticate(c.username, c.password),
-            Err(e) => self.sasl_error(e),
-        }
-    }
-
-    fn sasl_login_user(&mut self, response: &SecretString) {
-        match auth::login_username(response) {
-            Ok(username) => {
-                self.phase = Phase::Sasl(SaslStep::LoginPassword { username });
-                self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
-            }
-            Err(e) => self.sasl_error(e),
-        }
-    }
-
-    fn sasl_error(&mut self, e: SaslError) {
-        match e {
-            SaslError::Base64 => self.error(Reply::status(501, "5.5.2", "Invalid base64 data")),
-            SaslError::Malformed => {
-                self.error(Reply::status(
-                    501,
-                    "5.5.2",
-                    "Malformed authentication response",
-                ));
-            }
-            SaslError::Unacceptable => self.auth_failed(),
-        }
-    }
-
-    fn authenticate(&mut self, username: String, password: SecretString) {
-        self.phase = Phase::Waiting(Wait::Auth);
-        self.push(Action::Authenticate { username, password });
-    }
-
-    /// Password guessing gets slower, then the connection is closed.
-    fn auth_failed(&mut self) {
-        self.auth_failures += 1;
-        let throttle = self.config.auth_throttle;
-        let delay = throttle.delay_for(self.auth_failures);
-        if !delay.is_zero() {
-            self.push(Action::Delay(delay));
-        }
-        if self.auth_failures >= throttle.max_failures {
-            let host = &self.config.hostname;
-            self.reply(Reply::status(
-                421,
-                "4.7.0",
-                format!("{host} Too many authentication failures"),
-            ));
-            self.close();
-        } else {
-            self.reply(Reply::status(
-                535,
-                "5.7.8",
-                "Authentication credentials invalid",
-            ));
-        }
-    }
-
-    fn mail(&mut self, from: ReversePath, params: MailParams) {
-        if self.greeting.is_none() {
-            return self.error(Reply::status(503, "5.5.1", "Send EHLO or HELO first"));
-        }
-        if self.tx.is_some() {
-            return self.error(Reply::status(503, "5.5.1", "Nested MAIL command"));
-        }
-        // Never an open relay: only authenticated users and explicitly trusted networks.
-        if self.identity.is_none() && !self.peer.trusted {
-            return self.error(Reply::status(530, "5.7.0", "Authentication required"));
-        }
-        if params
-            .size
-            .is_some_and(|s| s > self.config.max_message_size as u64)
-        {
-            return self.reply(Reply::status(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            ));
-        }
-        if !from.is_ascii() && !params.smtputf8 {
-            return self.reply(Reply::status(
-                553,
-                "5.6.7",
-                "Non-ASCII address requires SMTPUTF8",
-            ));
-        }
-        if let Some(identity) = &self.identity {
-            let allowed = from
-                .address()
-                .is_some_and(|a| identity.allowed_from.allows(a));
-            if !allowed {
-                let text = format!(
-                    "{from} is not allowed: relay user {} may send as {}",
-                    identity.user, identity.allowed_from
-                );
-                return self.reply(Reply::status(550, "5.7.1", text));
-            }
-        }
-        self.tx = Some(Transaction {
-            from,
-            params,
-            recipients: Vec::new(),
-        });
-        self.reply(Reply::status(250, "2.1.0", "Sender OK"));
-    }
-
-    fn rcpt(&mut self, to: EmailAddress) {
-        let max = self.config.max_recipients;
-        let Some(tx) = self.tx.as_mut() else {
-            return self.error(Reply::status(503, "5.5.1", "Need MAIL command first"));
-        };
-        let reply = if !to.is_ascii() && !tx.params.smtputf8 {
-            Reply::status(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
-        } else if tx.recipients.contains(&to) {
-            Reply::status(250, "2.1.5", "Recipient OK")
-        } else if tx.recipients.len() >= max {
-            Reply::status(452, "4.5.3", "Too many recipients")
-        } else {
-            tx.recipients.push(to);
-            Reply::status(250, "2.1.5", "Recipient OK")
-        };
-        self.reply(reply);
-    }
-
-    fn data(&mut self) {
-        let Some(tx) = self.tx.take() else {
-            return self.error(Reply::status(503, "5.5.1", "Need MAIL command first"));
-        };
-        if tx.recipients.is_empty() {
-            self.tx = Some(tx);
-            return self.error(Reply::status(554, "5.5.1", "No valid recipients"));
-        }
-        let reader = DataReader::new(
-            self.config.max_message_size,
-            self.config.bare_lf,
-            tx.params.size,
-        );
-        self.reply(Reply::plain(
-            354,
-            "Start mail input; end with <CRLF>.<CRLF>",
-        ));
-        self.phase = Phase::Data(Box::new(DataPhase { reader, tx }));
-    }
-
-    fn end_of_data(&mut self, result: Result<Vec<u8>, DataFailure>, tx: Transaction) {
-        let content = match result {
-            Ok(content) => content,
-            Err(failure) => return self.reply(failure.reply()),
-        };
-        let protocol = match (
-            &self.greeting,
-            self.peer.tls_active,
-            self.identity.is_some(),
-        ) {
-            (Some(Greeting::Helo(_)) | None, _, _) => "SMTP",
-            (Some(Greeting::Ehlo(_)), false, false) => "ESMTP",
-            (Some(Greeting::Ehlo(_)), false, true) => "ESMTPA",
-            (Some(Greeting::Ehlo(_)), true, false) => "ESMTPS",
-            (Some(Greeting::Ehlo(_)), true, true) => "ESMTPSA",
-        };
-        let helo = match &self.greeting {
-            Some(Greeting::Helo(h) | Greeting::Ehlo(h)) => h.as_str(),
-            None => "unknown",
-        };
-        let hostname = self.config.hostname.as_str();
-        let trace = Trace {
-            helo,
-            peer: self.peer.addr.ip(),
-            hostname,
-            protocol,
-            user: self.identity.as_ref().map(|i| i.user.as_str()),
-            session_id: &self.id,
-        };
-        let trace = self.config.received_header.then_some(&trace);
-        let now = chrono::Local::now().fixed_offset();
-        let message = message::complete(&content, hostname, trace, now);
-        let envelope = Envelope {
-            from: tx.from,
-            recipients: tx.recipients,
-            body: tx.params.body,
-            smtputf8: tx.params.smtputf8,
-            declared_size: tx.params.size,
-        };
-        self.phase = Phase::Waiting(Wait::Store);
-        self.push(Action::Deliver { envelope, message });
     }
 
     fn reply(&mut self, reply: Reply) {
