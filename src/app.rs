@@ -1,14 +1,27 @@
 //! Start-up as a type: [`Application::build`] binds every listener (port 0 allowed) and exposes
-//! the bound addresses; [`Application::run_until_stopped`] serves until shutdown.
+//! the bound addresses; [`Application::run_until_stopped`] runs the relay, the delivery workers,
+//! the token keep-alive and the HTTP endpoints until shutdown, then drains them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::domain::Host;
+use crate::metrics::Metrics;
+use crate::oauth::TokenManager;
+use crate::outbox::{Delivery, Outbox, RelayIntake, Wakers};
 use crate::settings::Settings;
+use crate::smtp::server::{IpNetwork, ListenerConfig, RelayServer, RelayStats, tls};
 use crate::store::Store;
+
+/// How often idle connections are checked for a keep-alive refresh.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -20,36 +33,126 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("relay TLS: {0}")]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("setting {key}: {message}")]
+    Setting { key: &'static str, message: String },
+    #[error("token manager: {0}")]
+    Tokens(#[from] crate::oauth::TokenError),
 }
 
-#[derive(Debug)]
+/// Everything `serve` runs, bound and ready.
 pub struct Application {
+    settings: Settings,
+    store: Store,
+    tokens: TokenManager,
+    outbox: Outbox,
+    committer: tokio::task::JoinHandle<()>,
+    metrics: Metrics,
+    stats: RelayStats,
     http: TcpListener,
     http_addr: SocketAddr,
-    store: Store,
+    relay: RelayServer<RelayIntake>,
+    relay_addr: SocketAddr,
+    relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("http", &self.http_addr)
+            .field("relay", &self.relay_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { addr, what, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = l.local_addr().map_err(err)?;
+    Ok((l, bound))
+}
+
+fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
+    let s = &settings.server;
+    let hostname = Host::parse(&s.hostname).map_err(|e| StartError::Setting {
+        key: "server.hostname",
+        message: e.to_string(),
+    })?;
+    let mut c = ListenerConfig::new(hostname);
+    c.max_connections = s.max_connections as usize;
+    c.max_message_size = usize::try_from(s.max_message_size).unwrap_or(usize::MAX);
+    c.max_recipients = s.max_recipients as usize;
+    c.allow_cleartext_auth = s.allow_cleartext_auth;
+    c.received_header = s.received_header;
+    c.shutdown_grace = Duration::from_secs(s.shutdown_grace_secs);
+    c.trusted_networks = s
+        .trusted_networks
+        .iter()
+        .map(|n| IpNetwork::parse(n))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Setting {
+            key: "server.trusted_networks",
+            message: e.to_string(),
+        })?;
+    Ok(c)
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store =
             Store::open(&settings.store.data_dir, settings.store.key_file.as_deref()).await?;
-        let addr = settings.server.http_listen;
-        let http = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr,
-                what: "HTTP",
-                source,
-            })?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-            addr,
-            what: "HTTP",
-            source,
-        })?;
+        let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
+        let wakers = Wakers::default();
+        let (outbox, committer) = Outbox::start(store.clone(), wakers);
+        let intake = Arc::new(RelayIntake::new(store.clone(), outbox.clone()));
+        let stats = RelayStats::default();
+
+        let config = listener_config(&settings)?;
+        let acceptor = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => tls::acceptor_from_pem_files(cert, key)?,
+            _ => {
+                let s = tls::self_signed_acceptor(&settings.store.data_dir, &config.hostname)?;
+                tracing::warn!(
+                    cert = %s.cert_path.display(),
+                    "the relay uses a self-signed certificate: apps must trust it (or set server.tls_cert and server.tls_key)"
+                );
+                s.acceptor
+            }
+        };
+        let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
+        let relay = RelayServer::new(l, config.clone(), intake.clone())
+            .with_starttls(acceptor.clone())
+            .with_stats(stats.clone());
+        let relay_tls = match settings.server.smtps_listen {
+            Some(addr) => {
+                let (l, bound) = bind(addr, "SMTP relay, implicit TLS").await?;
+                Some((
+                    RelayServer::new(l, config, intake)
+                        .with_implicit_tls(acceptor)
+                        .with_stats(stats.clone()),
+                    bound,
+                ))
+            }
+            None => None,
+        };
+        let (http, http_addr) = bind(settings.server.http_listen, "HTTP").await?;
         Ok(Self {
+            settings,
+            store,
+            tokens,
+            outbox,
+            committer,
+            metrics: Metrics::default(),
+            stats,
             http,
             http_addr,
-            store,
+            relay,
+            relay_addr,
+            relay_tls,
         })
     }
 
@@ -57,26 +160,130 @@ impl Application {
         self.http_addr
     }
 
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay_addr
+    }
+
+    pub fn relay_tls_addr(&self) -> Option<SocketAddr> {
+        self.relay_tls.as_ref().map(|(_, a)| *a)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes; then stops accepting, lets sessions and in-flight
+    /// deliveries finish (within the grace period) and closes the store.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = Router::new().route("/healthz", get(healthz));
-        axum::serve(self.http, router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let stop = CancellationToken::new();
+        let grace = Duration::from_secs(self.settings.server.shutdown_grace_secs);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let delivery = Delivery::new(
+            self.store.clone(),
+            self.settings.delivery.clone(),
+            self.tokens.clone(),
+            self.outbox.wakers().clone(),
+            self.metrics.clone(),
+        );
+        tasks.spawn(delivery.run(stop.clone()));
+        tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
+        let relay_stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = self.relay.run(relay_stop).await {
+                tracing::error!(error = %e, "relay listener failed");
+            }
+        });
+        if let Some((server, _)) = self.relay_tls {
+            let s = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = server.run(s).await {
+                    tracing::error!(error = %e, "implicit-TLS relay listener failed");
+                }
+            });
+        }
+
+        let state = crate::http::AppState::new(self.store.clone(), self.settings.clone());
+        let metrics_state = MetricsState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
+        };
+        let router = crate::http::router(state).merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(metrics_state),
+        );
+        let http_stop = stop.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(self.http, router)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new sessions; finishing what is in flight"
+        );
+        stop.cancel();
+        let drained = tokio::time::timeout(grace + Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "some tasks did not finish within the grace period; their messages stay queued"
+            );
+            tasks.abort_all();
+        }
+        drop(self.outbox);
+        let _ = self.committer.await;
         self.store.close().await;
         Ok(())
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn keepalive(tokens: TokenManager, stop: CancellationToken) {
+    loop {
+        match tokens.keepalive().await {
+            Ok(report) => tracing::debug!(?report, "token keep-alive"),
+            Err(e) => tracing::warn!(error = %e, "token keep-alive failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(KEEPALIVE_EVERY) => {}
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    store: Store,
+    metrics: Metrics,
+    stats: RelayStats,
+}
+
+async fn metrics(
+    State(s): State<MetricsState>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), axum::http::StatusCode> {
+    let queue = s.store.message_counts().await.map_err(|e| {
+        tracing::error!(error = %e, "metrics: cannot count messages");
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    })?;
+    let body = s.metrics.render(&queue, &s.stats.snapshot(), &[]);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -9,14 +9,17 @@
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
 //! - [`store`]: every query in one place (SQLite), and secret sealing (XChaCha20-Poly1305).
 //! - [`oauth`]: consent flows and the token manager that keeps access tokens fresh.
+//! - [`http`]: the JSON API, the admin web UI and the OAuth redirect endpoint, behind one router.
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
-//! - [`net`]: small network helpers (CIDR matching).
+//! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
+//! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;
 pub mod domain;
-pub mod net;
+pub mod http;
+pub mod metrics;
 pub mod oauth;
 pub mod outbox;
 pub mod settings;

@@ -351,11 +351,8 @@ impl Settings {
             ));
         }
         for net in &self.server.trusted_networks {
-            if crate::net::Cidr::parse(net).is_none() {
-                return Err(invalid(
-                    "server.trusted_networks",
-                    &format!("`{net}` is not a network in CIDR form such as 10.0.0.0/8"),
-                ));
+            if let Err(e) = crate::smtp::server::IpNetwork::parse(net) {
+                return Err(invalid("server.trusted_networks", &e.to_string()));
             }
         }
         if self.server.max_message_size < 1024 {

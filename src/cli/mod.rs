@@ -1,8 +1,11 @@
 //! The command line: one file per command group. Handlers parse, call the library, print.
 
+mod admin;
+mod api_key;
 mod authorize;
 mod connection;
 mod output;
+mod relay_user;
 mod secret_input;
 mod secrets;
 mod serve;
@@ -61,6 +64,15 @@ pub enum Command {
     /// Manage the key that seals secrets at rest.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Keys for the HTTP API (each shown once, at creation).
+    #[command(subcommand)]
+    ApiKey(api_key::ApiKeyCommand),
+    /// Admin accounts for the web UI.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
+    /// Logins for legacy apps that submit to the relay.
+    #[command(subcommand)]
+    RelayUser(relay_user::RelayUserCommand),
 }
 
 /// A failure with its exit code: 2 for the caller's mistakes, 1 for everything else.
@@ -165,5 +177,8 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Connection(cmd) => connection::run(&ctx, cmd).await,
         Command::Secrets(cmd) => secrets::run(&ctx, cmd).await,
+        Command::ApiKey(cmd) => api_key::run(&ctx, cmd).await,
+        Command::Admin(cmd) => admin::run(&ctx, cmd).await,
+        Command::RelayUser(cmd) => relay_user::run(&ctx, cmd).await,
     }
 }

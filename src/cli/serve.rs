@@ -57,7 +57,14 @@ pub async fn run(ctx: &Ctx, _args: ServeArgs) -> CliResult {
         .map_err(|e| CliError::Failed(e.into()))?;
     tracing::info!(data_dir = %ctx.settings.store.data_dir.display(), "store opened");
     println!(
-        "postern: HTTP on http://{} (health: /healthz)",
+        "postern: SMTP relay on {} (STARTTLS; AUTH PLAIN/LOGIN)",
+        app.relay_addr()
+    );
+    if let Some(addr) = app.relay_tls_addr() {
+        println!("postern: SMTP relay with implicit TLS on {addr}");
+    }
+    println!(
+        "postern: HTTP on http://{} (health: /healthz, metrics: /metrics, admin: /admin)",
         app.http_addr()
     );
     app.run_until_stopped(shutdown_signal())

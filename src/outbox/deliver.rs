@@ -103,3 +103,10 @@ pub fn classify(
 pub fn envelope(mail_from: &str, recipients: &[(i64, String)]) -> Envelope {
     Envelope::new(mail_from, recipients.iter().map(|(_, r)| r.clone()))
 }
+
+impl TokenFactory for crate::oauth::TokenManager {
+    type Source = crate::oauth::ConnectionTokens;
+    fn for_connection(&self, connection: &Connection) -> Self::Source {
+        crate::oauth::TokenManager::for_connection(self, connection.id)
+    }
+}

@@ -7,11 +7,13 @@
 //! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
 
 pub mod deliver;
+pub mod intake;
 pub mod queue;
 pub mod retry;
 pub mod worker;
 
 pub use deliver::{TokenFactory, client_config};
+pub use intake::RelayIntake;
 pub use queue::{Outbox, QueueError, Wakers};
 pub use retry::RetryPolicy;
 pub use worker::{Delivery, Outcome};

@@ -16,6 +16,7 @@ use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envel
 use super::queue::Wakers;
 use super::retry::RetryPolicy;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
+use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::{SmtpClient, Transport};
 use crate::store::messages::{ClaimedMessage, MessageStatus, now_ms};
@@ -47,6 +48,7 @@ struct Inner<F> {
     policy: RetryPolicy,
     tokens: F,
     wakers: Wakers,
+    metrics: Metrics,
 }
 
 /// The delivery side of the outbox.
@@ -90,7 +92,13 @@ pub fn hold_reason(conn: &Connection) -> Option<String> {
 }
 
 impl<F: TokenFactory> Delivery<F> {
-    pub fn new(store: Store, settings: DeliverySettings, tokens: F, wakers: Wakers) -> Self {
+    pub fn new(
+        store: Store,
+        settings: DeliverySettings,
+        tokens: F,
+        wakers: Wakers,
+        metrics: Metrics,
+    ) -> Self {
         let policy = RetryPolicy::from_settings(&settings);
         Self {
             inner: Arc::new(Inner {
@@ -99,6 +107,7 @@ impl<F: TokenFactory> Delivery<F> {
                 policy,
                 tokens,
                 wakers,
+                metrics,
             }),
         }
     }
@@ -157,6 +166,7 @@ impl<F: TokenFactory> Delivery<F> {
         let result = transport
             .send(&envelope(&msg.mail_from, &msg.recipients), &msg.body)
             .await;
+        let upstream = started.elapsed();
         let (retry_at, give_up) =
             self.inner
                 .policy
@@ -186,6 +196,9 @@ impl<F: TokenFactory> Delivery<F> {
                 MessageStatus::Held
             }
         };
+        self.inner
+            .metrics
+            .delivery(conn.name().as_str(), status.as_str(), upstream);
         tracing::info!(
             message = %msg.id,
             connection = %conn.name(),

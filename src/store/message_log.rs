@@ -163,3 +163,21 @@ impl Store {
         )
     }
 }
+
+impl Store {
+    /// (connection, status, count) over the whole store, for `/metrics` and the dashboard.
+    pub async fn message_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT connection_name, status, COUNT(*) AS n FROM messages GROUP BY connection_name, status ORDER BY 1, 2")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("connection_name")?,
+                    r.try_get("status")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -12,6 +12,8 @@ mod rotate;
 pub use rotate::Rotation;
 pub mod seal;
 mod secrets;
+mod server_secrets;
+pub mod relay_users;
 mod sessions;
 mod tokens;
 

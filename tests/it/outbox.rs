@@ -81,7 +81,13 @@ async fn world() -> World {
         first_retry_secs: 0,
         ..Default::default()
     };
-    let delivery = Delivery::new(store.clone(), delivery_settings, IdpTokens(idp), wakers);
+    let delivery = Delivery::new(
+        store.clone(),
+        delivery_settings,
+        IdpTokens(idp),
+        wakers,
+        Default::default(),
+    );
     World {
         _dir: dir,
         store,

@@ -1,0 +1,386 @@
+//! Relay users: the name and password a legacy app uses to submit to the relay, bound to one
+//! connection. Generated passwords (256 random bits) are checked with one HMAC (microseconds);
+//! admin-chosen ones, which may be weak, with argon2id.
+//!
+//! Mail tokens are never encrypted with a relay password: a wrong password must not be able to
+//! damage tokens, and an app-only connection must not accept any password.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use sqlx::Row;
+
+use super::access::random_token;
+use super::{Store, StoreError, now};
+
+const HMAC_KEY: &str = "relay_password_hmac";
+
+/// A relay user, without any secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayUser {
+    pub name: String,
+    pub connection: String,
+    #[serde(skip)]
+    pub connection_id: i64,
+    /// Extra allowed senders (addresses or `@domain`); the connection's mailbox is always allowed.
+    pub allow_from: Vec<String>,
+    /// `generated` or `chosen`.
+    pub password: &'static str,
+    pub created_at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayUserError {
+    #[error(
+        "relay user name `{0}` may hold letters, digits, `.`, `-`, `_` and `@`, 1 to 64 characters"
+    )]
+    BadName(String),
+    #[error("a relay user named `{0}` already exists")]
+    Duplicate(String),
+    #[error("there is no relay user named `{0}` (see `postern relay-user list`)")]
+    NoSuchUser(String),
+    #[error("a chosen password must be at least 12 characters")]
+    WeakPassword,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RelayUserError {
+    fn from(e: sqlx::Error) -> Self {
+        RelayUserError::Store(StoreError::Db(e))
+    }
+}
+
+impl RelayUserError {
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, RelayUserError::Store(_))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), RelayUserError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(RelayUserError::BadName(name.to_string()))
+    }
+}
+
+fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<RelayUser, sqlx::Error> {
+    let allow: String = row.try_get("allow_from")?;
+    let kind: String = row.try_get("hash_kind")?;
+    Ok(RelayUser {
+        name: row.try_get("name")?,
+        connection: row.try_get("connection_name")?,
+        connection_id: row.try_get("connection_id")?,
+        allow_from: allow.split_whitespace().map(str::to_string).collect(),
+        password: if kind == "hmac" {
+            "generated"
+        } else {
+            "chosen"
+        },
+        created_at: chrono::DateTime::from_timestamp(row.try_get("created_at")?, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+    })
+}
+
+const SELECT: &str = "SELECT u.name, u.connection_id, c.name AS connection_name, u.allow_from, u.hash_kind, u.hash, u.created_at \
+    FROM relay_users u JOIN connections c ON c.id = u.connection_id";
+
+impl Store {
+    async fn relay_hmac(&self, password: &SecretString) -> Result<String, StoreError> {
+        let key = self.server_secret(HMAC_KEY).await?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        mac.update(password.expose_secret().as_bytes());
+        Ok(mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
+    async fn password_hash(
+        &self,
+        password: Option<&SecretString>,
+    ) -> Result<(&'static str, String, Option<SecretString>), RelayUserError> {
+        match password {
+            None => {
+                let generated = SecretString::from(random_token());
+                Ok(("hmac", self.relay_hmac(&generated).await?, Some(generated)))
+            }
+            Some(p) if p.expose_secret().chars().count() < 12 => Err(RelayUserError::WeakPassword),
+            Some(p) => {
+                let salt = SaltString::generate(&mut rand::rngs::OsRng);
+                let hash = argon2::Argon2::default()
+                    .hash_password(p.expose_secret().as_bytes(), &salt)
+                    .map_err(|e| StoreError::Corrupt(format!("argon2: {e}")))?
+                    .to_string();
+                Ok(("argon2", hash, None))
+            }
+        }
+    }
+
+    /// Creates a relay user; returns the generated password when none was chosen (shown once).
+    pub async fn create_relay_user(
+        &self,
+        name: &str,
+        connection_id: i64,
+        allow_from: &[String],
+        password: Option<&SecretString>,
+    ) -> Result<(RelayUser, Option<SecretString>), RelayUserError> {
+        check_name(name)?;
+        let (kind, hash, generated) = self.password_hash(password).await?;
+        let t = now();
+        let res = sqlx::query(
+            "INSERT INTO relay_users (name, connection_id, allow_from, hash_kind, hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(connection_id)
+        .bind(allow_from.join(" "))
+        .bind(kind)
+        .bind(hash)
+        .bind(t)
+        .bind(t)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(RelayUserError::Duplicate(name.into()));
+            }
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        Ok((self.relay_user(name).await?, generated))
+    }
+
+    pub async fn relay_user(&self, name: &str) -> Result<RelayUser, RelayUserError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(decode)
+            .transpose()?
+            .ok_or_else(|| RelayUserError::NoSuchUser(name.into()))
+    }
+
+    pub async fn list_relay_users(&self) -> Result<Vec<RelayUser>, RelayUserError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY u.name")))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn remove_relay_user(&self, name: &str) -> Result<(), RelayUserError> {
+        let n = sqlx::query("DELETE FROM relay_users WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 0 {
+            return Err(RelayUserError::NoSuchUser(name.into()));
+        }
+        Ok(())
+    }
+
+    /// Replaces the password; returns the new generated one when none was chosen.
+    pub async fn reset_relay_password(
+        &self,
+        name: &str,
+        password: Option<&SecretString>,
+    ) -> Result<Option<SecretString>, RelayUserError> {
+        let (kind, hash, generated) = self.password_hash(password).await?;
+        let n = sqlx::query(
+            "UPDATE relay_users SET hash_kind = ?, hash = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(kind)
+        .bind(hash)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(RelayUserError::NoSuchUser(name.into()));
+        }
+        Ok(generated)
+    }
+
+    /// The user if `password` is theirs. Unknown users cost the same HMAC, so timing does not
+    /// tell which names exist (argon2 users are slower by design; the relay caches them).
+    pub async fn verify_relay_user(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<Option<RelayUser>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let candidate = self.relay_hmac(password).await?;
+        let Some(row) = row else { return Ok(None) };
+        let kind: String = row.try_get("hash_kind")?;
+        let stored: String = row.try_get("hash")?;
+        let ok = match kind.as_str() {
+            "hmac" => constant_time_eq(candidate.as_bytes(), stored.as_bytes()),
+            _ => {
+                let password = password.clone();
+                tokio::task::spawn_blocking(move || {
+                    PasswordHash::new(&stored).is_ok_and(|h| {
+                        argon2::Argon2::default()
+                            .verify_password(password.expose_secret().as_bytes(), &h)
+                            .is_ok()
+                    })
+                })
+                .await
+                .unwrap_or(false)
+            }
+        };
+        if !ok {
+            return Ok(None);
+        }
+        Ok(Some(decode(&row)?))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConnectionInput;
+
+    async fn store_with_connection() -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let (s, _) = ConnectionInput {
+            name: Some("c".into()),
+            provider: Some("microsoft".into()),
+            user: Some("ops@contoso.com".into()),
+            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let id = store.insert_connection(&s).await.unwrap().id;
+        (dir, store, id)
+    }
+
+    #[tokio::test]
+    async fn generated_and_chosen_passwords_verify_and_wrong_ones_do_not() {
+        let (_d, store, conn) = store_with_connection().await;
+        let (user, pw) = store
+            .create_relay_user("app1", conn, &["@contoso.com".into()], None)
+            .await
+            .unwrap();
+        let pw = pw.unwrap();
+        assert_eq!(user.password, "generated");
+        assert!(pw.expose_secret().len() >= 40);
+        assert!(
+            store
+                .verify_relay_user("app1", &pw)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .verify_relay_user("app1", &SecretString::from("nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .verify_relay_user("ghost", &pw)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let chosen = SecretString::from("correct horse battery staple".to_string());
+        store
+            .create_relay_user("app2", conn, &[], Some(&chosen))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .verify_relay_user("app2", &chosen)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .verify_relay_user("app2", &pw)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            store
+                .create_relay_user("app3", conn, &[], Some(&SecretString::from("short")))
+                .await,
+            Err(RelayUserError::WeakPassword)
+        ));
+
+        let new_pw = store
+            .reset_relay_password("app1", None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .verify_relay_user("app1", &pw)
+                .await
+                .unwrap()
+                .is_none(),
+            "old password no longer works"
+        );
+        assert!(
+            store
+                .verify_relay_user("app1", &new_pw)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            store.create_relay_user("app1", conn, &[], None).await,
+            Err(RelayUserError::Duplicate(_))
+        ));
+        store.remove_relay_user("app1").await.unwrap();
+        assert!(
+            store
+                .verify_relay_user("app1", &new_pw)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn passwords_still_verify_after_a_key_rotation() {
+        let (_d, mut store, conn) = store_with_connection().await;
+        let (_, pw) = store
+            .create_relay_user("app", conn, &[], None)
+            .await
+            .unwrap();
+        store.rotate_key(None).await.unwrap();
+        assert!(
+            store
+                .verify_relay_user("app", &pw.unwrap())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
