@@ -2,4 +2,5 @@
 
 mod cli_connection;
 mod helpers;
+mod oauth;
 mod outbox;
