@@ -4,3 +4,6 @@ mod cli_connection;
 mod helpers;
 mod oauth;
 mod outbox;
+mod http_api;
+mod http_helpers;
+mod http_ui;

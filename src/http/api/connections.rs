@@ -1,0 +1,269 @@
+//! `/api/v1/connections`: the SMTP OAuth connections. Secrets are write-only: responses say
+//! `set` / `not set`, never the value.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::json::{JsonBody, number_or_string, secret};
+use crate::domain::{ConnectionInput, ConnectionView};
+use crate::http::AppState;
+use crate::http::auth::AdminKey;
+use crate::http::error::{ApiResult, Problem};
+use crate::store::{SecretKind, Store};
+
+/// The connection form as JSON. On create, omitted fields take the provider's preset; on
+/// update, omitted fields keep their value and `""` clears an optional one.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionBody {
+    /// A short slug: lowercase letters, digits, `-`, `_`.
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    /// `microsoft` (Microsoft 365), `outlook` (Outlook.com personal), `google` or `custom`.
+    pub provider: Option<String>,
+    /// `authorization-code` (delegated, default) or `client-credentials` (app-only).
+    pub flow: Option<String>,
+    /// SMTP server ("Address"), e.g. `smtp.office365.com`.
+    pub host: Option<String>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    #[schema(value_type = Option<u16>)]
+    pub port: Option<String>,
+    /// `starttls` (587) or `implicit` (465).
+    pub tls: Option<String>,
+    /// The domain named in EHLO (default: the mailbox's domain).
+    pub domain: Option<String>,
+    /// The mailbox that sends ("User Name").
+    pub user: Option<String>,
+    /// `organizations`, `common`, `consumers`, the Directory (tenant) ID or a verified domain.
+    pub tenant: Option<String>,
+    /// The Application (client) ID.
+    pub client_id: Option<String>,
+    /// Space-separated scopes, e.g. `https://outlook.office.com/SMTP.Send offline_access`.
+    pub scope: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    #[schema(value_type = Option<u32>)]
+    pub max_concurrent: Option<String>,
+    /// Write-only. `""` removes it.
+    #[serde(default, deserialize_with = "secret")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub client_secret: Option<SecretString>,
+    /// Write-only; normally obtained by the authorize flow. `""` removes it.
+    #[serde(default, deserialize_with = "secret")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub refresh_token: Option<SecretString>,
+}
+
+impl ConnectionBody {
+    pub fn input(&self) -> ConnectionInput {
+        ConnectionInput {
+            name: self.name.clone(),
+            display_name: self.display_name.clone(),
+            provider: self.provider.clone(),
+            flow: self.flow.clone(),
+            host: self.host.clone(),
+            port: self.port.clone(),
+            tls: self.tls.clone(),
+            domain: self.domain.clone(),
+            user: self.user.clone(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            authorize_url: self.authorize_url.clone(),
+            token_url: self.token_url.clone(),
+            device_url: self.device_url.clone(),
+            ca_file: self.ca_file.clone(),
+            enabled: self.enabled,
+            max_concurrent: self.max_concurrent.clone(),
+        }
+    }
+}
+
+/// A connection as the API shows it (the same JSON as `postern connection show --json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Connection)]
+#[allow(dead_code)] // Documentation only: responses serialize `ConnectionView`.
+pub struct ConnectionDoc {
+    name: String,
+    display_name: Option<String>,
+    provider: String,
+    flow: String,
+    host: String,
+    port: u16,
+    tls: String,
+    domain: String,
+    user: String,
+    tenant: Option<String>,
+    client_id: String,
+    scope: String,
+    redirect_uri: Option<String>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
+    device_url: Option<String>,
+    ca_file: Option<String>,
+    enabled: bool,
+    max_concurrent: u32,
+    /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
+    status: String,
+    status_reason: Option<String>,
+    /// `set` or `not set`.
+    client_secret: String,
+    /// `set` or `not set`.
+    refresh_token: String,
+    created_at: String,
+    updated_at: String,
+    /// Only after create and update: what Postern adjusted (e.g. added `offline_access`).
+    notices: Option<Vec<String>>,
+}
+
+/// A connection just saved, with the notices validation produced.
+#[derive(Debug, Serialize)]
+pub struct Saved {
+    #[serde(flatten)]
+    pub connection: ConnectionView,
+    pub notices: Vec<String>,
+}
+
+/// Writes the secrets given in `body`: a value replaces, `""` removes.
+pub(crate) async fn save_secrets(
+    store: &Store,
+    id: i64,
+    client_secret: Option<&SecretString>,
+    refresh_token: Option<&SecretString>,
+) -> Result<(), crate::store::StoreError> {
+    for (kind, value) in [
+        (SecretKind::ClientSecret, client_secret),
+        (SecretKind::RefreshToken, refresh_token),
+    ] {
+        match value {
+            Some(v) if v.expose_secret().trim().is_empty() => store.delete_secret(id, kind).await?,
+            Some(v) => {
+                let trimmed = SecretString::from(v.expose_secret().trim().to_string());
+                store.put_secret(id, kind, &trimmed, None).await?
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/connections", tag = "connections",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Every connection, by name", body = Vec<ConnectionDoc>),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list(_caller: AdminKey, State(state): State<AppState>) -> ApiResult<Response> {
+    let all = state.store().list_connections().await?;
+    let views: Vec<ConnectionView> = all.iter().map(ConnectionView::from).collect();
+    Ok(axum::Json(views).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/connections", tag = "connections",
+    security(("api_key" = [])), request_body = ConnectionBody,
+    responses(
+        (status = 201, description = "Created", body = ConnectionDoc),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 409, description = "The name is taken", body = Problem),
+        (status = 422, description = "Fields are wrong: every one is listed in `errors`", body = Problem)))]
+pub async fn create(
+    caller: AdminKey,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ConnectionBody>,
+) -> ApiResult<Response> {
+    let (settings, notices) = body.input().validate()?;
+    let store = state.store();
+    let conn = store.insert_connection(&settings).await?;
+    save_secrets(
+        store,
+        conn.id,
+        body.client_secret.as_ref(),
+        body.refresh_token.as_ref(),
+    )
+    .await?;
+    let conn = store.connection_by_id(conn.id).await?;
+    tracing::info!(connection = %conn.name(), by = %caller.key.name, "connection created");
+    let location = format!("/api/v1/connections/{}", conn.name());
+    let saved = Saved {
+        connection: ConnectionView::from(&conn),
+        notices: notices.into_iter().map(|n| n.0).collect(),
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(saved),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/connections/{name}", tag = "connections",
+    security(("api_key" = [])), params(("name" = String, Path, description = "Connection name")),
+    responses(
+        (status = 200, body = ConnectionDoc),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn show(
+    _caller: AdminKey,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    let conn = state.store().connection(&name).await?;
+    Ok(axum::Json(ConnectionView::from(&conn)).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/v1/connections/{name}", tag = "connections",
+    security(("api_key" = [])), params(("name" = String, Path, description = "Connection name")),
+    request_body = ConnectionBody,
+    responses(
+        (status = 200, description = "Updated", body = ConnectionDoc),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    caller: AdminKey,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ConnectionBody>,
+) -> ApiResult<Response> {
+    let store = state.store();
+    let current = store.connection(&name).await?;
+    let (settings, notices) = ConnectionInput::from_settings(&current.settings)
+        .overlay(body.input())
+        .validate()?;
+    let conn = store.update_connection(current.id, &settings).await?;
+    save_secrets(
+        store,
+        conn.id,
+        body.client_secret.as_ref(),
+        body.refresh_token.as_ref(),
+    )
+    .await?;
+    let conn = store.connection_by_id(conn.id).await?;
+    tracing::info!(connection = %conn.name(), by = %caller.key.name, "connection updated");
+    Ok(axum::Json(Saved {
+        connection: ConnectionView::from(&conn),
+        notices: notices.into_iter().map(|n| n.0).collect(),
+    })
+    .into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/connections/{name}", tag = "connections",
+    security(("api_key" = [])), params(("name" = String, Path, description = "Connection name")),
+    responses(
+        (status = 204, description = "Removed, with its stored secrets"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn remove(
+    caller: AdminKey,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.store().remove_connection(&name).await?;
+    tracing::info!(connection = %name, by = %caller.key.name, "connection removed");
+    Ok(StatusCode::NO_CONTENT)
+}

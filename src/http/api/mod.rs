@@ -1,0 +1,68 @@
+//! The JSON API, one file per resource. The route table here is the single source for the
+//! router and for the check that the OpenAPI document lists every route.
+
+pub mod connections;
+mod json;
+pub mod keys;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{MethodFilter, on};
+
+use super::AppState;
+
+/// One API route: its method and path as the OpenAPI document names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+struct Entry {
+    route: ApiRoute,
+    add: Box<dyn FnOnce(Router<AppState>) -> Router<AppState>>,
+}
+
+fn entry<H, T>(method: &'static str, path: &'static str, handler: H) -> Entry
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match method {
+        "get" => MethodFilter::GET,
+        "post" => MethodFilter::POST,
+        "patch" => MethodFilter::PATCH,
+        "put" => MethodFilter::PUT,
+        _ => MethodFilter::DELETE,
+    };
+    Entry {
+        route: ApiRoute { method, path },
+        add: Box::new(move |r: Router<AppState>| r.route(path, on(filter, handler))),
+    }
+}
+
+fn table() -> Vec<Entry> {
+    vec![
+        entry("get", "/api/v1/openapi.json", super::openapi::serve),
+        entry("get", "/api/v1/connections", connections::list),
+        entry("post", "/api/v1/connections", connections::create),
+        entry("get", "/api/v1/connections/{name}", connections::show),
+        entry("patch", "/api/v1/connections/{name}", connections::update),
+        entry("delete", "/api/v1/connections/{name}", connections::remove),
+        entry("get", "/api/v1/api-keys", keys::list),
+        entry("post", "/api/v1/api-keys", keys::create),
+        entry("delete", "/api/v1/api-keys/{name}", keys::revoke),
+    ]
+}
+
+/// Every API route, as served.
+pub fn api_routes() -> Vec<ApiRoute> {
+    table().into_iter().map(|e| e.route).collect()
+}
+
+/// The API routes, ready to merge into the main router.
+pub(crate) fn routes() -> Router<AppState> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, e| (e.add)(router))
+}

@@ -1,0 +1,20 @@
+//! The HTTP side of Postern: the JSON API (`/api/v1`), the admin web UI (`/admin`), the OAuth
+//! redirect endpoint (`/oauth/callback`) and `/healthz`, behind one router.
+//!
+//! Handlers are thin: they parse, check who is calling, call the same library functions as the
+//! CLI, and shape the answer.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+mod base_url;
+pub mod error;
+mod headers;
+pub mod openapi;
+mod router;
+pub mod state;
+
+pub use api::{ApiRoute, api_routes};
+pub use error::{ApiError, Problem};
+pub use router::router;
+pub use state::AppState;

@@ -1,0 +1,81 @@
+//! What every handler can reach: the store, the settings and the login limiter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::settings::Settings;
+use crate::store::Store;
+
+use super::auth::LoginLimiter;
+
+/// How long an admin stays logged in.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long a started web consent may take.
+pub const CONSENT_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Largest request body outside message submission (forms, JSON).
+pub const SMALL_BODY_LIMIT: usize = 256 * 1024;
+
+/// Shared by every request; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    settings: Settings,
+    limiter: LoginLimiter,
+    public_url: Option<url::Url>,
+    request_timeout: Duration,
+}
+
+impl AppState {
+    pub fn new(store: Store, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                limiter: LoginLimiter::default(),
+                public_url: None,
+                request_timeout: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    /// The URL admins reach Postern at (e.g. `https://postern.example.com`), when it sits behind
+    /// a proxy: the OAuth redirect URI is built from it. Without it, from the request's `Host`.
+    pub fn with_public_url(mut self, url: Option<url::Url>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.public_url = url;
+        }
+        self
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn limiter(&self) -> &LoginLimiter {
+        &self.inner.limiter
+    }
+
+    pub fn public_url(&self) -> Option<&url::Url> {
+        self.inner.public_url.as_ref()
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Largest `POST /api/v1/messages` body: the largest message, base64-encoded in JSON, plus room.
+    pub fn message_body_limit(&self) -> usize {
+        let max =
+            usize::try_from(self.inner.settings.server.max_message_size).unwrap_or(usize::MAX);
+        max.saturating_mul(4) / 3 + 64 * 1024
+    }
+}

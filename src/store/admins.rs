@@ -1,0 +1,196 @@
+//! Admin accounts for the web UI: argon2id password hashes (PHC strings), checked off the async
+//! runtime because a good password hash is deliberately slow.
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+
+use super::access::{AccessError, is_unique_violation};
+use super::{Store, StoreError, now};
+
+/// Shortest password accepted for an admin account.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// An admin account (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub id: i64,
+    pub username: String,
+    pub created_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+/// Checks an admin user name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+pub fn check_admin_name(name: &str) -> Result<&str, AccessError> {
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(AccessError::Invalid(format!(
+            "admin name `{name}` must be 1 to 64 letters, digits, `.`, `_`, `-` or `@`"
+        )))
+    }
+}
+
+fn hash_password(password: &SecretString) -> Result<String, AccessError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.expose_secret().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccessError::Invalid(format!("cannot hash the password: {e}")))
+}
+
+/// A hash of a password nobody knows, verified when the user does not exist so that a wrong
+/// user name costs as much time as a wrong password (no user enumeration by timing).
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| {
+        hash_password(&SecretString::from(super::access::random_token())).unwrap_or_default()
+    })
+}
+
+fn verify(hash: &str, password: &SecretString) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.expose_secret().as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AccessError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AccessError::Store(StoreError::Corrupt(format!("password hashing task: {e}"))))
+}
+
+impl Store {
+    /// Creates an admin account; the password must have at least [`MIN_PASSWORD_CHARS`] characters.
+    pub async fn create_admin(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Admin, AccessError> {
+        let username = check_admin_name(username)?.to_string();
+        if password.expose_secret().chars().count() < MIN_PASSWORD_CHARS {
+            return Err(AccessError::Invalid(format!(
+                "the password must have at least {MIN_PASSWORD_CHARS} characters"
+            )));
+        }
+        let pw = password.clone();
+        let hash = blocking(move || hash_password(&pw)).await??;
+        let t = now();
+        let res = sqlx::query(
+            "INSERT INTO admin_users (username, password_hash, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(&username)
+        .bind(hash)
+        .bind(t)
+        .execute(self.pool())
+        .await;
+        match res {
+            Err(e) if is_unique_violation(&e) => Err(AccessError::DuplicateAdmin(username)),
+            Err(e) => Err(e.into()),
+            Ok(done) => Ok(Admin {
+                id: done.last_insert_rowid(),
+                username,
+                created_at: t,
+                last_login_at: None,
+            }),
+        }
+    }
+
+    /// The admin whose name and password match, if any (and records the login).
+    pub async fn verify_admin(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Option<Admin>, AccessError> {
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, created_at, last_login_at FROM admin_users \
+             WHERE username = ?",
+        )
+        .bind(username.trim())
+        .fetch_optional(self.pool())
+        .await?;
+        let hash = match &row {
+            Some(r) => r.try_get::<String, _>("password_hash")?,
+            None => decoy_hash().to_string(),
+        };
+        let pw = password.clone();
+        let ok = blocking(move || verify(&hash, &pw)).await?;
+        let Some(row) = row.filter(|_| ok) else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("UPDATE admin_users SET last_login_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(Some(Admin {
+            id,
+            username: row.try_get("username")?,
+            created_at: row.try_get("created_at")?,
+            last_login_at: Some(now()),
+        }))
+    }
+
+    pub async fn list_admins(&self) -> Result<Vec<Admin>, AccessError> {
+        let rows = sqlx::query(
+            "SELECT id, username, created_at, last_login_at FROM admin_users ORDER BY username",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Admin {
+                    id: r.try_get("id")?,
+                    username: r.try_get("username")?,
+                    created_at: r.try_get("created_at")?,
+                    last_login_at: r.try_get("last_login_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passwords_are_hashed_with_argon2id_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let pw = SecretString::from("correct horse battery".to_string());
+        store.create_admin("alice", &pw).await.unwrap();
+        let stored: String = sqlx::query_scalar("SELECT password_hash FROM admin_users")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(stored.starts_with("$argon2id$"), "{stored}");
+        assert!(store.verify_admin("alice", &pw).await.unwrap().is_some());
+        let wrong = SecretString::from("correct horse battery!".to_string());
+        assert!(store.verify_admin("alice", &wrong).await.unwrap().is_none());
+        assert!(store.verify_admin("bob", &pw).await.unwrap().is_none());
+        assert!(matches!(
+            store.create_admin("alice", &pw).await,
+            Err(AccessError::DuplicateAdmin(_))
+        ));
+        let short = SecretString::from("short".to_string());
+        assert!(matches!(
+            store.create_admin("carol", &short).await,
+            Err(AccessError::Invalid(_))
+        ));
+        assert!(check_admin_name("a b").is_err());
+    }
+}
