@@ -1,1 +1,475 @@
-//! placeholder
+//! The admin UI without a browser: requests go straight into the router (`oneshot`). Login and
+//! sessions, CSRF on every form, and no secret ever in a page.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use postern::http::{AppState, router};
+use postern::store::Store;
+use tower::ServiceExt;
+
+use crate::http_helpers::{ADMIN_PASSWORD, test_settings};
+
+const SECRET: &str = "Zx8Q~client-secret-never-shown";
+
+struct Ui {
+    router: Router,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers[header::LOCATION].to_str().unwrap()
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a csrf field")
+            + 19;
+        self.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+impl Ui {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = test_settings(dir.path());
+        let store = Store::open(&settings.store.data_dir, None).await.unwrap();
+        store
+            .create_admin(
+                "alice",
+                &secrecy::SecretString::from(ADMIN_PASSWORD.to_string()),
+            )
+            .await
+            .unwrap();
+        let router = router(AppState::new(store.clone(), settings));
+        Ui {
+            router,
+            store,
+            _dir: dir,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Page {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
+        let mut req = Request::get(path).header(header::HOST, "127.0.0.1:8025");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, body: String) -> Page {
+        let mut req = Request::post(path)
+            .header(header::HOST, "127.0.0.1:8025")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+
+    /// Logs in as alice; returns the session cookie (`name=value`).
+    async fn login(&self) -> String {
+        let page = self.get("/admin/login", None).await;
+        let csrf_cookie = cookie_pair(&page.set_cookies()[0]);
+        let done = self
+            .post(
+                "/admin/login",
+                Some(&csrf_cookie),
+                form(&[
+                    ("csrf", &page.csrf()),
+                    ("username", "alice"),
+                    ("password", ADMIN_PASSWORD),
+                    ("next", "/admin"),
+                ]),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        let session = done
+            .set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with("postern_session="))
+            .unwrap();
+        cookie_pair(&session)
+    }
+}
+
+fn connection_form(csrf: &str) -> String {
+    form(&[
+        ("csrf", csrf),
+        ("provider", "microsoft"),
+        ("name", "contoso"),
+        ("user", "ops@contoso.com"),
+        ("tenant", "contoso.onmicrosoft.com"),
+        ("client_id", "1b2c3d4e-0000-1111-2222-333344445555"),
+        ("client_secret", SECRET),
+        (
+            "scope",
+            "https://outlook.office.com/SMTP.Send offline_access",
+        ),
+        ("enabled", "true"),
+    ])
+}
+
+#[tokio::test]
+async fn pages_need_a_login_and_come_back_after_it() {
+    let ui = Ui::new().await;
+    for path in [
+        "/admin",
+        "/admin/connections/new",
+        "/admin/connections/x",
+        "/admin/guide",
+    ] {
+        let page = ui.get(path, None).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert!(page.location().starts_with("/admin/login?next="), "{path}");
+    }
+    let page = ui.get("/admin", Some("postern_session=forged")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+
+    let login = ui
+        .get("/admin/login?next=/admin/connections/new", None)
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.body.contains("<label for=\"username\">"));
+    assert!(login.body.contains("<label for=\"password\">"));
+    // An external `next` is never followed.
+    let evil = ui
+        .get("/admin/login?next=https://evil.example/", None)
+        .await;
+    assert!(evil.body.contains("name=\"next\" value=\"/admin\""));
+
+    let session = ui.login().await;
+    let page = ui.get("/admin", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("No connections yet"));
+    assert!(
+        page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+}
+
+#[tokio::test]
+async fn session_cookies_are_strict_and_secure_behind_https() {
+    let ui = Ui::new().await;
+    let page = ui.get("/admin/login", None).await;
+    let csrf_cookie = cookie_pair(&page.set_cookies()[0]);
+    let body = form(&[
+        ("csrf", &page.csrf()),
+        ("username", "alice"),
+        ("password", ADMIN_PASSWORD),
+    ]);
+    let plain = ui
+        .post("/admin/login", Some(&csrf_cookie), body.clone())
+        .await;
+    let cookie = plain
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("postern_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain-http loopback: a Secure cookie would never return"
+    );
+
+    let req = Request::post("/admin/login")
+        .header(header::HOST, "postern.example.com")
+        .header("x-forwarded-proto", "https")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &csrf_cookie)
+        .body(Body::from(body))
+        .unwrap();
+    let https = ui.send(req).await;
+    let cookie = https
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-postern_session="))
+        .unwrap();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
+#[tokio::test]
+async fn login_rejects_wrong_passwords_missing_csrf_and_too_many_tries() {
+    let ui = Ui::new().await;
+    let page = ui.get("/admin/login", None).await;
+    let csrf_cookie = cookie_pair(&page.set_cookies()[0]);
+    let csrf = page.csrf();
+    // Without the cookie, or with another token: refused before the password is even checked.
+    let no_cookie = ui
+        .post(
+            "/admin/login",
+            None,
+            form(&[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ADMIN_PASSWORD),
+            ]),
+        )
+        .await;
+    assert_eq!(no_cookie.status, StatusCode::FORBIDDEN);
+    let wrong_token = ui
+        .post(
+            "/admin/login",
+            Some(&csrf_cookie),
+            form(&[
+                ("csrf", "x"),
+                ("username", "alice"),
+                ("password", ADMIN_PASSWORD),
+            ]),
+        )
+        .await;
+    assert_eq!(wrong_token.status, StatusCode::FORBIDDEN);
+
+    for _ in 0..5 {
+        let wrong = ui
+            .post(
+                "/admin/login",
+                Some(&csrf_cookie),
+                form(&[
+                    ("csrf", &csrf),
+                    ("username", "alice"),
+                    ("password", "guess"),
+                ]),
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert!(wrong.body.contains("Wrong user name or password"));
+        assert!(!wrong.body.contains("guess"));
+    }
+    // Now even the right password waits.
+    let limited = ui
+        .post(
+            "/admin/login",
+            Some(&csrf_cookie),
+            form(&[
+                ("csrf", &csrf),
+                ("username", "alice"),
+                ("password", ADMIN_PASSWORD),
+            ]),
+        )
+        .await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn every_form_needs_the_sessions_csrf_token() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let other = ui.login().await;
+    let new = ui.get("/admin/connections/new", Some(&session)).await;
+    let csrf = new.csrf();
+
+    // No token, a wrong token, another session's token: 403 and nothing happens.
+    let other_csrf = ui.get("/admin/connections/new", Some(&other)).await.csrf();
+    for token in ["", "forged", other_csrf.as_str()] {
+        let page = ui
+            .post("/admin/connections", Some(&session), connection_form(token))
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "token {token:?}");
+    }
+    assert!(ui.store.list_connections().await.unwrap().is_empty());
+    // Without a session: to the login page.
+    let page = ui
+        .post("/admin/connections", None, connection_form(&csrf))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(ui.store.list_connections().await.unwrap().is_empty());
+
+    let page = ui
+        .post("/admin/connections", Some(&session), connection_form(&csrf))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location(), "/admin/connections/contoso?done=created");
+    assert_eq!(ui.store.list_connections().await.unwrap().len(), 1);
+
+    // Removal and logout are forms too.
+    let page = ui
+        .post(
+            "/admin/connections/contoso/delete",
+            Some(&session),
+            form(&[("confirm", "yes")]),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = ui
+        .post("/admin/logout", Some(&session), String::new())
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = ui
+        .post("/admin/logout", Some(&session), form(&[("csrf", &csrf)]))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    // The session is gone on the server, not just in the browser.
+    let page = ui.get("/admin", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn the_connection_pages_never_show_secrets() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let csrf = ui.get("/admin", Some(&session)).await.csrf();
+    let page = ui
+        .post("/admin/connections", Some(&session), connection_form(&csrf))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let conn = ui.store.connection("contoso").await.unwrap();
+    ui.store
+        .put_secret(
+            conn.id,
+            postern::store::SecretKind::RefreshToken,
+            &secrecy::SecretString::from("0.AAAA-refresh-token".to_string()),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let mut seen = String::new();
+    for path in [
+        "/admin",
+        "/admin/connections/contoso?done=created",
+        "/admin/connections/contoso/edit",
+    ] {
+        let page = ui.get(path, Some(&session)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        seen.push_str(&page.body);
+    }
+    assert!(seen.contains("Client secret</dt><dd>set"));
+    assert!(
+        seen.contains("http://127.0.0.1:8025/oauth/callback"),
+        "the redirect URI to register"
+    );
+    // A failed edit re-renders the form: still without the secret the admin typed.
+    let mut body = connection_form(&csrf);
+    body = body.replace(
+        "SMTP.Send",
+        "SMTP.Send+https%3A%2F%2Fgraph.microsoft.com%2FMail.Send",
+    );
+    let page = ui
+        .post("/admin/connections/contoso", Some(&session), body)
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    seen.push_str(&page.body);
+    assert!(!seen.contains(SECRET), "a page contained the client secret");
+    assert!(
+        !seen.contains("0.AAAA-refresh-token"),
+        "a page contained the refresh token"
+    );
+}
+
+#[tokio::test]
+async fn the_form_explains_wrong_values_like_the_cli_and_labels_every_input() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let new = ui
+        .get("/admin/connections/new?provider=google", Some(&session))
+        .await;
+    assert!(
+        new.body.contains("value=\"smtp.gmail.com\""),
+        "the Google preset is filled in"
+    );
+    // Every visible input has a label pointing at it.
+    for chunk in new.body.split("<input").skip(1) {
+        let tag = chunk.split('>').next().unwrap();
+        if tag.contains("type=\"hidden\"") {
+            continue;
+        }
+        let id = tag
+            .split("id=\"")
+            .nth(1)
+            .expect("an id")
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(
+            new.body.contains(&format!("for=\"{id}\"")),
+            "no label for {id}"
+        );
+    }
+    assert!(new.body.contains("name=\"viewport\""));
+
+    let body = connection_form(&new.csrf()).replace(
+        "https%3A%2F%2Foutlook.office.com%2FSMTP.Send",
+        "https%3A%2F%2Fgraph.microsoft.com%2FSMTP.Send",
+    );
+    let page = ui.post("/admin/connections", Some(&session), body).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let cli_words =
+        postern::domain::ScopeList::parse("https://graph.microsoft.com/SMTP.Send offline_access")
+            .and_then(|l| {
+                l.check(
+                    postern::domain::Provider::Microsoft,
+                    postern::domain::OAuthFlow::AuthorizationCode,
+                )
+            })
+            .unwrap_err()
+            .to_string();
+    let escaped = cli_words
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;");
+    assert!(
+        page.body.contains(&escaped) || page.body.contains(&cli_words),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("aria-invalid=\"true\""));
+    assert!(ui.store.list_connections().await.unwrap().is_empty());
+}

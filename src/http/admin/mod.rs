@@ -5,6 +5,7 @@ mod assets;
 mod connections;
 mod dashboard;
 mod form;
+mod guide;
 mod login;
 
 use askama::Template;
@@ -166,6 +167,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/login", get(login::form).post(login::submit))
         .route("/admin/logout", post(login::logout))
         .route("/admin", get(dashboard::page))
+        .route("/admin/guide", get(guide::page))
         .route("/admin/connections/new", get(connections::new_form))
         .route("/admin/connections", post(connections::create))
         .route(
