@@ -4,9 +4,11 @@
 //!   one transaction (group commit), so durability does not serialise throughput.
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
+//! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
 //! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
 
 pub mod deliver;
+pub mod direct;
 pub mod intake;
 pub mod queue;
 pub mod retry;

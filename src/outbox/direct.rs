@@ -1,0 +1,311 @@
+//! Direct delivery, for `postern send`, `postern connection test` and the HTTP API's "send test
+//! e-mail": the message is recorded in the sent-mail log, then delivered at once (no queue)
+//! through the same SMTP client, token manager and outcome classification as the outbox.
+//!
+//! - [`send_now`]: one message, each recipient's outcome.
+//! - [`test_connection`]: a short test message, with every step of the session for diagnosis.
+//! - `compose`: building a message from parts, or reading the envelope of a ready one.
+//! - `cause`: the likely cause of a failure, in the admin's terms.
+
+mod cause;
+pub mod compose;
+mod connection_test;
+
+use crate::domain::{Connection, EmailAddress};
+use crate::oauth::TokenSource;
+use crate::settings::DeliverySettings;
+use crate::smtp::client::{Envelope, SendReport, SmtpClient, SmtpError, Step};
+use crate::store::messages::{MessageStatus, NewMessage, RecipientDetail, Source, now_ms};
+use crate::store::{Store, StoreError};
+
+use super::deliver::{AttemptResult, TokenFactory, classify, client_config};
+use super::worker::hold_reason;
+
+pub use cause::likely_cause;
+pub use compose::{Attachment, Composed, Draft};
+pub use connection_test::{TestReport, test_connection};
+
+/// How long a direct send keeps its claim on the message: if this process dies mid-send, the
+/// outbox (`postern serve`) takes the message over after this.
+const LEASE_MS: i64 = 15 * 60 * 1000;
+
+/// A message to deliver now.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The envelope sender (`MAIL FROM`).
+    pub from: EmailAddress,
+    /// Every envelope recipient (To, Cc and Bcc).
+    pub recipients: Vec<EmailAddress>,
+    /// The message as it goes on the wire (RFC 5322, Bcc already removed).
+    pub bytes: Vec<u8>,
+    pub source: Source,
+    /// The API key or user that asked, when there is one.
+    pub submitter: Option<String>,
+}
+
+impl From<Composed> for Outgoing {
+    fn from(c: Composed) -> Self {
+        Self {
+            from: c.from,
+            recipients: c.recipients,
+            bytes: c.bytes,
+            source: Source::Cli,
+            submitter: None,
+        }
+    }
+}
+
+/// What went wrong with the whole attempt (as opposed to one recipient).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    /// Where it failed: `DNS resolution`, `TLS handshake`, `AUTH`, `message data`, `token`...
+    pub stage: String,
+    pub error: String,
+    /// What the admin should do about it, when Postern knows.
+    pub likely_cause: Option<String>,
+    /// A temporary failure: the same send may work later.
+    pub transient: bool,
+}
+
+impl Failure {
+    fn from_error(e: &SmtpError, conn: &Connection) -> Self {
+        Self {
+            stage: stage_name(e).to_string(),
+            error: e.to_string(),
+            likely_cause: likely_cause(e, conn),
+            transient: e.is_transient(),
+        }
+    }
+}
+
+/// Where an error happened, as `connection test` names its steps.
+pub(crate) fn stage_name(e: &SmtpError) -> &'static str {
+    match e {
+        SmtpError::Token(_) => "token",
+        SmtpError::Config(_) => "settings",
+        SmtpError::MessageTooLarge { .. }
+        | SmtpError::EightBitNotOffered
+        | SmtpError::SmtpUtf8NotOffered
+        | SmtpError::InvalidEnvelope(_) => "MAIL FROM",
+        other => other.stage().map_or("SMTP", |s| s.as_str()),
+    }
+}
+
+/// The result of a direct send, as recorded in the sent-mail log.
+///
+/// `sent` means the provider accepted the message for that recipient; what happens after
+/// (delivery to the final mailbox) is not tracked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SendOutcome {
+    /// The message's id in the sent-mail log (`postern messages show ID`).
+    pub id: String,
+    /// `sent` if at least one recipient was accepted and none failed, else `failed`.
+    pub status: MessageStatus,
+    /// Each recipient with its status and the provider's reply (for accepted recipients, the
+    /// reply to the message data, which carries the provider's queue id).
+    pub recipients: Vec<RecipientDetail>,
+    /// Set when the attempt failed as a whole (nothing was delivered).
+    pub failure: Option<Failure>,
+}
+
+impl SendOutcome {
+    /// Every recipient accepted.
+    pub fn all_sent(&self) -> bool {
+        self.failure.is_none() && self.recipients.iter().all(|r| r.status == "sent")
+    }
+}
+
+/// Failures that stop a direct send before it reaches the provider.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    /// Disabled, needs re-authorization, never authorized: the text says what to run.
+    #[error("{0}")]
+    NotUsable(String),
+    /// The connection's SMTP settings cannot work (bad CA file, host name...).
+    #[error("the SMTP settings of `{connection}` cannot be used: {source}")]
+    Settings {
+        connection: String,
+        #[source]
+        source: SmtpError,
+    },
+    /// A running `postern serve` took the message from the log before this process could: it
+    /// delivers it instead (rare; both see the same store).
+    #[error(
+        "message {id} was picked up by the outbox of a running `postern serve`, which will deliver it: \
+         follow it with `postern messages show {id}`"
+    )]
+    TakenByOutbox { id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records `message` in the sent-mail log and delivers it now through `conn`.
+///
+/// Nothing is retried later: a temporary failure leaves the message `failed` with the
+/// provider's reply, and the caller may send again.
+pub async fn send_now<F: TokenFactory>(
+    store: &Store,
+    tokens: &F,
+    delivery: &DeliverySettings,
+    conn: &Connection,
+    message: Outgoing,
+) -> Result<SendOutcome, DirectError> {
+    if let Some(reason) = hold_reason(conn) {
+        return Err(DirectError::NotUsable(reason));
+    }
+    let client = SmtpClient::new(client_config(conn, delivery), tokens.for_connection(conn))
+        .map_err(|source| DirectError::Settings {
+            connection: conn.name().to_string(),
+            source,
+        })?;
+    deliver(store, &client, conn, &message, None).await
+}
+
+/// Records, claims, sends over one fresh session (traced when `steps` is given), records the
+/// outcome and reads it back from the log.
+pub(crate) async fn deliver<T: TokenSource>(
+    store: &Store,
+    client: &SmtpClient<T>,
+    conn: &Connection,
+    message: &Outgoing,
+    steps: Option<&mut Vec<Step>>,
+) -> Result<SendOutcome, DirectError> {
+    let recipients: Vec<String> = message.recipients.iter().map(|a| a.to_string()).collect();
+    let queued = store
+        .insert_messages(&[NewMessage {
+            connection_id: conn.id,
+            connection_name: conn.name().to_string(),
+            source: message.source,
+            submitter: message.submitter.clone(),
+            mail_from: message.from.to_string(),
+            recipients: recipients.clone(),
+            body: message.bytes.clone(),
+            idempotency_key: None,
+        }])
+        .await?;
+    let id = queued
+        .into_iter()
+        .next()
+        .map(|q| q.id)
+        .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
+    if !claim(store, &id).await? {
+        return Err(DirectError::TakenByOutbox { id });
+    }
+
+    let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
+    let result = transact(client, &envelope, &message.bytes, steps).await;
+    let failure = match &result {
+        Err(e) if !matches!(e, SmtpError::RecipientsRefused { .. }) => {
+            Some(Failure::from_error(e, conn))
+        }
+        _ => None,
+    };
+    let positions: Vec<(i64, String)> = (0i64..).zip(recipients).collect();
+    let now = now_ms();
+    // `give_up`: a direct send is one attempt; deferred recipients become failed, not retried.
+    let status = match classify(result, &positions) {
+        AttemptResult::Recipients(outcomes) => {
+            store.record_attempt(&id, &outcomes, now, true).await?
+        }
+        AttemptResult::Defer(reason)
+        | AttemptResult::Fail(reason)
+        | AttemptResult::Hold(reason) => {
+            // Our own explanation covers token and TLS trouble too, not only known replies.
+            let reason = match &failure {
+                Some(Failure {
+                    error,
+                    likely_cause: Some(cause),
+                    ..
+                }) => format!("{error} — {cause}"),
+                _ => reason,
+            };
+            store.defer_message(&id, &reason, now, true).await?
+        }
+    };
+    let detail = store
+        .message_detail(&id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("message {id} vanished from the log")))?;
+    Ok(SendOutcome {
+        id,
+        status,
+        recipients: detail.recipient_results,
+        failure,
+    })
+}
+
+/// Connect, send, say goodbye. The session is not kept: a direct send is one message.
+async fn transact<T: TokenSource>(
+    client: &SmtpClient<T>,
+    envelope: &Envelope,
+    bytes: &[u8],
+    steps: Option<&mut Vec<Step>>,
+) -> Result<SendReport, SmtpError> {
+    let Some(steps) = steps else {
+        let mut session = client.connect().await?;
+        let result = session.send(envelope, bytes).await;
+        if let Err(e) = session.quit().await {
+            tracing::debug!(error = %e, "QUIT after a direct send failed");
+        }
+        return result;
+    };
+    let mut session = client.connect_traced(steps).await?;
+    let result = session.send(envelope, bytes).await;
+    steps.push(Step {
+        name: "send",
+        ok: result.as_ref().is_ok_and(SendReport::all_accepted),
+        detail: match &result {
+            Ok(report) => describe_report(report),
+            Err(SmtpError::RecipientsRefused { report }) => describe_report(report),
+            Err(e) => e.to_string(),
+        },
+    });
+    match session.quit().await {
+        Ok(()) => steps.push(Step {
+            name: "quit",
+            ok: true,
+            detail: "session closed".into(),
+        }),
+        Err(e) => steps.push(Step {
+            name: "quit",
+            ok: false,
+            detail: format!("{e} (the message outcome above stands)"),
+        }),
+    }
+    result
+}
+
+fn describe_report(report: &SendReport) -> String {
+    let mut parts: Vec<String> = report
+        .recipients
+        .iter()
+        .map(|r| {
+            let verdict = if r.accepted { "accepted" } else { "refused" };
+            format!("RCPT {} {verdict}: {}", r.recipient, r.reply)
+        })
+        .collect();
+    if let Some(reply) = &report.data_reply {
+        parts.push(format!("message: {reply}"));
+    }
+    parts.join("; ")
+}
+
+/// Marks the just-inserted message as being sent by this process, unless a running outbox
+/// worker claimed it first (it was `queued`, so `postern serve` may see it).
+///
+/// The one query outside `store`: the store has no claim-by-id yet. It belongs next to
+/// `Store::claim_ready` in `store::messages`.
+async fn claim(store: &Store, id: &str) -> Result<bool, StoreError> {
+    let t = now_ms();
+    let done = sqlx::query(
+        "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
+         WHERE id = ? AND status = 'queued'",
+    )
+    .bind(t + LEASE_MS)
+    .bind(t)
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .map_err(StoreError::from)?;
+    Ok(done.rows_affected() == 1)
+}
