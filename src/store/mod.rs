@@ -7,6 +7,7 @@ mod api_keys;
 mod connections;
 mod message_log;
 pub mod messages;
+pub mod queue_admin;
 pub mod keyfile;
 mod rotate;
 pub use rotate::Rotation;
