@@ -17,6 +17,10 @@ pub fn hint(err: &ProviderError, cx: HintContext<'_>) -> Option<String> {
     let name = cx.connection;
     let reauthorize = format!("run `postern connection authorize {name}` to sign in again");
     let edit_secret = format!("`postern connection edit {name} --client-secret-file FILE`");
+    // These `error` values say more than the AADSTS code that comes with them.
+    if matches!(err.error.as_str(), "access_denied" | "authorization_declined" | "expired_token") {
+        return by_error(err, name, &reauthorize);
+    }
     if let Some(code) = err.aadsts() {
         let text = match code {
             50011 | 500112 | 500113 => match cx.redirect_uri {
@@ -144,6 +148,8 @@ mod tests {
                 "{code}"
             );
         }
+        let declined = ProviderError::new(400, "access_denied", Some("AADSTS70000: declined".into()), vec![]);
+        assert!(hint(&declined, cx).unwrap().contains("declined"));
         // Unknown AADSTS code: falls back to the `error` field.
         assert!(
             hint(&ms("invalid_grant", 1), cx)

@@ -75,6 +75,16 @@ impl ProviderError {
         }
     }
 
+    /// Reads back a status reason written from [`ProviderError`]'s `Display`
+    /// (`error: description`), enough for hints.
+    pub fn from_reason(reason: &str) -> Self {
+        let (error, description) = match reason.split_once(": ") {
+            Some((e, d)) if !e.contains(' ') => (e, Some(d.to_string())),
+            _ => ("", Some(reason.to_string())),
+        };
+        Self::new(0, error, description, vec![])
+    }
+
     /// The first AADSTS code, if Microsoft sent one.
     pub fn aadsts(&self) -> Option<u32> {
         self.codes.first().copied()
@@ -176,6 +186,14 @@ mod tests {
         let e = ProviderError::new(503, "temporarily_unavailable", None, vec![]);
         assert!(e.is_transient());
         assert_eq!(e.to_string(), "temporarily_unavailable (HTTP 503)");
+    }
+
+    #[test]
+    fn reason_round_trip() {
+        let e = ProviderError::new(400, "invalid_grant", Some("AADSTS70000: bad. Trace ID: x".into()), vec![]);
+        let back = ProviderError::from_reason(&e.to_string());
+        assert_eq!(back.error, "invalid_grant");
+        assert_eq!(back.aadsts(), Some(70000));
     }
 
     #[test]

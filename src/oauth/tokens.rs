@@ -139,6 +139,22 @@ struct Inner {
 }
 
 /// Keeps access tokens for every connection. Cheap to clone; share one per process.
+///
+/// ```no_run
+/// # async fn demo(store: postern::store::Store) -> Result<(), postern::oauth::TokenError> {
+/// use postern::oauth::{TokenManager, TokenSource};
+/// use postern::settings::TokenSettings;
+///
+/// let tokens = TokenManager::new(store, TokenSettings::default())?;
+/// let conn = tokens.store().connection("contoso").await?;
+/// let token = tokens.access_token(&conn).await?; // cached, or refreshed once for all callers
+/// println!("valid until {}", token.expires_at);
+///
+/// // What the SMTP client takes: one connection's tokens, with `force_refresh` after a 535.
+/// let source = tokens.for_connection(conn.id);
+/// let _bearer = source.access_token().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct TokenManager {
     inner: Arc<Inner>,
