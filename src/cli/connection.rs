@@ -59,6 +59,8 @@ pub enum ConnectionCommand {
     Authorize(super::authorize::AuthorizeArgs),
     /// Diagnostic: obtain a token and show its expiry, scopes and audience (never the token).
     Token { name: String },
+    /// Send a test message and show each step: DNS, TCP, TLS, EHLO, token, AUTH, the reply.
+    Test(super::connection_test::TestArgs),
 }
 
 /// The connection form's fields, as flags.
@@ -171,6 +173,7 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
         ConnectionCommand::Remove { name, yes } => remove(ctx, &name, yes).await,
         ConnectionCommand::Authorize(args) => super::authorize::authorize(ctx, args).await,
         ConnectionCommand::Token { name } => super::authorize::token(ctx, &name).await,
+        ConnectionCommand::Test(args) => super::connection_test::run(ctx, args).await,
     }
 }
 
