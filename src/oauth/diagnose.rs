@@ -18,7 +18,10 @@ pub fn hint(err: &ProviderError, cx: HintContext<'_>) -> Option<String> {
     let reauthorize = format!("run `postern connection authorize {name}` to sign in again");
     let edit_secret = format!("`postern connection edit {name} --client-secret-file FILE`");
     // These `error` values say more than the AADSTS code that comes with them.
-    if matches!(err.error.as_str(), "access_denied" | "authorization_declined" | "expired_token") {
+    if matches!(
+        err.error.as_str(),
+        "access_denied" | "authorization_declined" | "expired_token"
+    ) {
         return by_error(err, name, &reauthorize);
     }
     if let Some(code) = err.aadsts() {
@@ -148,7 +151,12 @@ mod tests {
                 "{code}"
             );
         }
-        let declined = ProviderError::new(400, "access_denied", Some("AADSTS70000: declined".into()), vec![]);
+        let declined = ProviderError::new(
+            400,
+            "access_denied",
+            Some("AADSTS70000: declined".into()),
+            vec![],
+        );
         assert!(hint(&declined, cx).unwrap().contains("declined"));
         // Unknown AADSTS code: falls back to the `error` field.
         assert!(

@@ -190,7 +190,12 @@ mod tests {
 
     #[test]
     fn reason_round_trip() {
-        let e = ProviderError::new(400, "invalid_grant", Some("AADSTS70000: bad. Trace ID: x".into()), vec![]);
+        let e = ProviderError::new(
+            400,
+            "invalid_grant",
+            Some("AADSTS70000: bad. Trace ID: x".into()),
+            vec![],
+        );
         let back = ProviderError::from_reason(&e.to_string());
         assert_eq!(back.error, "invalid_grant");
         assert_eq!(back.aadsts(), Some(70000));
