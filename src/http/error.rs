@@ -45,6 +45,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is larger than this endpoint accepts ({limit})")]
     PayloadTooLarge { limit: String },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("some fields are not valid")]
     Validation(Vec<FieldProblem>),
     #[error("too many attempts: try again in {retry_after_secs} seconds")]
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api::{connections, keys};
+use super::api::{connections, keys, messages};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,11 +19,13 @@ use super::api::{connections, keys};
         serve,
         connections::list, connections::create, connections::show, connections::update,
         connections::remove,
+        messages::submit, messages::list, messages::show, messages::retry, messages::remove,
         keys::list, keys::create, keys::revoke,
     ),
     components(schemas(super::error::Problem, super::error::FieldProblem)),
     modifiers(&BearerAuth),
     tags(
+        (name = "messages", description = "Submit mail and read the sent-mail log (send keys: their own messages)"),
         (name = "connections", description = "SMTP OAuth connections (admin keys)"),
         (name = "api-keys", description = "API keys (admin keys)"),
         (name = "meta", description = "This document"),

@@ -17,12 +17,14 @@ use super::{AppState, admin, api, headers};
 /// so login rate limiting can tell clients apart.
 pub fn router(state: AppState) -> Router {
     let timeout = state.request_timeout();
+    let message_limit = state.message_body_limit();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/", get(|| async { Redirect::to("/admin") }))
-        .merge(api::routes())
         .merge(admin::routes())
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        // Merged after the small limit so the submission route keeps its own, larger one.
+        .merge(api::routes(message_limit))
         .layer(axum::middleware::from_fn(headers::security_headers))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

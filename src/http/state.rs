@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::outbox::Outbox;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -28,6 +29,7 @@ struct Inner {
     limiter: LoginLimiter,
     public_url: Option<url::Url>,
     request_timeout: Duration,
+    outbox: Option<Outbox>,
 }
 
 impl AppState {
@@ -39,6 +41,7 @@ impl AppState {
                 limiter: LoginLimiter::default(),
                 public_url: None,
                 request_timeout: Duration::from_secs(60),
+                outbox: None,
             }),
         }
     }
@@ -50,6 +53,18 @@ impl AppState {
             inner.public_url = url;
         }
         self
+    }
+
+    /// The queue that `POST /api/v1/messages` submits to (the one the delivery workers drain).
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.outbox = Some(outbox);
+        }
+        self
+    }
+
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.inner.outbox.as_ref()
     }
 
     pub fn store(&self) -> &Store {

@@ -1,20 +1,18 @@
 //! API keys for the HTTP API: `pk_` + 256 random bits, stored only as HMAC-SHA256 under a
 //! server-wide key.
 //!
-//! The HMAC key is random and kept sealed in `server_secrets` rather than derived from the data
-//! key: `postern secrets rotate-key` re-seals it, so rotating the data key does not invalidate
-//! every API key. A keyed hash (not a bare SHA-256) means a copied database alone cannot even
+//! The HMAC key is random and kept sealed in `server_secrets` (see `server_secrets.rs`) rather
+//! than derived from the data key: `postern secrets rotate-key` re-seals it, so rotating the data
+//! key does not invalidate every API key. A keyed hash (not a bare SHA-256) means a copied database alone cannot even
 //! confirm a guessed key.
 
 use std::fmt;
 use std::str::FromStr;
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use sqlx::Row;
-use zeroize::Zeroizing;
 
 use super::access::{AccessError, is_unique_violation, random_token};
 use super::{Store, StoreError, now};
@@ -95,45 +93,8 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, AccessError> {
 }
 
 impl Store {
-    /// The server-wide HMAC key, created on first use.
-    async fn api_key_hmac(&self) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        let aad = format!("postern/server/{HMAC_SECRET_NAME}");
-        let read = || async {
-            sqlx::query("SELECT sealed FROM server_secrets WHERE name = ?")
-                .bind(HMAC_SECRET_NAME)
-                .fetch_optional(self.pool())
-                .await
-        };
-        let row = match read().await? {
-            Some(row) => row,
-            None => {
-                let mut key = Zeroizing::new([0u8; 32]);
-                rand::rngs::OsRng.fill_bytes(key.as_mut());
-                // Two first uses may race: the first insert wins and both read it back.
-                sqlx::query(
-                    "INSERT OR IGNORE INTO server_secrets (name, sealed, updated_at) VALUES (?, ?, ?)",
-                )
-                .bind(HMAC_SECRET_NAME)
-                .bind(self.sealer().seal(key.as_ref(), &aad))
-                .bind(now())
-                .execute(self.pool())
-                .await?;
-                read().await?.ok_or_else(|| {
-                    StoreError::Corrupt("the API key hash key vanished after creation".into())
-                })?
-            }
-        };
-        let sealed: Vec<u8> = row.try_get("sealed")?;
-        self.sealer()
-            .open(&sealed, &aad)
-            .map_err(|source| StoreError::Seal {
-                what: HMAC_SECRET_NAME.into(),
-                source,
-            })
-    }
-
     async fn api_key_hash(&self, secret: &str) -> Result<Vec<u8>, StoreError> {
-        let key = self.api_key_hmac().await?;
+        let key = self.server_secret(HMAC_SECRET_NAME).await?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
         mac.update(secret.as_bytes());
         Ok(mac.finalize().into_bytes().to_vec())

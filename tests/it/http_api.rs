@@ -456,3 +456,337 @@ fn api_key_and_admin_commands() {
         "a long admin password"
     ));
 }
+
+async fn create_connection(app: &crate::http_helpers::HttpApp, key: &str, name: &str) {
+    let resp = app
+        .request(Method::POST, "/api/v1/connections", Some(key))
+        .json(&connection_json(name, "secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+}
+
+#[tokio::test]
+async fn messages_are_queued_once_per_idempotency_key() {
+    let app = spawn_http().await;
+    let admin = app.admin_key().await;
+    let send = app.send_key().await;
+    create_connection(&app, &admin, "contoso").await;
+    let body = serde_json::json!({
+        "to": ["alice@example.com"],
+        "cc": ["carol@example.com"],
+        "bcc": ["bob@example.com"],
+        "reply_to": ["help@contoso.com"],
+        "subject": "Invoice 42",
+        "text": "Please find it attached.",
+        "attachments": [{"filename": "invoice.pdf", "content_type": "application/pdf", "content": "JVBERi0xLjQK"}],
+        "headers": {"In-Reply-To": "<1@contoso.com>"}
+    });
+    let submit = |key: String| {
+        app.request(Method::POST, "/api/v1/messages", Some(&key))
+            .header("idempotency-key", "order-42")
+            .json(&body)
+            .send()
+    };
+    let resp = submit(send.clone()).await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let (_, first, _) = json(resp).await;
+    assert_eq!(first["duplicate"], false);
+    let id = first["id"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/api/v1/messages/{id}"));
+    // The retry after a lost response: the same id, nothing new queued.
+    let (status, again, _) = json(submit(send.clone()).await.unwrap()).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        (again["id"].as_str(), again["duplicate"].as_bool()),
+        (Some(id.as_str()), Some(true))
+    );
+    // The same key from another API key is another message.
+    let (_, other, _) = json(submit(admin.clone()).await.unwrap()).await;
+    assert_ne!(other["id"], first["id"]);
+
+    let stored = app.store.message_body(&id).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&stored);
+    assert!(text.contains("Subject: Invoice 42"));
+    assert!(text.contains("Reply-To: help@contoso.com"));
+    assert!(text.contains("In-Reply-To: <1@contoso.com>"));
+    assert!(text.contains("invoice.pdf"));
+    assert!(
+        !text.contains("bob@example.com"),
+        "Bcc must stay out of the message"
+    );
+
+    let (status, detail, _) = json(
+        app.request(Method::GET, &location, Some(&send))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["status"], "queued");
+    assert_eq!(detail["from"], "ops@contoso.com");
+    assert_eq!(detail["submitter"], "api-key:test-send");
+    let rcpts: Vec<&str> = detail["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rcpts,
+        ["alice@example.com", "carol@example.com", "bob@example.com"]
+    );
+
+    // The send key sees only its own message; the admin key sees both.
+    let (_, mine, _) = json(
+        app.request(Method::GET, "/api/v1/messages", Some(&send))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(mine["messages"].as_array().unwrap().len(), 1);
+    let (_, all, _) = json(
+        app.request(Method::GET, "/api/v1/messages", Some(&admin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(all["messages"].as_array().unwrap().len(), 2);
+    let other_id = other["id"].as_str().unwrap();
+    let resp = app
+        .request(
+            Method::GET,
+            &format!("/api/v1/messages/{other_id}"),
+            Some(&send),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "another key's message does not exist for a send key"
+    );
+    // Retry and delete are for admin keys.
+    let resp = app
+        .request(Method::DELETE, &location, Some(&send))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = app
+        .request(Method::DELETE, &location, Some(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = app
+        .request(Method::DELETE, &location, Some(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/messages/{other_id}/retry"),
+            Some(&admin),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test]
+async fn raw_messages_take_their_envelope_from_parameters_or_headers() {
+    let app = spawn_http().await;
+    let admin = app.admin_key().await;
+    create_connection(&app, &admin, "contoso").await;
+    let raw = "From: ops@contoso.com\r\nTo: alice@example.com\r\nBcc: hidden@example.com\r\nSubject: Raw\r\n\r\nHello.\r\n";
+    let (status, accepted, text) = json(
+        app.request(
+            Method::POST,
+            "/api/v1/messages?connection=contoso",
+            Some(&admin),
+        )
+        .header("content-type", "message/rfc822")
+        .body(raw)
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    let id = accepted["id"].as_str().unwrap();
+    let detail = app.store.message_detail(id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.summary.recipients,
+        ["alice@example.com", "hidden@example.com"]
+    );
+    let body = app.store.message_body(id).await.unwrap().unwrap();
+    assert!(!String::from_utf8_lossy(&body).contains("hidden@example.com"));
+
+    let (status, _, _) = json(
+        app.request(
+            Method::POST,
+            "/api/v1/messages?to=x@example.com,y@example.com&from=ops@contoso.com",
+            Some(&admin),
+        )
+        .header("content-type", "message/rfc822")
+        .body(raw)
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // Wrong inputs: each says what to fix.
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("/api/v1/messages", "text/plain", "hi".into(), 415, "message/rfc822"),
+        ("/api/v1/messages?connection=nosuch", "message/rfc822", raw.into(), 422, "nosuch"),
+        ("/api/v1/messages", "application/json", r#"{"to":["not-an-address"],"text":"x"}"#.into(), 422, "to"),
+        ("/api/v1/messages", "application/json", r#"{"to":["a@example.com"]}"#.into(), 422, "body"),
+        ("/api/v1/messages", "application/json", r#"{"to":["a@example.com"],"text":"x","headers":{"From":"evil@x.com"}}"#.into(), 422, "may not be set"),
+        ("/api/v1/messages", "application/json", r#"{"to":["a@example.com"],"text":"x","attachments":[{"filename":"a","content":"%%%"}]}"#.into(), 422, "base64"),
+        ("/api/v1/messages", "application/json", r#"{"to":"a@example.com"}"#.into(), 400, "to"),
+    ];
+    for (path, ct, body, want, needle) in cases {
+        let (status, problem, text) = json(
+            app.request(Method::POST, path, Some(&admin))
+                .header("content-type", ct)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, want, "{body}: {text}");
+        assert!(text.contains(needle), "{body}: {problem}");
+    }
+    // A message larger than the small limit of other routes still goes in.
+    let big = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        vec![7u8; 600 * 1024],
+    );
+    let (status, _, text) = json(
+        app.request(Method::POST, "/api/v1/messages", Some(&admin))
+            .json(&serde_json::json!({"to": ["a@example.com"], "text": "x",
+                "attachments": [{"filename": "big.bin", "content": big}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    // A second connection: the API must be told which one.
+    create_connection(&app, &admin, "fabrikam").await;
+    let (status, problem, _) = json(
+        app.request(Method::POST, "/api/v1/messages", Some(&admin))
+            .json(&serde_json::json!({"to": ["a@example.com"], "text": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "connection");
+}
+
+#[tokio::test]
+async fn the_message_list_filters_and_pages() {
+    let app = spawn_http().await;
+    let admin = app.admin_key().await;
+    create_connection(&app, &admin, "contoso").await;
+    for i in 0..5 {
+        let resp = app
+            .request(Method::POST, "/api/v1/messages", Some(&admin))
+            .json(&serde_json::json!({"to": [format!("r{i}@example.com")], "text": "x", "subject": format!("n{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/messages?limit=2&cursor={c}"),
+            None => "/api/v1/messages?limit=2".to_string(),
+        };
+        let (status, page, _) = json(
+            app.request(Method::GET, &path, Some(&admin))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        for m in page["messages"].as_array().unwrap() {
+            seen.push(m["subject"].as_str().unwrap().to_string());
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_string);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        ["n4", "n3", "n2", "n1", "n0"],
+        "newest first, each once"
+    );
+
+    let (_, page, _) = json(
+        app.request(
+            Method::GET,
+            "/api/v1/messages?recipient=r3@example.com&status=queued&connection=contoso",
+            Some(&admin),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    let (_, page, _) = json(
+        app.request(Method::GET, "/api/v1/messages?status=sent", Some(&admin))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(page["messages"].as_array().unwrap().is_empty());
+    for bad in ["status=lost", "since=yesterday"] {
+        let (status, problem, _) = json(
+            app.request(
+                Method::GET,
+                &format!("/api/v1/messages?{bad}"),
+                Some(&admin),
+            )
+            .send()
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(problem["detail"].as_str().unwrap().len() > 10);
+    }
+    let (_, page, _) = json(
+        app.request(
+            Method::GET,
+            "/api/v1/messages?since=2999-01-01T00:00:00Z",
+            Some(&admin),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert!(page["messages"].as_array().unwrap().is_empty());
+}

@@ -59,7 +59,10 @@ pub async fn spawn_http() -> HttpApp {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
     let store = Store::open(&settings.store.data_dir, None).await.unwrap();
-    let state = AppState::new(store.clone(), settings.clone());
+    // A real outbox (no delivery workers): submitted mail is committed and waits.
+    let (outbox, _committer) =
+        postern::outbox::Outbox::start(store.clone(), postern::outbox::Wakers::default());
+    let state = AppState::new(store.clone(), settings.clone()).with_outbox(outbox);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -4,12 +4,15 @@
 pub mod connections;
 mod json;
 pub mod keys;
+pub mod messages;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::handler::Handler;
 use axum::routing::{MethodFilter, on};
 
 use super::AppState;
+use super::state::SMALL_BODY_LIMIT;
 
 /// One API route: its method and path as the OpenAPI document names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,11 @@ fn table() -> Vec<Entry> {
         entry("get", "/api/v1/connections/{name}", connections::show),
         entry("patch", "/api/v1/connections/{name}", connections::update),
         entry("delete", "/api/v1/connections/{name}", connections::remove),
+        entry("post", "/api/v1/messages", messages::submit),
+        entry("get", "/api/v1/messages", messages::list),
+        entry("get", "/api/v1/messages/{id}", messages::show),
+        entry("post", "/api/v1/messages/{id}/retry", messages::retry),
+        entry("delete", "/api/v1/messages/{id}", messages::remove),
         entry("get", "/api/v1/api-keys", keys::list),
         entry("post", "/api/v1/api-keys", keys::create),
         entry("delete", "/api/v1/api-keys/{name}", keys::revoke),
@@ -60,9 +68,18 @@ pub fn api_routes() -> Vec<ApiRoute> {
     table().into_iter().map(|e| e.route).collect()
 }
 
-/// The API routes, ready to merge into the main router.
-pub(crate) fn routes() -> Router<AppState> {
-    table()
+/// The API routes, ready to merge into the main router. Message submission gets its own body
+/// limit (a whole message, base64 in JSON); everything else keeps the small default.
+pub(crate) fn routes(message_body_limit: usize) -> Router<AppState> {
+    let (submit, rest): (Vec<Entry>, Vec<Entry>) = table()
+        .into_iter()
+        .partition(|e| e.route.method == "post" && e.route.path == "/api/v1/messages");
+    let big = submit
         .into_iter()
         .fold(Router::new(), |router, e| (e.add)(router))
+        .layer(DefaultBodyLimit::max(message_body_limit));
+    rest.into_iter()
+        .fold(Router::new(), |router, e| (e.add)(router))
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .merge(big)
 }
