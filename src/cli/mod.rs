@@ -5,15 +5,12 @@ mod api_key;
 mod authorize;
 mod connection;
 mod connection_test;
-mod connection_test;
-mod messages;
 mod messages;
 mod output;
 mod queue;
 mod relay_user;
 mod secret_input;
 mod secrets;
-mod send;
 mod send;
 mod serve;
 
@@ -80,11 +77,6 @@ pub enum Command {
     /// Logins for legacy apps that submit to the relay.
     #[command(subcommand)]
     RelayUser(relay_user::RelayUserCommand),
-    /// Send one message now through a connection (recorded in the sent-mail log).
-    Send(send::SendArgs),
-    /// The sent-mail log: what was handed to the provider, and each recipient's reply.
-    #[command(subcommand)]
-    Messages(messages::MessagesCommand),
     /// Send one message now through a connection (recorded in the sent-mail log).
     Send(send::SendArgs),
     /// The sent-mail log: what was handed to the provider, and each recipient's reply.
@@ -200,8 +192,6 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::ApiKey(cmd) => api_key::run(&ctx, cmd).await,
         Command::Admin(cmd) => admin::run(&ctx, cmd).await,
         Command::RelayUser(cmd) => relay_user::run(&ctx, cmd).await,
-        Command::Send(args) => send::run(&ctx, args).await,
-        Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
