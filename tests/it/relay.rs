@@ -1,0 +1,277 @@
+//! The relay end to end: the real `postern serve` binary, the fake IdP and provider SMTP
+//! in-process, and a small SMTP client playing the legacy app.
+
+mod client;
+mod world;
+
+use std::time::Duration;
+
+use fake_provider::smtp::{ALWAYS, Stage, replies};
+
+use client::{Client, message, queued_id};
+use world::{Flow, USER, World};
+
+const TO: &str = "someone@example.org";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail_is_delivered() {
+    let w = World::new(Flow::ClientCredentials).await;
+    let serve = w.serve().await;
+
+    // AUTH PLAIN, one message.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    let ehlo = c.cmd("EHLO app.example").await;
+    for ext in ["AUTH PLAIN LOGIN", "SIZE", "PIPELINING", "8BITMIME"] {
+        assert!(ehlo.text.contains(ext), "{ext} in {ehlo:?}");
+    }
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    let first = queued_id(&c.send(USER, &[TO], &message(USER, TO, "plain 1")).await);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    // AUTH LOGIN, two messages in one session, two recipients each.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_login("app", &w.password).await.code, 235);
+    let mut ids = vec![first];
+    for n in 1..=2 {
+        let subject = format!("login {n}");
+        let r = c
+            .send(
+                USER,
+                &[TO, "other@example.net"],
+                &message(USER, TO, &subject),
+            )
+            .await;
+        ids.push(queued_id(&r));
+    }
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    let got = w.smtp.wait_for_messages(3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3, "{}", w.log());
+    let store = w.store().await;
+    for id in &ids {
+        let d = w.wait_status(&store, id, "sent").await;
+        assert_eq!(d.summary.source, "relay");
+        assert_eq!(d.summary.submitter.as_deref(), Some("app"));
+        assert!(
+            d.recipient_results
+                .iter()
+                .all(|r| r.status == "sent" && r.reply.as_deref().unwrap_or("").starts_with("250")),
+            "{d:?}"
+        );
+    }
+    let m = got
+        .iter()
+        .find(|m| String::from_utf8_lossy(&m.data).contains("Subject: login 2"))
+        .expect("the second LOGIN message arrived");
+    assert_eq!(m.mail_from, USER);
+    assert_eq!(m.rcpt_to, [TO, "other@example.net"]);
+    assert!(m.tls, "delivered over TLS");
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(
+        data.starts_with("Received: "),
+        "a Received header first: {data}"
+    );
+    for header in ["\r\nMessage-ID: <", "\r\nDate: "] {
+        assert!(data.contains(header), "the relay added {header:?}: {data}");
+    }
+    let sent = String::from_utf8(message(USER, TO, "login 2")).unwrap();
+    let (headers, body) = sent.split_once("\r\n\r\n").unwrap();
+    assert!(
+        data.contains(headers) && data.ends_with(&format!("\r\n\r\n{body}")),
+        "the app's headers and body arrive unchanged (dot-stuffing undone): {data}"
+    );
+    // One app-only token served every message; upstream sessions were reused.
+    assert_eq!(w.idp.counters().client_credentials, 1);
+    assert!(
+        w.smtp.counters().connections <= 3,
+        "{:?}",
+        w.smtp.counters()
+    );
+    // The queue is empty now.
+    assert_eq!(w.json(&["queue", "list"]).await, serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_refuses_what_it_must() {
+    let w = World::new(Flow::ClientCredentials)
+        .await
+        .setting("POSTERN_SERVER__MAX_MESSAGE_SIZE", "4096");
+    let serve = w.serve().await;
+
+    // No AUTH: 530 at MAIL (never an open relay).
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    let r = c.cmd(&format!("MAIL FROM:<{USER}>")).await;
+    assert_eq!(r.code, 530, "{r:?}");
+
+    // A wrong password: 535 5.7.8; the session may try again.
+    let r = c.auth_plain("app", "not-the-password").await;
+    assert_eq!((r.code, r.text.starts_with("5.7.8")), (535, true), "{r:?}");
+    let r = c.auth_login("nobody", &w.password).await;
+    assert_eq!(r.code, 535, "{r:?}");
+
+    // A sender the relay user may not use: 550 5.7.1, saying why.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    let r = c.cmd("MAIL FROM:<ceo@elsewhere.example>").await;
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(r.text.starts_with("5.7.1"), "{r:?}");
+
+    // Too large: announced, refused up front with SIZE=, and refused after the data without it.
+    let ehlo = c.cmd("EHLO app.example").await;
+    assert!(ehlo.text.contains("SIZE 4096"), "{ehlo:?}");
+    let r = c.cmd(&format!("MAIL FROM:<{USER}> SIZE=10000")).await;
+    assert_eq!(r.code, 552, "{r:?}");
+    let mut big = message(USER, TO, "too large");
+    big.extend(
+        std::iter::repeat_n(b"x".repeat(70), 100).flat_map(|l| [l, b"\r\n".to_vec()].concat()),
+    );
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{USER}>")).await.code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{TO}>")).await.code, 250);
+    let r = c.data(&big).await;
+    assert_eq!(r.code, 552, "{r:?}");
+    // The session goes on: a small message still passes.
+    let ok = c.send(USER, &[TO], &message(USER, TO, "small")).await;
+    queued_id(&ok);
+
+    assert!(w.smtp.wait_for_count(1, Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.smtp.counters().messages,
+        1,
+        "nothing refused was delivered"
+    );
+    drop(serve);
+}
+
+/// Connect, STARTTLS, AUTH PLAIN as `app`, send one message; its queue id.
+async fn submit(w: &World, relay: std::net::SocketAddr, subject: &str) -> String {
+    let mut c = Client::connect_tls(relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    let id = queued_id(&c.send(USER, &[TO], &message(USER, TO, subject)).await);
+    c.cmd("QUIT").await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_451_defers_the_mail_and_the_retry_delivers_it() {
+    let w = World::new(Flow::ClientCredentials)
+        .await
+        .setting("POSTERN_DELIVERY__FIRST_RETRY_SECS", "1");
+    w.smtp.inject(Stage::DataEnd, replies::TEMP_ERROR, 1);
+    let serve = w.serve().await;
+    let id = submit(&w, serve.relay, "try twice").await;
+
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "sent").await;
+    let outcomes: Vec<_> = d.attempt_log.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["deferred", "sent"], "{d:?}");
+    assert!(
+        d.attempt_log[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("451 4.7.0"),
+        "{d:?}"
+    );
+    assert_eq!(d.summary.attempts, 2);
+    assert_eq!(w.smtp.counters().messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_550_fails_the_mail_with_the_reply_and_queue_retry_sends_it_again() {
+    let w = World::new(Flow::ClientCredentials).await;
+    w.smtp
+        .inject(Stage::Rcpt(None), replies::UNKNOWN_RECIPIENT, ALWAYS);
+    let serve = w.serve().await;
+    let id = submit(&w, serve.relay, "refused").await;
+
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "failed").await;
+    assert!(
+        d.recipient_results[0]
+            .reply
+            .as_deref()
+            .unwrap()
+            .contains("550 5.1.1 RESOLVER.ADR.RecipNotFound"),
+        "{d:?}"
+    );
+    // What the admin sees.
+    let failed = w.json(&["queue", "list", "--status", "failed"]).await;
+    assert_eq!(failed[0]["id"], id.as_str());
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("550 5.1.1"),
+        "{failed}"
+    );
+    assert_eq!(
+        w.json(&["queue", "list"]).await,
+        serde_json::json!([]),
+        "failed mail no longer waits"
+    );
+
+    // Fixed on the provider's side: retry it, and the running server sends it promptly.
+    w.smtp.clear_injections();
+    let out = w.postern(&["queue", "retry", &id]).await.ok();
+    assert!(out.stdout.contains("due now"), "{out:?}");
+    let d = w.wait_status(&store, &id, "sent").await;
+    assert_eq!(d.recipient_results[0].status, "sent");
+    assert_eq!(w.smtp.counters().messages, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_hold_release_and_delete_mail_of_a_running_server() {
+    let w = World::new(Flow::ClientCredentials).await;
+    // The provider is down: mail is deferred (for a minute, the default first retry).
+    w.smtp.set_down(true);
+    let serve = w.serve().await;
+    let keep = submit(&w, serve.relay, "keep").await;
+    let drop_it = submit(&w, serve.relay, "drop").await;
+    let store = w.store().await;
+    w.wait_status(&store, &keep, "deferred").await;
+    w.wait_status(&store, &drop_it, "deferred").await;
+
+    let listed = w.json(&["queue", "list"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert_eq!(listed[0]["status"], "deferred");
+    assert!(
+        listed[0]["last_error"].as_str().unwrap().contains("421"),
+        "{listed}"
+    );
+    let table = w.postern(&["queue", "list"]).await.ok();
+    assert!(
+        table.stdout.contains(&keep) && table.stdout.contains("deferred"),
+        "{table:?}"
+    );
+
+    w.postern(&["queue", "hold", &keep]).await.ok();
+    w.postern(&["queue", "delete", &drop_it]).await.ok();
+    let listed = w.json(&["queue", "list"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        (listed[0]["status"].as_str(), listed[0]["held_by"].as_str()),
+        (Some("held"), Some("admin"))
+    );
+    let refused = w.postern(&["queue", "retry", &keep]).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("queue release"), "{refused:?}");
+    let unknown = w.postern(&["queue", "delete", "0000"]).await;
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+
+    // The provider is back. `retry --all` leaves held mail alone, and fresh mail passes it by.
+    w.smtp.set_down(false);
+    let out = w.postern(&["queue", "retry", "--all"]).await.ok();
+    assert!(out.stdout.contains("0 message(s) due now"), "{out:?}");
+    let probe = submit(&w, serve.relay, "probe").await;
+    w.wait_status(&store, &probe, "sent").await;
+    assert_eq!(w.smtp.counters().messages, 1, "held mail is not sent");
+    w.postern(&["queue", "release", &keep]).await.ok();
+    w.wait_status(&store, &keep, "sent").await;
+    assert!(store.message_detail(&drop_it).await.unwrap().is_none());
+    assert_eq!(
+        w.smtp.counters().messages,
+        2,
+        "the deleted message never left"
+    );
+}
