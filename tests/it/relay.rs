@@ -275,3 +275,37 @@ async fn queue_commands_hold_release_and_delete_mail_of_a_running_server() {
         "the deleted message never left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_needing_reauthorization_holds_its_mail_until_a_new_refresh_token() {
+    let w = World::new(Flow::AuthorizationCode).await;
+    // The user revoked the app's consent: the stored refresh token is dead.
+    assert!(w.idp.revoke_refresh_tokens_for(USER) > 0);
+    let serve = w.serve().await;
+    let id = submit(&w, serve.relay, "waits for consent").await;
+
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "held").await;
+    assert_eq!(d.summary.held_by.as_deref(), Some("connection"));
+    assert!(d.summary.last_error.unwrap().contains("re-authoriz"));
+    let conns = w.json(&["connection", "list"]).await;
+    assert_eq!(conns[0]["status"], "needs-reauthorization", "{conns}");
+    let listed = w.json(&["queue", "list"]).await;
+    assert_eq!(listed[0]["status"], "held", "{listed}");
+    assert_eq!(w.smtp.counters().messages, 0);
+
+    // The admin re-authorizes (here: a new refresh token from a consent done elsewhere).
+    let fresh = w.home.file(
+        "refresh-token-2",
+        &w.idp
+            .issue_refresh_token(fake_provider::idp::DEFAULT_CLIENT_ID, USER, world::SCOPE),
+    );
+    w.postern(&["connection", "edit", "fake", "--refresh-token-file", &fresh])
+        .await
+        .ok();
+    let d = w.wait_status(&store, &id, "sent").await;
+    assert_eq!(d.recipient_results[0].status, "sent");
+    assert_eq!(w.smtp.counters().messages, 1);
+    let conns = w.json(&["connection", "list"]).await;
+    assert_ne!(conns[0]["status"], "needs-reauthorization", "{conns}");
+}
