@@ -10,6 +10,14 @@ use axum::response::Response;
 pub const DEFAULT_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The default policy, with `origin` also allowed as a form target (a consent redirect).
+pub fn csp_with_form_target(origin: &str) -> String {
+    DEFAULT_CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {origin}"),
+    )
+}
+
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();

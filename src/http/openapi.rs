@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api::{connections, keys, messages};
+use super::api::{connections, keys, messages, relay_users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,8 +18,9 @@ use super::api::{connections, keys, messages};
     paths(
         serve,
         connections::list, connections::create, connections::show, connections::update,
-        connections::remove,
+        connections::remove, connections::authorize, connections::test,
         messages::submit, messages::list, messages::show, messages::retry, messages::remove,
+        relay_users::list, relay_users::create, relay_users::remove, relay_users::reset_password,
         keys::list, keys::create, keys::revoke,
     ),
     components(schemas(super::error::Problem, super::error::FieldProblem)),
@@ -27,6 +28,7 @@ use super::api::{connections, keys, messages};
     tags(
         (name = "messages", description = "Submit mail and read the sent-mail log (send keys: their own messages)"),
         (name = "connections", description = "SMTP OAuth connections (admin keys)"),
+        (name = "relay-users", description = "Logins for legacy apps using the SMTP relay (admin keys)"),
         (name = "api-keys", description = "API keys (admin keys)"),
         (name = "meta", description = "This document"),
     )

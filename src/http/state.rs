@@ -8,6 +8,8 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 use super::auth::LoginLimiter;
+use super::consent::PendingConsents;
+use crate::oauth::{TokenError, TokenManager};
 
 /// How long an admin stays logged in.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -30,6 +32,8 @@ struct Inner {
     public_url: Option<url::Url>,
     request_timeout: Duration,
     outbox: Option<Outbox>,
+    tokens: std::sync::OnceLock<TokenManager>,
+    consents: PendingConsents,
 }
 
 impl AppState {
@@ -42,6 +46,8 @@ impl AppState {
                 public_url: None,
                 request_timeout: Duration::from_secs(60),
                 outbox: None,
+                tokens: std::sync::OnceLock::new(),
+                consents: PendingConsents::default(),
             }),
         }
     }
@@ -61,6 +67,26 @@ impl AppState {
             inner.outbox = Some(outbox);
         }
         self
+    }
+
+    /// The token manager the delivery workers use, so tokens from a web consent are seen by
+    /// them at once (one cache, single-flight refresh).
+    pub fn with_tokens(self, tokens: TokenManager) -> Self {
+        let _ = self.inner.tokens.set(tokens);
+        self
+    }
+
+    /// The shared token manager, or one of our own when none was given (tests, tools).
+    pub fn tokens(&self) -> Result<&TokenManager, TokenError> {
+        if let Some(t) = self.inner.tokens.get() {
+            return Ok(t);
+        }
+        let own = TokenManager::new(self.inner.store.clone(), self.inner.settings.tokens.clone())?;
+        Ok(self.inner.tokens.get_or_init(|| own))
+    }
+
+    pub fn consents(&self) -> &PendingConsents {
+        &self.inner.consents
     }
 
     pub fn outbox(&self) -> Option<&Outbox> {

@@ -34,7 +34,7 @@ pub use secrets::{SecretKind, StoredSecret};
 pub use access::AccessError;
 pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
 pub use api_keys::{ApiKey, ApiRole, NewApiKey};
-pub use sessions::{NewSession, PendingAuthorization, Session, hash_token, new_token};
+pub use sessions::{NewSession, Session, hash_token, new_token};
 
 pub const DB_FILE: &str = "postern.db";
 pub const KEY_FILE: &str = "secret.key";

@@ -1,5 +1,5 @@
-//! Admin sessions and web consents in progress. Only SHA-256 hashes of the random tokens are
-//! stored, so a copy of the database cannot be replayed as a login or a consent.
+//! Admin sessions. Only SHA-256 hashes of the session tokens are stored, so a copy of the
+//! database cannot be replayed as a login.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 
 use super::access::{AccessError, random_token, token_hash};
-use super::{Store, StoreError, now};
+use super::{Store, now};
 
 /// A logged-in admin, as the request handlers see it.
 #[derive(Debug, Clone)]
@@ -24,20 +24,6 @@ pub struct Session {
 pub struct NewSession {
     pub token: SecretString,
     pub session: Session,
-}
-
-/// A web consent waiting for the provider's redirect.
-#[derive(Debug)]
-pub struct PendingAuthorization {
-    pub connection_id: i64,
-    pub verifier: SecretString,
-    pub redirect_uri: String,
-    /// SHA-256 of the binding cookie given to the browser that started the consent, if any.
-    pub binding_hash: Option<Vec<u8>>,
-}
-
-fn aad_verifier(connection_id: i64) -> String {
-    format!("postern/oauth-pending/{connection_id}/verifier")
 }
 
 fn secs(d: Duration) -> i64 {
@@ -112,68 +98,6 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
-    }
-
-    /// Records a consent in progress under `state` (a random token the provider echoes back).
-    pub async fn put_pending_authorization(
-        &self,
-        state: &str,
-        pending: &PendingAuthorization,
-        lifetime: Duration,
-    ) -> Result<(), AccessError> {
-        let t = now();
-        sqlx::query("DELETE FROM oauth_pending WHERE expires_at <= ?")
-            .bind(t)
-            .execute(self.pool())
-            .await?;
-        sqlx::query(
-            "INSERT INTO oauth_pending (state_hash, connection_id, verifier, redirect_uri, \
-             binding_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(token_hash(state))
-        .bind(pending.connection_id)
-        .bind(
-            self.sealer()
-                .seal_secret(&pending.verifier, &aad_verifier(pending.connection_id)),
-        )
-        .bind(&pending.redirect_uri)
-        .bind(&pending.binding_hash)
-        .bind(t)
-        .bind(t + secs(lifetime))
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Takes (and deletes) the live consent for `state`: a state works once.
-    pub async fn take_pending_authorization(
-        &self,
-        state: &str,
-    ) -> Result<Option<PendingAuthorization>, AccessError> {
-        let row = sqlx::query(
-            "DELETE FROM oauth_pending WHERE state_hash = ? AND expires_at > ? \
-             RETURNING connection_id, verifier, redirect_uri, binding_hash",
-        )
-        .bind(token_hash(state))
-        .bind(now())
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let connection_id: i64 = row.try_get("connection_id")?;
-        let sealed: Vec<u8> = row.try_get("verifier")?;
-        let verifier = self
-            .sealer()
-            .open_secret(&sealed, &aad_verifier(connection_id))
-            .map_err(|source| StoreError::Seal {
-                what: "PKCE verifier".into(),
-                source,
-            })?;
-        Ok(Some(PendingAuthorization {
-            connection_id,
-            verifier,
-            redirect_uri: row.try_get("redirect_uri")?,
-            binding_hash: row.try_get("binding_hash")?,
-        }))
     }
 }
 

@@ -363,6 +363,9 @@ fn done_flash(done: Option<&str>) -> Option<Flash> {
             "Connection created; Postern added `offline_access` to the scope so a refresh token is issued.",
         ),
         "saved" => Flash::ok("Changes saved."),
+        "connected" => Flash::ok(
+            "Connected: the provider issued a refresh token. Send a test e-mail to check the whole path.",
+        ),
         "saved-adjusted" => Flash::ok(
             "Changes saved; Postern added `offline_access` to the scope so a refresh token is issued.",
         ),
@@ -448,7 +451,9 @@ pub async fn show(
         String::new(),
         Vec::new(),
     );
-    render(StatusCode::OK, &page)
+    let mut resp = render(StatusCode::OK, &page)?;
+    super::connect::set_connection_csp(&mut resp, &conn);
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize)]

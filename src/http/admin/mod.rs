@@ -2,6 +2,7 @@
 //! stylesheet, plain forms. Works without JavaScript; every form carries the session's CSRF token.
 
 mod assets;
+mod connect;
 mod connections;
 mod dashboard;
 mod form;
@@ -182,4 +183,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/admin/connections/{name}/delete",
             post(connections::remove),
         )
+        .route("/admin/connections/{name}/connect", post(connect::connect))
+        .route("/admin/connections/{name}/test", post(connect::test))
+        .route("/oauth/callback", get(connect::callback))
 }

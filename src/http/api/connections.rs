@@ -267,3 +267,133 @@ pub async fn remove(
     tracing::info!(connection = %name, by = %caller.key.name, "connection removed");
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Where to send the admin's browser to authorize a connection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuthorizeStart {
+    /// Open this in a browser and sign in as the connection's mailbox.
+    pub authorize_url: String,
+    /// Where the provider sends the browser back (`/oauth/callback`): register it on the app.
+    pub redirect_uri: String,
+    /// The sign-in must finish within this many seconds.
+    pub expires_in: u64,
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{name}/authorize", tag = "connections",
+    security(("api_key" = [])), params(("name" = String, Path, description = "Connection name")),
+    responses(
+        (status = 200, description = "The provider's authorize URL; `/oauth/callback` completes the consent", body = AuthorizeStart),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 422, description = "The connection cannot be authorized this way (app-only, no endpoint)", body = Problem)))]
+pub async fn authorize(
+    caller: AdminKey,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    parts: axum::http::request::Parts,
+) -> ApiResult<Response> {
+    let conn = state.store().connection(&name).await?;
+    let redirect = crate::http::base_url::callback_uri(
+        &parts,
+        &state,
+        conn.settings.redirect_uri.as_ref().map(|r| r.as_str()),
+    );
+    // No browser to bind (the caller is a program): the single-use, short-lived state is the tie.
+    let started = state
+        .consents()
+        .start(&conn, &redirect, false)
+        .map_err(|e| {
+            crate::http::error::ApiError::Validation(vec![crate::http::error::FieldProblem {
+                field: "connection".into(),
+                message: e.to_string(),
+            }])
+        })?;
+    tracing::info!(connection = %name, by = %caller.key.name, "web consent started");
+    Ok(axum::Json(AuthorizeStart {
+        authorize_url: started.authorize_url.to_string(),
+        redirect_uri: started.redirect_uri,
+        expires_in: crate::http::state::CONSENT_LIFETIME.as_secs(),
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    /// Who receives the test message.
+    pub to: String,
+}
+
+/// One step of a connection test.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestStep {
+    /// `dns`, `tcp`, `greeting`, `ehlo`, `starttls`, `tls`, `token`, `auth`, `send`, `quit`...
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What a connection test saw.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestResult {
+    pub passed: bool,
+    pub steps: Vec<TestStep>,
+    /// The test message's id in the sent-mail log, when it got that far.
+    pub message_id: Option<String>,
+    /// Where it failed and why, with the likely cause when Postern knows it.
+    pub failure_stage: Option<String>,
+    pub failure: Option<String>,
+    pub likely_cause: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/connections/{name}/test", tag = "connections",
+    security(("api_key" = [])), params(("name" = String, Path, description = "Connection name")),
+    request_body = TestBody,
+    responses(
+        (status = 200, description = "The test ran (see `passed`)", body = TestResult),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn test(
+    caller: AdminKey,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<TestBody>,
+) -> ApiResult<Response> {
+    let conn = state.store().connection(&name).await?;
+    let to = crate::domain::EmailAddress::parse(body.to.trim()).map_err(|e| {
+        crate::http::error::ApiError::Validation(vec![crate::http::error::FieldProblem {
+            field: "to".into(),
+            message: e.to_string(),
+        }])
+    })?;
+    let tokens = state
+        .tokens()
+        .map_err(crate::http::error::ApiError::internal)?;
+    let report = crate::outbox::direct::test_connection(
+        state.store(),
+        tokens,
+        &state.settings().delivery,
+        &conn,
+        &to,
+        crate::store::messages::Source::Api,
+    )
+    .await
+    .map_err(crate::http::error::ApiError::internal)?;
+    tracing::info!(connection = %name, by = %caller.key.name, passed = report.passed(), "connection test");
+    Ok(axum::Json(TestResult {
+        passed: report.passed(),
+        steps: report
+            .steps
+            .iter()
+            .map(|s| TestStep {
+                name: s.name.to_string(),
+                ok: s.ok,
+                detail: s.detail.clone(),
+            })
+            .collect(),
+        message_id: report.message.as_ref().map(|m| m.id.clone()),
+        failure_stage: report.failure.as_ref().map(|f| f.stage.clone()),
+        failure: report.failure.as_ref().map(|f| f.error.clone()),
+        likely_cause: report.failure.as_ref().and_then(|f| f.likely_cause.clone()),
+    })
+    .into_response())
+}

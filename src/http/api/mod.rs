@@ -5,6 +5,7 @@ pub mod connections;
 mod json;
 pub mod keys;
 pub mod messages;
+pub mod relay_users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -52,11 +53,25 @@ fn table() -> Vec<Entry> {
         entry("get", "/api/v1/connections/{name}", connections::show),
         entry("patch", "/api/v1/connections/{name}", connections::update),
         entry("delete", "/api/v1/connections/{name}", connections::remove),
+        entry(
+            "post",
+            "/api/v1/connections/{name}/authorize",
+            connections::authorize,
+        ),
+        entry("post", "/api/v1/connections/{name}/test", connections::test),
         entry("post", "/api/v1/messages", messages::submit),
         entry("get", "/api/v1/messages", messages::list),
         entry("get", "/api/v1/messages/{id}", messages::show),
         entry("post", "/api/v1/messages/{id}/retry", messages::retry),
         entry("delete", "/api/v1/messages/{id}", messages::remove),
+        entry("get", "/api/v1/relay-users", relay_users::list),
+        entry("post", "/api/v1/relay-users", relay_users::create),
+        entry("delete", "/api/v1/relay-users/{name}", relay_users::remove),
+        entry(
+            "post",
+            "/api/v1/relay-users/{name}/reset-password",
+            relay_users::reset_password,
+        ),
         entry("get", "/api/v1/api-keys", keys::list),
         entry("post", "/api/v1/api-keys", keys::create),
         entry("delete", "/api/v1/api-keys/{name}", keys::revoke),
