@@ -210,12 +210,13 @@ fn print_outcome(o: &SendOutcome) {
         .max()
         .unwrap_or(0);
     for r in &o.recipients {
-        println!(
-            "{:<7} {:<width$}  {}",
-            r.status,
-            r.address,
-            r.reply.as_deref().unwrap_or("-")
-        );
+        // When the whole attempt failed, each recipient's stored reply is that failure: say it once.
+        let reply = match (&o.failure, r.reply.as_deref()) {
+            (Some(_), _) => "not sent (see below)",
+            (None, Some(reply)) => reply,
+            (None, None) => "-",
+        };
+        println!("{:<7} {:<width$}  {reply}", r.status, r.address);
     }
     if let Some(f) = &o.failure {
         println!("failed at {}: {}", f.stage, f.error);
