@@ -9,7 +9,7 @@ use crate::store::messages::RecipientOutcome;
 /// Hands out a token source for a connection: the token manager in production, a stand-in in tests.
 pub trait TokenFactory: Send + Sync + 'static {
     type Source: TokenSource + 'static;
-    fn for_connection(&self, connection: &Connection) -> Self::Source;
+    fn token_source(&self, connection: &Connection) -> Self::Source;
 }
 
 /// The SMTP client settings of a connection record.
@@ -106,7 +106,7 @@ pub fn envelope(mail_from: &str, recipients: &[(i64, String)]) -> Envelope {
 
 impl TokenFactory for crate::oauth::TokenManager {
     type Source = crate::oauth::ConnectionTokens;
-    fn for_connection(&self, connection: &Connection) -> Self::Source {
+    fn token_source(&self, connection: &Connection) -> Self::Source {
         crate::oauth::TokenManager::for_connection(self, connection.id)
     }
 }

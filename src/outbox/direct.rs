@@ -153,7 +153,7 @@ pub async fn send_now<F: TokenFactory>(
     if let Some(reason) = hold_reason(conn) {
         return Err(DirectError::NotUsable(reason));
     }
-    let client = SmtpClient::new(client_config(conn, delivery), tokens.for_connection(conn))
+    let client = SmtpClient::new(client_config(conn, delivery), tokens.token_source(conn))
         .map_err(|source| DirectError::Settings {
             connection: conn.name().to_string(),
             source,

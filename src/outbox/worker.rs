@@ -118,7 +118,7 @@ impl<F: TokenFactory> Delivery<F> {
         conn: &Connection,
     ) -> Result<Transport<F::Source>, crate::smtp::client::SmtpError> {
         let config = client_config(conn, &self.inner.settings);
-        Ok(SmtpClient::new(config, self.inner.tokens.for_connection(conn))?.transport())
+        Ok(SmtpClient::new(config, self.inner.tokens.token_source(conn))?.transport())
     }
 
     /// Claims up to a batch of due messages of `conn` and delivers them over `transport`.

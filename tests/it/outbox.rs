@@ -37,7 +37,7 @@ impl TokenSource for IdpSource {
 
 impl TokenFactory for IdpTokens {
     type Source = IdpSource;
-    fn for_connection(&self, _: &Connection) -> IdpSource {
+    fn token_source(&self, _: &Connection) -> IdpSource {
         IdpSource(self.0.clone())
     }
 }

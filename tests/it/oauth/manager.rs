@@ -94,8 +94,6 @@ async fn rotation_stores_the_new_refresh_token_and_never_reuses_the_old() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fake-provider revokes a refresh token family as soon as a used token is replayed; \
-            Microsoft keeps the previous token valid, which this test relies on (see the report)"]
 async fn crash_between_token_response_and_commit_loses_nothing() {
     let lib = Lib::new(idp_config(), "authorization-code").await;
     let stored = lib.seed().await;

@@ -335,14 +335,35 @@ fn refresh_token(
                 rec.clone()
             }
             RefreshState::Used => {
-                // Reuse detection: a replayed token may be stolen, so the whole family dies.
-                let family = rec.family;
-                grants.revoke_family(family);
-                return Err(OAuthError::grant(
-                    70000,
-                    "AADSTS70000: The provided value for the 'refresh_token' is not valid. The \
-                     refresh token was already used; the token family has been revoked.",
-                ));
+                let successor_unused = rec
+                    .successor
+                    .clone()
+                    .and_then(|s| {
+                        grants
+                            .refresh
+                            .get(&s)
+                            .map(|r| r.state == RefreshState::Active)
+                    })
+                    .unwrap_or(false);
+                let family = grants.refresh[token].family;
+                if successor_unused {
+                    // The client never saved the token we rotated to: the old one still works
+                    // once, and the unused successor is superseded.
+                    if let Some(successor) = grants.refresh[token].successor.clone()
+                        && let Some(r) = grants.refresh.get_mut(&successor)
+                    {
+                        r.state = RefreshState::Used;
+                    }
+                    grants.refresh[token].clone()
+                } else {
+                    // Reuse detection: a replayed token may be stolen, so the whole family dies.
+                    grants.revoke_family(family);
+                    return Err(OAuthError::grant(
+                        70000,
+                        "AADSTS70000: The provided value for the 'refresh_token' is not valid. The \
+                         refresh token was already used; the token family has been revoked.",
+                    ));
+                }
             }
             RefreshState::Revoked => {
                 return Err(OAuthError::grant(
@@ -364,14 +385,21 @@ fn refresh_token(
         .get("scope")
         .filter(|s| !s.trim().is_empty())
         .unwrap_or(&record.scope);
-    issue(
+    let response = issue(
         shared,
         client_id,
         &record.user,
         scope,
         &record.tid,
         Some(record.family),
-    )
+    )?;
+    if let Some(next) = response.get("refresh_token").and_then(|v| v.as_str()) {
+        let mut grants = lock(&shared.grants);
+        if let Some(rec) = grants.refresh.get_mut(token) {
+            rec.successor = Some(next.to_string());
+        }
+    }
+    Ok(response)
 }
 
 fn client_credentials(

@@ -182,7 +182,9 @@ pub(crate) fn mint_refresh_token() -> String {
 pub enum RefreshState {
     /// Usable once.
     Active,
-    /// Already exchanged (rotation); using it again revokes its family.
+    /// Already exchanged (rotation). Like Microsoft, a replay is tolerated while its successor
+    /// has not been used yet (a client that crashed before saving the new token); a replay after
+    /// the successor was used revokes the whole family (reuse detection).
     Used,
     /// Revoked (reuse detected, or revoked by the test): AADSTS50173.
     Revoked,
@@ -201,6 +203,8 @@ pub(crate) struct RefreshRecord {
     pub state: RefreshState,
     /// Issue order, to find the newest token of a user.
     pub seq: u64,
+    /// The token issued when this one was redeemed (rotation).
+    pub successor: Option<String>,
 }
 
 /// An authorization code waiting to be redeemed.
@@ -257,6 +261,7 @@ impl Grants {
             family,
             state: RefreshState::Active,
             seq: self.next_seq,
+            successor: None,
         };
         self.refresh.insert(token.clone(), record);
         token

@@ -186,8 +186,11 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         idp.current_refresh_token_for(DEFAULT_USER).as_deref(),
         Some(rt2.as_str())
     );
+    let (status, body) = refresh(&idp, &rt2).await;
+    assert_eq!(status, 200, "{body}");
+    let rt3 = body["refresh_token"].as_str().unwrap().to_owned();
 
-    // Replaying the old token: invalid_grant, and the newest token dies with it.
+    // Replaying a token whose successor was used: invalid_grant, and the newest token dies with it.
     let (status, body) = refresh(&idp, &rt1).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -199,13 +202,33 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
             .unwrap()
             .starts_with("AADSTS70000")
     );
-    let (status, body) = refresh(&idp, &rt2).await;
+    let (status, body) = refresh(&idp, &rt3).await;
     assert_eq!(
         (status, body["error_codes"][0].as_u64()),
         (400, Some(50173))
     );
-    assert_eq!(idp.counters().refresh_token, 3);
+    assert_eq!(idp.counters().refresh_token, 4);
     assert_eq!(idp.current_refresh_token_for(DEFAULT_USER), None);
+}
+
+#[tokio::test]
+async fn a_replay_before_the_successor_is_used_still_works_like_microsoft() {
+    // A client that crashed after the token response but before saving it sends the old token again.
+    let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
+    let rt1 = idp.issue_refresh_token(DEFAULT_CLIENT_ID, DEFAULT_USER, SCOPE);
+    let (status, body) = refresh(&idp, &rt1).await;
+    assert_eq!(status, 200, "{body}");
+    let lost = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = refresh(&idp, &rt1).await;
+    assert_eq!(status, 200, "the old token works once more: {body}");
+    let kept = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        idp.refresh_token_state(&lost),
+        Some(RefreshState::Used),
+        "the lost successor is superseded"
+    );
+    let (status, _) = refresh(&idp, &kept).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
