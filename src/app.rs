@@ -87,6 +87,7 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
     c.max_message_size = usize::try_from(s.max_message_size).unwrap_or(usize::MAX);
     c.max_recipients = s.max_recipients as usize;
     c.allow_cleartext_auth = s.allow_cleartext_auth;
+    c.cleartext_auth_on_loopback = s.cleartext_auth_on_loopback;
     c.received_header = s.received_header;
     c.shutdown_grace = Duration::from_secs(s.shutdown_grace_secs);
     c.trusted_networks = s
@@ -206,7 +207,9 @@ impl Application {
             });
         }
 
-        let state = crate::http::AppState::new(self.store.clone(), self.settings.clone());
+        let state = crate::http::AppState::new(self.store.clone(), self.settings.clone())
+            .with_outbox(self.outbox.clone())
+            .with_tokens(self.tokens.clone());
         let metrics_state = MetricsState {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -219,8 +222,11 @@ impl Application {
         );
         let http_stop = stop.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(self.http, router)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            let serve = axum::serve(
+                self.http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }
