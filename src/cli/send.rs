@@ -10,7 +10,7 @@ use super::{CliError, CliResult, Ctx};
 use crate::domain::{Connection, EmailAddress};
 use crate::oauth::TokenManager;
 use crate::outbox::direct::compose::{self, Attachment, Draft};
-use crate::outbox::direct::{self, DirectError, Outgoing, SendOutcome};
+use crate::outbox::direct::{self, Outgoing, SendOutcome};
 use crate::store::messages::Source;
 
 pub(super) const SENT_MEANS: &str =
@@ -190,10 +190,7 @@ pub async fn run(ctx: &Ctx, args: SendArgs) -> CliResult {
         .map_err(|e| CliError::Failed(e.into()))?;
     let outcome = direct::send_now(&store, &tokens, &ctx.settings.delivery, &conn, message)
         .await
-        .map_err(|e| match e {
-            DirectError::NotUsable(m) => usage(m),
-            other => CliError::Failed(other.into()),
-        })?;
+        .map_err(|e| CliError::Failed(e.into()))?;
     if args.json {
         print_json(&outcome)?;
     } else {

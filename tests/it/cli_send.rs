@@ -519,3 +519,42 @@ async fn bad_input_is_a_usage_error_and_nothing_is_sent() {
     assert_eq!(w.smtp.counters().connections, 0);
     assert!(w.messages_json(&["list"]).as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_cannot_send_says_what_to_run_and_records_nothing() {
+    let w = World::start(SmtpConfig::office365()).await;
+    let port = w.smtp.port().to_string();
+    w.home
+        .add_connection(
+            "unauthorized",
+            SECRET,
+            &["--host", "127.0.0.1", "--port", &port],
+        )
+        .ok();
+    let out = w.run(&[
+        "connection",
+        "test",
+        "unauthorized",
+        "--to",
+        "a@example.org",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("FAILED at status"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("postern connection authorize unauthorized"),
+        "{}",
+        out.stdout
+    );
+
+    w.run(&["connection", "disable", "fake"]).ok();
+    let out = w.send_eml("m.eml", &eml("a@example.org", "off", "x\r\n"), &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("postern connection enable fake"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(w.smtp.counters().connections, 0);
+    assert!(w.messages_json(&["list"]).as_array().unwrap().is_empty());
+}
