@@ -99,7 +99,7 @@ pub(crate) fn stage_name(e: &SmtpError) -> &'static str {
 pub struct SendOutcome {
     /// The message's id in the sent-mail log (`postern messages show ID`).
     pub id: String,
-    /// `sent` if at least one recipient was accepted and none failed, else `failed`.
+    /// `sent` if at least one recipient was accepted (see each recipient), else `failed`.
     pub status: MessageStatus,
     /// Each recipient with its status and the provider's reply (for accepted recipients, the
     /// reply to the message data, which carries the provider's queue id).
