@@ -188,7 +188,8 @@ pub(crate) async fn deliver<T: TokenSource>(
         .next()
         .map(|q| q.id)
         .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
-    if !claim(store, &id).await? {
+    // A running `postern serve` may see the message too: only one of us sends it.
+    if !store.claim_message(&id, LEASE_MS).await? {
         return Err(DirectError::TakenByOutbox { id });
     }
 
@@ -288,24 +289,4 @@ fn describe_report(report: &SendReport) -> String {
         parts.push(format!("message: {reply}"));
     }
     parts.join("; ")
-}
-
-/// Marks the just-inserted message as being sent by this process, unless a running outbox
-/// worker claimed it first (it was `queued`, so `postern serve` may see it).
-///
-/// The one query outside `store`: the store has no claim-by-id yet. It belongs next to
-/// `Store::claim_ready` in `store::messages`.
-async fn claim(store: &Store, id: &str) -> Result<bool, StoreError> {
-    let t = now_ms();
-    let done = sqlx::query(
-        "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
-         WHERE id = ? AND status = 'queued'",
-    )
-    .bind(t + LEASE_MS)
-    .bind(t)
-    .bind(id)
-    .execute(store.pool())
-    .await
-    .map_err(StoreError::from)?;
-    Ok(done.rows_affected() == 1)
 }

@@ -349,6 +349,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Leases one queued message by id (a direct send), unless a worker claimed it first.
+    pub async fn claim_message(&self, id: &str, lease_ms: i64) -> Result<bool, StoreError> {
+        let t = now_ms();
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
+             WHERE id = ? AND status = 'queued'",
+        )
+        .bind(t + lease_ms)
+        .bind(t)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records one attempt's per-recipient outcomes and moves the message on:
     /// any deferred recipient → `deferred` until `retry_at_ms` (or `failed` once `give_up`);
     /// else any sent → `sent`; else `failed`.
