@@ -24,6 +24,8 @@ pub struct SmtpConnection {
     /// A transaction happened since the last reset: the next one starts with RSET.
     pub(super) needs_rset: bool,
     pub(super) messages_sent: u64,
+    /// The encoded message, kept to reuse its allocation.
+    pub(super) body: Vec<u8>,
 }
 
 impl std::fmt::Debug for SmtpConnection {
@@ -50,6 +52,7 @@ impl SmtpConnection {
             broken: false,
             needs_rset: false,
             messages_sent: 0,
+            body: Vec::new(),
         }
     }
 

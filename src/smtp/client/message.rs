@@ -54,7 +54,7 @@ fn check_address(address: &str, may_be_empty: bool) -> Result<(), SmtpError> {
     Ok(())
 }
 
-/// What the body requires, found in one pass.
+/// What the body requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyScan {
     /// A byte above 127 somewhere: needs `BODY=8BITMIME`.
@@ -63,22 +63,18 @@ pub struct BodyScan {
     pub size: u64,
 }
 
-pub fn scan_body(message: &[u8]) -> BodyScan {
-    let mut size = message.len() as u64;
-    let mut eight_bit = false;
-    let mut prev = 0u8;
-    for (i, &b) in message.iter().enumerate() {
-        eight_bit |= b >= 0x80;
-        // Bare LF and bare CR each become CRLF on the wire.
-        let bare_lf = b == b'\n' && prev != b'\r';
-        let bare_cr = b == b'\r' && message.get(i + 1) != Some(&b'\n');
-        size += u64::from(bare_lf || bare_cr);
-        prev = b;
+/// The message encoded for DATA (into `out`, which is cleared first) and what it requires:
+/// one pass over the bytes, done before MAIL FROM so SIZE is exact.
+pub fn encode_body(message: &[u8], out: &mut Vec<u8>) -> BodyScan {
+    out.clear();
+    let mut encoder = DataEncoder::default();
+    encoder.encode(message, out);
+    let stuffed = encoder.stuffed;
+    encoder.finish(out);
+    BodyScan {
+        eight_bit: !message.is_ascii(),
+        size: (out.len() - b".\r\n".len()) as u64 - stuffed,
     }
-    if !message.is_empty() && !message.ends_with(b"\n") && !message.ends_with(b"\r") {
-        size += 2;
-    }
-    BodyScan { eight_bit, size }
 }
 
 /// Picks the `MAIL FROM` parameters, or says why this server cannot take this message.
@@ -118,6 +114,8 @@ pub fn mail_params(
 pub struct DataEncoder {
     at_line_start: bool,
     pending_cr: bool,
+    /// Dots added by stuffing, which RFC 1870 leaves out of the size.
+    stuffed: u64,
 }
 
 impl Default for DataEncoder {
@@ -125,6 +123,7 @@ impl Default for DataEncoder {
         Self {
             at_line_start: true,
             pending_cr: false,
+            stuffed: 0,
         }
     }
 }
@@ -146,6 +145,7 @@ impl DataEncoder {
             }
             if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
+                self.stuffed += 1;
             }
             // Copy plain bytes up to the next line break in one go.
             match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
@@ -238,6 +238,10 @@ mod tests {
         }
     }
 
+    fn scan_body(message: &[u8]) -> BodyScan {
+        encode_body(message, &mut Vec::new())
+    }
+
     #[test]
     fn scan_counts_repaired_size_and_8bit() {
         assert_eq!(
@@ -249,11 +253,14 @@ mod tests {
         );
         assert_eq!(scan_body(b"a\nb\n").size, 6);
         assert_eq!(scan_body(b"a\rb").size, 6);
+        assert_eq!(scan_body(b"").size, 0);
+        // Stuffed dots do not count; repaired line endings do.
+        assert_eq!(scan_body(b".a\n..b").size, 9);
         assert!(scan_body("é\r\n".as_bytes()).eight_bit);
         assert!(!scan_body(b"plain 7-bit\r\n").eight_bit);
-        // The scanned size is the encoded size minus the final ".\r\n" (no dots to stuff here).
-        let msg = b"x\ny\rz";
-        assert_eq!(scan_body(msg).size as usize, encode(msg).len() - 3);
+        let mut out = b"left over".to_vec();
+        encode_body(b"x", &mut out);
+        assert_eq!(out, b"x\r\n.\r\n");
     }
 
     fn caps(size: Option<u64>, eight_bit_mime: bool, smtputf8: bool) -> Capabilities {

@@ -4,12 +4,15 @@
 use super::command::{Command, MailParams};
 use super::connection::SmtpConnection;
 use super::error::{SmtpError, Stage};
-use super::message::{DataEncoder, Envelope, mail_params, scan_body};
+use super::message::{Envelope, encode_body, mail_params};
 use super::reply::Reply;
 use super::report::{RecipientResult, SendReport};
 
 /// Message data is written in blocks of this size, each under the command timeout.
 const DATA_BLOCK: usize = 64 * 1024;
+
+/// The encoded-message buffer is kept between messages up to this size, and freed beyond.
+const KEEP_BODY_BUFFER: usize = 4 * 1024 * 1024;
 
 impl SmtpConnection {
     /// Sends one message. Refused recipients do not stop the others: the report says who took it.
@@ -27,8 +30,26 @@ impl SmtpConnection {
             });
         }
         envelope.check()?;
-        let params = mail_params(&self.caps, envelope, scan_body(message))?;
-        let result = self.transaction(envelope, message, params).await;
+        if let Some(limit) = self.caps.size_limit()
+            && message.len() as u64 > limit
+        {
+            // Clearly too large: refuse before spending time encoding it.
+            return Err(SmtpError::MessageTooLarge {
+                size: message.len() as u64,
+                limit,
+            });
+        }
+        // Encoded once, before MAIL FROM, so SIZE is exact and nothing is sent for a message
+        // the server cannot take.
+        let mut body = std::mem::take(&mut self.body);
+        let scan = encode_body(message, &mut body);
+        let result = match mail_params(&self.caps, envelope, scan) {
+            Ok(params) => self.transaction(envelope, &body, params).await,
+            Err(e) => Err(e),
+        };
+        if body.capacity() <= KEEP_BODY_BUFFER {
+            self.body = body;
+        }
         match &result {
             Ok(_) => self.messages_sent += 1,
             Err(e) if !e.leaves_session_usable() => self.broken = true,
@@ -40,7 +61,7 @@ impl SmtpConnection {
     async fn transaction(
         &mut self,
         envelope: &Envelope,
-        message: &[u8],
+        body: &[u8],
         params: MailParams,
     ) -> Result<SendReport, SmtpError> {
         let rset = std::mem::replace(&mut self.needs_rset, true);
@@ -87,7 +108,7 @@ impl SmtpConnection {
                 reply: data,
             });
         }
-        let reply = self.write_message(message).await?;
+        let reply = self.write_message(body).await?;
         if !reply.is_positive() {
             return Err(SmtpError::Rejected {
                 stage: Stage::Message,
@@ -196,18 +217,12 @@ impl SmtpConnection {
         self.wire.read_reply(stage, t).await
     }
 
-    /// The dot-stuffed message and the final dot, in blocks; then the reply, which may take a while.
-    async fn write_message(&mut self, message: &[u8]) -> Result<Reply, SmtpError> {
-        let t = self.timeouts.command;
-        let mut encoder = DataEncoder::default();
-        for block in message.chunks(DATA_BLOCK) {
-            encoder.encode(block, self.wire.output());
-            if self.wire.pending_output() >= DATA_BLOCK {
-                self.wire.flush(Stage::Message, t).await?;
-            }
-        }
-        encoder.finish(self.wire.output());
-        self.wire.flush(Stage::Message, t).await?;
+    /// The encoded message (dot-stuffed, final dot included) in blocks; then the reply, which
+    /// may take a while.
+    async fn write_message(&mut self, body: &[u8]) -> Result<Reply, SmtpError> {
+        self.wire
+            .write_blocks(body, DATA_BLOCK, Stage::Message, self.timeouts.command)
+            .await?;
         self.wire
             .read_reply(Stage::Message, self.timeouts.data_end)
             .await

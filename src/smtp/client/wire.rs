@@ -94,15 +94,6 @@ impl Wire {
         self.out.extend_from_slice(bytes);
     }
 
-    pub fn pending_output(&self) -> usize {
-        self.out.len()
-    }
-
-    /// The buffer message data is encoded into, to spare a copy.
-    pub fn output(&mut self) -> &mut Vec<u8> {
-        &mut self.out
-    }
-
     /// Appends a line that holds a secret; the buffer is wiped after the write.
     pub fn queue_secret_line(&mut self, line: &secrecy::SecretString) {
         use secrecy::ExposeSecret as _;
@@ -128,6 +119,24 @@ impl Wire {
         result
     }
 
+    /// Writes `data` as it is (no copy into the batch), in blocks each under `limit`.
+    pub async fn write_blocks(
+        &mut self,
+        data: &[u8],
+        block: usize,
+        stage: Stage,
+        limit: Duration,
+    ) -> Result<(), SmtpError> {
+        debug_assert!(
+            self.out.is_empty(),
+            "queued commands would go out after the data"
+        );
+        for chunk in data.chunks(block) {
+            timed(stage, limit, self.stream.write_all(chunk)).await?;
+        }
+        timed(stage, limit, self.stream.flush()).await
+    }
+
     /// Reads the next reply, which may already be buffered (pipelining).
     pub async fn read_reply(&mut self, stage: Stage, limit: Duration) -> Result<Reply, SmtpError> {
         let deadline = tokio::time::Instant::now() + limit;
@@ -145,25 +154,20 @@ impl Wire {
                     });
                 }
             }
-            let start = self.rbuf.len();
-            self.rbuf.resize(start + READ_CHUNK, 0);
+            // Read into spare capacity: no zeroing of a fresh chunk on every read.
+            self.rbuf.reserve(READ_CHUNK);
             let read =
-                tokio::time::timeout_at(deadline, self.stream.read(&mut self.rbuf[start..])).await;
+                tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await;
             let n = match read {
                 Ok(Ok(n)) => n,
-                Ok(Err(source)) => {
-                    self.rbuf.truncate(start);
-                    return Err(io_error(stage, source));
-                }
+                Ok(Err(source)) => return Err(io_error(stage, source)),
                 Err(_) => {
-                    self.rbuf.truncate(start);
                     return Err(SmtpError::Timeout {
                         stage,
                         after: limit,
                     });
                 }
             };
-            self.rbuf.truncate(start + n);
             if n == 0 {
                 return Err(SmtpError::Closed { stage });
             }
