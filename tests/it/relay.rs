@@ -309,3 +309,111 @@ async fn a_connection_needing_reauthorization_holds_its_mail_until_a_new_refresh
     let conns = w.json(&["connection", "list"]).await;
     assert_ne!(conns[0]["status"], "needs-reauthorization", "{conns}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_mid_load_a_restart_delivers_every_accepted_message() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let w = Arc::new(World::new(Flow::ClientCredentials).await);
+    // Token requests hang, so workers sit on their claimed batches when the server dies.
+    w.idp.set_latency(Duration::from_secs(20));
+    let serve = w.serve().await;
+    let accepted: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut apps = tokio::task::JoinSet::new();
+    for app in 0..4 {
+        let (w, accepted, relay) = (w.clone(), accepted.clone(), serve.relay);
+        apps.spawn(async move {
+            let mut c = Client::connect_tls(relay, &w.relay_cert()).await;
+            assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+            for n in 0..100 {
+                let subject = format!("load {app}-{n}");
+                match c.try_send(USER, TO, &message(USER, TO, &subject)).await {
+                    Ok([.., done]) if done.code == 250 => {
+                        accepted.lock().unwrap().push((queued_id(&done), subject));
+                    }
+                    Ok(replies) => panic!("refused: {replies:?}"),
+                    Err(_) => return, // the server was killed
+                }
+            }
+        });
+    }
+
+    // Wait for a load with claimed messages, then kill the server without warning.
+    let store = w.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let sending = store
+            .queue_entries(Some(postern::store::messages::MessageStatus::Sending), None)
+            .await
+            .unwrap()
+            .len();
+        if sending > 0 && accepted.lock().unwrap().len() >= 40 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no load built up: {}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve.kill().await;
+    while let Some(r) = apps.join_next().await {
+        r.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    let claimed = store
+        .queue_entries(Some(postern::store::messages::MessageStatus::Sending), None)
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        claimed > 0,
+        "some messages were claimed when the server died"
+    );
+    assert_eq!(
+        w.smtp.counters().messages,
+        0,
+        "nothing was delivered before the kill"
+    );
+
+    w.idp.set_latency(Duration::ZERO);
+    let _serve = w.serve().await;
+    for (id, _) in &accepted {
+        w.wait_status(&store, id, "sent").await;
+    }
+    let delivered: HashSet<String> = w
+        .smtp
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            String::from_utf8_lossy(&m.data)
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        })
+        .collect();
+    for (id, subject) in &accepted {
+        assert!(
+            delivered.contains(subject),
+            "{id} ({subject}) was accepted but never delivered"
+        );
+    }
+    assert!(
+        w.log()
+            .contains("returned messages claimed by a previous run"),
+        "{}",
+        w.log()
+    );
+    // Messages committed just before the kill, whose 250 never reached the app, go too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !store.queue_entries(None, None).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{}", w.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        w.json(&["queue", "list"]).await,
+        serde_json::json!([]),
+        "nothing left waiting"
+    );
+}

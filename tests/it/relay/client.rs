@@ -65,14 +65,20 @@ impl Client {
     }
 
     pub async fn read_reply(&mut self) -> Reply {
+        self.try_read_reply().await.expect("read a reply")
+    }
+
+    /// Reads a reply; an error when the connection fails or closes.
+    pub async fn try_read_reply(&mut self) -> std::io::Result<Reply> {
         let mut text = Vec::new();
         loop {
             let mut line = String::new();
             let n = tokio::time::timeout(TIMEOUT, self.io.read_line(&mut line))
                 .await
-                .expect("reply timed out")
-                .expect("read a reply");
-            assert!(n > 0, "the relay closed the connection");
+                .map_err(|_| std::io::Error::other("reply timed out"))??;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             let line = line.trim_end_matches(['\r', '\n']);
             let code: u16 = line
                 .get(..3)
@@ -80,23 +86,26 @@ impl Client {
                 .unwrap_or_else(|| panic!("not a reply line: {line:?}"));
             text.push(line.get(4..).unwrap_or("").to_string());
             if line.as_bytes().get(3) != Some(&b'-') {
-                return Reply {
+                return Ok(Reply {
                     code,
                     text: text.join("\n"),
-                };
+                });
             }
         }
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
+        self.try_write(bytes).await.expect("write to the relay");
+    }
+
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         let w = self.io.get_mut();
         tokio::time::timeout(TIMEOUT, async {
             w.write_all(bytes).await?;
             w.flush().await
         })
         .await
-        .expect("write timed out")
-        .expect("write to the relay");
+        .map_err(|_| std::io::Error::other("write timed out"))?
     }
 
     /// Sends one command line and reads its reply.
@@ -168,20 +177,45 @@ impl Client {
     pub async fn data(&mut self, content: &[u8]) -> Reply {
         let r = self.cmd("DATA").await;
         assert_eq!(r.code, 354, "DATA: {r:?}");
-        let mut wire = Vec::with_capacity(content.len() + 8);
-        for line in content.split_inclusive(|b| *b == b'\n') {
-            if line.first() == Some(&b'.') {
-                wire.push(b'.');
-            }
-            wire.extend_from_slice(line);
-        }
-        if !wire.ends_with(b"\r\n") {
-            wire.extend_from_slice(b"\r\n");
-        }
-        wire.extend_from_slice(b".\r\n");
-        self.write(&wire).await;
+        self.write(&dot_stuffed(content)).await;
         self.read_reply().await
     }
+
+    /// The whole transaction, pipelined, stopping at the first I/O error (the server died);
+    /// the replies to MAIL, RCPT, DATA and the final dot.
+    pub async fn try_send(
+        &mut self,
+        from: &str,
+        to: &str,
+        content: &[u8],
+    ) -> std::io::Result<[Reply; 4]> {
+        self.try_write(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes())
+            .await?;
+        let mail = self.try_read_reply().await?;
+        let rcpt = self.try_read_reply().await?;
+        let data = self.try_read_reply().await?;
+        if data.code != 354 {
+            return Ok([mail, rcpt, data.clone(), data]);
+        }
+        self.try_write(&dot_stuffed(content)).await?;
+        Ok([mail, rcpt, data, self.try_read_reply().await?])
+    }
+}
+
+/// The content as sent after DATA: leading dots doubled, ending with `CRLF.CRLF`.
+fn dot_stuffed(content: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(content.len() + 8);
+    for line in content.split_inclusive(|b| *b == b'\n') {
+        if line.first() == Some(&b'.') {
+            wire.push(b'.');
+        }
+        wire.extend_from_slice(line);
+    }
+    if !wire.ends_with(b"\r\n") {
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b".\r\n");
+    wire
 }
 
 /// The id in `250 2.0.0 Ok: queued as ID`.
