@@ -790,3 +790,166 @@ async fn the_message_list_filters_and_pages() {
     .await;
     assert!(page["messages"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn authorize_through_the_callback_then_test_send() {
+    let app = spawn_http().await;
+    let fakes = crate::http_helpers::fakes().await;
+    let key = app.admin_key().await;
+    let resp = app
+        .request(Method::POST, "/api/v1/connections", Some(&key))
+        .json(&fakes.connection_json("fake"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    // Not authorized yet: the test says so at the first step, nothing is sent.
+    let (status, result, _) = json(
+        app.request(Method::POST, "/api/v1/connections/fake/test", Some(&key))
+            .json(&serde_json::json!({"to": "someone@example.com"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(result["passed"], false);
+    assert!(fakes.smtp.messages().is_empty());
+
+    let (status, started, text) = json(
+        app.request(
+            Method::POST,
+            "/api/v1/connections/fake/authorize",
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let redirect_uri = started["redirect_uri"].as_str().unwrap();
+    assert_eq!(redirect_uri, format!("{}/oauth/callback", app.base));
+    let url = started["authorize_url"].as_str().unwrap();
+    assert!(
+        url.contains("code_challenge_method=S256") && url.contains("state="),
+        "{url}"
+    );
+
+    let back = crate::http_helpers::consent(&app.client, url).await;
+    assert!(back.starts_with(redirect_uri), "{back}");
+    let page = app.client.get(&back).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Connected"), "{html}");
+    // A state works once.
+    let again = app.client.get(&back).send().await.unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("unknown or has expired")
+    );
+
+    let (_, conn, text) = json(
+        app.request(Method::GET, "/api/v1/connections/fake", Some(&key))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(conn["status"], "authorized", "{text}");
+    assert_eq!(conn["refresh_token"], "set");
+
+    let (status, result, text) = json(
+        app.request(Method::POST, "/api/v1/connections/fake/test", Some(&key))
+            .json(&serde_json::json!({"to": "someone@example.com"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(result["passed"], true, "{text}");
+    let steps: Vec<&str> = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"auth") && steps.contains(&"send"),
+        "{steps:?}"
+    );
+    let received = fakes.smtp.messages();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_to, ["someone@example.com"]);
+    let id = result["message_id"].as_str().unwrap();
+    let (_, detail, _) = json(
+        app.request(Method::GET, &format!("/api/v1/messages/{id}"), Some(&key))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(detail["status"], "sent");
+    // Neither the refresh token nor an access token appeared anywhere.
+    let rt = fakes
+        .idp
+        .current_refresh_token_for(fake_provider::idp::DEFAULT_USER)
+        .unwrap();
+    assert!(!text.contains(&rt) && !html.contains(&rt));
+}
+
+#[tokio::test]
+async fn a_refused_consent_is_explained_and_changes_nothing() {
+    let app = spawn_http().await;
+    let fakes = crate::http_helpers::fakes().await;
+    let key = app.admin_key().await;
+    app.request(Method::POST, "/api/v1/connections", Some(&key))
+        .json(&fakes.connection_json("fake"))
+        .send()
+        .await
+        .unwrap();
+    fakes.idp.set_consent_denied(true);
+    let (_, started, _) = json(
+        app.request(
+            Method::POST,
+            "/api/v1/connections/fake/authorize",
+            Some(&key),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let back =
+        crate::http_helpers::consent(&app.client, started["authorize_url"].as_str().unwrap()).await;
+    let page = app.client.get(&back).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Not connected") && html.contains("access_denied"),
+        "{html}"
+    );
+    let conn = app.store.connection("fake").await.unwrap();
+    assert!(!conn.refresh_token_set);
+    // Forged or missing state: no connection named, nothing done.
+    let page = app
+        .client
+        .get(app.url("/oauth/callback?code=x&state=forged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+    let page = app
+        .client
+        .get(app.url("/oauth/callback"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 400);
+}

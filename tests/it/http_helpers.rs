@@ -146,3 +146,101 @@ pub async fn json(resp: reqwest::Response) -> (u16, serde_json::Value, String) {
     let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     (status, v, text)
 }
+
+/// The fake identity provider and SMTP server, with the CA file clients must trust.
+pub struct Fakes {
+    pub idp: fake_provider::FakeIdp,
+    pub smtp: fake_provider::FakeSmtp,
+    pub ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn fakes() -> Fakes {
+    use fake_provider::idp::IdpConfig;
+    use fake_provider::smtp::{SmtpConfig, TokenValidator};
+    let dir = tempfile::tempdir().unwrap();
+    let idp = fake_provider::FakeIdp::start(IdpConfig::default())
+        .await
+        .unwrap();
+    let smtp =
+        fake_provider::FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
+            .await
+            .unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, smtp.ca_pem()).unwrap();
+    Fakes {
+        idp,
+        smtp,
+        ca_file,
+        _dir: dir,
+    }
+}
+
+impl Fakes {
+    /// A connection against the fakes, as API JSON.
+    pub fn connection_json(&self, name: &str) -> serde_json::Value {
+        use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_USER};
+        serde_json::json!({
+            "name": name,
+            "provider": "microsoft",
+            "user": DEFAULT_USER,
+            "tenant": "organizations",
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "host": "127.0.0.1",
+            "port": self.smtp.port(),
+            "ca_file": self.ca_file.display().to_string(),
+            "authorize_url": self.idp.authorize_url("organizations"),
+            "token_url": self.idp.token_url("organizations"),
+        })
+    }
+}
+
+/// Follows the fake IdP's auto-consent: GET `authorize_url`, return its redirect `Location`.
+pub async fn consent(client: &reqwest::Client, authorize_url: &str) -> String {
+    let resp = client.get(authorize_url).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        302,
+        "{}",
+        resp.text().await.unwrap_or_default()
+    );
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+impl Fakes {
+    /// Creates the connection against the fakes directly in the store.
+    pub async fn create_connection(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> postern::domain::Connection {
+        let v = self.connection_json(name);
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let input = postern::domain::ConnectionInput {
+            name: s("name"),
+            provider: s("provider"),
+            user: s("user"),
+            tenant: s("tenant"),
+            client_id: s("client_id"),
+            host: s("host"),
+            port: Some(self.smtp.port().to_string()),
+            ca_file: s("ca_file"),
+            authorize_url: s("authorize_url"),
+            token_url: s("token_url"),
+            ..Default::default()
+        };
+        let (settings, _) = input.validate().unwrap();
+        let conn = store.insert_connection(&settings).await.unwrap();
+        store
+            .put_secret(
+                conn.id,
+                postern::store::SecretKind::ClientSecret,
+                &SecretString::from(fake_provider::idp::DEFAULT_CLIENT_SECRET.to_string()),
+                None,
+            )
+            .await
+            .unwrap();
+        conn
+    }
+}

@@ -473,3 +473,222 @@ async fn the_form_explains_wrong_values_like_the_cli_and_labels_every_input() {
     assert!(page.body.contains("aria-invalid=\"true\""));
     assert!(ui.store.list_connections().await.unwrap().is_empty());
 }
+
+/// The path and query of an absolute URL (to replay a redirect into the router).
+fn path_of(url: &str) -> String {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}?{}", u.path(), u.query().unwrap_or(""))
+}
+
+#[tokio::test]
+async fn connect_is_bound_to_the_browser_then_the_test_e_mail_shows_each_step() {
+    let ui = Ui::new().await;
+    let fakes = crate::http_helpers::fakes().await;
+    fakes.create_connection(&ui.store, "fake").await;
+    let session = ui.login().await;
+    let client = crate::http_helpers::client();
+
+    let page = ui.get("/admin/connections/fake", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Connect with Microsoft"));
+    let idp_origin = fakes.idp.base_url();
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {}",
+            idp_origin.trim_end_matches('/')
+        )),
+        "{csp}"
+    );
+    let csrf = page.csrf();
+
+    // Started in one browser, finished in another (no binding cookie): refused.
+    let start = ui
+        .post(
+            "/admin/connections/fake/connect",
+            Some(&session),
+            form(&[("csrf", &csrf)]),
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
+    assert!(
+        start
+            .location()
+            .starts_with(&fakes.idp.authorize_url("organizations"))
+    );
+    let binding = start
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("postern_oauth="))
+        .unwrap();
+    assert!(
+        binding.contains("SameSite=Lax") && binding.contains("Path=/oauth/callback"),
+        "{binding}"
+    );
+    let back = crate::http_helpers::consent(&client, start.location()).await;
+    assert!(
+        back.starts_with("http://127.0.0.1:8025/oauth/callback?"),
+        "{back}"
+    );
+    let stray = ui.get(&path_of(&back), None).await;
+    assert_eq!(stray.status, StatusCode::BAD_REQUEST);
+    assert!(stray.body.contains("another browser"));
+    assert!(!ui.store.connection("fake").await.unwrap().refresh_token_set);
+
+    // The same browser: connected, and back to the connection page.
+    let start = ui
+        .post(
+            "/admin/connections/fake/connect",
+            Some(&session),
+            form(&[("csrf", &csrf)]),
+        )
+        .await;
+    let binding = start
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("postern_oauth="))
+        .unwrap();
+    let back = crate::http_helpers::consent(&client, start.location()).await;
+    let done = ui.get(&path_of(&back), Some(&cookie_pair(&binding))).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("/admin/connections/fake?done=connected"));
+    let page = ui
+        .get("/admin/connections/fake?done=connected", Some(&session))
+        .await;
+    assert!(page.body.contains("badge authorized"), "{}", page.body);
+
+    let tested = ui
+        .post(
+            "/admin/connections/fake/test",
+            Some(&session),
+            form(&[("csrf", &csrf), ("to", "someone@example.com")]),
+        )
+        .await;
+    assert_eq!(tested.status, StatusCode::OK);
+    assert!(
+        tested
+            .body
+            .contains("Test e-mail sent to someone@example.com"),
+        "{}",
+        tested.body
+    );
+    assert!(
+        tested.body.contains("step-ok\"><strong>auth</strong>"),
+        "{}",
+        tested.body
+    );
+    assert_eq!(fakes.smtp.messages().len(), 1);
+
+    let list = ui.get("/admin/messages?status=sent", Some(&session)).await;
+    assert!(
+        list.body
+            .contains("Postern test message via connection fake"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("badge sent"));
+    assert!(list.body.contains("accepted the message"));
+    let at = list.body.find("href=\"/admin/messages/").unwrap() + 6;
+    let href = list.body[at..].split('"').next().unwrap().to_string();
+    let detail = ui.get(&href, Some(&session)).await;
+    assert!(
+        detail.body.contains("someone@example.com") && detail.body.contains("250"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        !detail.body.contains("Retry now"),
+        "sent mail cannot be retried"
+    );
+    let dashboard = ui.get("/admin", Some(&session)).await;
+    assert!(dashboard.body.contains("1 sent"), "{}", dashboard.body);
+}
+
+#[tokio::test]
+async fn keys_and_relay_passwords_are_shown_once() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let csrf = ui.get("/admin/api-keys", Some(&session)).await.csrf();
+    let created = ui
+        .post(
+            "/admin/api-keys",
+            Some(&session),
+            form(&[("csrf", &csrf), ("name", "billing"), ("role", "send")]),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    let at = created.body.find("id=\"new-key\">").unwrap() + "id=\"new-key\">".len();
+    let key = created.body[at..].split('<').next().unwrap().to_string();
+    assert!(key.starts_with("pk_"));
+    assert!(
+        ui.store
+            .authenticate_api_key(&secrecy::SecretString::from(key.clone()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let list = ui.get("/admin/api-keys", Some(&session)).await;
+    assert!(list.body.contains("billing") && !list.body.contains(&key));
+    let bad = ui
+        .post(
+            "/admin/api-keys",
+            Some(&session),
+            form(&[("csrf", &csrf), ("name", "billing"), ("role", "send")]),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("already exists"));
+    let revoked = ui
+        .post(
+            "/admin/api-keys/billing/revoke",
+            Some(&session),
+            form(&[("csrf", &csrf)]),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert!(ui.store.list_api_keys().await.unwrap().is_empty());
+
+    let page = ui.get("/admin/relay-users", Some(&session)).await;
+    assert!(page.body.contains("connection</a> first"));
+    let body = connection_form(&csrf);
+    ui.post("/admin/connections", Some(&session), body).await;
+    let created = ui
+        .post(
+            "/admin/relay-users",
+            Some(&session),
+            form(&[
+                ("csrf", &csrf),
+                ("name", "erp"),
+                ("connection", "contoso"),
+                ("allow_from", "@contoso.com"),
+            ]),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let at = created.body.find("id=\"new-pw\">").unwrap() + "id=\"new-pw\">".len();
+    let password = created.body[at..].split('<').next().unwrap().to_string();
+    assert!(password.len() >= 20);
+    let ok = ui
+        .store
+        .verify_relay_user("erp", &secrecy::SecretString::from(password.clone()))
+        .await
+        .unwrap();
+    assert!(ok.is_some());
+    let list = ui.get("/admin/relay-users", Some(&session)).await;
+    assert!(list.body.contains("erp") && !list.body.contains(&password));
+    let bad = ui
+        .post(
+            "/admin/relay-users",
+            Some(&session),
+            form(&[
+                ("csrf", &csrf),
+                ("name", "x"),
+                ("connection", "contoso"),
+                ("allow_from", "not an address"),
+            ]),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -11,6 +11,7 @@ use super::{Flash, Layout, PageError, render};
 use crate::domain::ConnectionView;
 use crate::http::AppState;
 use crate::http::auth::AdminSession;
+use crate::store::messages::MessageFilter;
 
 #[derive(Debug)]
 struct Row {
@@ -43,9 +44,28 @@ pub async fn page(
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, PageError> {
     let conns = state.store().list_connections().await?;
-    let rows = conns
-        .iter()
-        .map(|c| {
+    let counts = state.store().message_counts().await?;
+    let mut rows = Vec::with_capacity(conns.len());
+    for c in &conns {
+        let queue: Vec<String> = counts
+            .iter()
+            .filter(|(conn, _, _)| conn == c.name().as_str())
+            .map(|(_, status, n)| format!("{n} {status}"))
+            .collect();
+        // The latest delivery error still worth reading (on a message not yet sent).
+        let recent = state
+            .store()
+            .list_messages(&MessageFilter {
+                connection: Some(c.name().to_string()),
+                limit: Some(20),
+                ..MessageFilter::default()
+            })
+            .await?;
+        let last_error = recent
+            .into_iter()
+            .filter(|m| m.status != "sent")
+            .find_map(|m| m.last_error);
+        rows.push({
             let v = ConnectionView::from(c);
             let (status_label, _) = status_text(&v);
             Row {
@@ -56,11 +76,15 @@ pub async fn page(
                 status: v.status.clone(),
                 status_label,
                 reason: v.status_reason.clone(),
-                queue: "—".into(),
-                last_error: None,
+                queue: if queue.is_empty() {
+                    "no mail yet".into()
+                } else {
+                    queue.join(" · ")
+                },
+                last_error,
             }
-        })
-        .collect();
+        });
+    }
     let flash = match q.done.as_deref() {
         Some("removed") => Some(Flash::ok("Connection removed.")),
         _ => None,

@@ -7,7 +7,10 @@ mod connections;
 mod dashboard;
 mod form;
 mod guide;
+mod keys;
 mod login;
+mod messages;
+mod relay_users;
 
 use askama::Template;
 use axum::Router;
@@ -186,4 +189,19 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/connections/{name}/connect", post(connect::connect))
         .route("/admin/connections/{name}/test", post(connect::test))
         .route("/oauth/callback", get(connect::callback))
+        .route("/admin/messages", get(messages::list))
+        .route("/admin/messages/{id}", get(messages::show))
+        .route("/admin/messages/{id}/retry", post(messages::retry))
+        .route("/admin/messages/{id}/delete", post(messages::remove))
+        .route("/admin/api-keys", get(keys::list).post(keys::create))
+        .route("/admin/api-keys/{name}/revoke", post(keys::revoke))
+        .route(
+            "/admin/relay-users",
+            get(relay_users::list).post(relay_users::create),
+        )
+        .route("/admin/relay-users/{name}/reset", post(relay_users::reset))
+        .route(
+            "/admin/relay-users/{name}/delete",
+            post(relay_users::remove),
+        )
 }
