@@ -61,6 +61,9 @@ pub struct ServerSettings {
     pub tls_key: Option<PathBuf>,
     /// Allow AUTH without TLS from non-loopback clients (dangerous: passwords in clear).
     pub allow_cleartext_auth: bool,
+    /// Treat loopback clients as local: AUTH without TLS allowed. Turn off when a proxy or
+    /// tunnel on this host forwards remote clients, which then all look like loopback.
+    pub cleartext_auth_on_loopback: bool,
     /// Networks (CIDR) whose clients may send without AUTH. Empty: nobody (never an open relay).
     pub trusted_networks: Vec<String>,
     /// Largest message accepted, in bytes (announced with SIZE).
@@ -152,6 +155,7 @@ impl Default for ServerSettings {
             tls_cert: None,
             tls_key: None,
             allow_cleartext_auth: false,
+            cleartext_auth_on_loopback: true,
             trusted_networks: Vec::new(),
             max_message_size: 35 * 1024 * 1024,
             max_recipients: 100,

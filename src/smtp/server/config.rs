@@ -22,6 +22,9 @@ pub struct SessionConfig {
     /// Allow AUTH over an unencrypted, non-loopback connection. Passwords then cross the
     /// network in clear text: only for networks where that is acceptable.
     pub allow_cleartext_auth: bool,
+    /// Loopback clients count as local and may AUTH without TLS. Off when a proxy or tunnel
+    /// on this host forwards remote clients, which would otherwise all look local.
+    pub cleartext_auth_on_loopback: bool,
     /// A TLS acceptor is configured, so STARTTLS can be offered.
     pub starttls_available: bool,
     /// Prepend a `Received:` trace header to each accepted message.
@@ -42,6 +45,7 @@ impl SessionConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             allow_cleartext_auth: false,
+            cleartext_auth_on_loopback: true,
             starttls_available: false,
             received_header: true,
             bare_lf: BareLfPolicy::default(),

@@ -52,6 +52,8 @@ pub(crate) async fn serve<B: RelayBackend>(
         trusted: shared.config.is_trusted(addr.ip()),
     };
     let mut session = Session::new(Arc::clone(&shared.session_config), peer);
+    // A guesser who reconnects picks up where the last connection left off.
+    session.remember_auth_failures(shared.failures.recent(addr.ip()));
     let span = tracing::info_span!("relay_session", id = session.id(), peer = %addr);
     async {
         debug!(trusted = session.peer().trusted, "relay connection opened");
@@ -199,6 +201,7 @@ where
                     }
                     Ok(Ok(None)) => {
                         shared.stats.auth(false);
+                        shared.failures.failed(session.peer().addr.ip());
                         warn!(user = %username, "relay authentication failed");
                         AuthOutcome::Failure
                     }

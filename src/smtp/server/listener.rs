@@ -18,6 +18,7 @@ use super::config::{
     BareLfPolicy, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, SessionConfig,
 };
 use super::connection;
+use super::guard::FailureMemory;
 use super::network::IpNetwork;
 use super::stats::RelayStats;
 use crate::domain::Host;
@@ -46,6 +47,8 @@ pub struct ListenerConfig {
     pub max_recipients: usize,
     /// Allow AUTH over unencrypted non-loopback connections: passwords cross the network in clear.
     pub allow_cleartext_auth: bool,
+    /// Loopback clients may AUTH without TLS (off when a local proxy forwards remote clients).
+    pub cleartext_auth_on_loopback: bool,
     /// Clients in these networks may send without AUTH. None by default: never an open relay.
     pub trusted_networks: Vec<IpNetwork>,
     /// Add a `Received:` header naming the relay and the relay user.
@@ -66,6 +69,7 @@ impl ListenerConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             allow_cleartext_auth: false,
+            cleartext_auth_on_loopback: true,
             trusted_networks: Vec::new(),
             received_header: true,
             bare_lf: BareLfPolicy::default(),
@@ -82,6 +86,7 @@ impl ListenerConfig {
         c.max_message_size = self.max_message_size;
         c.max_recipients = self.max_recipients;
         c.allow_cleartext_auth = self.allow_cleartext_auth;
+        c.cleartext_auth_on_loopback = self.cleartext_auth_on_loopback;
         c.starttls_available = starttls_available;
         c.received_header = self.received_header;
         c.bare_lf = self.bare_lf;
@@ -106,6 +111,8 @@ pub(crate) struct Shared<B> {
     pub session_config: Arc<SessionConfig>,
     pub tls: TlsSetup,
     pub stats: RelayStats,
+    /// Failed AUTHs by client address, across this listener's connections.
+    pub failures: FailureMemory,
     /// Set when shutdown starts: sessions finish their message, then say `421`.
     pub soft: CancellationToken,
     /// Set when the grace period is over: sessions say `421` at once.
@@ -207,6 +214,7 @@ impl<B: RelayBackend> RelayServer<B> {
             config: self.config,
             tls: self.tls,
             stats: self.stats,
+            failures: FailureMemory::default(),
             soft: shutdown.clone(),
             hard: CancellationToken::new(),
         });

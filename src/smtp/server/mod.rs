@@ -14,6 +14,8 @@ mod connection;
 mod data;
 mod envelope;
 mod fuzz;
+mod fuzz_auth;
+mod guard;
 mod identity;
 mod listener;
 mod message;
@@ -35,6 +37,7 @@ pub use config::{
 };
 pub use envelope::{BodyType, Envelope, ReversePath, StoreFailure};
 pub use fuzz::fuzz_session;
+pub use fuzz_auth::fuzz_auth_decoders;
 pub use identity::{AllowedFrom, AllowedFromError, AuthOutcome, Identity};
 pub use listener::{ListenerConfig, RelayServer};
 pub use network::{IpNetwork, IpNetworkError};

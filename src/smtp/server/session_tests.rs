@@ -66,7 +66,8 @@ impl Harness {
                     queue.extend(self.session.auth_result(outcome));
                 }
                 Action::Deliver { envelope, message } => {
-                    let message = String::from_utf8(message).unwrap();
+                    // 8-bit content is legal (BODY=8BITMIME); keep it comparable as text.
+                    let message = String::from_utf8_lossy(&message).into_owned();
                     self.events.push(Ev::Deliver(envelope, message));
                     queue.extend(self.session.message_stored(self.store.clone()));
                 }
@@ -531,6 +532,36 @@ fn auth_over_cleartext_is_refused_unless_allowed() {
     let mut c = config();
     c.allow_cleartext_auth = true;
     let mut h = Harness::new(c, remote());
+    h.feed(input.as_bytes());
+    assert_eq!(h.last(), "235 2.7.0 Authentication successful");
+}
+
+#[test]
+fn earlier_failures_of_the_client_carry_over() {
+    let wrong = format!("AUTH PLAIN {}\r\n", plain("app", "guess"));
+    let mut h = Harness::new(config(), over_tls());
+    h.session.remember_auth_failures(50);
+    h.feed(b"EHLO c.test\r\n");
+    h.feed(wrong.as_bytes());
+    assert!(h.last().starts_with("421 4.7.0"), "{}", h.out);
+    // The right password still gets its one try.
+    let mut h = Harness::new(config(), over_tls());
+    h.session.remember_auth_failures(50);
+    h.feed(format!("EHLO c.test\r\nAUTH PLAIN {}\r\n", plain("app", "secret")).as_bytes());
+    assert_eq!(h.last(), "235 2.7.0 Authentication successful");
+}
+
+#[test]
+fn loopback_is_not_local_when_switched_off() {
+    // A proxy on the relay's host makes remote clients look like loopback.
+    let input = format!("EHLO c.test\r\nAUTH PLAIN {}\r\n", plain("app", "secret"));
+    let mut c = config();
+    c.cleartext_auth_on_loopback = false;
+    let mut h = Harness::new(c.clone(), loopback());
+    h.feed(input.as_bytes());
+    assert!(!h.out.contains("AUTH"), "AUTH offered: {}", h.out);
+    assert!(h.last().starts_with("538 5.7.11"), "{}", h.out);
+    let mut h = Harness::new(c, over_tls());
     h.feed(input.as_bytes());
     assert_eq!(h.last(), "235 2.7.0 Authentication successful");
 }

@@ -30,7 +30,9 @@ impl Session {
 
     /// AUTH is offered on encrypted or loopback connections, or where the admin allowed it.
     pub(super) fn auth_allowed(&self) -> bool {
-        self.peer.tls_active || self.peer.is_loopback() || self.config.allow_cleartext_auth
+        self.peer.tls_active
+            || (self.peer.is_loopback() && self.config.cleartext_auth_on_loopback)
+            || self.config.allow_cleartext_auth
     }
 
     pub(super) fn auth(&mut self, mechanism: Mechanism, initial: Option<SecretString>) {
@@ -127,6 +129,13 @@ impl Session {
     fn authenticate(&mut self, username: String, password: SecretString) {
         self.phase = Phase::Waiting(Wait::Auth);
         self.push(Action::Authenticate { username, password });
+    }
+
+    /// Starts this session's failure count at `failures` earlier ones from the same client
+    /// (within the throttle's limit less one, so a right password still gets its one try).
+    pub(crate) fn remember_auth_failures(&mut self, failures: u32) {
+        let limit = self.config.auth_throttle.max_failures.saturating_sub(1);
+        self.auth_failures = failures.min(limit);
     }
 
     /// Password guessing gets slower, then the connection is closed.

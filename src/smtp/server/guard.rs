@@ -1,0 +1,104 @@
+//! Failed AUTHs remembered per client address across connections, so a password guesser
+//! cannot reset the session's throttle by reconnecting.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long an address's failures are remembered after its last one.
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered at most; past that, expired entries go, then (under a flood from
+/// very many addresses) everything, so memory stays bounded.
+const CAPACITY: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last: Instant,
+}
+
+/// Recent AUTH failures by client address (IPv6 by /64, the smallest block a host gets).
+#[derive(Debug, Default)]
+pub(crate) struct FailureMemory {
+    entries: Mutex<HashMap<IpAddr, Entry>>,
+}
+
+impl FailureMemory {
+    /// Failures from `ip` within the window.
+    pub fn recent(&self, ip: IpAddr) -> u32 {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&key(ip))
+            .filter(|e| e.last.elapsed() < WINDOW)
+            .map_or(0, |e| e.failures)
+    }
+
+    /// Records one failed AUTH from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CAPACITY {
+            entries.retain(|_, e| now.duration_since(e.last) < WINDOW);
+            if entries.len() >= CAPACITY {
+                entries.clear();
+            }
+        }
+        let entry = entries.entry(key(ip)).or_insert(Entry {
+            failures: 0,
+            last: now,
+        });
+        if now.duration_since(entry.last) >= WINDOW {
+            entry.failures = 0;
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last = now;
+    }
+}
+
+fn key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_per_address() {
+        let m = FailureMemory::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            m.failed(a);
+        }
+        assert_eq!(m.recent(a), 3);
+        assert_eq!(m.recent(b), 0);
+        // The mapped form of the same IPv4 address is the same client.
+        assert_eq!(m.recent("::ffff:192.0.2.1".parse().unwrap()), 3);
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_network_share_a_count() {
+        let m = FailureMemory::default();
+        m.failed("2001:db8:1:2::1".parse().unwrap());
+        m.failed("2001:db8:1:2:ffff::9".parse().unwrap());
+        assert_eq!(m.recent("2001:db8:1:2::77".parse().unwrap()), 2);
+        assert_eq!(m.recent("2001:db8:1:3::1".parse().unwrap()), 0);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let m = FailureMemory::default();
+        for i in 0..(CAPACITY as u32 + 10) {
+            m.failed(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(m.entries.lock().unwrap().len() <= CAPACITY);
+    }
+}
