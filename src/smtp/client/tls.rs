@@ -83,9 +83,25 @@ pub fn describe_session(conn: &rustls::ClientConnection, server_name: &str) -> S
     }
     let _ = write!(out, ", server name {server_name}");
     if let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) {
-        let _ = write!(out, ", certificate SHA-256 {}", fingerprint(cert));
+        if let Some((subject, issuer, not_after)) = certificate_names(cert) {
+            let _ = write!(
+                out,
+                ", certificate subject {subject} (issuer {issuer}, valid until {not_after})"
+            );
+        }
+        let _ = write!(out, ", SHA-256 {}", fingerprint(cert));
     }
     out
+}
+
+/// Subject, issuer and expiry of a certificate, for people reading `connection test`.
+fn certificate_names(cert: &CertificateDer<'_>) -> Option<(String, String, String)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some((
+        parsed.subject().to_string(),
+        parsed.issuer().to_string(),
+        parsed.validity().not_after.to_string(),
+    ))
 }
 
 /// `AB:CD:...` over the DER bytes, the form browsers and `openssl x509 -fingerprint` show.
