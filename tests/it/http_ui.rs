@@ -692,3 +692,84 @@ async fn keys_and_relay_passwords_are_shown_once() {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// The Chromium end-to-end test (`browser/e2e.mjs`) against the whole application: relay,
+/// workers, HTTP, with the fake provider. Skipped (with a note) when Chromium or
+/// `browser/node_modules` are missing, unless `POSTERN_BROWSER_TEST=1` demands it (as `.ci/run`
+/// does). Screenshots land in `target/browser-e2e/`.
+#[tokio::test]
+async fn browser_end_to_end() {
+    use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_USER};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let ready = std::path::Path::new(&chromium).exists()
+        && root.join("browser/node_modules/playwright-core").is_dir()
+        && std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok();
+    if !ready {
+        assert!(
+            std::env::var("POSTERN_BROWSER_TEST").as_deref() != Ok("1"),
+            "POSTERN_BROWSER_TEST=1 but Chromium ({chromium}), node or browser/node_modules is missing"
+        );
+        eprintln!(
+            "browser_end_to_end skipped: needs {chromium}, node and `npm install --prefix browser`"
+        );
+        return;
+    }
+    let fakes = crate::http_helpers::fakes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.server.smtp_listen = ([127, 0, 0, 1], 0).into();
+    let app = postern::app::Application::build(settings).await.unwrap();
+    let base = format!("http://{}", app.http_addr());
+    app.store()
+        .create_admin(
+            "admin",
+            &secrecy::SecretString::from(ADMIN_PASSWORD.to_string()),
+        )
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    let server = tokio::spawn(app.run_until_stopped(async move { s.cancelled().await }));
+
+    let shots = root.join("target/browser-e2e");
+    let run = tokio::process::Command::new("node")
+        .arg(root.join("browser/e2e.mjs"))
+        .env("POSTERN_URL", &base)
+        .env("POSTERN_SCREENSHOTS", &shots)
+        .env("POSTERN_ADMIN", "admin")
+        .env("POSTERN_PASSWORD", ADMIN_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("FAKE_USER", DEFAULT_USER)
+        .env("FAKE_CLIENT_ID", DEFAULT_CLIENT_ID)
+        .env("FAKE_CLIENT_SECRET", DEFAULT_CLIENT_SECRET)
+        .env("FAKE_SMTP_PORT", fakes.smtp.port().to_string())
+        .env(
+            "FAKE_AUTHORIZE_URL",
+            fakes.idp.authorize_url("organizations"),
+        )
+        .env("FAKE_TOKEN_URL", fakes.idp.token_url("organizations"))
+        .env("FAKE_CA_FILE", &fakes.ca_file)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), run)
+        .await
+        .expect("the browser test finishes within 3 minutes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}\nscreenshots: {}", shots.display());
+    assert!(out.status.success(), "the browser test failed");
+    assert!(stdout.contains("e2e: passed"));
+
+    // What a user would check at the provider: the message arrived, from the mailbox.
+    let received = fakes.smtp.messages();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt_to, ["someone@example.com"]);
+    assert_eq!(received[0].auth_user.as_deref(), Some(DEFAULT_USER));
+    stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), server).await;
+}

@@ -27,3 +27,8 @@ pub async fn copy_js() -> Response {
     )
         .into_response()
 }
+
+/// Browsers ask for it on every site; an empty answer keeps their consoles and our logs quiet.
+pub async fn favicon() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
+}

@@ -168,6 +168,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/assets/style.css", get(assets::style))
         .route("/assets/copy.js", get(assets::copy_js))
+        .route("/favicon.ico", get(assets::favicon))
         .route("/admin/login", get(login::form).post(login::submit))
         .route("/admin/logout", post(login::logout))
         .route("/admin", get(dashboard::page))
