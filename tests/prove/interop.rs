@@ -1,0 +1,1 @@
+//! Interoperability with mail software no one here wrote (being written).
