@@ -207,7 +207,14 @@ impl Application {
             });
         }
 
+        let public_url = self
+            .settings
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok());
         let state = crate::http::AppState::new(self.store.clone(), self.settings.clone())
+            .with_public_url(public_url)
             .with_outbox(self.outbox.clone())
             .with_tokens(self.tokens.clone());
         let metrics_state = MetricsState {

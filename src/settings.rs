@@ -78,6 +78,9 @@ pub struct ServerSettings {
     pub received_header: bool,
     /// Seconds that running sessions and deliveries get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// The URL admins reach the web UI at, when behind a proxy (`https://postern.example.com`):
+    /// the OAuth redirect URI for Connect is built from it. Without it, from the request.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,6 +166,7 @@ impl Default for ServerSettings {
             hostname: "localhost".into(),
             received_header: true,
             shutdown_grace_secs: 30,
+            public_url: None,
         }
     }
 }
@@ -357,6 +361,21 @@ impl Settings {
         for net in &self.server.trusted_networks {
             if let Err(e) = crate::smtp::server::IpNetwork::parse(net) {
                 return Err(invalid("server.trusted_networks", &e.to_string()));
+            }
+        }
+        if let Some(u) = &self.server.public_url {
+            match url::Url::parse(u) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https")
+                        && parsed.host_str().is_some() => {}
+                _ => {
+                    return Err(invalid(
+                        "server.public_url",
+                        &format!(
+                            "`{u}` is not an absolute http(s) URL such as https://postern.example.com"
+                        ),
+                    ));
+                }
             }
         }
         if self.server.max_message_size < 1024 {
