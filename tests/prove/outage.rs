@@ -10,7 +10,7 @@ use crate::client::{Client, message, trusting};
 use crate::world::{Flow, Home, Providers, Server, USER, figure};
 
 /// Submits `count` messages marked `{prefix}-{i}` over one session; all must get 250.
-async fn submit(server: &Server, home: &Home, prefix: &str, count: u64) {
+pub(crate) async fn submit(server: &Server, home: &Home, prefix: &str, count: u64) {
     let tls = trusting(&home.data_dir.join("relay-cert.pem"));
     let mut c = Client::submission(server.relay, &tls, "app", &home.relay_password)
         .await

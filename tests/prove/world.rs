@@ -219,7 +219,7 @@ impl Home {
         ];
         self.run(&args);
         if flow == Flow::AuthorizationCode {
-            self.authorize_by_paste(p).await;
+            self.authorize_by_paste("fake").await;
         }
         let out = self.run(&["relay-user", "add", "app", "--connection", "fake"]);
         self.relay_password = out
@@ -229,11 +229,11 @@ impl Home {
             .expect("the generated relay password");
     }
 
-    /// `connection authorize fake --paste`: the test plays the browser and pastes the
-    /// redirect back.
-    async fn authorize_by_paste(&mut self, p: &Providers) {
+    /// `connection authorize NAME --paste`: the test plays the browser and pastes the
+    /// redirect back. Returns the authorize URL Postern printed.
+    pub async fn authorize_by_paste(&mut self, name: &str) -> String {
         let mut child = self
-            .cmd(&["connection", "authorize", "fake", "--paste"])
+            .cmd(&["connection", "authorize", name, "--paste"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -255,17 +255,15 @@ impl Home {
         let url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
-                Ok(l) if l.contains("/oauth2/v2.0/authorize?") => break l.trim().to_string(),
+                Ok(l) if l.trim().starts_with("http") && l.contains("/authorize?") => {
+                    break l.trim().to_string();
+                }
                 Ok(l) => seen.push_str(&format!("{l}\n")),
                 Err(_) => panic!("no authorize URL printed:\n{seen}"),
             }
         };
         let location = follow_redirect(&url).await;
-        assert!(
-            location.contains("code="),
-            "{location}; IdP {}",
-            p.idp.addr()
-        );
+        assert!(location.contains("code="), "{location}");
         let stdin = child.stdin.as_mut().unwrap();
         stdin.write_all(format!("{location}\n").as_bytes()).unwrap();
         drop(child.stdin.take());
@@ -292,6 +290,7 @@ impl Home {
         let all = format!("{seen}{}\n{stderr}", rest.join("\n"));
         self.printed.push(all.clone());
         assert!(status.success(), "authorize failed: {all}");
+        url
     }
 
     /// Starts `postern serve` on fresh ports.
