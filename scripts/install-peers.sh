@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the third-party peers of tests/prove (Debian and npm packages), non-interactively,
+# and makes sure none of their daemons keeps running (the tests start their own instances).
+# Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v swaks >/dev/null || missing+=(swaks)
+[ -x /usr/sbin/dovecot ] || missing+=(dovecot-core)
+[ -e /usr/lib/dovecot/submission ] || missing+=(dovecot-submissiond)
+[ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+perl -MNet::SSLeay -e1 2>/dev/null || missing+=(libnet-ssleay-perl)
+perl -MIO::Socket::SSL -e1 2>/dev/null || missing+=(libio-socket-ssl-perl)
+perl -MAuthen::SASL -e1 2>/dev/null || missing+=(libauthen-sasl-perl)
+command -v python3 >/dev/null || missing+=(python3)
+command -v npm >/dev/null || missing+=(nodejs npm)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    # Postfix must not ask which mail configuration to use.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    echo "postfix postfix/mailname string localhost" | debconf-set-selections
+    # Refresh the package lists once, unless something did so in the last hour.
+    if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -60 2>/dev/null | head -1)" ]; then
+        apt-get update -qq
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+fi
+# Package scripts may start the system daemons; the tests run their own on other ports.
+service dovecot stop >/dev/null 2>&1 || true
+postfix stop >/dev/null 2>&1 || true
+
+echo "== npm ci tests/interop (oauth2-mock-server)"
+npm ci --prefix tests/interop --no-audit --no-fund --silent
