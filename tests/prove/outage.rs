@@ -103,16 +103,17 @@ async fn token_endpoint_down_keeps_tokens_and_resumes() {
     p.smtp_gate.close();
     p.smtp_gate.reopen().await;
     submit(&server, &home, "refused", count / 2).await;
-    tokio::time::sleep(Duration::from_secs(secs / 3)).await;
+    tokio::time::sleep(Duration::from_secs(secs / 2)).await;
     p.idp.set_down(true);
     p.idp_gate.reopen().await;
     submit(&server, &home, "503", count - count / 2).await;
-    tokio::time::sleep(Duration::from_secs(secs / 3)).await;
-    p.idp.set_down(false);
-    p.idp.inject(3, InjectedError::http(429, Some(1)));
-    tokio::time::sleep(Duration::from_secs(secs - 2 * (secs / 3))).await;
-    let shown = connection_json(&mut home);
+    tokio::time::sleep(Duration::from_secs(secs - secs / 2)).await;
+    // Refused and 503 phases over: nothing can have been delivered without a token.
     let during_outage = p.smtp.counters().messages - 1;
+    let shown = connection_json(&mut home);
+    // Back, but the first three token requests get 429 with Retry-After.
+    p.idp.inject(3, InjectedError::http(429, Some(1)));
+    p.idp.set_down(false);
     let recovered_in = all_arrive(&p, 1 + count, Duration::from_secs(60)).await;
 
     let throttled = p
@@ -123,10 +124,12 @@ async fn token_endpoint_down_keeps_tokens_and_resumes() {
         .count();
     let failed = server.messages_with_status("failed").await;
     println!(
-        "token endpoint down {secs}s: {count} messages waited ({during_outage} delivered before the \
-         outage ended), token requests answered 429 {throttled}, refreshes \
-         {}, all delivered {:.1}s after recovery, failed {failed}; status during the outage: {} \
+        "token endpoint down {secs}s ({}s refused, {}s 503, then 3 x 429): {count} messages \
+         waited ({during_outage} delivered during the outage), token requests answered 429 \
+         {throttled}, refreshes {}, all delivered {:.1}s after recovery, failed {failed}; status during the outage: {} \
          (refresh token {})",
+        secs / 2,
+        secs - secs / 2,
         p.idp.counters().refresh_token - refreshes_before,
         recovered_in.as_secs_f64(),
         shown["status"],
