@@ -66,12 +66,26 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// Pending connections the kernel may hold for us (clamped to `net.core.somaxconn`). The
+/// standard library's 128 overflows in a burst of app connections: the overflow then waits for
+/// SYN-ACK retransmissions, seconds per connection.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(
     addr: SocketAddr,
     what: &'static str,
 ) -> Result<(TcpListener, SocketAddr), StartError> {
     let err = |source| StartError::Bind { addr, what, source };
-    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // As std's bind does: a restart may rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let l = socket.listen(LISTEN_BACKLOG).map_err(err)?;
     let bound = l.local_addr().map_err(err)?;
     Ok((l, bound))
 }

@@ -1,0 +1,169 @@
+//! `postern serve` as a child process with a fresh data dir, set up through the real CLI, and
+//! what /proc says about it (CPU time, resident memory).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+use fake_provider::{FakeIdp, FakeSmtp};
+
+use crate::load::FROM;
+
+/// The release binary built with this benchmark.
+const POSTERN: &str = env!("CARGO_BIN_EXE_postern");
+
+pub struct Postern {
+    child: Child,
+    pub relay: SocketAddr,
+    pub password: String,
+    pub relay_cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn postern(dir: &Path) -> Command {
+    let mut c = Command::new(POSTERN);
+    c.arg("--data-dir").arg(dir.join("data")).current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("POSTERN_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("run postern");
+    assert!(
+        out.status.success(),
+        "postern failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Postern {
+    /// A fresh data dir with connection `fake` (client credentials against the fake IdP) and
+    /// relay user `app`, then `serve` on port 0. Logs (info level) go to a file, as in production.
+    pub fn start(idp: &FakeIdp, smtp: &FakeSmtp) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("provider-ca.pem");
+        std::fs::write(&ca, smtp.ca_pem()).unwrap();
+        let secret = dir.path().join("client-secret");
+        std::fs::write(&secret, DEFAULT_CLIENT_SECRET).unwrap();
+        run(postern(dir.path())
+            .args(["connection", "add", "fake", "--provider", "microsoft"])
+            .args([
+                "--flow",
+                "client-credentials",
+                "--tenant",
+                "contoso.example",
+            ])
+            .args(["--user", FROM, "--client-id", DEFAULT_CLIENT_ID])
+            .arg("--client-secret-file")
+            .arg(&secret)
+            .args(["--host", "127.0.0.1", "--port", &smtp.port().to_string()])
+            .arg("--ca-file")
+            .arg(&ca)
+            .args(["--token-url", &idp.token_url("contoso.example")]));
+        let out =
+            run(postern(dir.path()).args(["relay-user", "add", "app", "--connection", "fake"]));
+        let password = out
+            .lines()
+            .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+            .map(|(_, pw)| pw.trim().to_string())
+            .expect("a generated password");
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let mut child = postern(dir.path())
+            .args([
+                "serve",
+                "--smtp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn postern serve");
+        let relay = read_relay_addr(&mut child);
+        Postern {
+            child,
+            relay,
+            password,
+            relay_cert: dir.path().join("data").join("relay-cert.pem"),
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU time of the whole process so far.
+    pub fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after `(comm)`: utime and stime are the 12th and 13th (clock ticks of 10 ms).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// `VmHWM` (peak resident set) and `VmRSS` (now), in KiB.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self._dir.path().join("serve.log")
+    }
+}
+
+impl Drop for Postern {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `serve`'s stdout until it names the relay address (30 s at most).
+fn read_relay_addr(child: &mut Child) -> SocketAddr {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keeps reading (and discarding) so `serve` never blocks on a full pipe.
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line
+                .split_once("SMTP relay on ")
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let started = Instant::now();
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("serve did not start within {:?}", started.elapsed()))
+}

@@ -1,0 +1,279 @@
+//! The figures of one measurement, medians over runs, and the printed tables and targets.
+
+use std::time::Duration;
+
+use crate::load::{LoadResult, Mode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Relay,
+    Direct,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub accepted: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub accepted_rate: f64,
+    pub delivered_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Postern's CPU per message (relay only).
+    pub cpu_ms_per_msg: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub token_requests: u64,
+    pub upstream_connections: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+impl Figures {
+    /// `delivered_in`: from the start until the last message reached the provider.
+    pub fn from_load(
+        r: &LoadResult,
+        delivered_in: Duration,
+        cpu: Option<Duration>,
+        peak_rss_kib: Option<u64>,
+        token_requests: u64,
+        upstream_connections: u64,
+    ) -> Self {
+        let n = r.accepted.max(1) as f64;
+        Figures {
+            accepted: r.accepted,
+            errors: r.errors,
+            first_error: r.first_error.clone(),
+            accepted_rate: r.accepted as f64 / r.elapsed.as_secs_f64().max(1e-9),
+            delivered_rate: r.accepted as f64 / delivered_in.as_secs_f64().max(1e-9),
+            p50_ms: percentile(&r.latencies, 0.50),
+            p99_ms: percentile(&r.latencies, 0.99),
+            cpu_ms_per_msg: cpu.map(|c| c.as_secs_f64() * 1000.0 / n),
+            peak_rss_mib: peak_rss_kib.map(|k| k as f64 / 1024.0),
+            token_requests,
+            upstream_connections,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Burst {
+    pub sessions: usize,
+    pub failed: usize,
+    pub first_error: Option<String>,
+    pub opened_in: Duration,
+    pub idle_rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+/// Every measurement of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Round {
+    pub rows: Vec<(Mode, usize, Path, Figures)>,
+    pub burst: Option<Burst>,
+}
+
+pub fn mode_name(mode: Mode, clients: usize) -> String {
+    let m = match mode {
+        Mode::OnePerConnection => "one",
+        Mode::ManyPerConnection => "many",
+    };
+    format!("{m}/c{clients}")
+}
+
+fn median_f(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn median_u(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+impl Round {
+    pub fn push(&mut self, mode: Mode, clients: usize, path: Path, f: Figures) {
+        self.rows.push((mode, clients, path, f));
+    }
+
+    fn get(&self, mode: Mode, clients: usize, path: Path) -> Option<&Figures> {
+        self.rows
+            .iter()
+            .find(|(m, c, p, _)| *m == mode && *c == clients && *p == path)
+            .map(|(.., f)| f)
+    }
+
+    /// The median of every figure, row by row (each figure on its own).
+    pub fn median(rounds: &[Round]) -> Round {
+        let Some(first) = rounds.first() else {
+            return Round::default();
+        };
+        let mut out = Round::default();
+        for (mode, clients, path, _) in &first.rows {
+            let all: Vec<&Figures> = rounds
+                .iter()
+                .filter_map(|r| r.get(*mode, *clients, *path))
+                .collect();
+            let f = |get: fn(&Figures) -> f64| median_f(all.iter().map(|x| get(x)).collect());
+            let opt = |get: fn(&Figures) -> Option<f64>| {
+                let v: Vec<f64> = all.iter().filter_map(|x| get(x)).collect();
+                (!v.is_empty()).then(|| median_f(v))
+            };
+            let u = |get: fn(&Figures) -> u64| median_u(all.iter().map(|x| get(x)).collect());
+            let m = Figures {
+                accepted: u(|x| x.accepted as u64) as usize,
+                errors: all.iter().map(|x| x.errors).sum(),
+                first_error: all.iter().find_map(|x| x.first_error.clone()),
+                accepted_rate: f(|x| x.accepted_rate),
+                delivered_rate: f(|x| x.delivered_rate),
+                p50_ms: f(|x| x.p50_ms),
+                p99_ms: f(|x| x.p99_ms),
+                cpu_ms_per_msg: opt(|x| x.cpu_ms_per_msg),
+                peak_rss_mib: opt(|x| x.peak_rss_mib),
+                token_requests: u(|x| x.token_requests),
+                upstream_connections: u(|x| x.upstream_connections),
+            };
+            out.push(*mode, *clients, *path, m);
+        }
+        let bursts: Vec<&Burst> = rounds.iter().filter_map(|r| r.burst.as_ref()).collect();
+        if !bursts.is_empty() {
+            out.burst = Some(Burst {
+                sessions: bursts[0].sessions,
+                failed: bursts.iter().map(|b| b.failed).sum(),
+                first_error: bursts.iter().find_map(|b| b.first_error.clone()),
+                opened_in: Duration::from_secs_f64(median_f(
+                    bursts.iter().map(|b| b.opened_in.as_secs_f64()).collect(),
+                )),
+                idle_rss_kib: median_u(bursts.iter().map(|b| b.idle_rss_kib).collect()),
+                peak_rss_kib: median_u(bursts.iter().map(|b| b.peak_rss_kib).collect()),
+            });
+        }
+        out
+    }
+
+    pub fn print(&self) {
+        println!(
+            "{:<8} {:<6} {:>6} {:>6} {:>10} {:>11} {:>8} {:>8} {:>10} {:>9} {:>6} {:>8}",
+            "mode",
+            "path",
+            "msgs",
+            "errors",
+            "accepted/s",
+            "delivered/s",
+            "p50 ms",
+            "p99 ms",
+            "CPU ms/msg",
+            "peak RSS",
+            "tokens",
+            "upstream"
+        );
+        for (mode, clients, path, f) in &self.rows {
+            let path = match path {
+                Path::Relay => "relay",
+                Path::Direct => "direct",
+            };
+            println!(
+                "{:<8} {:<6} {:>6} {:>6} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>10} {:>9} {:>6} {:>8}",
+                mode_name(*mode, *clients),
+                path,
+                f.accepted,
+                f.errors,
+                f.accepted_rate,
+                f.delivered_rate,
+                f.p50_ms,
+                f.p99_ms,
+                f.cpu_ms_per_msg.map_or("-".into(), |c| format!("{c:.3}")),
+                f.peak_rss_mib.map_or("-".into(), |m| format!("{m:.1} MiB")),
+                f.token_requests,
+                f.upstream_connections,
+            );
+            if let Some(e) = &f.first_error {
+                println!("         first error: {e}");
+            }
+        }
+        println!(
+            "(direct: one token, fetched over HTTP before the runs, serves every connection; \
+             relay: tokens and upstream connections counted from Postern's start)"
+        );
+        if let Some(b) = &self.burst {
+            println!(
+                "burst: {} sessions at once through STARTTLS in {:.2} s, {} failed; \
+                 idle RSS {:.1} MiB, peak RSS {:.1} MiB",
+                b.sessions,
+                b.opened_in.as_secs_f64(),
+                b.failed,
+                b.idle_rss_kib as f64 / 1024.0,
+                b.peak_rss_kib as f64 / 1024.0
+            );
+            if let Some(e) = &b.first_error {
+                println!("       first error: {e}");
+            }
+        }
+    }
+
+    pub fn print_targets(&self) {
+        let check = |ok: bool| if ok { "met" } else { "MISSED" };
+        let ratio = |mode, clients, target: f64| {
+            let (Some(r), Some(d)) = (
+                self.get(mode, clients, Path::Relay),
+                self.get(mode, clients, Path::Direct),
+            ) else {
+                return;
+            };
+            let x = r.delivered_rate / d.delivered_rate.max(1e-9);
+            println!(
+                "  {:<9} end-to-end relay / direct = {x:.2}x (target >= {target}x): {}",
+                mode_name(mode, clients),
+                check(x >= target)
+            );
+        };
+        println!("targets:");
+        ratio(Mode::ManyPerConnection, 16, 0.8);
+        ratio(Mode::OnePerConnection, 16, 1.5);
+        for (mode, clients, path, f) in &self.rows {
+            if *path != Path::Relay {
+                continue;
+            }
+            let limit = match mode {
+                Mode::ManyPerConnection => 0.1,
+                Mode::OnePerConnection => 0.3,
+            };
+            if let Some(c) = f.cpu_ms_per_msg {
+                println!(
+                    "  {:<9} Postern CPU {c:.3} ms/message (target <= {limit}): {}",
+                    mode_name(*mode, *clients),
+                    check(c <= limit)
+                );
+            }
+            println!(
+                "  {:<9} token requests {} (target: 1 per connection per token lifetime): {}",
+                mode_name(*mode, *clients),
+                f.token_requests,
+                check(f.token_requests == 1)
+            );
+            if *clients == 16
+                && let Some(m) = f.peak_rss_mib
+            {
+                println!(
+                    "  {:<9} peak RSS {m:.1} MiB (target <= 20 MB = 19.1 MiB): {}",
+                    mode_name(*mode, *clients),
+                    check(m * 1024.0 * 1024.0 <= 20e6)
+                );
+            }
+        }
+        if let Some(b) = &self.burst {
+            println!(
+                "  burst     {} sessions, {} failed, idle RSS {:.1} MiB (target: none failed, <= 64 MB = 61.0 MiB): {}",
+                b.sessions,
+                b.failed,
+                b.idle_rss_kib as f64 / 1024.0,
+                check(b.failed == 0 && (b.idle_rss_kib as f64) * 1024.0 <= 64e6)
+            );
+        }
+    }
+}

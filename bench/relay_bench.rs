@@ -1,0 +1,259 @@
+//! The relay benchmark: in one process, the fake provider (IdP + SMTP, fast mode) and a load
+//! generator; `postern serve` (the release binary, fresh data dir per measurement) as a child.
+//! Every mode is measured twice in the same run: through the relay (STARTTLS + AUTH PLAIN, as
+//! a legacy app) and straight to the fake provider (STARTTLS + XOAUTH2, the baseline).
+//!
+//! ```text
+//! cargo bench --bench relay                # 3 runs, medians at the end
+//! cargo bench --bench relay -- --runs 1 --quick
+//! cargo bench --bench relay -- --runs 1 --only many/c16   # one mode (or `burst`)
+//! ```
+//!
+//! Figures: accepted msg/s (the client got its 250), end-to-end delivered msg/s (first
+//! submission to the last message arriving at the fake provider), p50/p99 latency (the whole
+//! connection in one-per-connection mode, MAIL to 250 in many-per-connection mode), Postern CPU
+//! per message (utime + stime of the serve process over the measurement, /proc ticks of 10 ms),
+//! peak RSS (VmHWM), token requests (fake IdP) and upstream connections (fake SMTP) during the
+//! measurement, including Postern's start and warm-up. Nothing here is asserted: the targets
+//! are printed beside the figures.
+
+#[path = "relay/load.rs"]
+mod load;
+#[path = "relay/postern.rs"]
+mod postern;
+#[path = "relay/report.rs"]
+mod report;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, IdpConfig};
+use fake_provider::smtp::{SmtpConfig, TokenValidator};
+use fake_provider::{FakeIdp, FakeSmtp};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use load::{Auth, Mode, Target};
+use postern::Postern;
+use report::{Figures, Path, Round};
+
+/// Per mode: how many messages, and the time limit.
+struct Plan {
+    mode: Mode,
+    clients: usize,
+    count: usize,
+}
+
+const LIMIT: Duration = Duration::from_secs(30);
+const BURST: usize = 1000;
+
+fn plans(quick: bool) -> Vec<Plan> {
+    let k = if quick { 4 } else { 1 };
+    vec![
+        Plan {
+            mode: Mode::OnePerConnection,
+            clients: 1,
+            count: 400 / k,
+        },
+        Plan {
+            mode: Mode::OnePerConnection,
+            clients: 16,
+            count: 2000 / k,
+        },
+        Plan {
+            mode: Mode::ManyPerConnection,
+            clients: 1,
+            count: 2000 / k,
+        },
+        Plan {
+            mode: Mode::ManyPerConnection,
+            clients: 16,
+            count: 8000 / k,
+        },
+    ]
+}
+
+/// A client config trusting exactly `ca`, without session resumption (see [`Target::tls`]).
+fn tls_trusting(ca: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("a usable CA certificate");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// An app-only token for the direct baseline, asked for once over HTTP like any OAuth client.
+async fn direct_token(idp: &FakeIdp) -> String {
+    let http = reqwest::Client::new();
+    let answer: serde_json::Value = http
+        .post(idp.token_url("contoso.example"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", DEFAULT_CLIENT_ID),
+            ("client_secret", DEFAULT_CLIENT_SECRET),
+            ("scope", "https://outlook.office365.com/.default"),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("token answer");
+    answer["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string()
+}
+
+async fn direct(smtp: &FakeSmtp, target: &Target, plan: &Plan) -> Figures {
+    let before = smtp.counters();
+    let r = load::run(target, plan.mode, plan.clients, plan.count, LIMIT).await;
+    let upstream = smtp.counters().connections - before.connections;
+    Figures::from_load(&r, r.elapsed, None, None, 0, upstream)
+}
+
+async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
+    let (idp0, smtp0) = (idp.counters(), smtp.counters());
+    let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
+    let target = Target {
+        addr: p.relay,
+        tls: tls_trusting(CertificateDer::from_pem_file(&p.relay_cert).expect("relay-cert.pem")),
+        auth: Auth::Plain {
+            user: "app".into(),
+            password: p.password.clone(),
+        },
+    };
+    // Warm-up (token, upstream sessions, SQLite pages), delivered before measuring.
+    let warm = load::run(&target, Mode::ManyPerConnection, 4, 32, LIMIT).await;
+    let warmed = smtp0.messages + warm.accepted as u64;
+    assert!(
+        smtp.wait_for_count(warmed, LIMIT).await,
+        "warm-up not delivered; see {}",
+        p.log_path().display()
+    );
+    let cpu0 = p.cpu();
+    let t0 = Instant::now();
+    let r = load::run(&target, plan.mode, plan.clients, plan.count, LIMIT).await;
+    let delivered = smtp
+        .wait_for_count(warmed + r.accepted as u64, 2 * LIMIT)
+        .await;
+    let e2e = t0.elapsed();
+    let cpu = p.cpu().saturating_sub(cpu0);
+    let (hwm, _) = p.memory_kib();
+    if !delivered {
+        eprintln!(
+            "warning: not every message was delivered; see {}",
+            p.log_path().display()
+        );
+    }
+    Figures::from_load(
+        &r,
+        e2e,
+        Some(cpu),
+        Some(hwm),
+        idp.counters().total - idp0.total,
+        smtp.counters().connections - smtp0.connections,
+    )
+}
+
+/// `BURST` sessions at once (through STARTTLS), idle for a second: failures and memory.
+async fn burst(idp: &FakeIdp, smtp: &FakeSmtp) -> report::Burst {
+    let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
+    let target = Target {
+        addr: p.relay,
+        tls: tls_trusting(CertificateDer::from_pem_file(&p.relay_cert).expect("relay-cert.pem")),
+        auth: Auth::Plain {
+            user: "app".into(),
+            password: p.password.clone(),
+        },
+    };
+    let t0 = Instant::now();
+    let (live, failed, first_error) = load::burst(&target, BURST).await;
+    let opened_in = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (hwm, rss) = p.memory_kib();
+    drop(live);
+    report::Burst {
+        sessions: BURST,
+        failed,
+        first_error,
+        opened_in,
+        idle_rss_kib: rss,
+        peak_rss_kib: hwm,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3usize);
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only one/c16` (or many/c1, burst...) measures just that: for profiling.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let idp = FakeIdp::start(IdpConfig::default())
+            .await
+            .expect("fake IdP");
+        let smtp = FakeSmtp::start(
+            SmtpConfig::office365().fast(),
+            TokenValidator::Idp(idp.clone()),
+        )
+        .await
+        .expect("fake SMTP");
+        let token = direct_token(&idp).await;
+        let direct_target = Target {
+            addr: smtp.addr(),
+            tls: tls_trusting(smtp.ca().ca_der()),
+            auth: Auth::XOAuth2 {
+                user: load::FROM.into(),
+                token,
+            },
+        };
+        let plans = plans(quick);
+        let mut rounds = Vec::new();
+        for run in 1..=runs {
+            let mut round = Round::default();
+            for plan in &plans {
+                let name = report::mode_name(plan.mode, plan.clients);
+                if only.as_ref().is_some_and(|o| *o != name) {
+                    continue;
+                }
+                // Direct first, then the relay: a busy neighbour on the machine hurts both alike.
+                let d = direct(&smtp, &direct_target, plan).await;
+                round.push(plan.mode, plan.clients, Path::Direct, d);
+                let r = relay(&idp, &smtp, plan).await;
+                round.push(plan.mode, plan.clients, Path::Relay, r);
+            }
+            if only.as_deref().is_none_or(|o| o == "burst") {
+                round.burst = Some(burst(&idp, &smtp).await);
+            }
+            println!("\n== run {run} of {runs} ==");
+            round.print();
+            rounds.push(round);
+        }
+        println!("\n== medians of {runs} run(s) ==");
+        let median = Round::median(&rounds);
+        median.print();
+        median.print_targets();
+    });
+}
