@@ -87,19 +87,11 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
     v.as_ref().map(ToString::to_string)
 }
 
-impl Store {
-    pub async fn insert_connection(
-        &self,
-        s: &ConnectionSettings,
-    ) -> Result<Connection, StoreError> {
-        let t = now();
-        let res = sqlx::query(
-            "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
-             tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-             max_concurrent, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
-        )
-        .bind(s.name.as_str())
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds the settings' columns, in the order both INSERT and UPDATE name them.
+fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
+    q.bind(s.name.as_str())
         .bind(&s.display_name)
         .bind(s.provider.as_str())
         .bind(s.flow.as_str())
@@ -118,10 +110,15 @@ impl Store {
         .bind(s.ca_file.as_ref().map(|p| p.display().to_string()))
         .bind(s.enabled)
         .bind(i64::from(s.max_concurrent))
-        .bind(t)
-        .bind(t)
-        .execute(&self.pool)
-        .await;
+}
+
+impl Store {
+    /// The stored connection after an insert or update, or why it could not be saved.
+    async fn saved(
+        &self,
+        res: Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+        s: &ConnectionSettings,
+    ) -> Result<Connection, StoreError> {
         match res {
             Err(e) if is_unique_violation(&e) => {
                 Err(StoreError::DuplicateConnection(s.name.to_string()))
@@ -131,48 +128,41 @@ impl Store {
         }
     }
 
+    pub async fn insert_connection(
+        &self,
+        s: &ConnectionSettings,
+    ) -> Result<Connection, StoreError> {
+        let t = now();
+        let res = bind_settings(sqlx::query(
+            "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
+             tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
+             max_concurrent, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+        ), s)
+        .bind(t)
+        .bind(t)
+        .execute(&self.pool)
+        .await;
+        self.saved(res, s).await
+    }
+
     /// Replaces the settings of connection `id` (the name may change).
     pub async fn update_connection(
         &self,
         id: i64,
         s: &ConnectionSettings,
     ) -> Result<Connection, StoreError> {
-        let res = sqlx::query(
+        let res = bind_settings(sqlx::query(
             "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
              authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
              updated_at = ? WHERE id = ?",
-        )
-        .bind(s.name.as_str())
-        .bind(&s.display_name)
-        .bind(s.provider.as_str())
-        .bind(s.flow.as_str())
-        .bind(s.host.as_str())
-        .bind(i64::from(s.port.get()))
-        .bind(s.tls.as_str())
-        .bind(s.domain.as_str())
-        .bind(s.user.as_str())
-        .bind(opt_str(&s.tenant))
-        .bind(s.client_id.as_str())
-        .bind(s.scopes.to_string())
-        .bind(opt_str(&s.redirect_uri))
-        .bind(opt_str(&s.authorize_url))
-        .bind(opt_str(&s.token_url))
-        .bind(opt_str(&s.device_url))
-        .bind(s.ca_file.as_ref().map(|p| p.display().to_string()))
-        .bind(s.enabled)
-        .bind(i64::from(s.max_concurrent))
+        ), s)
         .bind(now())
         .bind(id)
         .execute(&self.pool)
         .await;
-        match res {
-            Err(e) if is_unique_violation(&e) => {
-                Err(StoreError::DuplicateConnection(s.name.to_string()))
-            }
-            Err(e) => Err(e.into()),
-            Ok(_) => self.connection(s.name.as_str()).await,
-        }
+        self.saved(res, s).await
     }
 
     pub async fn find_connection(&self, name: &str) -> Result<Option<Connection>, StoreError> {
