@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the third-party peers of tests/prove (Debian and npm packages), non-interactively,
-# and makes sure none of their daemons keeps running (the tests start their own instances).
-# Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
+# Installs everything the tests need from Debian and npm, non-interactively, with one
+# `apt-get update`: the third-party peers of tests/prove, and Chromium with playwright-core for
+# the admin UI's browser test. Makes sure no package daemon keeps running (the tests start their
+# own instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ perl -MIO::Socket::SSL -e1 2>/dev/null || missing+=(libio-socket-ssl-perl)
 perl -MAuthen::SASL -e1 2>/dev/null || missing+=(libauthen-sasl-perl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"
@@ -32,5 +34,6 @@ fi
 service dovecot stop >/dev/null 2>&1 || true
 postfix stop >/dev/null 2>&1 || true
 
-echo "== npm ci tests/interop (oauth2-mock-server)"
+echo "== npm ci tests/interop (oauth2-mock-server) and browser (playwright-core, no browser download)"
 npm ci --prefix tests/interop --no-audit --no-fund --silent
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix browser --no-audit --no-fund --silent
