@@ -75,7 +75,19 @@ impl Postern {
             .map(|(_, pw)| pw.trim().to_string())
             .expect("a generated password");
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let mut child = postern(dir.path())
+        // For profiling: `RELAY_BENCH_WRAP="valgrind --tool=callgrind"` runs serve under it.
+        let mut serve = match std::env::var("RELAY_BENCH_WRAP") {
+            Ok(wrap) if !wrap.trim().is_empty() => {
+                let plain = postern(dir.path());
+                let mut words = wrap.split_whitespace();
+                let mut c = Command::new(words.next().unwrap_or_default());
+                c.args(words).arg(POSTERN).args(plain.get_args());
+                c.current_dir(dir.path());
+                c
+            }
+            _ => postern(dir.path()),
+        };
+        let mut child = serve
             .args([
                 "serve",
                 "--smtp-listen",
@@ -137,7 +149,18 @@ impl Postern {
 }
 
 impl Drop for Postern {
+    /// SIGTERM (a profiler wrapping serve writes its output then), SIGKILL after 30 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -19,6 +19,7 @@ use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::{SmtpClient, Transport};
+use crate::store::attempts::{Attempt, AttemptRecord};
 use crate::store::messages::{ClaimedMessage, MessageStatus, now_ms};
 use crate::store::{Store, StoreError};
 
@@ -40,6 +41,14 @@ pub enum Outcome {
     Held(String),
     /// Messages were attempted, with their new statuses.
     Attempted(Vec<(String, MessageStatus)>),
+}
+
+/// One message sent (or not): what to record, and how long the provider took.
+struct Sent {
+    attempt: Attempt,
+    /// The connection needs an admin: hold its mail, for this reason.
+    hold: Option<String>,
+    upstream: Duration,
 }
 
 struct Inner<F> {
@@ -138,76 +147,92 @@ impl<F: TokenFactory> Delivery<F> {
         if claimed.is_empty() {
             return Ok(Outcome::Empty);
         }
-        let mut done = Vec::with_capacity(claimed.len());
+        // Send the batch, then record it in one transaction (one fsync for the batch).
+        let mut tried = Vec::with_capacity(claimed.len());
+        let mut hold = None;
         let mut rest = claimed.into_iter();
         for msg in rest.by_ref() {
-            let status = self.deliver(conn, transport, &msg).await?;
-            done.push((msg.id.clone(), status));
-            if status == MessageStatus::Held {
-                break;
+            let sent = self.attempt(transport, &msg).await;
+            if let Some(reason) = &sent.hold {
+                hold = Some(reason.clone());
             }
-            if stop.is_cancelled() {
+            tried.push((msg, sent));
+            if hold.is_some() || stop.is_cancelled() {
                 break;
             }
         }
         let left: Vec<String> = rest.map(|m| m.id).collect();
+        let attempts: Vec<Attempt> = tried.iter().map(|(_, s)| s.attempt.clone()).collect();
+        let statuses = store.record_attempts(&attempts).await?;
+        if let Some(reason) = &hold {
+            // The token manager has marked the connection; hold its mail until an admin acts.
+            store.hold_connection_mail(conn.id, reason).await?;
+        }
         store.unclaim(&left).await?;
+        let mut done = Vec::with_capacity(tried.len());
+        for ((msg, sent), status) in tried.into_iter().zip(statuses) {
+            let status = if sent.hold.is_some() {
+                MessageStatus::Held
+            } else {
+                status
+            };
+            self.inner
+                .metrics
+                .delivery(conn.name().as_str(), status.as_str(), sent.upstream);
+            tracing::info!(
+                message = %msg.id,
+                connection = %conn.name(),
+                status = %status,
+                attempt = msg.attempts,
+                upstream_ms = sent.upstream.as_millis() as u64,
+                "delivery attempt"
+            );
+            done.push((msg.id, status));
+        }
         Ok(Outcome::Attempted(done))
     }
 
-    async fn deliver(
-        &self,
-        conn: &Connection,
-        transport: &mut Transport<F::Source>,
-        msg: &ClaimedMessage,
-    ) -> Result<MessageStatus, StoreError> {
-        let store = &self.inner.store;
+    /// Sends one message and says what to record (nothing is recorded yet).
+    async fn attempt(&self, transport: &mut Transport<F::Source>, msg: &ClaimedMessage) -> Sent {
         let started = std::time::Instant::now();
         let result = transport
             .send(&envelope(&msg.mail_from, &msg.recipients), &msg.body)
             .await;
         let upstream = started.elapsed();
-        let (retry_at, give_up) =
+        let now = now_ms();
+        let (retry_at_ms, give_up) =
             self.inner
                 .policy
-                .next(msg.attempts.max(1) as u32, msg.queued_at, now_ms());
-        let status = match classify(result, &msg.recipients) {
-            AttemptResult::Recipients(outcomes) => {
-                store
-                    .record_attempt(&msg.id, &outcomes, retry_at, give_up)
-                    .await?
-            }
+                .next(msg.attempts.max(1) as u32, msg.queued_at, now);
+        let (record, retry_at_ms, give_up, hold) = match classify(result, &msg.recipients) {
+            AttemptResult::Recipients(outcomes) => (
+                AttemptRecord::Recipients(outcomes),
+                retry_at_ms,
+                give_up,
+                None,
+            ),
             AttemptResult::Defer(reason) => {
-                store
-                    .defer_message(&msg.id, &reason, retry_at, give_up)
-                    .await?
+                (AttemptRecord::Whole(reason), retry_at_ms, give_up, None)
             }
-            AttemptResult::Fail(reason) => {
-                store
-                    .defer_message(&msg.id, &reason, retry_at, true)
-                    .await?
-            }
-            AttemptResult::Hold(reason) => {
-                // The token manager has marked the connection; hold its mail until an admin acts.
-                store
-                    .defer_message(&msg.id, &reason, now_ms(), false)
-                    .await?;
-                store.hold_connection_mail(conn.id, &reason).await?;
-                MessageStatus::Held
-            }
+            AttemptResult::Fail(reason) => (AttemptRecord::Whole(reason), retry_at_ms, true, None),
+            // Due again at once: it is held with the rest until the connection is fixed.
+            AttemptResult::Hold(reason) => (
+                AttemptRecord::Whole(reason.clone()),
+                now,
+                false,
+                Some(reason),
+            ),
         };
-        self.inner
-            .metrics
-            .delivery(conn.name().as_str(), status.as_str(), upstream);
-        tracing::info!(
-            message = %msg.id,
-            connection = %conn.name(),
-            status = %status,
-            attempt = msg.attempts,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "delivery attempt"
-        );
-        Ok(status)
+        Sent {
+            attempt: Attempt {
+                id: msg.id.clone(),
+                record,
+                retry_at_ms,
+                give_up,
+            },
+            hold,
+            upstream,
+        }
     }
 
     /// Runs senders for every connection until `stop`; in-flight deliveries finish first.

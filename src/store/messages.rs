@@ -321,23 +321,37 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let recipients = sqlx::query(
-                "SELECT position, address FROM recipients WHERE message_id = ? AND status IN ('pending', 'deferred') ORDER BY position",
-            )
-            .bind(&id)
-            .fetch_all(&mut *tx)
-            .await?
+        // The waiting recipients of every claimed message, in one query.
+        let ids: Vec<String> = rows
             .iter()
-            .map(|r| Ok((r.try_get("position")?, r.try_get("address")?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
+            std::collections::HashMap::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let sql = format!(
+                "SELECT message_id, position, address FROM recipients WHERE message_id IN ({}) \
+                 AND status IN ('pending', 'deferred') ORDER BY message_id, position",
+                vec!["?"; ids.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &ids {
+                q = q.bind(id);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
+                by_message
+                    .entry(r.try_get("message_id")?)
+                    .or_default()
+                    .push((r.try_get("position")?, r.try_get("address")?));
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (row, id) in rows.into_iter().zip(ids) {
             out.push(ClaimedMessage {
+                recipients: by_message.remove(&id).unwrap_or_default(),
                 id,
                 connection_id: row.try_get("connection_id")?,
                 mail_from: row.try_get("mail_from")?,
-                recipients,
                 body: row
                     .try_get::<Option<Vec<u8>>, _>("body")?
                     .unwrap_or_default(),
@@ -366,7 +380,7 @@ impl Store {
 
     /// Records one attempt's per-recipient outcomes and moves the message on:
     /// any deferred recipient → `deferred` until `retry_at_ms` (or `failed` once `give_up`);
-    /// else any sent → `sent`; else `failed`.
+    /// else any sent → `sent`; else `failed`. (Workers record whole batches: `record_attempts`.)
     pub async fn record_attempt(
         &self,
         id: &str,
@@ -374,70 +388,10 @@ impl Store {
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
-        let t = now_ms();
         let mut tx = self.pool.begin().await?;
-        for (pos, outcome) in outcomes {
-            let (status, reply) = match outcome {
-                RecipientOutcome::Sent(r) => ("sent", r),
-                RecipientOutcome::Deferred(r) if give_up => ("failed", r),
-                RecipientOutcome::Deferred(r) => ("deferred", r),
-                RecipientOutcome::Failed(r) => ("failed", r),
-            };
-            sqlx::query("UPDATE recipients SET status = ?, reply = ?, updated_at = ? WHERE message_id = ? AND position = ?")
-                .bind(status)
-                .bind(reply)
-                .bind(t)
-                .bind(id)
-                .bind(pos)
-                .execute(&mut *tx)
+        let status =
+            super::attempts::recipients_in(&mut tx, now_ms(), id, outcomes, retry_at_ms, give_up)
                 .await?;
-        }
-        let statuses: Vec<String> =
-            sqlx::query_scalar("SELECT status FROM recipients WHERE message_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let has = |s: &str| statuses.iter().any(|x| x == s);
-        let status = if has("deferred") || has("pending") {
-            MessageStatus::Deferred
-        } else if has("sent") {
-            MessageStatus::Sent
-        } else {
-            MessageStatus::Failed
-        };
-        let last_error = outcomes.iter().find_map(|(_, o)| match o {
-            RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
-            RecipientOutcome::Sent(_) => None,
-        });
-        let done = matches!(status, MessageStatus::Sent | MessageStatus::Failed);
-        sqlx::query(
-            "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, done_at = ?, last_error = ?, \
-             body = CASE WHEN ? = 'sent' THEN NULL ELSE body END WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(retry_at_ms)
-        .bind(done.then_some(t))
-        .bind(&last_error)
-        .bind(status.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let detail = outcomes
-            .iter()
-            .map(|(_, o)| match o {
-                RecipientOutcome::Sent(r) => format!("sent: {r}"),
-                RecipientOutcome::Deferred(r) => format!("deferred: {r}"),
-                RecipientOutcome::Failed(r) => format!("failed: {r}"),
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(t)
-            .bind(status.as_str())
-            .bind(detail)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(status)
     }
@@ -450,38 +404,9 @@ impl Store {
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
-        let status = if give_up {
-            MessageStatus::Failed
-        } else {
-            MessageStatus::Deferred
-        };
-        let t = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, last_error = ?, done_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(retry_at_ms)
-        .bind(reason)
-        .bind(give_up.then_some(t))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if give_up {
-            sqlx::query("UPDATE recipients SET status = 'failed', reply = ?, updated_at = ? WHERE message_id = ? AND status IN ('pending', 'deferred')")
-                .bind(reason)
-                .bind(t)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
-            .bind(id)
-            .bind(t)
-            .bind(status.as_str())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        let status =
+            super::attempts::whole_in(&mut tx, now_ms(), id, reason, retry_at_ms, give_up).await?;
         tx.commit().await?;
         Ok(status)
     }

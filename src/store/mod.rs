@@ -4,6 +4,7 @@
 mod access;
 mod admins;
 mod api_keys;
+pub mod attempts;
 mod connections;
 mod message_log;
 pub mod messages;

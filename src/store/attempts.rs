@@ -1,0 +1,175 @@
+//! Recording delivery attempts: per-recipient outcomes, the message's next status, the attempt
+//! log. A worker records a whole claimed batch in one transaction (one fsync), not one per
+//! message: at-least-once already allows a crash to resend what was sent but not recorded.
+
+use sqlx::SqliteConnection;
+
+use super::messages::{MessageStatus, RecipientOutcome, now_ms};
+use super::{Store, StoreError};
+
+/// What one attempt at one message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptRecord {
+    /// Each tried recipient's outcome.
+    Recipients(Vec<(i64, RecipientOutcome)>),
+    /// The whole attempt failed before any recipient was tried (connection refused, AUTH
+    /// failed...): `deferred`, or `failed` for every waiting recipient once `give_up`.
+    Whole(String),
+}
+
+/// One attempt to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: String,
+    pub record: AttemptRecord,
+    /// When a deferred message is next tried (unix ms).
+    pub retry_at_ms: i64,
+    /// The message has waited too long (or can never pass): what is not sent fails.
+    pub give_up: bool,
+}
+
+impl Store {
+    /// Records every attempt in one transaction; returns each message's new status, in order.
+    pub async fn record_attempts(
+        &self,
+        batch: &[Attempt],
+    ) -> Result<Vec<MessageStatus>, StoreError> {
+        let t = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for a in batch {
+            out.push(match &a.record {
+                AttemptRecord::Recipients(outcomes) => {
+                    recipients_in(&mut tx, t, &a.id, outcomes, a.retry_at_ms, a.give_up).await?
+                }
+                AttemptRecord::Whole(reason) => {
+                    whole_in(&mut tx, t, &a.id, reason, a.retry_at_ms, a.give_up).await?
+                }
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// Per-recipient outcomes: any deferred recipient → `deferred` until `retry_at_ms` (or
+/// `failed` once `give_up`); else any sent → `sent`; else `failed`.
+pub(super) async fn recipients_in(
+    tx: &mut SqliteConnection,
+    t: i64,
+    id: &str,
+    outcomes: &[(i64, RecipientOutcome)],
+    retry_at_ms: i64,
+    give_up: bool,
+) -> Result<MessageStatus, StoreError> {
+    for (pos, outcome) in outcomes {
+        let (status, reply) = match outcome {
+            RecipientOutcome::Sent(r) => ("sent", r),
+            RecipientOutcome::Deferred(r) if give_up => ("failed", r),
+            RecipientOutcome::Deferred(r) => ("deferred", r),
+            RecipientOutcome::Failed(r) => ("failed", r),
+        };
+        sqlx::query("UPDATE recipients SET status = ?, reply = ?, updated_at = ? WHERE message_id = ? AND position = ?")
+            .bind(status)
+            .bind(reply)
+            .bind(t)
+            .bind(id)
+            .bind(pos)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM recipients WHERE message_id = ?")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+    let has = |s: &str| statuses.iter().any(|x| x == s);
+    let status = if has("deferred") || has("pending") {
+        MessageStatus::Deferred
+    } else if has("sent") {
+        MessageStatus::Sent
+    } else {
+        MessageStatus::Failed
+    };
+    let last_error = outcomes.iter().find_map(|(_, o)| match o {
+        RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
+        RecipientOutcome::Sent(_) => None,
+    });
+    let done = matches!(status, MessageStatus::Sent | MessageStatus::Failed);
+    sqlx::query(
+        "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, done_at = ?, last_error = ?, \
+         body = CASE WHEN ? = 'sent' THEN NULL ELSE body END WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(retry_at_ms)
+    .bind(done.then_some(t))
+    .bind(&last_error)
+    .bind(status.as_str())
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let detail = outcomes
+        .iter()
+        .map(|(_, o)| match o {
+            RecipientOutcome::Sent(r) => format!("sent: {r}"),
+            RecipientOutcome::Deferred(r) => format!("deferred: {r}"),
+            RecipientOutcome::Failed(r) => format!("failed: {r}"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    log_attempt(tx, id, t, status, &detail).await?;
+    Ok(status)
+}
+
+/// A whole attempt failed before any recipient was tried.
+pub(super) async fn whole_in(
+    tx: &mut SqliteConnection,
+    t: i64,
+    id: &str,
+    reason: &str,
+    retry_at_ms: i64,
+    give_up: bool,
+) -> Result<MessageStatus, StoreError> {
+    let status = if give_up {
+        MessageStatus::Failed
+    } else {
+        MessageStatus::Deferred
+    };
+    sqlx::query(
+        "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, last_error = ?, done_at = ? WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(retry_at_ms)
+    .bind(reason)
+    .bind(give_up.then_some(t))
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    if give_up {
+        sqlx::query("UPDATE recipients SET status = 'failed', reply = ?, updated_at = ? WHERE message_id = ? AND status IN ('pending', 'deferred')")
+            .bind(reason)
+            .bind(t)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    log_attempt(tx, id, t, status, reason).await?;
+    Ok(status)
+}
+
+async fn log_attempt(
+    tx: &mut SqliteConnection,
+    id: &str,
+    t: i64,
+    status: MessageStatus,
+    detail: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
+        .bind(id)
+        .bind(t)
+        .bind(status.as_str())
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
