@@ -144,8 +144,9 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         .wait_for_count(warmed + r.accepted as u64, 2 * LIMIT)
         .await;
     let e2e = t0.elapsed();
-    let cpu = p.cpu().saturating_sub(cpu0);
-    let (hwm, _) = p.memory_kib();
+    let cpu1 = p.cpu();
+    let cpu = (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1));
+    let memory = p.memory();
     if !delivered {
         eprintln!(
             "warning: not every message was delivered; see {}",
@@ -156,7 +157,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         &r,
         e2e,
         Some(cpu),
-        Some(hwm),
+        Some(memory),
         idp.counters().total - idp0.total,
         smtp.counters().connections - smtp0.connections,
     )
@@ -177,15 +178,14 @@ async fn burst(idp: &FakeIdp, smtp: &FakeSmtp) -> report::Burst {
     let (live, failed, first_error) = load::burst(&target, BURST).await;
     let opened_in = t0.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (hwm, rss) = p.memory_kib();
+    let memory = p.memory();
     drop(live);
     report::Burst {
         sessions: BURST,
         failed,
         first_error,
         opened_in,
-        idle_rss_kib: rss,
-        peak_rss_kib: hwm,
+        idle: memory,
     }
 }
 

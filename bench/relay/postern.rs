@@ -14,6 +14,16 @@ use crate::load::FROM;
 /// The release binary built with this benchmark.
 const POSTERN: &str = env!("CARGO_BIN_EXE_postern");
 
+/// Resident set sizes in KiB: the peak (VmHWM) and now, split into anonymous memory (heap,
+/// stacks) and file pages (mostly the binary's code, shared with the page cache).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Memory {
+    pub peak_kib: u64,
+    pub rss_kib: u64,
+    pub anon_kib: u64,
+    pub file_kib: u64,
+}
+
 pub struct Postern {
     child: Child,
     pub relay: SocketAddr,
@@ -114,8 +124,8 @@ impl Postern {
         self.child.id()
     }
 
-    /// User + system CPU time of the whole process so far.
-    pub fn cpu(&self) -> Duration {
+    /// User and system CPU time of the whole process so far.
+    pub fn cpu(&self) -> (Duration, Duration) {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after `(comm)`: utime and stime are the 12th and 13th (clock ticks of 10 ms).
@@ -124,12 +134,12 @@ impl Postern {
             .split_whitespace()
             .map(|x| x.parse().unwrap_or(0))
             .collect();
-        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-        Duration::from_millis(ticks * 10)
+        let ticks = |i: usize| Duration::from_millis(f.get(i).copied().unwrap_or(0) * 10);
+        (ticks(11), ticks(12))
     }
 
-    /// `VmHWM` (peak resident set) and `VmRSS` (now), in KiB.
-    pub fn memory_kib(&self) -> (u64, u64) {
+    /// Resident memory now, from /proc/PID/status.
+    pub fn memory(&self) -> Memory {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
@@ -140,7 +150,12 @@ impl Postern {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmHWM:"), field("VmRSS:"))
+        Memory {
+            peak_kib: field("VmHWM:"),
+            rss_kib: field("VmRSS:"),
+            anon_kib: field("RssAnon:"),
+            file_kib: field("RssFile:"),
+        }
     }
 
     pub fn log_path(&self) -> PathBuf {
