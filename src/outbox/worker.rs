@@ -282,21 +282,32 @@ impl<F: TokenFactory> Delivery<F> {
         let mut idle_since = std::time::Instant::now();
         // True at start: mail held by an earlier run is released once the connection is usable.
         let mut was_held = true;
+        // The connection as last read: re-read every poll interval and after a hold, not for
+        // every batch (an admin's change is noticed within `POLL`).
+        let mut cached: Option<(Connection, std::time::Instant)> = None;
         while !stop.is_cancelled() {
             let notified = wake.notified();
-            let conn = match store.connection_by_id(connection_id).await {
-                Ok(c) => c,
-                Err(StoreError::NoSuchConnection(_)) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read connection");
-                    tokio::time::sleep(POLL).await;
-                    continue;
+            let fresh = cached
+                .as_ref()
+                .is_some_and(|(_, at)| at.elapsed() < POLL && !was_held);
+            if !fresh {
+                match store.connection_by_id(connection_id).await {
+                    Ok(c) => cached = Some((c, std::time::Instant::now())),
+                    Err(StoreError::NoSuchConnection(_)) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read connection");
+                        tokio::time::sleep(POLL).await;
+                        continue;
+                    }
                 }
+            }
+            let Some((conn, _)) = cached.as_ref() else {
+                continue;
             };
             if slot >= conn.settings.max_concurrent {
                 break;
             }
-            if was_held && hold_reason(&conn).is_none() {
+            if was_held && hold_reason(conn).is_none() {
                 if let Ok(n) = store.release_connection_mail(conn.id).await
                     && n > 0
                 {
@@ -305,19 +316,23 @@ impl<F: TokenFactory> Delivery<F> {
                 was_held = false;
             }
             if transport.is_none() {
-                transport = self.transport(&conn).map_err(|e| tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings")).ok();
+                transport = self.transport(conn).map_err(|e| tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings")).ok();
             }
             let Some(t) = transport.as_mut() else {
                 tokio::time::sleep(POLL).await;
                 continue;
             };
-            match self.try_deliver_next(&conn, t, &stop).await {
+            match self.try_deliver_next(conn, t, &stop).await {
                 Ok(Outcome::Attempted(done)) => {
                     idle_since = std::time::Instant::now();
                     if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
                         was_held = true;
                     }
-                    continue;
+                    // A full batch: more may be due. A partial one took everything due; what
+                    // arrives since wakes `notified`, so no need to ask the store again now.
+                    if done.len() >= BATCH as usize {
+                        continue;
+                    }
                 }
                 Ok(Outcome::Held(_)) => was_held = true,
                 Ok(Outcome::Empty) => {}

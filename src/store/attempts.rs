@@ -78,36 +78,33 @@ pub(super) async fn recipients_in(
             .execute(&mut *tx)
             .await?;
     }
-    let statuses: Vec<String> =
-        sqlx::query_scalar("SELECT status FROM recipients WHERE message_id = ?")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let has = |s: &str| statuses.iter().any(|x| x == s);
-    let status = if has("deferred") || has("pending") {
-        MessageStatus::Deferred
-    } else if has("sent") {
-        MessageStatus::Sent
-    } else {
-        MessageStatus::Failed
-    };
     let last_error = outcomes.iter().find_map(|(_, o)| match o {
         RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
         RecipientOutcome::Sent(_) => None,
     });
-    let done = matches!(status, MessageStatus::Sent | MessageStatus::Failed);
-    sqlx::query(
-        "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, done_at = ?, last_error = ?, \
-         body = CASE WHEN ? = 'sent' THEN NULL ELSE body END WHERE id = ?",
+    // The new status from every recipient's, in the same statement: any still waiting →
+    // deferred; else any sent → sent (the body is dropped); else failed.
+    let status: String = sqlx::query_scalar(
+        "UPDATE messages SET status = s.st, lease_until = NULL, next_attempt_at = ?, \
+         done_at = CASE WHEN s.st IN ('sent', 'failed') THEN ? END, last_error = ?, \
+         body = CASE WHEN s.st = 'sent' THEN NULL ELSE body END \
+         FROM (SELECT CASE \
+           WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND status IN ('deferred', 'pending')) THEN 'deferred' \
+           WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND status = 'sent') THEN 'sent' \
+           ELSE 'failed' END AS st) AS s \
+         WHERE id = ? RETURNING status",
     )
-    .bind(status.as_str())
     .bind(retry_at_ms)
-    .bind(done.then_some(t))
+    .bind(t)
     .bind(&last_error)
-    .bind(status.as_str())
     .bind(id)
-    .execute(&mut *tx)
+    .bind(id)
+    .bind(id)
+    .fetch_one(&mut *tx)
     .await?;
+    let status: MessageStatus = status
+        .parse()
+        .map_err(|e: super::messages::StatusError| StoreError::Corrupt(e.to_string()))?;
     let detail = outcomes
         .iter()
         .map(|(_, o)| match o {
