@@ -6,16 +6,16 @@ mod admins;
 mod api_keys;
 pub mod attempts;
 mod connections;
+pub mod keyfile;
 mod message_log;
 pub mod messages;
 pub mod queue_admin;
-pub mod keyfile;
 mod rotate;
 pub use rotate::Rotation;
+pub mod relay_users;
 pub mod seal;
 mod secrets;
 mod server_secrets;
-pub mod relay_users;
 mod sessions;
 mod tokens;
 
@@ -28,13 +28,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use access::AccessError;
+pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
+pub use api_keys::{ApiKey, ApiRole, NewApiKey};
 pub use connections::ConnectionRow;
 pub use keyfile::{KeyError, KeySource};
 pub use seal::{DataKey, SealError, Sealer};
 pub use secrets::{SecretKind, StoredSecret};
-pub use access::AccessError;
-pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
-pub use api_keys::{ApiKey, ApiRole, NewApiKey};
 pub use sessions::{NewSession, Session, hash_token, new_token};
 
 pub const DB_FILE: &str = "postern.db";

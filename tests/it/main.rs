@@ -3,9 +3,9 @@
 mod cli_connection;
 mod cli_send;
 mod helpers;
-mod oauth;
-mod outbox;
-mod relay;
 mod http_api;
 mod http_helpers;
 mod http_ui;
+mod oauth;
+mod outbox;
+mod relay;
