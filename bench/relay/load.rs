@@ -111,7 +111,9 @@ async fn replies(
         while let Some(lf) = buf[scanned..].iter().position(|&b| b == b'\n') {
             let line = &buf[scanned..scanned + lf + 1];
             if line.get(3) == Some(&b' ') {
-                if !line.starts_with(expect) && !(expect == b"2" && line.starts_with(b"3")) {
+                // `2` stands for any positive reply, 354 (to DATA) included.
+                let positive = line.starts_with(b"2") || line.starts_with(b"3");
+                if !(line.starts_with(expect) || (expect == b"2" && positive)) {
                     return Err(io::Error::other(
                         String::from_utf8_lossy(line).trim_end().to_string(),
                     ));

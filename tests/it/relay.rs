@@ -87,6 +87,15 @@ async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail
         "{:?}",
         w.smtp.counters()
     );
+    // What an operator's Prometheus sees.
+    let metrics = serve.metrics().await;
+    for line in [
+        "postern_relay_messages_accepted_total 3",
+        "postern_relay_auth_successes_total 2",
+        "postern_delivery_attempts_total{connection=\"fake\",outcome=\"sent\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     // The queue is empty now.
     assert_eq!(w.json(&["queue", "list"]).await, serde_json::json!([]));
 }

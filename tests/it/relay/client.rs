@@ -27,13 +27,6 @@ pub struct Reply {
     pub text: String,
 }
 
-impl Reply {
-    /// `code` and the text, as one line for assertions (`550 5.7.1 ...`).
-    pub fn line(&self) -> String {
-        format!("{} {}", self.code, self.text)
-    }
-}
-
 pub struct Client {
     io: BufReader<Box<dyn Io>>,
 }

@@ -212,6 +212,21 @@ impl World {
 }
 
 impl Serve {
+    /// `GET /metrics` (Prometheus text) over plain HTTP/1.0.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.http).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut body))
+            .await
+            .expect("metrics in time")
+            .unwrap();
+        body
+    }
+
     /// SIGKILL: no graceful shutdown, as in a crash or power loss.
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
