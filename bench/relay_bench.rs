@@ -14,8 +14,14 @@
 //! connection in one-per-connection mode, MAIL to 250 in many-per-connection mode), Postern CPU
 //! per message (utime + stime of the serve process over the measurement, /proc ticks of 10 ms),
 //! peak RSS (VmHWM), token requests (fake IdP) and upstream connections (fake SMTP) during the
-//! measurement, including Postern's start and warm-up. Nothing here is asserted: the targets
-//! are printed beside the figures.
+//! measurement, including Postern's start and warm-up; the system share of the CPU and the
+//! anonymous share of the RSS (the rest is mostly the binary's code pages) are shown too. Each
+//! run starts with the disk's fsync time: every `250` waits for one, so a busy shared disk
+//! shows in the relay's figures. Nothing here is asserted: the targets are printed beside the
+//! figures.
+//!
+//! Profiling: `RELAY_BENCH_WRAP="valgrind --tool=callgrind"` runs `serve` under that command
+//! (it is stopped with SIGTERM, so the profiler writes its output).
 
 #[path = "relay/load.rs"]
 mod load;
@@ -189,6 +195,24 @@ async fn burst(idp: &FakeIdp, smtp: &FakeSmtp) -> report::Burst {
     }
 }
 
+/// Median time of a 4 KiB write + fsync in the temp dir (where the data dirs go): durable
+/// commits wait for this, so it is printed with the figures. A busy shared disk shows here.
+fn fsync_probe() -> Duration {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut f = std::fs::File::create(dir.path().join("probe")).expect("probe file");
+    let mut times: Vec<Duration> = (0..50)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&[b'x'; 4096]).expect("write");
+            f.sync_all().expect("fsync");
+            t.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runs = args
@@ -233,6 +257,7 @@ fn main() {
         let mut rounds = Vec::new();
         for run in 1..=runs {
             let mut round = Round::default();
+            let fsync = fsync_probe();
             for plan in &plans {
                 let name = report::mode_name(plan.mode, plan.clients);
                 if only.as_ref().is_some_and(|o| *o != name) {
@@ -247,7 +272,10 @@ fn main() {
             if only.as_deref().is_none_or(|o| o == "burst") {
                 round.burst = Some(burst(&idp, &smtp).await);
             }
-            println!("\n== run {run} of {runs} ==");
+            println!(
+                "\n== run {run} of {runs} (disk: fsync of 4 KiB takes {} µs, median of 50) ==",
+                fsync.as_micros()
+            );
             round.print();
             rounds.push(round);
         }
