@@ -1,6 +1,7 @@
 //! Recording delivery attempts: per-recipient outcomes, the message's next status, the attempt
-//! log. A worker records a whole claimed batch in one transaction (one fsync), not one per
-//! message: at-least-once already allows a crash to resend what was sent but not recorded.
+//! log. A worker records a whole claimed batch in one transaction, not one per message, on the
+//! store's `synchronous=NORMAL` connections (no wait for the disk): a power loss may lose the
+//! last records, and at-least-once allows resending what was sent but not recorded.
 
 use sqlx::SqliteConnection;
 
@@ -35,7 +36,7 @@ impl Store {
         batch: &[Attempt],
     ) -> Result<Vec<MessageStatus>, StoreError> {
         let t = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bookkeeping.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
         for a in batch {
             out.push(match &a.record {

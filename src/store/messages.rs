@@ -307,7 +307,7 @@ impl Store {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let t = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.bookkeeping.begin().await?;
         let rows = sqlx::query(
             "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
              WHERE id IN (SELECT id FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred') \
@@ -469,7 +469,7 @@ impl Store {
                  WHERE id = ? AND status = 'sending'",
             )
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.bookkeeping)
             .await?;
         }
         Ok(())

@@ -83,6 +83,8 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// `synchronous=NORMAL`: only for the outbox's claims and attempt records.
+    bookkeeping: SqlitePool,
     sealer: Arc<Sealer>,
     data_dir: PathBuf,
     key_source: KeySource,
@@ -131,12 +133,20 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+            .max_connections(4)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // Delivery bookkeeping (claims, attempt records) does not wait for the disk: after a
+        // power loss the last of it may be gone, and those messages are sent again, which
+        // at-least-once allows. The next FULL commit makes everything before it durable too.
+        let bookkeeping = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
         let store = Self {
             pool,
+            bookkeeping,
             sealer: Arc::new(sealer),
             data_dir: data_dir.to_path_buf(),
             key_source,
@@ -162,6 +172,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.bookkeeping.close().await;
         self.pool.close().await;
     }
 }
