@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,8 @@ struct Inner<F> {
     tokens: F,
     wakers: Wakers,
     metrics: Metrics,
+    /// Per connection, the earliest time the next message may go (`delivery.messages_per_minute`).
+    pacing: std::sync::Mutex<HashMap<i64, Instant>>,
 }
 
 /// The delivery side of the outbox.
@@ -117,6 +119,7 @@ impl<F: TokenFactory> Delivery<F> {
                 tokens,
                 wakers,
                 metrics,
+                pacing: Default::default(),
             }),
         }
     }
@@ -152,6 +155,7 @@ impl<F: TokenFactory> Delivery<F> {
         let mut hold = None;
         let mut rest = claimed.into_iter();
         for msg in rest.by_ref() {
+            self.pace(conn.id).await;
             let sent = self.attempt(transport, &msg).await;
             if let Some(reason) = &sent.hold {
                 hold = Some(reason.clone());
@@ -190,6 +194,24 @@ impl<F: TokenFactory> Delivery<F> {
             done.push((msg.id, status));
         }
         Ok(Outcome::Attempted(done))
+    }
+
+    /// Waits for the connection's next sending slot when a per-minute cap is set; the slots are
+    /// shared by all senders of the connection.
+    async fn pace(&self, connection_id: i64) {
+        let per_minute = self.inner.settings.messages_per_minute;
+        if per_minute == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(60) / per_minute;
+        let slot = {
+            let mut map = self.inner.pacing.lock().unwrap_or_else(|e| e.into_inner());
+            let (slot, next) =
+                next_slot(map.get(&connection_id).copied(), Instant::now(), interval);
+            map.insert(connection_id, next);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
     }
 
     /// Sends one message and says what to record (nothing is recorded yet).
@@ -356,5 +378,36 @@ impl<F: TokenFactory> Delivery<F> {
         if let Some(mut t) = transport {
             t.close().await;
         }
+    }
+}
+
+/// The slot for the next message and the one after it: evenly spaced, never in the past.
+fn next_slot(next: Option<Instant>, now: Instant, interval: Duration) -> (Instant, Instant) {
+    let slot = next.map_or(now, |n| n.max(now));
+    (slot, slot + interval)
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_spaced_by_the_interval_and_an_idle_gap_is_not_saved_up() {
+        let t0 = Instant::now();
+        let i = Duration::from_secs(2);
+        let (s1, n1) = next_slot(None, t0, i);
+        assert_eq!((s1, n1), (t0, t0 + i));
+        let (s2, n2) = next_slot(Some(n1), t0, i);
+        assert_eq!(
+            (s2, n2),
+            (t0 + i, t0 + 2 * i),
+            "a second message at once waits one interval"
+        );
+        let later = t0 + Duration::from_secs(60);
+        let (s3, _) = next_slot(Some(n2), later, i);
+        assert_eq!(
+            s3, later,
+            "after a quiet minute the next message goes at once, without a burst allowance"
+        );
     }
 }
