@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use super::output::{print_json, print_table};
 use super::secret_input;
 use super::{CliError, CliResult, Ctx};
-use crate::domain::{ConnectionInput, ConnectionStatus, ConnectionView};
+use crate::domain::{ConnectionInput, ConnectionView};
 use crate::store::SecretKind;
 
 #[derive(Debug, Subcommand)]
@@ -317,23 +317,9 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
         fields.refresh_token_env.as_deref(),
     )?;
     let conn = store.update_connection(current.id, &settings).await?;
-    if let Some(s) = &secret {
-        store
-            .put_secret(conn.id, SecretKind::ClientSecret, s, None)
-            .await?;
-    }
-    if let Some(r) = &refresh {
-        store
-            .put_secret(conn.id, SecretKind::RefreshToken, r, None)
-            .await?;
-    }
-    // New credentials are the fix for a refused grant or secret: make the connection usable
-    // again, so `serve` retries it and releases its held mail (the next refresh proves them).
-    let reauthorized = matches!(conn.status, ConnectionStatus::NeedsReauthorization { .. })
-        && (secret.is_some() || refresh.is_some());
-    if reauthorized {
-        store.set_status(conn.id, &ConnectionStatus::New).await?;
-    }
+    let reauthorized = store
+        .put_credentials(conn.id, secret.as_ref(), refresh.as_ref())
+        .await?;
     for n in notices {
         eprintln!("note: {}", n.0);
     }

@@ -163,3 +163,109 @@ impl Store {
         Ok(row.map(|r| r.try_get("updated_at")).transpose()?)
     }
 }
+
+impl Store {
+    /// Saves credentials an admin supplied (`Some("")` removes one). New credentials are the fix
+    /// for a refused grant or secret, so a connection that needs re-authorization becomes usable
+    /// again: the next refresh proves them, and `serve` releases its held mail. Returns whether
+    /// that happened.
+    pub async fn put_credentials(
+        &self,
+        connection_id: i64,
+        client_secret: Option<&SecretString>,
+        refresh_token: Option<&SecretString>,
+    ) -> Result<bool, StoreError> {
+        use secrecy::ExposeSecret;
+        let mut supplied = false;
+        for (kind, value) in [
+            (SecretKind::ClientSecret, client_secret),
+            (SecretKind::RefreshToken, refresh_token),
+        ] {
+            match value.map(|v| v.expose_secret().trim()) {
+                Some("") => self.delete_secret(connection_id, kind).await?,
+                Some(v) => {
+                    self.put_secret(
+                        connection_id,
+                        kind,
+                        &SecretString::from(v.to_string()),
+                        None,
+                    )
+                    .await?;
+                    supplied = true;
+                }
+                None => {}
+            }
+        }
+        if !supplied {
+            return Ok(false);
+        }
+        let n = sqlx::query(
+            "UPDATE connections SET status = 'new', status_reason = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'needs-reauthorization'",
+        )
+        .bind(now())
+        .bind(connection_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ConnectionInput, ConnectionStatus};
+
+    #[tokio::test]
+    async fn new_credentials_make_a_refused_connection_usable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let (s, _) = ConnectionInput {
+            name: Some("c".into()),
+            provider: Some("microsoft".into()),
+            user: Some("ops@contoso.com".into()),
+            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let conn = store.insert_connection(&s).await.unwrap();
+        let refused = ConnectionStatus::NeedsReauthorization {
+            reason: "invalid_client: AADSTS7000215".into(),
+        };
+        store.set_status(conn.id, &refused).await.unwrap();
+
+        assert!(
+            !store.put_credentials(conn.id, None, None).await.unwrap(),
+            "nothing supplied, nothing changes"
+        );
+        assert_eq!(store.connection("c").await.unwrap().status, refused);
+
+        let secret = SecretString::from("  new-secret-value ".to_string());
+        assert!(
+            store
+                .put_credentials(conn.id, Some(&secret), None)
+                .await
+                .unwrap()
+        );
+        let c = store.connection("c").await.unwrap();
+        assert_eq!(c.status, ConnectionStatus::New);
+        let stored = store
+            .secret(conn.id, SecretKind::ClientSecret)
+            .await
+            .unwrap()
+            .unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(stored.value.expose_secret(), "new-secret-value", "trimmed");
+
+        store
+            .put_credentials(conn.id, Some(&SecretString::from(String::new())), None)
+            .await
+            .unwrap();
+        assert!(
+            !store.connection("c").await.unwrap().client_secret_set,
+            "an empty value removes the secret"
+        );
+    }
+}

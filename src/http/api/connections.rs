@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::json::{JsonBody, number_or_string, secret};
@@ -12,7 +12,7 @@ use crate::domain::{ConnectionInput, ConnectionView};
 use crate::http::AppState;
 use crate::http::auth::AdminKey;
 use crate::http::error::{ApiResult, Problem};
-use crate::store::{SecretKind, Store};
+use crate::store::Store;
 
 /// The connection form as JSON. On create, omitted fields take the provider's preset; on
 /// update, omitted fields keep their value and `""` clears an optional one.
@@ -140,19 +140,9 @@ pub(crate) async fn save_secrets(
     client_secret: Option<&SecretString>,
     refresh_token: Option<&SecretString>,
 ) -> Result<(), crate::store::StoreError> {
-    for (kind, value) in [
-        (SecretKind::ClientSecret, client_secret),
-        (SecretKind::RefreshToken, refresh_token),
-    ] {
-        match value {
-            Some(v) if v.expose_secret().trim().is_empty() => store.delete_secret(id, kind).await?,
-            Some(v) => {
-                let trimmed = SecretString::from(v.expose_secret().trim().to_string());
-                store.put_secret(id, kind, &trimmed, None).await?
-            }
-            None => {}
-        }
-    }
+    store
+        .put_credentials(id, client_secret, refresh_token)
+        .await?;
     Ok(())
 }
 
