@@ -201,7 +201,7 @@ impl Application {
             self.store.clone(),
             self.settings.delivery.clone(),
             self.tokens.clone(),
-            self.outbox.wakers().clone(),
+            self.outbox.clone(),
             self.metrics.clone(),
         );
         tasks.spawn(delivery.run(stop.clone()));

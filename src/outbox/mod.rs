@@ -1,7 +1,9 @@
 //! The outbox: where accepted mail waits (durably) and the workers that deliver it.
 //!
 //! - [`queue`]: [`Outbox::enqueue`] returns once the message is committed; concurrent callers share
-//!   one transaction (group commit), so durability does not serialise throughput.
+//!   one transaction (group commit), so durability does not serialise throughput. Delivery
+//!   records go through the same writer.
+//! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
 //! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
@@ -10,6 +12,7 @@
 pub mod deliver;
 pub mod direct;
 pub mod intake;
+pub mod lanes;
 pub mod queue;
 pub mod retry;
 pub mod worker;

@@ -1,15 +1,27 @@
-//! Enqueue with group commit.
+//! The outbox writer: new messages and delivery records, committed together (group commit).
+//!
+//! One task owns one store connection and writes everything waiting in one transaction, so one
+//! fsync serves every client waiting for its `250` and every sender recording its attempts, and
+//! no two writers wait on each other's lock. While one commit waits for the disk, the next batch
+//! gathers: the batch size follows the load.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use sqlx::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::store::messages::{NewMessage, Queued};
+pub use super::lanes::Wakers;
+use crate::store::attempts::Attempt;
+use crate::store::messages::{ClaimedMessage, MessageStatus, NewMessage, Queued, Source, now_ms};
+use crate::store::outbox_batch::{Insert, Written, write_batch};
 use crate::store::{Store, StoreError};
 
-/// Most messages committed in one transaction.
+/// Most jobs (messages or attempt batches) written in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// How long a claim lasts before the message returns to the queue (a worker that died).
+pub const LEASE_MS: i64 = 15 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -32,42 +44,30 @@ impl From<StoreError> for QueueError {
     }
 }
 
-/// One `Notify` per connection, so a new message wakes the workers that can send it.
-#[derive(Debug, Clone, Default)]
-pub struct Wakers(Arc<Mutex<HashMap<i64, Arc<Notify>>>>);
+type Reply<T> = oneshot::Sender<Result<T, Arc<StoreError>>>;
 
-impl Wakers {
-    pub fn get(&self, connection_id: i64) -> Arc<Notify> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(connection_id).or_default().clone()
-    }
-
-    pub fn wake(&self, connection_id: i64) {
-        self.get(connection_id).notify_waiters();
-    }
-
-    pub fn wake_all(&self) {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for n in map.values() {
-            n.notify_waiters();
-        }
-    }
+enum Job {
+    Insert(NewMessage, Reply<Queued>),
+    Record(Vec<Attempt>, Reply<Vec<MessageStatus>>),
 }
 
-type Job = (NewMessage, oneshot::Sender<Result<Queued, Arc<StoreError>>>);
-
-/// The way in: every ingress (relay, HTTP API, CLI) queues through here.
+/// The way in: every ingress (relay, HTTP API, CLI) queues through here, and the delivery
+/// workers record their attempts through here.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Job>,
     wakers: Wakers,
 }
 
+fn shared(e: Arc<StoreError>) -> StoreError {
+    Arc::try_unwrap(e).unwrap_or_else(StoreError::Batch)
+}
+
 impl Outbox {
-    /// Starts the committer task. It ends when every `Outbox` clone is dropped.
+    /// Starts the writer task. It ends when every `Outbox` clone is dropped.
     pub fn start(store: Store, wakers: Wakers) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
-        let handle = tokio::spawn(committer(store, rx, wakers.clone()));
+        let handle = tokio::spawn(writer(store, rx, wakers.clone()));
         (Self { tx, wakers }, handle)
     }
 
@@ -79,24 +79,38 @@ impl Outbox {
     pub async fn enqueue(&self, message: NewMessage) -> Result<Queued, QueueError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((message, reply))
+            .send(Job::Insert(message, reply))
             .await
             .map_err(|_| QueueError::Closed)?;
         match answer.await {
             Ok(Ok(q)) => Ok(q),
-            Ok(Err(e)) => Err(match Arc::try_unwrap(e) {
-                Ok(e) => e.into(),
-                Err(shared) if shared.is_disk_full() => QueueError::DiskFull,
-                Err(shared) => QueueError::Store(StoreError::Corrupt(shared.to_string())),
-            }),
+            Ok(Err(e)) => Err(shared(e).into()),
             Err(_) => Err(QueueError::Closed),
+        }
+    }
+
+    /// Records delivery attempts (with the next messages coming in); returns each message's
+    /// new status, in order, once it is on disk.
+    pub async fn record(&self, attempts: Vec<Attempt>) -> Result<Vec<MessageStatus>, StoreError> {
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Record(attempts, reply))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        match answer.await {
+            Ok(result) => result.map_err(shared),
+            Err(_) => Err(StoreError::WriterStopped),
         }
     }
 }
 
-/// Takes whatever is waiting (up to `MAX_BATCH`) and commits it in one transaction. While one
-/// commit waits for its fsync, the next batch gathers: the batch size follows the load.
-async fn committer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
+/// Writes whatever is waiting (up to `MAX_BATCH` jobs) in one transaction, then hands the new
+/// relay mail to its connection's senders (see [`super::lanes`]).
+async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
+    let mut conn: Option<SqliteConnection> = None;
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -105,25 +119,152 @@ async fn committer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
                 Err(_) => break,
             }
         }
-        let (messages, replies): (Vec<NewMessage>, Vec<_>) = jobs.into_iter().unzip();
-        match store.insert_messages(&messages).await {
-            Ok(queued) => {
-                for (reply, q) in replies.into_iter().zip(queued) {
-                    let _ = reply.send(Ok(q));
+        let mut messages = Vec::new();
+        let mut queued_replies = Vec::new();
+        let mut records = Vec::new();
+        let mut record_replies = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Insert(m, r) => {
+                    messages.push(m);
+                    queued_replies.push(r);
                 }
-                let mut woken: Vec<i64> = messages.iter().map(|m| m.connection_id).collect();
-                woken.dedup();
-                for id in woken {
-                    wakers.wake(id);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, count = messages.len(), "could not queue messages");
-                let e = Arc::new(e);
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                Job::Record(a, r) => {
+                    record_replies.push((a.len(), r));
+                    records.extend(a);
                 }
             }
         }
+        let leases = handoff_leases(&messages, &wakers);
+        let result = match conn.as_mut() {
+            Some(c) => write(c, &messages, &leases, &records).await,
+            None => match store.writer_connection().await {
+                Ok(c) => write(conn.insert(c), &messages, &leases, &records).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(written) => finish(
+                &wakers,
+                messages,
+                &leases,
+                written,
+                queued_replies,
+                record_replies,
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, messages = messages.len(), records = records.len(), "could not write to the outbox");
+                let e = Arc::new(e);
+                for r in queued_replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+                for (_, r) in record_replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+    give_back_lanes(&store, &wakers).await;
+}
+
+async fn write(
+    conn: &mut SqliteConnection,
+    messages: &[NewMessage],
+    leases: &[Option<i64>],
+    records: &[Attempt],
+) -> Result<Written, StoreError> {
+    let inserts: Vec<Insert<'_>> = messages
+        .iter()
+        .zip(leases)
+        .map(|(message, &lease_until)| Insert {
+            message,
+            lease_until,
+        })
+        .collect();
+    write_batch(conn, &inserts, records).await
+}
+
+/// Which new messages go straight to a sender: relay mail (the API and CLI send their own
+/// immediate mail) for a connection whose lane is open and has room.
+fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> {
+    let until = now_ms() + LEASE_MS;
+    let mut admitted: HashMap<i64, usize> = HashMap::new();
+    messages
+        .iter()
+        .map(|m| {
+            if m.source != Source::Relay || m.idempotency_key.is_some() {
+                return None;
+            }
+            let n = admitted.entry(m.connection_id).or_default();
+            wakers.lane(m.connection_id).admit(*n).then(|| {
+                *n += 1;
+                until
+            })
+        })
+        .collect()
+}
+
+fn finish(
+    wakers: &Wakers,
+    messages: Vec<NewMessage>,
+    leases: &[Option<i64>],
+    written: Written,
+    queued_replies: Vec<Reply<Queued>>,
+    record_replies: Vec<(usize, Reply<Vec<MessageStatus>>)>,
+) {
+    let queued_at = now_ms();
+    let mut handed: HashMap<i64, Vec<ClaimedMessage>> = HashMap::new();
+    let mut woken: Vec<i64> = Vec::new();
+    for ((m, lease), q) in messages.into_iter().zip(leases).zip(&written.queued) {
+        if q.duplicate {
+            continue;
+        }
+        if lease.is_none() {
+            woken.push(m.connection_id);
+            continue;
+        }
+        handed
+            .entry(m.connection_id)
+            .or_default()
+            .push(ClaimedMessage {
+                id: q.id.clone(),
+                connection_id: m.connection_id,
+                mail_from: m.mail_from,
+                recipients: (0..).zip(m.recipients).collect(),
+                body: m.body,
+                attempts: 1,
+                queued_at,
+            });
+    }
+    for (reply, q) in queued_replies.into_iter().zip(written.queued) {
+        let _ = reply.send(Ok(q));
+    }
+    for (id, batch) in handed {
+        wakers.lane(id).push(batch);
+    }
+    woken.sort_unstable();
+    woken.dedup();
+    for id in woken {
+        wakers.wake(id);
+    }
+    let mut statuses = written.statuses.into_iter();
+    for (n, reply) in record_replies {
+        let _ = reply.send(Ok(statuses.by_ref().take(n).collect()));
+    }
+}
+
+/// At the end, mail still waiting in a lane (its senders stopped first) returns to the queue.
+async fn give_back_lanes(store: &Store, wakers: &Wakers) {
+    let ids: Vec<String> = wakers
+        .lanes()
+        .iter()
+        .flat_map(|l| l.take(usize::MAX))
+        .map(|m| m.id)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = store.unclaim(&ids).await {
+        tracing::warn!(error = %e, count = ids.len(), "could not return handed-over mail to the queue; it returns at the next start");
     }
 }

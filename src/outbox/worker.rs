@@ -2,8 +2,11 @@
 //! authenticated upstream session open between messages.
 //!
 //! A sender's step is [`Delivery::try_deliver_next`] (tests drive it directly); [`Delivery::run`]
-//! loops it for every connection until shutdown. Messages are leased from the store, so a crashed
-//! worker's claims return to the queue at the next start (at-least-once, never lost).
+//! loops it for every connection until shutdown. A sender takes new relay mail from its
+//! connection's lane (handed over in memory, already claimed) and everything else from the store,
+//! leased; either way a crashed worker's claims return to the queue at the next start
+//! (at-least-once, never lost). Attempts are recorded through the outbox writer, in the same
+//! transactions as the mail coming in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envelope};
-use super::queue::Wakers;
+use super::lanes::Lane;
+use super::queue::{LEASE_MS, Outbox};
 use super::retry::RetryPolicy;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::metrics::Metrics;
@@ -23,10 +27,8 @@ use crate::store::attempts::{Attempt, AttemptRecord};
 use crate::store::messages::{ClaimedMessage, MessageStatus, now_ms};
 use crate::store::{Store, StoreError};
 
-/// How long a claim lasts before another worker may take the message (a worker that died).
-const LEASE_MS: i64 = 15 * 60 * 1000;
-/// Messages one sender claims at a time.
-const BATCH: u32 = 8;
+/// Messages one sender takes at a time (and records in one go).
+const BATCH: usize = 16;
 /// Re-check the store this often even without a wake-up (deferred mail coming due, status changes).
 const POLL: Duration = Duration::from_secs(2);
 /// Close an idle upstream session after this long.
@@ -43,6 +45,21 @@ pub enum Outcome {
     Attempted(Vec<(String, MessageStatus)>),
 }
 
+/// What one step did, and whether it found the store empty of due mail.
+struct Step {
+    outcome: Outcome,
+    store_drained: bool,
+}
+
+impl Step {
+    fn done(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            store_drained: false,
+        }
+    }
+}
+
 /// One message sent (or not): what to record, and how long the provider took.
 struct Sent {
     attempt: Attempt,
@@ -56,7 +73,7 @@ struct Inner<F> {
     settings: DeliverySettings,
     policy: RetryPolicy,
     tokens: F,
-    wakers: Wakers,
+    outbox: Outbox,
     metrics: Metrics,
     /// Per connection, the earliest time the next message may go (`delivery.messages_per_minute`).
     pacing: std::sync::Mutex<HashMap<i64, Instant>>,
@@ -107,7 +124,7 @@ impl<F: TokenFactory> Delivery<F> {
         store: Store,
         settings: DeliverySettings,
         tokens: F,
-        wakers: Wakers,
+        outbox: Outbox,
         metrics: Metrics,
     ) -> Self {
         let policy = RetryPolicy::from_settings(&settings);
@@ -117,7 +134,7 @@ impl<F: TokenFactory> Delivery<F> {
                 settings,
                 policy,
                 tokens,
-                wakers,
+                outbox,
                 metrics,
                 pacing: Default::default(),
             }),
@@ -133,27 +150,56 @@ impl<F: TokenFactory> Delivery<F> {
         Ok(SmtpClient::new(config, self.inner.tokens.token_source(conn))?.transport())
     }
 
-    /// Claims up to a batch of due messages of `conn` and delivers them over `transport`.
-    /// `stop` is checked between messages: what was claimed and not attempted goes back.
+    /// Takes up to a batch of `conn`'s mail (from its lane, then the store) and delivers it over
+    /// `transport`. `stop` is checked between messages: what was taken and not attempted goes back.
     pub async fn try_deliver_next(
         &self,
         conn: &Connection,
         transport: &mut Transport<F::Source>,
         stop: &CancellationToken,
     ) -> Result<Outcome, StoreError> {
+        Ok(self.step(conn, transport, stop, true).await?.outcome)
+    }
+
+    /// One batch. The store is asked only when `check_store` (the lane carries new relay mail).
+    async fn step(
+        &self,
+        conn: &Connection,
+        transport: &mut Transport<F::Source>,
+        stop: &CancellationToken,
+        check_store: bool,
+    ) -> Result<Step, StoreError> {
         let store = &self.inner.store;
+        let lane = self.inner.outbox.wakers().lane(conn.id);
         if let Some(reason) = hold_reason(conn) {
+            lane.close();
+            let handed: Vec<String> = lane.take(usize::MAX).into_iter().map(|m| m.id).collect();
+            store.unclaim(&handed).await?;
             store.hold_connection_mail(conn.id, &reason).await?;
-            return Ok(Outcome::Held(reason));
+            return Ok(Step::done(Outcome::Held(reason)));
         }
-        let claimed = store.claim_ready(conn.id, BATCH, LEASE_MS).await?;
-        if claimed.is_empty() {
-            return Ok(Outcome::Empty);
+        let mut batch = lane.take(BATCH);
+        let mut store_drained = false;
+        if check_store && batch.len() < BATCH {
+            let want = BATCH - batch.len();
+            let claimed = store.claim_ready(conn.id, want as u32, LEASE_MS).await?;
+            if claimed.len() < want {
+                // Nothing more is due in the store: new mail may come straight to us.
+                store_drained = true;
+                lane.open();
+            }
+            batch.extend(claimed);
         }
-        // Send the batch, then record it in one transaction (one fsync for the batch).
-        let mut tried = Vec::with_capacity(claimed.len());
+        if batch.is_empty() {
+            return Ok(Step {
+                outcome: Outcome::Empty,
+                store_drained,
+            });
+        }
+        // Send the batch, then record it in one go (one transaction for the batch).
+        let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
-        let mut rest = claimed.into_iter();
+        let mut rest = batch.into_iter();
         for msg in rest.by_ref() {
             self.pace(conn.id).await;
             let sent = self.attempt(transport, &msg).await;
@@ -167,7 +213,7 @@ impl<F: TokenFactory> Delivery<F> {
         }
         let left: Vec<String> = rest.map(|m| m.id).collect();
         let attempts: Vec<Attempt> = tried.iter().map(|(_, s)| s.attempt.clone()).collect();
-        let statuses = store.record_attempts(&attempts).await?;
+        let statuses = self.inner.outbox.record(attempts).await?;
         if let Some(reason) = &hold {
             // The token manager has marked the connection; hold its mail until an admin acts.
             store.hold_connection_mail(conn.id, reason).await?;
@@ -193,7 +239,10 @@ impl<F: TokenFactory> Delivery<F> {
             );
             done.push((msg.id, status));
         }
-        Ok(Outcome::Attempted(done))
+        Ok(Step {
+            outcome: Outcome::Attempted(done),
+            store_drained,
+        })
     }
 
     /// Waits for the connection's next sending slot when a per-minute cap is set; the slots are
@@ -296,25 +345,48 @@ impl<F: TokenFactory> Delivery<F> {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// One sender: loops `try_deliver_next` for one connection with its own upstream session.
+    /// One sender: loops [`Self::step`] for one connection with its own upstream session.
     async fn sender(self, connection_id: i64, slot: u32, stop: CancellationToken) {
-        let store = self.inner.store.clone();
-        let wake = self.inner.wakers.get(connection_id);
+        let lane = self.inner.outbox.wakers().lane(connection_id);
+        lane.sender_started();
+        self.send_until_stopped(&lane, connection_id, slot, &stop)
+            .await;
+        if lane.sender_stopped() {
+            // The last sender gives back what is still in the lane (nothing takes it now).
+            let left: Vec<String> = lane.take(usize::MAX).into_iter().map(|m| m.id).collect();
+            if let Err(e) = self.inner.store.unclaim(&left).await {
+                tracing::warn!(error = %e, count = left.len(), "could not return handed-over mail to the queue; it returns at the next start");
+            }
+        }
+    }
+
+    async fn send_until_stopped(
+        &self,
+        lane: &Lane,
+        connection_id: i64,
+        slot: u32,
+        stop: &CancellationToken,
+    ) {
+        let store = &self.inner.store;
         let mut transport = None;
-        let mut idle_since = std::time::Instant::now();
+        let mut idle_since = Instant::now();
         // True at start: mail held by an earlier run is released once the connection is usable.
         let mut was_held = true;
         // The connection as last read: re-read every poll interval and after a hold, not for
         // every batch (an admin's change is noticed within `POLL`).
-        let mut cached: Option<(Connection, std::time::Instant)> = None;
+        let mut cached: Option<(Connection, Instant)> = None;
+        // When to look in the store next (deferred mail coming due, mail queued there); new relay
+        // mail arrives through the lane in between.
+        let mut store_check = Instant::now();
         while !stop.is_cancelled() {
-            let notified = wake.notified();
+            let pushed = lane.pushed.notified();
+            let woken = lane.wake.notified();
             let fresh = cached
                 .as_ref()
                 .is_some_and(|(_, at)| at.elapsed() < POLL && !was_held);
             if !fresh {
                 match store.connection_by_id(connection_id).await {
-                    Ok(c) => cached = Some((c, std::time::Instant::now())),
+                    Ok(c) => cached = Some((c, Instant::now())),
                     Err(StoreError::NoSuchConnection(_)) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot read connection");
@@ -336,6 +408,7 @@ impl<F: TokenFactory> Delivery<F> {
                     tracing::info!(connection = %conn.name(), count = n, "connection usable again: released held mail");
                 }
                 was_held = false;
+                store_check = Instant::now();
             }
             if transport.is_none() {
                 transport = self.transport(conn).map_err(|e| tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings")).ok();
@@ -344,35 +417,61 @@ impl<F: TokenFactory> Delivery<F> {
                 tokio::time::sleep(POLL).await;
                 continue;
             };
-            match self.try_deliver_next(conn, t, &stop).await {
-                Ok(Outcome::Attempted(done)) => {
-                    idle_since = std::time::Instant::now();
-                    if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
-                        was_held = true;
+            let check_store = Instant::now() >= store_check;
+            let step = self.step(conn, t, stop, check_store).await;
+            let mut more = !lane.is_empty();
+            match step {
+                Ok(step) => {
+                    if check_store {
+                        store_check = if step.store_drained {
+                            // Next look: when the earliest waiting message is due, at the latest
+                            // after `POLL`.
+                            let due = store.next_due(connection_id).await.ok().flatten();
+                            Instant::now()
+                                + due.map_or(POLL, |d| {
+                                    Duration::from_millis(
+                                        (d - now_ms()).clamp(5, POLL.as_millis() as i64) as u64,
+                                    )
+                                })
+                        } else {
+                            Instant::now()
+                                + if matches!(step.outcome, Outcome::Held(_)) {
+                                    POLL
+                                } else {
+                                    Duration::ZERO
+                                }
+                        };
                     }
-                    // A full batch: more may be due. A partial one took everything due; what
-                    // arrives since wakes `notified`, so no need to ask the store again now.
-                    if done.len() >= BATCH as usize {
-                        continue;
+                    match step.outcome {
+                        Outcome::Attempted(done) => {
+                            idle_since = Instant::now();
+                            if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
+                                was_held = true;
+                            }
+                            // A full batch: more may be waiting.
+                            more |= done.len() >= BATCH;
+                        }
+                        Outcome::Held(_) => was_held = true,
+                        Outcome::Empty => {}
                     }
                 }
-                Ok(Outcome::Held(_)) => was_held = true,
-                Ok(Outcome::Empty) => {}
                 Err(e) => {
-                    tracing::error!(connection = %conn.name(), error = %e, "delivery step failed")
+                    tracing::error!(connection = %conn.name(), error = %e, "delivery step failed");
+                    store_check = Instant::now() + POLL;
+                    more = false;
                 }
+            }
+            if more && !was_held {
+                continue;
             }
             if idle_since.elapsed() > IDLE_CLOSE && t.has_idle_connection() {
                 t.close().await;
             }
-            let due = store.next_due(connection_id).await.ok().flatten();
-            let wait = due.map_or(POLL, |d| {
-                Duration::from_millis((d - now_ms()).clamp(5, POLL.as_millis() as i64) as u64)
-            });
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = notified => {},
-                () = tokio::time::sleep(wait) => {},
+                () = pushed => {},
+                () = woken => store_check = Instant::now(),
+                () = tokio::time::sleep_until(store_check.max(Instant::now()).into()) => {},
             }
         }
         if let Some(mut t) = transport {

@@ -5,7 +5,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::messages::{MessageStatus, RecipientOutcome, now_ms};
+use super::messages::{MessageStatus, RecipientOutcome};
 use super::{Store, StoreError};
 
 /// What one attempt at one message came to.
@@ -31,25 +31,15 @@ pub struct Attempt {
 
 impl Store {
     /// Records every attempt in one transaction; returns each message's new status, in order.
+    /// (The delivery workers record through the outbox writer, in its shared commits.)
     pub async fn record_attempts(
         &self,
         batch: &[Attempt],
     ) -> Result<Vec<MessageStatus>, StoreError> {
-        let t = now_ms();
-        let mut tx = self.bookkeeping.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for a in batch {
-            out.push(match &a.record {
-                AttemptRecord::Recipients(outcomes) => {
-                    recipients_in(&mut tx, t, &a.id, outcomes, a.retry_at_ms, a.give_up).await?
-                }
-                AttemptRecord::Whole(reason) => {
-                    whole_in(&mut tx, t, &a.id, reason, a.retry_at_ms, a.give_up).await?
-                }
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        let mut conn = self.bookkeeping.acquire().await?;
+        Ok(super::outbox_batch::write_batch(&mut conn, &[], batch)
+            .await?
+            .statuses)
     }
 }
 

@@ -190,7 +190,7 @@ pub(crate) fn rfc3339_ms(ms: i64) -> String {
 }
 
 /// The Subject and Message-ID headers, read from the header block only.
-fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+pub(super) fn header_fields(body: &[u8]) -> (Option<String>, Option<String>) {
     let end = body
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -237,66 +237,21 @@ fn decode_subject(raw: &str) -> String {
         .unwrap_or_else(|| raw.to_string())
 }
 
+use super::outbox_batch::{Insert, write_batch};
+
 impl Store {
-    /// Queues a batch in one transaction (one fsync for all: group commit).
+    /// Queues a batch in one transaction (one fsync for all). The relay and the API queue
+    /// through the outbox writer instead ([`crate::outbox::Outbox`]), which shares the commit.
     pub async fn insert_messages(&self, batch: &[NewMessage]) -> Result<Vec<Queued>, StoreError> {
-        let t = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for m in batch {
-            if let Some(key) = &m.idempotency_key {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM messages WHERE submitter IS ? AND idempotency_key = ?",
-                )
-                .bind(&m.submitter)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(id) = existing {
-                    out.push(Queued {
-                        id,
-                        duplicate: true,
-                    });
-                    continue;
-                }
-            }
-            let id = uuid::Uuid::now_v7().simple().to_string();
-            let (subject, message_id) = header_fields(&m.body);
-            sqlx::query(
-                "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, subject, \
-                 message_id, size, body, status, queued_at, next_attempt_at, idempotency_key) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(m.connection_id)
-            .bind(&m.connection_name)
-            .bind(m.source.as_str())
-            .bind(&m.submitter)
-            .bind(&m.mail_from)
-            .bind(subject)
-            .bind(message_id)
-            .bind(m.body.len() as i64)
-            .bind(&m.body)
-            .bind(t)
-            .bind(t)
-            .bind(&m.idempotency_key)
-            .execute(&mut *tx)
-            .await?;
-            for (pos, rcpt) in m.recipients.iter().enumerate() {
-                sqlx::query("INSERT INTO recipients (message_id, position, address, status) VALUES (?, ?, ?, 'pending')")
-                    .bind(&id)
-                    .bind(pos as i64)
-                    .bind(rcpt)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            out.push(Queued {
-                id,
-                duplicate: false,
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        let inserts: Vec<Insert<'_>> = batch
+            .iter()
+            .map(|message| Insert {
+                message,
+                lease_until: None,
+            })
+            .collect();
+        let mut conn = self.pool.acquire().await?;
+        Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
     }
 
     /// Leases up to `limit` due messages of a connection for `lease_ms`.
@@ -461,16 +416,20 @@ impl Store {
 }
 
 impl Store {
-    /// Returns claimed but unattempted messages to the queue (shutdown in the middle of a batch).
+    /// Returns claimed but unattempted messages to the queue (shutdown in the middle of a batch,
+    /// mail handed to senders that stopped).
     pub async fn unclaim(&self, ids: &[String]) -> Result<(), StoreError> {
-        for id in ids {
-            sqlx::query(
+        for chunk in ids.chunks(500) {
+            let sql = format!(
                 "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) \
-                 WHERE id = ? AND status = 'sending'",
-            )
-            .bind(id)
-            .execute(&self.bookkeeping)
-            .await?;
+                 WHERE status = 'sending' AND id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.bookkeeping).await?;
         }
         Ok(())
     }

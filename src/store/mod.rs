@@ -9,6 +9,7 @@ mod connections;
 pub mod keyfile;
 mod message_log;
 pub mod messages;
+pub mod outbox_batch;
 pub mod queue_admin;
 mod rotate;
 pub use rotate::Rotation;
@@ -63,6 +64,11 @@ pub enum StoreError {
     DuplicateConnection(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The error of a batch written for several callers at once (group commit).
+    #[error(transparent)]
+    Batch(Arc<StoreError>),
+    #[error("the outbox writer has stopped (the server is shutting down)")]
+    WriterStopped,
 }
 
 impl StoreError {
@@ -74,6 +80,7 @@ impl StoreError {
                     || e.message().contains("database or disk is full")
             }
             StoreError::Db(sqlx::Error::Io(e)) => e.raw_os_error() == Some(28),
+            StoreError::Batch(e) => e.is_disk_full(),
             _ => false,
         }
     }
@@ -132,8 +139,11 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // No ping before handing out a connection: it is a local file, not a server that may
+        // have hung up, and the ping is a round trip to the connection's thread per query.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -142,6 +152,7 @@ impl Store {
         // at-least-once allows. The next FULL commit makes everything before it durable too.
         let bookkeeping = SqlitePoolOptions::new()
             .max_connections(2)
+            .test_before_acquire(false)
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await?;
         let store = Self {

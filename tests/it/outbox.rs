@@ -75,8 +75,7 @@ async fn world() -> World {
     };
     let (settings, _) = input.validate().unwrap();
     let conn = store.insert_connection(&settings).await.unwrap();
-    let wakers = Wakers::default();
-    let (outbox, _) = Outbox::start(store.clone(), wakers.clone());
+    let (outbox, _) = Outbox::start(store.clone(), Wakers::default());
     let delivery_settings = DeliverySettings {
         first_retry_secs: 0,
         ..Default::default()
@@ -85,7 +84,7 @@ async fn world() -> World {
         store.clone(),
         delivery_settings,
         IdpTokens(idp),
-        wakers,
+        outbox.clone(),
         Default::default(),
     );
     World {

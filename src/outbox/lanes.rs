@@ -1,0 +1,168 @@
+//! Per connection, the way new mail reaches its senders: a wake-up for mail queued in the store,
+//! and a lane that hands freshly committed relay mail to the senders in memory.
+//!
+//! A message in a lane is already on disk, claimed with a lease (status `sending`), so the
+//! sender needs no claim and no read of the body. If the process dies, the lease returns it to
+//! the queue at the next start, like any claim.
+//!
+//! Order: the writer hands new mail over only while the lane is `open`, which a sender declares
+//! after finding nothing more due in the store. A full lane closes it, and new mail then waits in
+//! the store until the senders have caught up, so mail that came first is not passed forever.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::store::messages::ClaimedMessage;
+
+/// Messages waiting in one lane at most; beyond that, new mail waits in the store.
+pub const LANE_CAPACITY: usize = 256;
+
+/// One connection's lane.
+#[derive(Debug, Default)]
+pub struct Lane {
+    /// Messages committed and claimed for this connection, oldest first.
+    queue: Mutex<VecDeque<ClaimedMessage>>,
+    /// Something was put in `queue`.
+    pub pushed: Notify,
+    /// The store has news for this connection (mail queued there, released, retried).
+    pub wake: Notify,
+    /// The senders have drained the store: new mail may come through the lane.
+    open: AtomicBool,
+    /// Senders running for this connection.
+    senders: AtomicUsize,
+}
+
+impl Lane {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<ClaimedMessage>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// May `extra` more messages (beyond those already admitted in this batch) go through the
+    /// lane? A full lane closes until a sender reopens it.
+    pub fn admit(&self, extra: usize) -> bool {
+        if !self.open.load(Ordering::Acquire) || self.senders.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        if self.queue().len() + extra >= LANE_CAPACITY {
+            self.open.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    pub fn push(&self, messages: impl IntoIterator<Item = ClaimedMessage>) {
+        self.queue().extend(messages);
+        self.pushed.notify_waiters();
+    }
+
+    /// Up to `max` messages, oldest first.
+    pub fn take(&self, max: usize) -> Vec<ClaimedMessage> {
+        let mut q = self.queue();
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue().is_empty()
+    }
+
+    /// A sender found nothing more due in the store.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::Release);
+    }
+
+    /// New mail goes to the store (the connection is held, or its senders stop).
+    pub fn close(&self) {
+        self.open.store(false, Ordering::Release);
+    }
+
+    pub fn sender_started(&self) {
+        self.senders.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Returns true for the last sender, which should give back what is left in the lane.
+    pub fn sender_stopped(&self) -> bool {
+        let last = self.senders.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last {
+            self.close();
+        }
+        last
+    }
+}
+
+/// Every connection's lane, created on first use.
+#[derive(Debug, Clone, Default)]
+pub struct Wakers(Arc<Mutex<HashMap<i64, Arc<Lane>>>>);
+
+impl Wakers {
+    pub fn lane(&self, connection_id: i64) -> Arc<Lane> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(connection_id).or_default().clone()
+    }
+
+    /// The store has news for this connection's senders.
+    pub fn wake(&self, connection_id: i64) {
+        self.lane(connection_id).wake.notify_waiters();
+    }
+
+    pub fn wake_all(&self) {
+        for lane in self.lanes() {
+            lane.wake.notify_waiters();
+        }
+    }
+
+    pub fn lanes(&self) -> Vec<Arc<Lane>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> ClaimedMessage {
+        ClaimedMessage {
+            id: id.into(),
+            connection_id: 1,
+            mail_from: "a@example.com".into(),
+            recipients: vec![(0, "b@example.com".into())],
+            body: b"x".to_vec(),
+            attempts: 1,
+            queued_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_lane_admits_only_while_open_with_a_sender_and_room() {
+        let lane = Lane::default();
+        assert!(!lane.admit(0), "closed until a sender opens it");
+        lane.open();
+        assert!(!lane.admit(0), "no sender to take the mail");
+        lane.sender_started();
+        assert!(lane.admit(0));
+        assert!(!lane.admit(LANE_CAPACITY), "no room for a whole lane more");
+        assert!(
+            !lane.admit(0),
+            "a full lane stays closed until a sender reopens it"
+        );
+        lane.open();
+        assert!(lane.admit(0));
+        assert!(lane.sender_stopped(), "the only sender is the last");
+        assert!(!lane.admit(0));
+    }
+
+    #[test]
+    fn take_returns_the_oldest_first_up_to_the_limit() {
+        let lane = Lane::default();
+        lane.push(["a", "b", "c"].map(message));
+        let first: Vec<String> = lane.take(2).into_iter().map(|m| m.id).collect();
+        assert_eq!(first, ["a", "b"]);
+        assert!(!lane.is_empty());
+        assert_eq!(lane.take(10).len(), 1);
+        assert!(lane.is_empty());
+    }
+}

@@ -1,0 +1,494 @@
+//! One outbox writer cycle in one transaction: the messages coming in and the attempts being
+//! recorded, so one fsync covers both (group commit).
+//!
+//! The common case (new messages, attempts where every recipient was accepted) is written with a
+//! few multi-row statements sent as one command: each statement sent separately costs a trip to
+//! SQLite's thread and back, which was most of the relay's CPU time.
+
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Arguments as _, SqliteConnection};
+
+use super::attempts::{Attempt, AttemptRecord, recipients_in, whole_in};
+use super::messages::{MessageStatus, NewMessage, Queued, RecipientOutcome, header_fields, now_ms};
+use super::{Store, StoreError};
+
+/// Rows per multi-row statement: well under SQLite's limits on bound values (32,766).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// A message to insert; `lease_until` set means it goes straight to a sender, claimed already.
+#[derive(Debug, Clone, Copy)]
+pub struct Insert<'a> {
+    pub message: &'a NewMessage,
+    pub lease_until: Option<i64>,
+}
+
+/// What one cycle wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// One per insert, in order.
+    pub queued: Vec<Queued>,
+    /// One per record, in order.
+    pub statuses: Vec<MessageStatus>,
+}
+
+impl Store {
+    /// A connection of the writer's own, outside the pool: the hot path never waits for a
+    /// pooled connection, and nothing else holds the write lock in the meantime.
+    pub async fn writer_connection(&self) -> Result<SqliteConnection, StoreError> {
+        Ok(self.pool().acquire().await?.detach())
+    }
+}
+
+/// Writes `inserts` and `records` in one transaction on `conn` (a `synchronous=FULL` connection
+/// from [`Store::writer_connection`]): when this returns, all of it is on disk.
+pub async fn write_batch(
+    conn: &mut SqliteConnection,
+    inserts: &[Insert<'_>],
+    records: &[Attempt],
+) -> Result<Written, StoreError> {
+    let result = write_in(conn, now_ms(), inserts, records).await;
+    if result.is_err() {
+        // A statement failed inside the transaction: end it, so the next cycle starts clean.
+        // (Without an open transaction SQLite refuses the ROLLBACK, which is fine.)
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
+}
+
+/// Every recipient accepted: the common case, recorded in bulk.
+fn sent_replies(a: &Attempt) -> Option<Vec<(i64, &str)>> {
+    match &a.record {
+        AttemptRecord::Recipients(outcomes) if !outcomes.is_empty() => outcomes
+            .iter()
+            .map(|(pos, o)| match o {
+                RecipientOutcome::Sent(reply) => Some((*pos, reply.as_str())),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+async fn write_in(
+    conn: &mut SqliteConnection,
+    t: i64,
+    inserts: &[Insert<'_>],
+    records: &[Attempt],
+) -> Result<Written, StoreError> {
+    let bulk: Vec<Option<Vec<(i64, &str)>>> = records.iter().map(sent_replies).collect();
+    let keyed = inserts.iter().any(|i| i.message.idempotency_key.is_some());
+    let one_by_one = bulk.iter().any(Option::is_none);
+    let mut sql = String::new();
+    let mut args = SqliteArguments::default();
+
+    // Idempotency lookups and unusual attempt records need answers or several statements
+    // each: they go first, one statement at a time, inside the same transaction.
+    let mut queued: Vec<Queued> = inserts
+        .iter()
+        .map(|_| Queued {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            duplicate: false,
+        })
+        .collect();
+    let mut statuses: Vec<Option<MessageStatus>> = vec![None; records.len()];
+    if keyed || one_by_one {
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        find_duplicates(conn, inserts, &mut queued).await?;
+        for ((a, bulk), status) in records.iter().zip(&bulk).zip(statuses.iter_mut()) {
+            if bulk.is_some() {
+                continue;
+            }
+            *status = Some(match &a.record {
+                AttemptRecord::Recipients(o) => {
+                    recipients_in(conn, t, &a.id, o, a.retry_at_ms, a.give_up).await?
+                }
+                AttemptRecord::Whole(reason) => {
+                    whole_in(conn, t, &a.id, reason, a.retry_at_ms, a.give_up).await?
+                }
+            });
+        }
+    } else {
+        sql.push_str("BEGIN;\n");
+    }
+
+    let new: Vec<(&Insert<'_>, &str)> = inserts
+        .iter()
+        .zip(&queued)
+        .filter(|(_, q)| !q.duplicate)
+        .map(|(insert, q)| (insert, q.id.as_str()))
+        .collect();
+    push_inserts(&mut sql, &mut args, t, &new)?;
+
+    let sent: Vec<(&Attempt, &Vec<(i64, &str)>)> = records
+        .iter()
+        .zip(&bulk)
+        .filter_map(|(a, b)| b.as_ref().map(|b| (a, b)))
+        .collect();
+    push_sent(&mut sql, &mut args, t, &sent)?;
+    for (status, bulk) in statuses.iter_mut().zip(&bulk) {
+        if bulk.is_some() {
+            *status = Some(MessageStatus::Sent);
+        }
+    }
+
+    sql.push_str("COMMIT;");
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Written {
+        queued,
+        statuses: statuses.into_iter().flatten().collect(),
+    })
+}
+
+/// Marks inserts whose idempotency key was seen before (in the store or earlier in the batch).
+async fn find_duplicates(
+    conn: &mut SqliteConnection,
+    inserts: &[Insert<'_>],
+    queued: &mut [Queued],
+) -> Result<(), StoreError> {
+    let mut seen: HashMap<(Option<&str>, &str), usize> = HashMap::new();
+    for (i, insert) in inserts.iter().enumerate() {
+        let m = insert.message;
+        let Some(key) = m.idempotency_key.as_deref() else {
+            continue;
+        };
+        let earlier = seen.get(&(m.submitter.as_deref(), key)).copied();
+        if let Some(first) = earlier {
+            queued[i] = Queued {
+                id: queued[first].id.clone(),
+                duplicate: true,
+            };
+            continue;
+        }
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM messages WHERE submitter IS ? AND idempotency_key = ?",
+        )
+        .bind(&m.submitter)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = existing {
+            queued[i] = Queued {
+                id,
+                duplicate: true,
+            };
+        }
+        seen.insert((m.submitter.as_deref(), key), i);
+    }
+    Ok(())
+}
+
+fn add<'t, T: sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>>(
+    args: &mut SqliteArguments,
+    value: T,
+) -> Result<(), StoreError> {
+    args.add(value)
+        .map_err(|e| StoreError::Corrupt(format!("cannot bind a value: {e}")))
+}
+
+/// `count` copies of `row`, comma-separated: `(?, ?), (?, ?)`.
+fn repeat_rows(sql: &mut String, count: usize, row: &str) {
+    for i in 0..count {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+}
+
+fn push_inserts(
+    sql: &mut String,
+    args: &mut SqliteArguments,
+    t: i64,
+    new: &[(&Insert<'_>, &str)],
+) -> Result<(), StoreError> {
+    for chunk in new.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(
+            "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, \
+             subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
+             next_attempt_at, lease_until, idempotency_key) VALUES ",
+        );
+        repeat_rows(
+            sql,
+            chunk.len(),
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        sql.push_str(";\n");
+        for (insert, id) in chunk {
+            let m = insert.message;
+            let (subject, message_id) = header_fields(&m.body);
+            let claimed = insert.lease_until.is_some();
+            add(args, *id)?;
+            add(args, m.connection_id)?;
+            add(args, m.connection_name.as_str())?;
+            add(args, m.source.as_str())?;
+            add(args, m.submitter.as_deref())?;
+            add(args, m.mail_from.as_str())?;
+            add(args, subject)?;
+            add(args, message_id)?;
+            add(args, m.body.len() as i64)?;
+            add(args, m.body.as_slice())?;
+            add(args, if claimed { "sending" } else { "queued" })?;
+            add(args, i64::from(claimed))?;
+            add(args, t)?;
+            add(args, claimed.then_some(t))?;
+            add(args, t)?;
+            add(args, insert.lease_until)?;
+            add(args, m.idempotency_key.as_deref())?;
+        }
+    }
+    let rows: Vec<(&str, usize, &str)> = new
+        .iter()
+        .flat_map(|(insert, id)| {
+            insert
+                .message
+                .recipients
+                .iter()
+                .enumerate()
+                .map(move |(pos, r)| (*id, pos, r.as_str()))
+        })
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str("INSERT INTO recipients (message_id, position, address, status) VALUES ");
+        repeat_rows(sql, chunk.len(), "(?, ?, ?, 'pending')");
+        sql.push_str(";\n");
+        for (id, pos, address) in chunk {
+            add(args, *id)?;
+            add(args, *pos as i64)?;
+            add(args, *address)?;
+        }
+    }
+    Ok(())
+}
+
+/// Attempts where every recipient was accepted: recipients, messages and the attempt log in
+/// three statements per chunk. The body is dropped, as for any sent message.
+fn push_sent(
+    sql: &mut String,
+    args: &mut SqliteArguments,
+    t: i64,
+    sent: &[(&Attempt, &Vec<(i64, &str)>)],
+) -> Result<(), StoreError> {
+    for chunk in sent.chunks(ROWS_PER_STATEMENT / 4) {
+        let rows: usize = chunk.iter().map(|(_, r)| r.len()).sum();
+        sql.push_str(
+            "UPDATE recipients SET status = 'sent', reply = v.column3, updated_at = ? FROM (VALUES ",
+        );
+        repeat_rows(sql, rows, "(?, ?, ?)");
+        sql.push_str(
+            ") AS v WHERE recipients.message_id = v.column1 AND recipients.position = v.column2;\n",
+        );
+        add(args, t)?;
+        for (a, replies) in chunk {
+            for (pos, reply) in replies.iter() {
+                add(args, a.id.as_str())?;
+                add(args, *pos)?;
+                add(args, *reply)?;
+            }
+        }
+
+        sql.push_str(
+            "UPDATE messages SET status = 'sent', lease_until = NULL, next_attempt_at = ?, \
+             done_at = ?, last_error = NULL, body = NULL WHERE id IN (",
+        );
+        repeat_rows(sql, chunk.len(), "?");
+        sql.push_str(");\n");
+        add(args, t)?;
+        add(args, t)?;
+        for (a, _) in chunk {
+            add(args, a.id.as_str())?;
+        }
+
+        sql.push_str("INSERT INTO attempts (message_id, at, outcome, detail) VALUES ");
+        repeat_rows(sql, chunk.len(), "(?, ?, ?, ?)");
+        sql.push_str(";\n");
+        for (a, replies) in chunk {
+            let detail = replies
+                .iter()
+                .map(|(_, r)| format!("sent: {r}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            add(args, a.id.as_str())?;
+            add(args, t)?;
+            add(args, MessageStatus::Sent.as_str())?;
+            add(args, detail)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::messages::Source;
+
+    fn message(to: &[&str], key: Option<&str>) -> NewMessage {
+        NewMessage {
+            connection_id: 1,
+            connection_name: "fake".into(),
+            source: Source::Relay,
+            submitter: Some("app".into()),
+            mail_from: "a@example.org".into(),
+            recipients: to.iter().map(|s| s.to_string()).collect(),
+            body: b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n".to_vec(),
+            idempotency_key: key.map(str::to_string),
+        }
+    }
+
+    async fn status(store: &Store, id: &str) -> (String, Vec<(String, String)>) {
+        let d = store.message_detail(id).await.unwrap().unwrap();
+        let rcpts = d
+            .recipient_results
+            .into_iter()
+            .map(|r| (r.address, r.status))
+            .collect();
+        (d.summary.status, rcpts)
+    }
+
+    #[tokio::test]
+    async fn one_cycle_inserts_claims_dedups_and_records_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let mut conn = store.writer_connection().await.unwrap();
+
+        // Cycle 1: a claimed message, a queued one, and the same idempotency key twice.
+        let (a, b) = (
+            message(&["x@e.org", "y@e.org"], None),
+            message(&["z@e.org"], None),
+        );
+        let (k1, k2) = (
+            message(&["k@e.org"], Some("key")),
+            message(&["k@e.org"], Some("key")),
+        );
+        let inserts = [
+            Insert {
+                message: &a,
+                lease_until: Some(now_ms() + 60_000),
+            },
+            Insert {
+                message: &b,
+                lease_until: None,
+            },
+            Insert {
+                message: &k1,
+                lease_until: None,
+            },
+            Insert {
+                message: &k2,
+                lease_until: None,
+            },
+        ];
+        let w = write_batch(&mut conn, &inserts, &[]).await.unwrap();
+        assert_eq!(w.queued.len(), 4);
+        assert!(!w.queued[2].duplicate);
+        assert!(
+            w.queued[3].duplicate,
+            "the second use of a key in one batch is a duplicate"
+        );
+        assert_eq!(w.queued[3].id, w.queued[2].id);
+        let (ida, idb) = (w.queued[0].id.clone(), w.queued[1].id.clone());
+        assert_eq!(status(&store, &ida).await.0, "sending", "claimed at insert");
+        assert_eq!(
+            status(&store, &idb).await,
+            ("queued".into(), vec![("z@e.org".into(), "pending".into())])
+        );
+        let claimed = store.claim_ready(1, 10, 60_000).await.unwrap();
+        assert_eq!(claimed.len(), 2, "the claimed message is not claimed again");
+        assert!(claimed.iter().all(|m| m.id != ida));
+
+        // Cycle 2: a new message with a bulk record (all sent) and a one-by-one record (one
+        // recipient deferred).
+        let c = message(&["c@e.org"], None);
+        let records = [
+            Attempt {
+                id: ida.clone(),
+                record: AttemptRecord::Recipients(vec![
+                    (0, RecipientOutcome::Sent("250 ok 1".into())),
+                    (1, RecipientOutcome::Sent("250 ok 2".into())),
+                ]),
+                retry_at_ms: now_ms(),
+                give_up: false,
+            },
+            Attempt {
+                id: idb.clone(),
+                record: AttemptRecord::Recipients(vec![(
+                    0,
+                    RecipientOutcome::Deferred("451 later".into()),
+                )]),
+                retry_at_ms: now_ms() + 60_000,
+                give_up: false,
+            },
+        ];
+        let w = write_batch(
+            &mut conn,
+            &[Insert {
+                message: &c,
+                lease_until: None,
+            }],
+            &records,
+        )
+        .await
+        .unwrap();
+        assert_eq!(w.queued.len(), 1);
+        assert_eq!(w.statuses, [MessageStatus::Sent, MessageStatus::Deferred]);
+        assert_eq!(
+            status(&store, &ida).await,
+            (
+                "sent".into(),
+                vec![
+                    ("x@e.org".into(), "sent".into()),
+                    ("y@e.org".into(), "sent".into())
+                ]
+            )
+        );
+        let detail = store.message_detail(&ida).await.unwrap().unwrap();
+        assert_eq!(detail.attempt_log.len(), 1);
+        assert_eq!(
+            detail.attempt_log[0].detail.as_deref(),
+            Some("sent: 250 ok 1\nsent: 250 ok 2")
+        );
+        assert_eq!(status(&store, &idb).await.0, "deferred");
+        assert_eq!(status(&store, &w.queued[0].id).await.0, "queued");
+    }
+
+    #[tokio::test]
+    async fn a_failed_cycle_leaves_nothing_behind_and_the_next_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let mut conn = store.writer_connection().await.unwrap();
+        let good = message(&["a@e.org"], None);
+        let record_of_unknown = Attempt {
+            id: "no-such-message".into(),
+            record: AttemptRecord::Whole("421 gone".into()),
+            retry_at_ms: now_ms(),
+            give_up: false,
+        };
+        // The attempt log refers to a message that does not exist (foreign key): the cycle fails.
+        let failed = write_batch(
+            &mut conn,
+            &[Insert {
+                message: &good,
+                lease_until: None,
+            }],
+            std::slice::from_ref(&record_of_unknown),
+        )
+        .await;
+        assert!(failed.is_err());
+        let listed = store.claim_ready(1, 10, 60_000).await.unwrap();
+        assert!(listed.is_empty(), "a failed cycle inserted nothing");
+        let w = write_batch(
+            &mut conn,
+            &[Insert {
+                message: &good,
+                lease_until: None,
+            }],
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status(&store, &w.queued[0].id).await.0, "queued");
+    }
+}
