@@ -17,6 +17,9 @@ use super::{Store, StoreError};
 /// Rows per multi-row statement: well under SQLite's limits on bound values (32,766).
 const ROWS_PER_STATEMENT: usize = 200;
 
+/// Prepared statements the writer keeps (the common batch shapes).
+const WRITER_STATEMENTS: usize = 6;
+
 /// A message to insert; `lease_until` set means it goes straight to a sender, claimed already.
 #[derive(Debug, Clone, Copy)]
 pub struct Insert<'a> {
@@ -35,9 +38,16 @@ pub struct Written {
 
 impl Store {
     /// A connection of the writer's own, outside the pool: the hot path never waits for a
-    /// pooled connection, and nothing else holds the write lock in the meantime.
+    /// pooled connection. Its statements differ with the batch size, so it remembers only the
+    /// most recent few (each prepared multi-row statement holds tens of KiB).
     pub async fn writer_connection(&self) -> Result<SqliteConnection, StoreError> {
-        Ok(self.pool().acquire().await?.detach())
+        use sqlx::ConnectOptions as _;
+        Ok(self
+            .options
+            .clone()
+            .statement_cache_capacity(WRITER_STATEMENTS)
+            .connect()
+            .await?)
     }
 }
 

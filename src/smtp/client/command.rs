@@ -26,6 +26,8 @@ pub enum Command<'a> {
     Mail(&'a str, MailParams),
     Rcpt(&'a str),
     Data,
+    /// `BDAT <size> LAST`: the whole message in one chunk (RFC 3030).
+    BdatLast(usize),
     Rset,
     Quit,
 }
@@ -51,6 +53,7 @@ impl fmt::Display for Command<'_> {
             }
             Command::Rcpt(to) => write!(f, "RCPT TO:<{to}>\r\n"),
             Command::Data => f.write_str("DATA\r\n"),
+            Command::BdatLast(size) => write!(f, "BDAT {size} LAST\r\n"),
             Command::Rset => f.write_str("RSET\r\n"),
             Command::Quit => f.write_str("QUIT\r\n"),
         }

@@ -24,6 +24,8 @@ pub struct SmtpConnection {
     /// A transaction happened since the last reset: the next one starts with RSET.
     pub(super) needs_rset: bool,
     pub(super) messages_sent: u64,
+    /// When the server last answered: a session that spoke just now is not a stale one.
+    pub(super) last_reply: Instant,
     /// The encoded message, kept to reuse its allocation.
     pub(super) body: Vec<u8>,
 }
@@ -52,6 +54,7 @@ impl SmtpConnection {
             broken: false,
             needs_rset: false,
             messages_sent: 0,
+            last_reply: Instant::now(),
             body: Vec::new(),
         }
     }

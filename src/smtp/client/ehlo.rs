@@ -18,6 +18,8 @@ pub struct Capabilities {
     pub size: Option<u64>,
     pub starttls: bool,
     pub pipelining: bool,
+    /// RFC 3030 `CHUNKING` (BDAT).
+    pub chunking: bool,
     pub eight_bit_mime: bool,
     pub smtputf8: bool,
     pub enhanced_status_codes: bool,
@@ -73,6 +75,7 @@ impl Capabilities {
             }
             "STARTTLS" => self.starttls = true,
             "PIPELINING" => self.pipelining = true,
+            "CHUNKING" => self.chunking = true,
             "8BITMIME" => self.eight_bit_mime = true,
             "SMTPUTF8" => self.smtputf8 = true,
             "ENHANCEDSTATUSCODES" => self.enhanced_status_codes = true,

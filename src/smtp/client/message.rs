@@ -77,6 +77,22 @@ pub fn encode_body(message: &[u8], out: &mut Vec<u8>) -> BodyScan {
     }
 }
 
+/// The message encoded for one `BDAT ... LAST` chunk: line endings repaired, no dot-stuffing
+/// and no final dot (the chunk size delimits the message).
+pub fn encode_chunk(message: &[u8], out: &mut Vec<u8>) -> BodyScan {
+    out.clear();
+    let mut encoder = DataEncoder {
+        dot_stuffing: false,
+        ..DataEncoder::default()
+    };
+    encoder.encode(message, out);
+    encoder.finish(out);
+    BodyScan {
+        eight_bit: !message.is_ascii(),
+        size: out.len() as u64,
+    }
+}
+
 /// Picks the `MAIL FROM` parameters, or says why this server cannot take this message.
 pub fn mail_params(
     caps: &Capabilities,
@@ -116,6 +132,8 @@ pub struct DataEncoder {
     pending_cr: bool,
     /// Dots added by stuffing, which RFC 1870 leaves out of the size.
     stuffed: u64,
+    /// DATA needs leading dots doubled and a final `.` line; a BDAT chunk needs neither.
+    dot_stuffing: bool,
 }
 
 impl Default for DataEncoder {
@@ -124,6 +142,7 @@ impl Default for DataEncoder {
             at_line_start: true,
             pending_cr: false,
             stuffed: 0,
+            dot_stuffing: true,
         }
     }
 }
@@ -143,7 +162,7 @@ impl DataEncoder {
                     continue;
                 }
             }
-            if self.at_line_start && rest[0] == b'.' {
+            if self.dot_stuffing && self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
                 self.stuffed += 1;
             }
@@ -169,14 +188,16 @@ impl DataEncoder {
         }
     }
 
-    /// Ends the last line if needed and appends the terminating `.` line.
+    /// Ends the last line if needed and appends the terminating `.` line (for DATA).
     pub fn finish(self, out: &mut Vec<u8>) {
         if self.pending_cr {
             out.push(b'\n');
         } else if !self.at_line_start {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
+        if self.dot_stuffing {
+            out.extend_from_slice(b".\r\n");
+        }
     }
 }
 
@@ -261,6 +282,24 @@ mod tests {
         let mut out = b"left over".to_vec();
         encode_body(b"x", &mut out);
         assert_eq!(out, b"x\r\n.\r\n");
+    }
+
+    #[test]
+    fn a_bdat_chunk_repairs_line_endings_without_dot_stuffing_or_final_dot() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"Subject: x\r\n\r\n.dot\r\n", b"Subject: x\r\n\r\n.dot\r\n"),
+            (b"a\n.\nb", b"a\r\n.\r\nb\r\n"),
+            (b"a\r", b"a\r\n"),
+            (b"\xc3\xa9", b"\xc3\xa9\r\n"),
+            (b"", b""),
+        ];
+        for (input, want) in cases {
+            let mut out = b"left over".to_vec();
+            let scan = encode_chunk(input, &mut out);
+            assert_eq!(out, want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(scan.size, want.len() as u64, "BDAT counts every octet sent");
+            assert_eq!(scan.eight_bit, !input.is_ascii());
+        }
     }
 
     fn caps(size: Option<u64>, eight_bit_mime: bool, smtputf8: bool) -> Capabilities {

@@ -1,10 +1,12 @@
 //! One mail transaction on an open session: MAIL, RCPT..., DATA, the message, per-recipient results.
-//! MAIL/RCPT/DATA go out in one batch when the server offers PIPELINING (RFC 2920).
+//! MAIL/RCPT/DATA go out in one batch when the server offers PIPELINING (RFC 2920). A server that
+//! also offers CHUNKING (RFC 3030; Exchange Online and Gmail do) gets MAIL/RCPT/`BDAT n LAST` and
+//! the message in one write: one round trip per message instead of two.
 
 use super::command::{Command, MailParams};
 use super::connection::SmtpConnection;
 use super::error::{SmtpError, Stage};
-use super::message::{Envelope, encode_body, mail_params};
+use super::message::{Envelope, encode_body, encode_chunk, mail_params};
 use super::reply::Reply;
 use super::report::{RecipientResult, SendReport};
 
@@ -13,6 +15,14 @@ const DATA_BLOCK: usize = 64 * 1024;
 
 /// The encoded-message buffer is kept between messages up to this size, and freed beyond.
 const KEEP_BODY_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A message up to this size goes out in the same write as its envelope (BDAT).
+const INLINE_CHUNK: usize = 64 * 1024;
+
+/// BDAT puts the message on the wire before the server has answered anything. On a session that
+/// answered within this time that is safe; after a longer pause the server may have closed it,
+/// and only the DATA way tells that apart (nothing sent yet) so the message can go again at once.
+const BDAT_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl SmtpConnection {
     /// Sends one message. Refused recipients do not stop the others: the report says who took it.
@@ -42,11 +52,19 @@ impl SmtpConnection {
         // Encoded once, before MAIL FROM, so SIZE is exact and nothing is sent for a message
         // the server cannot take.
         let mut body = std::mem::take(&mut self.body);
-        let scan = encode_body(message, &mut body);
+        let chunking =
+            self.caps.chunking && self.caps.pipelining && self.last_reply.elapsed() < BDAT_FRESH;
+        let scan = if chunking {
+            encode_chunk(message, &mut body)
+        } else {
+            encode_body(message, &mut body)
+        };
         let result = match mail_params(&self.caps, envelope, scan) {
+            Ok(params) if chunking => self.transaction_chunked(envelope, &body, params).await,
             Ok(params) => self.transaction(envelope, &body, params).await,
             Err(e) => Err(e),
         };
+        self.last_reply = std::time::Instant::now();
         if body.capacity() <= KEEP_BODY_BUFFER {
             self.body = body;
         }
@@ -118,6 +136,93 @@ impl SmtpConnection {
         Ok(SendReport {
             recipients,
             data_reply: Some(reply),
+        })
+    }
+
+    /// `[RSET] MAIL RCPT... BDAT n LAST` and the message in one write, then every reply in order
+    /// (all of them, whatever the first say, so the session stays in step).
+    async fn transaction_chunked(
+        &mut self,
+        envelope: &Envelope,
+        body: &[u8],
+        params: MailParams,
+    ) -> Result<SendReport, SmtpError> {
+        let t = self.timeouts.command;
+        let rset = std::mem::replace(&mut self.needs_rset, true);
+        if rset {
+            self.wire.queue(Command::Rset);
+        }
+        self.wire.queue(Command::Mail(&envelope.from, params));
+        for to in &envelope.to {
+            self.wire.queue(Command::Rcpt(to));
+        }
+        self.wire.queue(Command::BdatLast(body.len()));
+        let stage = if rset { Stage::Rset } else { Stage::MailFrom };
+        if body.len() <= INLINE_CHUNK {
+            self.wire.queue_bytes(body);
+            // A failed write means the server cannot have the whole chunk: nothing delivered.
+            self.wire.flush(stage, t).await?;
+        } else {
+            self.wire.flush(stage, t).await?;
+            self.wire
+                .write_blocks(body, DATA_BLOCK, Stage::Message, t)
+                .await?;
+        }
+        // The server has the message now: a failure from here on is after the body, so the
+        // message is not sent again on a new session (it could arrive twice).
+        if rset {
+            let reply = self.wire.read_reply(Stage::Message, t).await?;
+            if !reply.is_positive() {
+                self.broken = true;
+                return Err(SmtpError::Rejected {
+                    stage: Stage::Rset,
+                    reply,
+                });
+            }
+        }
+        let mail = self.wire.read_reply(Stage::Message, t).await?;
+        let mut rcpts = Vec::with_capacity(envelope.to.len());
+        for _ in &envelope.to {
+            rcpts.push(self.wire.read_reply(Stage::Message, t).await?);
+        }
+        let chunk = self
+            .wire
+            .read_reply(Stage::Message, self.timeouts.data_end)
+            .await?;
+        let recipients: Vec<RecipientResult> = envelope
+            .to
+            .iter()
+            .zip(rcpts)
+            .map(|(to, reply)| RecipientResult {
+                recipient: to.clone(),
+                accepted: reply.is_positive(),
+                reply,
+            })
+            .collect();
+        if !mail.is_positive() {
+            return Err(SmtpError::Rejected {
+                stage: Stage::MailFrom,
+                reply: mail,
+            });
+        }
+        if !recipients.iter().any(|r| r.accepted) {
+            // The server refused the chunk too (no valid recipient): nothing was delivered.
+            return Err(SmtpError::RecipientsRefused {
+                report: SendReport {
+                    recipients,
+                    data_reply: None,
+                },
+            });
+        }
+        if !chunk.is_positive() {
+            return Err(SmtpError::Rejected {
+                stage: Stage::Message,
+                reply: chunk,
+            });
+        }
+        Ok(SendReport {
+            recipients,
+            data_reply: Some(chunk),
         })
     }
 

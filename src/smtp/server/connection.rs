@@ -20,7 +20,9 @@ use super::identity::AuthOutcome;
 use super::listener::{Shared, TlsSetup};
 use super::session::{Action, Session};
 
-const READ_BUFFER: usize = 32 * 1024;
+/// Per session: 1,000 idle sessions hold 8 MiB of these. Bigger reads save nothing under TLS,
+/// which hands over at most one 16 KiB record at a time anyway.
+const READ_BUFFER: usize = 8 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -74,6 +74,81 @@ async fn office365_with_the_legacy_auth_form_and_a_stale_token() {
     );
 }
 
+/// CHUNKING offered (as Exchange Online and Gmail do): MAIL, RCPT, `BDAT n LAST` and the message
+/// go out together, and what arrives is the message byte for byte (dots included, line endings
+/// repaired); without CHUNKING the same message goes through DATA and arrives the same.
+#[tokio::test]
+async fn bdat_when_offered_and_data_otherwise_deliver_the_same_bytes() {
+    let raw: &[u8] = b"From: app@contoso.example\nSubject: dots\n\n.leading dot\n..two\n.\nend";
+    let want: &[u8] =
+        b"From: app@contoso.example\r\nSubject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend\r\n";
+    for chunking in [true, false] {
+        let (smtp, _dir, cfg) = fake(SmtpConfig {
+            chunking,
+            ..SmtpConfig::office365()
+        })
+        .await;
+        let mut transport = SmtpClient::new(cfg, FakeTokens::good())
+            .unwrap()
+            .transport();
+        let envelope = Envelope::new("app@contoso.example", ["a@example.org"]);
+        for _ in 0..3 {
+            let report = transport.send(&envelope, raw).await.unwrap();
+            assert!(report.all_accepted(), "{report:?}");
+        }
+        transport.close().await;
+        let messages = smtp.messages();
+        assert_eq!(messages.len(), 3);
+        for m in &messages {
+            assert_eq!(m.chunked, chunking, "BDAT exactly when CHUNKING is offered");
+            assert_eq!(m.data, want, "chunking {chunking}");
+            let size = format!("SIZE={}", want.len());
+            assert!(m.mail_params.contains(&size), "{:?}", m.mail_params);
+        }
+        assert_eq!(smtp.counters().connections, 1);
+    }
+}
+
+#[tokio::test]
+async fn bdat_with_every_recipient_refused_delivers_nothing_and_the_session_goes_on() {
+    let (smtp, _dir, cfg) = fake(SmtpConfig::office365()).await;
+    smtp.inject(FakeStage::Rcpt(None), replies::UNKNOWN_RECIPIENT, 2);
+    let mut transport = SmtpClient::new(cfg, FakeTokens::good())
+        .unwrap()
+        .transport();
+    let to = Envelope::new("app@contoso.example", ["x@example.org", "y@example.org"]);
+    let err = transport.send(&to, MESSAGE).await.unwrap_err();
+    let SmtpError::RecipientsRefused { report } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(report.refused().count(), 2);
+    assert!(smtp.messages().is_empty());
+    let ok = Envelope::new("app@contoso.example", ["z@example.org"]);
+    transport.send(&ok, MESSAGE).await.unwrap();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].rcpt_to, ["z@example.org"]);
+    assert_eq!(smtp.counters().connections, 1);
+}
+
+/// After a pause the server may have closed the session unseen: the message then goes the DATA
+/// way, where a closed session shows before any of it is sent.
+#[tokio::test]
+async fn after_a_pause_the_next_message_uses_data_then_bdat_again() {
+    let (smtp, _dir, cfg) = fake(SmtpConfig::office365()).await;
+    let mut transport = SmtpClient::new(cfg, FakeTokens::good())
+        .unwrap()
+        .transport();
+    let envelope = Envelope::new("app@contoso.example", ["a@example.org"]);
+    transport.send(&envelope, MESSAGE).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    transport.send(&envelope, MESSAGE).await.unwrap();
+    transport.send(&envelope, MESSAGE).await.unwrap();
+    let chunked: Vec<bool> = smtp.messages().iter().map(|m| m.chunked).collect();
+    assert_eq!(chunked, [true, false, true]);
+    assert!(smtp.messages().iter().all(|m| m.data == MESSAGE));
+}
+
 #[tokio::test]
 async fn office365_send_as_denied_is_explained() {
     let (smtp, _dir, cfg) = fake(SmtpConfig::office365()).await;

@@ -65,6 +65,8 @@ pub struct SmtpConfig {
     /// Keep received messages (with bodies) for [`messages`](super::FakeSmtp::messages);
     /// when false only counters are kept.
     pub keep_bodies: bool,
+    /// Advertise CHUNKING (BDAT), as Exchange Online and Gmail do; BDAT is accepted either way.
+    pub chunking: bool,
 }
 
 impl Default for SmtpConfig {
@@ -78,6 +80,7 @@ impl Default for SmtpConfig {
             hostname: "fake.outlook.test".to_owned(),
             cert_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             max_size: 157_286_400,
+            chunking: true,
             read_timeout: Duration::from_secs(60),
             audiences: None,
             fast: false,

@@ -138,6 +138,8 @@ pub struct ReceivedMessage {
     pub tls: bool,
     /// MAIL FROM parameters as sent (`SIZE=123`, `BODY=8BITMIME`, `SMTPUTF8`).
     pub mail_params: Vec<String>,
+    /// The content came in BDAT chunks (RFC 3030), not after DATA.
+    pub chunked: bool,
 }
 
 /// What the server has seen so far.

@@ -214,7 +214,11 @@ impl Session {
                 caps.push(format!("AUTH={mechs}"));
             }
         }
-        caps.extend(["8BITMIME", "BINARYMIME", "CHUNKING", "SMTPUTF8"].map(String::from));
+        caps.extend(["8BITMIME", "BINARYMIME"].map(String::from));
+        if cfg.chunking {
+            caps.push("CHUNKING".into());
+        }
+        caps.push("SMTPUTF8".into());
         let mut reply = format!("250-{greet}");
         for (i, cap) in caps.iter().enumerate() {
             let sep = if i + 1 == caps.len() { ' ' } else { '-' };

@@ -114,7 +114,7 @@ impl Session {
             self.tx = None;
             return Ok(self.send("552 5.3.4 Message size exceeds fixed maximum message size"));
         }
-        Ok(self.finish(data))
+        Ok(self.finish(data, false))
     }
 
     /// RFC 3030 CHUNKING: `BDAT <size> [LAST]`, then exactly `size` octets.
@@ -154,11 +154,11 @@ impl Session {
         } else {
             Vec::new()
         };
-        Ok(self.finish(data))
+        Ok(self.finish(data, true))
     }
 
     /// End of content: apply a `DataEnd` injection, else record the message and answer 250.
-    fn finish(&mut self, data: Vec<u8>) -> Flow {
+    fn finish(&mut self, data: Vec<u8>, chunked: bool) -> Flow {
         let Some(tx) = self.tx.take() else {
             return self.send("503 5.5.2 Need mail command");
         };
@@ -174,6 +174,7 @@ impl Session {
             auth_user: self.user.clone(),
             tls: self.conn.is_tls(),
             mail_params: tx.params,
+            chunked,
         });
         let host = self.shared.config.hostname.clone();
         self.send(&format!(
