@@ -119,9 +119,11 @@ async fn direct_token(idp: &FakeIdp) -> String {
 
 async fn direct(smtp: &FakeSmtp, target: &Target, plan: &Plan) -> Figures {
     let before = smtp.counters();
+    let own0 = postern::own_cpu();
     let r = load::run(target, plan.mode, plan.clients, plan.count, LIMIT).await;
+    let own = postern::own_cpu().saturating_sub(own0);
     let upstream = smtp.counters().connections - before.connections;
-    Figures::from_load(&r, r.elapsed, None, None, 0, upstream)
+    Figures::from_load(&r, r.elapsed, None, None, 0, upstream).with_bench_cpu(own)
 }
 
 async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
@@ -144,6 +146,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         p.log_path().display()
     );
     let cpu0 = p.cpu();
+    let own0 = postern::own_cpu();
     let t0 = Instant::now();
     let r = load::run(&target, plan.mode, plan.clients, plan.count, LIMIT).await;
     let delivered = smtp
@@ -151,6 +154,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         .await;
     let e2e = t0.elapsed();
     let cpu1 = p.cpu();
+    let own = postern::own_cpu().saturating_sub(own0);
     let cpu = (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1));
     let memory = p.memory();
     if !delivered {
@@ -167,6 +171,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         idp.counters().total - idp0.total,
         smtp.counters().connections - smtp0.connections,
     )
+    .with_bench_cpu(own)
 }
 
 /// `BURST` sessions at once (through STARTTLS), idle for a second: failures and memory.

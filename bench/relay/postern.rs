@@ -32,6 +32,25 @@ pub struct Postern {
     _dir: tempfile::TempDir,
 }
 
+/// User and system CPU time of process `pid` so far (all its threads).
+pub fn process_cpu(pid: u32) -> (Duration, Duration) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after `(comm)`: utime and stime are the 12th and 13th (clock ticks of 10 ms).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = |i: usize| Duration::from_millis(f.get(i).copied().unwrap_or(0) * 10);
+    (ticks(11), ticks(12))
+}
+
+/// CPU time (user + system) of this benchmark process: the load generator and the fake provider.
+pub fn own_cpu() -> Duration {
+    let (u, s) = process_cpu(std::process::id());
+    u + s
+}
+
 fn postern(dir: &Path) -> Command {
     let mut c = Command::new(POSTERN);
     c.arg("--data-dir").arg(dir.join("data")).current_dir(dir);
@@ -126,16 +145,7 @@ impl Postern {
 
     /// User and system CPU time of the whole process so far.
     pub fn cpu(&self) -> (Duration, Duration) {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after `(comm)`: utime and stime are the 12th and 13th (clock ticks of 10 ms).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let ticks = |i: usize| Duration::from_millis(f.get(i).copied().unwrap_or(0) * 10);
-        (ticks(11), ticks(12))
+        process_cpu(self.pid())
     }
 
     /// Resident memory now, from /proc/PID/status.

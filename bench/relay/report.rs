@@ -29,6 +29,8 @@ pub struct Figures {
     pub anon_mib: Option<f64>,
     pub token_requests: u64,
     pub upstream_connections: u64,
+    /// CPU per message of the benchmark process itself (load generator + fake provider).
+    pub bench_cpu_ms_per_msg: f64,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -64,7 +66,18 @@ impl Figures {
             anon_mib: memory.map(|m| m.anon_kib as f64 / 1024.0),
             token_requests,
             upstream_connections,
+            bench_cpu_ms_per_msg: 0.0,
         }
+    }
+
+    pub fn with_bench_cpu(mut self, cpu: Duration) -> Self {
+        self.bench_cpu_ms_per_msg = cpu.as_secs_f64() * 1000.0 / self.accepted.max(1) as f64;
+        self
+    }
+
+    /// Everything the machine spent per message: this process, plus Postern on the relay path.
+    fn total_cpu_ms(&self) -> f64 {
+        self.bench_cpu_ms_per_msg + self.cpu_ms_per_msg.unwrap_or(0.0)
     }
 }
 
@@ -146,6 +159,7 @@ impl Round {
                 anon_mib: opt(|x| x.anon_mib),
                 token_requests: u(|x| x.token_requests),
                 upstream_connections: u(|x| x.upstream_connections),
+                bench_cpu_ms_per_msg: f(|x| x.bench_cpu_ms_per_msg),
             };
             out.push(*mode, *clients, *path, m);
         }
@@ -171,7 +185,7 @@ impl Round {
 
     pub fn print(&self) {
         println!(
-            "{:<8} {:<6} {:>6} {:>6} {:>10} {:>11} {:>8} {:>8} {:>10} {:>7} {:>9} {:>8} {:>6} {:>8}",
+            "{:<8} {:<6} {:>6} {:>6} {:>10} {:>11} {:>8} {:>8} {:>10} {:>7} {:>9} {:>8} {:>6} {:>8} {:>10}",
             "mode",
             "path",
             "msgs",
@@ -185,7 +199,8 @@ impl Round {
             "peak RSS",
             "of anon",
             "tokens",
-            "upstream"
+            "upstream",
+            "load+fake"
         );
         for (mode, clients, path, f) in &self.rows {
             let path = match path {
@@ -193,7 +208,7 @@ impl Round {
                 Path::Direct => "direct",
             };
             println!(
-                "{:<8} {:<6} {:>6} {:>6} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>10} {:>7} {:>9} {:>8} {:>6} {:>8}",
+                "{:<8} {:<6} {:>6} {:>6} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>10} {:>7} {:>9} {:>8} {:>6} {:>8} {:>10.3}",
                 mode_name(*mode, *clients),
                 path,
                 f.accepted,
@@ -208,6 +223,7 @@ impl Round {
                 f.anon_mib.map_or("-".into(), |m| format!("{m:.1} MiB")),
                 f.token_requests,
                 f.upstream_connections,
+                f.bench_cpu_ms_per_msg,
             );
             if let Some(e) = &f.first_error {
                 println!("         first error: {e}");
@@ -215,7 +231,8 @@ impl Round {
         }
         println!(
             "(direct: one token, fetched over HTTP before the runs, serves every connection; \
-             relay: tokens and upstream connections counted from Postern's start)"
+             relay: tokens and upstream connections counted from Postern's start; \
+             load+fake: CPU ms per message of the load generator and fake provider process)"
         );
         if let Some(b) = &self.burst {
             println!(
@@ -249,6 +266,17 @@ impl Round {
                 "  {:<9} end-to-end relay / direct = {x:.2}x (target >= {target}x): {}",
                 mode_name(mode, clients),
                 check(x >= target)
+            );
+            // With every core busy, throughput is cores / CPU per message: the ratio of the
+            // two paths' total CPU per message is the most the relay can reach here.
+            println!(
+                "            CPU per message, all processes: direct {:.3} ms, relay {:.3} ms \
+                 (load+fake {:.3} + Postern {:.3}); CPU-bound ceiling {:.2}x",
+                d.total_cpu_ms(),
+                r.total_cpu_ms(),
+                r.bench_cpu_ms_per_msg,
+                r.cpu_ms_per_msg.unwrap_or(0.0),
+                d.total_cpu_ms() / r.total_cpu_ms().max(1e-9)
             );
         };
         println!("targets:");

@@ -198,7 +198,8 @@ where
                 let outcome = match timeout(shared.config.command_timeout, check).await {
                     Ok(Ok(Some(identity))) => {
                         shared.stats.auth(true);
-                        info!(user = %username, "relay user authenticated");
+                        // The message lines name the user; this one is for tracing a session.
+                        debug!(user = %username, "relay user authenticated");
                         AuthOutcome::Success(identity)
                     }
                     Ok(Ok(None)) => {
