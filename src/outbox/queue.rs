@@ -136,28 +136,37 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
             }
         }
         let leases = handoff_leases(&messages, &wakers);
-        let result = match conn.as_mut() {
-            Some(c) => write(c, &messages, &leases, &records).await,
+        let (queued, statuses) = match conn.as_mut() {
+            Some(c) => cycle(c, &messages, &leases, &records).await,
             None => match store.writer_connection().await {
-                Ok(c) => write(conn.insert(c), &messages, &leases, &records).await,
-                Err(e) => Err(e),
+                Ok(c) => cycle(conn.insert(c), &messages, &leases, &records).await,
+                Err(e) => {
+                    let e = Arc::new(e);
+                    (Err(e.clone()), Err(e))
+                }
             },
         };
-        match result {
-            Ok(written) => finish(
-                &wakers,
-                messages,
-                &leases,
-                written,
-                queued_replies,
-                record_replies,
-            ),
+        if let Err(e) = queued.as_ref().and(statuses.as_ref()) {
+            tracing::error!(error = %e, messages = messages.len(), records = records.len(), "could not write to the outbox");
+            // A fresh connection next time, in case this one is what failed.
+            conn = None;
+        }
+        match queued {
+            Ok(queued) => finish_messages(&wakers, messages, &leases, queued, queued_replies),
             Err(e) => {
-                tracing::error!(error = %e, messages = messages.len(), records = records.len(), "could not write to the outbox");
-                let e = Arc::new(e);
                 for r in queued_replies {
                     let _ = r.send(Err(e.clone()));
                 }
+            }
+        }
+        match statuses {
+            Ok(statuses) => {
+                let mut statuses = statuses.into_iter();
+                for (n, reply) in record_replies {
+                    let _ = reply.send(Ok(statuses.by_ref().take(n).collect()));
+                }
+            }
+            Err(e) => {
                 for (_, r) in record_replies {
                     let _ = r.send(Err(e.clone()));
                 }
@@ -165,6 +174,33 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
         }
     }
     give_back_lanes(&store, &wakers).await;
+}
+
+type Shared<T> = Result<T, Arc<StoreError>>;
+
+/// One transaction for everything; if it fails, the new mail and the records are tried apart, so
+/// a bad record cannot refuse new mail (nor the reverse).
+async fn cycle(
+    conn: &mut SqliteConnection,
+    messages: &[NewMessage],
+    leases: &[Option<i64>],
+    records: &[Attempt],
+) -> (Shared<Vec<Queued>>, Shared<Vec<MessageStatus>>) {
+    match write(conn, messages, leases, records).await {
+        Ok(w) => (Ok(w.queued), Ok(w.statuses)),
+        Err(e) if messages.is_empty() || records.is_empty() => {
+            let e = Arc::new(e);
+            (Err(e.clone()), Err(e))
+        }
+        Err(_) => {
+            let queued = write(conn, messages, leases, &[]).await;
+            let statuses = write(conn, &[], &[], records).await;
+            (
+                queued.map(|w| w.queued).map_err(Arc::new),
+                statuses.map(|w| w.statuses).map_err(Arc::new),
+            )
+        }
+    }
 }
 
 async fn write(
@@ -204,18 +240,18 @@ fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> 
         .collect()
 }
 
-fn finish(
+/// Answers the clients, then hands the claimed mail to its senders and wakes the others.
+fn finish_messages(
     wakers: &Wakers,
     messages: Vec<NewMessage>,
     leases: &[Option<i64>],
-    written: Written,
+    queued: Vec<Queued>,
     queued_replies: Vec<Reply<Queued>>,
-    record_replies: Vec<(usize, Reply<Vec<MessageStatus>>)>,
 ) {
     let queued_at = now_ms();
     let mut handed: HashMap<i64, Vec<ClaimedMessage>> = HashMap::new();
     let mut woken: Vec<i64> = Vec::new();
-    for ((m, lease), q) in messages.into_iter().zip(leases).zip(&written.queued) {
+    for ((m, lease), q) in messages.into_iter().zip(leases).zip(&queued) {
         if q.duplicate {
             continue;
         }
@@ -236,7 +272,7 @@ fn finish(
                 queued_at,
             });
     }
-    for (reply, q) in queued_replies.into_iter().zip(written.queued) {
+    for (reply, q) in queued_replies.into_iter().zip(queued) {
         let _ = reply.send(Ok(q));
     }
     for (id, batch) in handed {
@@ -246,10 +282,6 @@ fn finish(
     woken.dedup();
     for id in woken {
         wakers.wake(id);
-    }
-    let mut statuses = written.statuses.into_iter();
-    for (n, reply) in record_replies {
-        let _ = reply.send(Ok(statuses.by_ref().take(n).collect()));
     }
 }
 
@@ -266,5 +298,46 @@ async fn give_back_lanes(store: &Store, wakers: &Wakers) {
     }
     if let Err(e) = store.unclaim(&ids).await {
         tracing::warn!(error = %e, count = ids.len(), "could not return handed-over mail to the queue; it returns at the next start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::attempts::AttemptRecord;
+
+    fn message() -> NewMessage {
+        NewMessage {
+            connection_id: 1,
+            connection_name: "fake".into(),
+            source: Source::Relay,
+            submitter: Some("app".into()),
+            mail_from: "a@example.org".into(),
+            recipients: vec!["b@example.org".into()],
+            body: b"Subject: hi\r\n\r\nhi\r\n".to_vec(),
+            idempotency_key: None,
+        }
+    }
+
+    /// Both jobs reach the writer in one cycle (one thread: it runs only once both are sent).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bad_record_in_the_same_cycle_does_not_refuse_new_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let (outbox, _writer) = Outbox::start(store.clone(), Wakers::default());
+        let bogus = Attempt {
+            id: "no-such-message".into(),
+            record: AttemptRecord::Whole("421 closing".into()),
+            retry_at_ms: now_ms(),
+            give_up: false,
+        };
+        let (queued, recorded) =
+            tokio::join!(outbox.enqueue(message()), outbox.record(vec![bogus]));
+        assert!(recorded.is_err(), "the record of an unknown message fails");
+        let queued = queued.expect("the new message is queued all the same");
+        let detail = store.message_detail(&queued.id).await.unwrap().unwrap();
+        assert_eq!(detail.summary.status, "queued");
+        // And the writer goes on.
+        outbox.enqueue(message()).await.unwrap();
     }
 }
