@@ -1,6 +1,6 @@
 //! Recording delivery attempts: per-recipient outcomes, the message's next status, the attempt
-//! log. A worker records a whole claimed batch in one transaction, not one per message, on the
-//! store's `synchronous=NORMAL` connections (no wait for the disk): a power loss may lose the
+//! log. Workers record whole batches through the outbox writer ([`super::outbox_batch`]), with
+//! the new mail of the moment or, alone, without waiting for the disk: a power loss may lose the
 //! last records, and at-least-once allows resending what was sent but not recorded.
 
 use sqlx::SqliteConnection;

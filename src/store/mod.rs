@@ -90,7 +90,7 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
-    /// `synchronous=NORMAL`: only for the outbox's claims and attempt records.
+    /// `synchronous=NORMAL`: only for the outbox's claims (and attempt records outside the writer).
     bookkeeping: SqlitePool,
     /// How to open another connection (the outbox writer's own).
     options: SqliteConnectOptions,

@@ -92,6 +92,15 @@ async fn write_in(
     let one_by_one = bulk.iter().any(Option::is_none);
     let mut sql = String::new();
     let mut args = SqliteArguments::default();
+    // New mail waits for the disk: its `250` promises it survives a power loss. A cycle of
+    // delivery records alone does not: after a power loss the last records may be gone and those
+    // messages are sent again, which at-least-once allows; the next new mail's commit makes
+    // everything before it durable too.
+    let durability = if inserts.is_empty() {
+        "PRAGMA synchronous = NORMAL;"
+    } else {
+        "PRAGMA synchronous = FULL;"
+    };
 
     // Idempotency lookups and unusual attempt records need answers or several statements
     // each: they go first, one statement at a time, inside the same transaction.
@@ -104,7 +113,9 @@ async fn write_in(
         .collect();
     let mut statuses: Vec<Option<MessageStatus>> = vec![None; records.len()];
     if keyed || one_by_one {
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("{durability} BEGIN;")))
+            .execute(&mut *conn)
+            .await?;
         find_duplicates(conn, inserts, &mut queued).await?;
         for ((a, bulk), status) in records.iter().zip(&bulk).zip(statuses.iter_mut()) {
             if bulk.is_some() {
@@ -120,7 +131,8 @@ async fn write_in(
             });
         }
     } else {
-        sql.push_str("BEGIN;\n");
+        sql.push_str(durability);
+        sql.push_str(" BEGIN;\n");
     }
 
     let new: Vec<(&Insert<'_>, &str)> = inserts
@@ -500,5 +512,52 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(status(&store, &w.queued[0].id).await.0, "queued");
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+    use crate::store::messages::Source;
+
+    async fn synchronous(conn: &mut SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    }
+
+    /// FULL (2) whenever new mail is in the cycle; NORMAL (1) for delivery records alone.
+    #[tokio::test]
+    async fn new_mail_waits_for_the_disk_and_records_alone_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let mut conn = store.writer_connection().await.unwrap();
+        let m = NewMessage {
+            connection_id: 1,
+            connection_name: "fake".into(),
+            source: Source::Relay,
+            submitter: None,
+            mail_from: "a@example.org".into(),
+            recipients: vec!["b@example.org".into()],
+            body: b"hi\r\n".to_vec(),
+            idempotency_key: None,
+        };
+        let insert = Insert {
+            message: &m,
+            lease_until: Some(now_ms() + 60_000),
+        };
+        let w = write_batch(&mut conn, &[insert], &[]).await.unwrap();
+        assert_eq!(synchronous(&mut conn).await, 2);
+        let sent = Attempt {
+            id: w.queued[0].id.clone(),
+            record: AttemptRecord::Recipients(vec![(0, RecipientOutcome::Sent("250 ok".into()))]),
+            retry_at_ms: now_ms(),
+            give_up: false,
+        };
+        write_batch(&mut conn, &[], &[sent]).await.unwrap();
+        assert_eq!(synchronous(&mut conn).await, 1);
+        write_batch(&mut conn, &[insert], &[]).await.unwrap();
+        assert_eq!(synchronous(&mut conn).await, 2);
     }
 }
