@@ -307,16 +307,7 @@ mod tests {
     use crate::store::attempts::AttemptRecord;
 
     fn message() -> NewMessage {
-        NewMessage {
-            connection_id: 1,
-            connection_name: "fake".into(),
-            source: Source::Relay,
-            submitter: Some("app".into()),
-            mail_from: "a@example.org".into(),
-            recipients: vec!["b@example.org".into()],
-            body: b"Subject: hi\r\n\r\nhi\r\n".to_vec(),
-            idempotency_key: None,
-        }
+        crate::store::messages::test_message(&["b@example.org"])
     }
 
     /// Both jobs reach the writer in one cycle (one thread: it runs only once both are sent).

@@ -95,6 +95,21 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
 }
 
+/// A small relay message for tests.
+#[cfg(test)]
+pub(crate) fn test_message(to: &[&str]) -> NewMessage {
+    NewMessage {
+        connection_id: 1,
+        connection_name: "fake".into(),
+        source: Source::Relay,
+        submitter: Some("app".into()),
+        mail_from: "a@example.org".into(),
+        recipients: to.iter().map(|s| s.to_string()).collect(),
+        body: b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n".to_vec(),
+        idempotency_key: None,
+    }
+}
+
 /// The result of queuing one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Queued {

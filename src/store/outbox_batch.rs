@@ -345,18 +345,12 @@ fn push_sent(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::messages::Source;
+    use crate::store::messages::test_message;
 
     fn message(to: &[&str], key: Option<&str>) -> NewMessage {
         NewMessage {
-            connection_id: 1,
-            connection_name: "fake".into(),
-            source: Source::Relay,
-            submitter: Some("app".into()),
-            mail_from: "a@example.org".into(),
-            recipients: to.iter().map(|s| s.to_string()).collect(),
-            body: b"Subject: hi\r\nMessage-ID: <1@x>\r\n\r\nbody\r\n".to_vec(),
             idempotency_key: key.map(str::to_string),
+            ..test_message(to)
         }
     }
 
@@ -518,7 +512,7 @@ mod tests {
 #[cfg(test)]
 mod durability_tests {
     use super::*;
-    use crate::store::messages::Source;
+    use crate::store::messages::test_message;
 
     async fn synchronous(conn: &mut SqliteConnection) -> i64 {
         sqlx::query_scalar("PRAGMA synchronous")
@@ -533,16 +527,7 @@ mod durability_tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).await.unwrap();
         let mut conn = store.writer_connection().await.unwrap();
-        let m = NewMessage {
-            connection_id: 1,
-            connection_name: "fake".into(),
-            source: Source::Relay,
-            submitter: None,
-            mail_from: "a@example.org".into(),
-            recipients: vec!["b@example.org".into()],
-            body: b"hi\r\n".to_vec(),
-            idempotency_key: None,
-        };
+        let m = test_message(&["b@example.org"]);
         let insert = Insert {
             message: &m,
             lease_until: Some(now_ms() + 60_000),

@@ -88,16 +88,7 @@ impl SmtpConnection {
         } else {
             self.envelope_in_turn(envelope, params, rset).await?
         };
-        let recipients: Vec<RecipientResult> = envelope
-            .to
-            .iter()
-            .zip(rcpts)
-            .map(|(to, reply)| RecipientResult {
-                recipient: to.clone(),
-                accepted: reply.is_positive(),
-                reply,
-            })
-            .collect();
+        let recipients = recipient_results(envelope, rcpts);
 
         if !mail.is_positive() {
             self.end_unwanted_data(data.as_ref()).await?;
@@ -149,13 +140,7 @@ impl SmtpConnection {
     ) -> Result<SendReport, SmtpError> {
         let t = self.timeouts.command;
         let rset = std::mem::replace(&mut self.needs_rset, true);
-        if rset {
-            self.wire.queue(Command::Rset);
-        }
-        self.wire.queue(Command::Mail(&envelope.from, params));
-        for to in &envelope.to {
-            self.wire.queue(Command::Rcpt(to));
-        }
+        self.queue_envelope(envelope, params, rset);
         self.wire.queue(Command::BdatLast(body.len()));
         let stage = if rset { Stage::Rset } else { Stage::MailFrom };
         if body.len() <= INLINE_CHUNK {
@@ -170,35 +155,12 @@ impl SmtpConnection {
         }
         // The server has the message now: a failure from here on is after the body, so the
         // message is not sent again on a new session (it could arrive twice).
-        if rset {
-            let reply = self.wire.read_reply(Stage::Message, t).await?;
-            if !reply.is_positive() {
-                self.broken = true;
-                return Err(SmtpError::Rejected {
-                    stage: Stage::Rset,
-                    reply,
-                });
-            }
-        }
-        let mail = self.wire.read_reply(Stage::Message, t).await?;
-        let mut rcpts = Vec::with_capacity(envelope.to.len());
-        for _ in &envelope.to {
-            rcpts.push(self.wire.read_reply(Stage::Message, t).await?);
-        }
+        let (mail, rcpts) = self.read_envelope_replies(envelope, rset, true).await?;
         let chunk = self
             .wire
             .read_reply(Stage::Message, self.timeouts.data_end)
             .await?;
-        let recipients: Vec<RecipientResult> = envelope
-            .to
-            .iter()
-            .zip(rcpts)
-            .map(|(to, reply)| RecipientResult {
-                recipient: to.clone(),
-                accepted: reply.is_positive(),
-                reply,
-            })
-            .collect();
+        let recipients = recipient_results(envelope, rcpts);
         if !mail.is_positive() {
             return Err(SmtpError::Rejected {
                 stage: Stage::MailFrom,
@@ -234,6 +196,17 @@ impl SmtpConnection {
         rset: bool,
     ) -> Result<(Reply, Vec<Reply>, Option<Reply>), SmtpError> {
         let t = self.timeouts.command;
+        self.queue_envelope(envelope, params, rset);
+        self.wire.queue(Command::Data);
+        let stage = if rset { Stage::Rset } else { Stage::MailFrom };
+        self.wire.flush(stage, t).await?;
+        let (mail, rcpts) = self.read_envelope_replies(envelope, rset, false).await?;
+        let data = self.wire.read_reply(Stage::Data, t).await?;
+        Ok((mail, rcpts, Some(data)))
+    }
+
+    /// Queues `[RSET] MAIL RCPT...` for one pipelined write.
+    fn queue_envelope(&mut self, envelope: &Envelope, params: MailParams, rset: bool) {
         if rset {
             self.wire.queue(Command::Rset);
         }
@@ -241,11 +214,20 @@ impl SmtpConnection {
         for to in &envelope.to {
             self.wire.queue(Command::Rcpt(to));
         }
-        self.wire.queue(Command::Data);
-        let stage = if rset { Stage::Rset } else { Stage::MailFrom };
-        self.wire.flush(stage, t).await?;
+    }
+
+    /// Reads the replies to `[RSET] MAIL RCPT...`. `after_body`: the message went out in the same
+    /// write, so a failure to read counts as after the body.
+    async fn read_envelope_replies(
+        &mut self,
+        envelope: &Envelope,
+        rset: bool,
+        after_body: bool,
+    ) -> Result<(Reply, Vec<Reply>), SmtpError> {
+        let t = self.timeouts.command;
+        let stage = |s| if after_body { Stage::Message } else { s };
         if rset {
-            let reply = self.wire.read_reply(Stage::Rset, t).await?;
+            let reply = self.wire.read_reply(stage(Stage::Rset), t).await?;
             if !reply.is_positive() {
                 // The rest of the batch is unaccounted for: give the session up.
                 self.broken = true;
@@ -255,13 +237,12 @@ impl SmtpConnection {
                 });
             }
         }
-        let mail = self.wire.read_reply(Stage::MailFrom, t).await?;
+        let mail = self.wire.read_reply(stage(Stage::MailFrom), t).await?;
         let mut rcpts = Vec::with_capacity(envelope.to.len());
         for _ in &envelope.to {
-            rcpts.push(self.wire.read_reply(Stage::RcptTo, t).await?);
+            rcpts.push(self.wire.read_reply(stage(Stage::RcptTo), t).await?);
         }
-        let data = self.wire.read_reply(Stage::Data, t).await?;
-        Ok((mail, rcpts, Some(data)))
+        Ok((mail, rcpts))
     }
 
     /// One command, one reply, stopping at the first sign that the rest is pointless.
@@ -332,4 +313,18 @@ impl SmtpConnection {
             .read_reply(Stage::Message, self.timeouts.data_end)
             .await
     }
+}
+
+/// Each recipient with its reply, in envelope order.
+fn recipient_results(envelope: &Envelope, rcpts: Vec<Reply>) -> Vec<RecipientResult> {
+    envelope
+        .to
+        .iter()
+        .zip(rcpts)
+        .map(|(to, reply)| RecipientResult {
+            recipient: to.clone(),
+            accepted: reply.is_positive(),
+            reply,
+        })
+        .collect()
 }
