@@ -2,8 +2,9 @@
 //! recorded, so one fsync covers both (group commit).
 //!
 //! The common case (new messages, attempts where every recipient was accepted) is written with a
-//! few multi-row statements sent as one command: each statement sent separately costs a trip to
-//! SQLite's thread and back, which was most of the relay's CPU time.
+//! few multi-row statements sent as one or two commands: each statement sent separately costs a
+//! trip to SQLite's thread and back, which was most of the relay's CPU time. The statements are
+//! padded to a few sizes so that they stay prepared.
 
 use std::collections::HashMap;
 
@@ -17,8 +18,9 @@ use super::{Store, StoreError};
 /// Rows per multi-row statement: well under SQLite's limits on bound values (32,766).
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// Prepared statements the writer keeps (the common batch shapes).
-const WRITER_STATEMENTS: usize = 6;
+/// Prepared statements the writer keeps: the padded shapes of new mail and of records (see
+/// [`padded`]), with and without the opening of the transaction.
+const WRITER_STATEMENTS: usize = 16;
 
 /// A message to insert; `lease_until` set means it goes straight to a sender, claimed already.
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +92,6 @@ async fn write_in(
     let bulk: Vec<Option<Vec<(i64, &str)>>> = records.iter().map(sent_replies).collect();
     let keyed = inserts.iter().any(|i| i.message.idempotency_key.is_some());
     let one_by_one = bulk.iter().any(Option::is_none);
-    let mut sql = String::new();
-    let mut args = SqliteArguments::default();
     // New mail waits for the disk: its `250` promises it survives a power loss. A cycle of
     // delivery records alone does not: after a power loss the last records may be gone and those
     // messages are sent again, which at-least-once allows; the next new mail's commit makes
@@ -101,6 +101,7 @@ async fn write_in(
     } else {
         "PRAGMA synchronous = FULL;"
     };
+    let begin = format!("{durability} BEGIN;\n");
 
     // Idempotency lookups and unusual attempt records need answers or several statements
     // each: they go first, one statement at a time, inside the same transaction.
@@ -112,10 +113,12 @@ async fn write_in(
         })
         .collect();
     let mut statuses: Vec<Option<MessageStatus>> = vec![None; records.len()];
+    let mut begun = false;
     if keyed || one_by_one {
-        sqlx::query(sqlx::AssertSqlSafe(format!("{durability} BEGIN;")))
+        sqlx::query(sqlx::AssertSqlSafe(begin.clone()))
             .execute(&mut *conn)
             .await?;
+        begun = true;
         find_duplicates(conn, inserts, &mut queued).await?;
         for ((a, bulk), status) in records.iter().zip(&bulk).zip(statuses.iter_mut()) {
             if bulk.is_some() {
@@ -130,35 +133,52 @@ async fn write_in(
                 }
             });
         }
-    } else {
-        sql.push_str(durability);
-        sql.push_str(" BEGIN;\n");
     }
 
+    // The rest in at most two commands (new mail; records), the first opening the transaction
+    // and the last committing it. Two, not one: each has a few shapes that stay prepared,
+    // where their combinations would not.
     let new: Vec<(&Insert<'_>, &str)> = inserts
         .iter()
         .zip(&queued)
         .filter(|(_, q)| !q.duplicate)
         .map(|(insert, q)| (insert, q.id.as_str()))
         .collect();
-    push_inserts(&mut sql, &mut args, t, &new)?;
-
     let sent: Vec<(&Attempt, &Vec<(i64, &str)>)> = records
         .iter()
         .zip(&bulk)
         .filter_map(|(a, b)| b.as_ref().map(|b| (a, b)))
         .collect();
-    push_sent(&mut sql, &mut args, t, &sent)?;
+    let mut commands: Vec<(String, SqliteArguments)> = Vec::new();
+    if !new.is_empty() {
+        let (mut sql, mut args) = (String::new(), SqliteArguments::default());
+        push_inserts(&mut sql, &mut args, t, &new)?;
+        commands.push((sql, args));
+    }
+    if !sent.is_empty() {
+        let (mut sql, mut args) = (String::new(), SqliteArguments::default());
+        push_sent(&mut sql, &mut args, t, &sent)?;
+        commands.push((sql, args));
+    }
+    if commands.is_empty() {
+        commands.push((String::new(), SqliteArguments::default()));
+    }
+    if !begun && let Some((first, _)) = commands.first_mut() {
+        first.insert_str(0, &begin);
+    }
+    if let Some((last, _)) = commands.last_mut() {
+        last.push_str("COMMIT;");
+    }
+    for (sql, args) in commands {
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+            .execute(&mut *conn)
+            .await?;
+    }
     for (status, bulk) in statuses.iter_mut().zip(&bulk) {
         if bulk.is_some() {
             *status = Some(MessageStatus::Sent);
         }
     }
-
-    sql.push_str("COMMIT;");
-    sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
-        .execute(&mut *conn)
-        .await?;
     Ok(Written {
         queued,
         statuses: statuses.into_iter().flatten().collect(),
@@ -221,6 +241,24 @@ fn repeat_rows(sql: &mut String, count: usize, row: &str) {
     }
 }
 
+/// The rows a statement is written for: the next power of two, so the writer prepares a few
+/// statement shapes and keeps them, instead of one per batch size. Unused rows are NULLs,
+/// which the statements skip.
+fn padded(rows: usize) -> usize {
+    if rows > ROWS_PER_STATEMENT {
+        return rows;
+    }
+    rows.next_power_of_two().min(ROWS_PER_STATEMENT)
+}
+
+/// `n` NULLs.
+fn add_nulls(args: &mut SqliteArguments, n: usize) -> Result<(), StoreError> {
+    (0..n).try_for_each(|_| add(args, None::<i64>))
+}
+
+const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGE_COLUMNS: usize = 17;
+
 fn push_inserts(
     sql: &mut String,
     args: &mut SqliteArguments,
@@ -228,17 +266,14 @@ fn push_inserts(
     new: &[(&Insert<'_>, &str)],
 ) -> Result<(), StoreError> {
     for chunk in new.chunks(ROWS_PER_STATEMENT) {
+        let rows = padded(chunk.len());
         sql.push_str(
             "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, \
              subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
-             next_attempt_at, lease_until, idempotency_key) VALUES ",
+             next_attempt_at, lease_until, idempotency_key) SELECT * FROM (VALUES ",
         );
-        repeat_rows(
-            sql,
-            chunk.len(),
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        );
-        sql.push_str(";\n");
+        repeat_rows(sql, rows, MESSAGE_ROW);
+        sql.push_str(") WHERE column1 IS NOT NULL;\n");
         for (insert, id) in chunk {
             let m = insert.message;
             let (subject, message_id) = header_fields(&m.body);
@@ -261,6 +296,7 @@ fn push_inserts(
             add(args, insert.lease_until)?;
             add(args, m.idempotency_key.as_deref())?;
         }
+        add_nulls(args, (rows - chunk.len()) * MESSAGE_COLUMNS)?;
     }
     let rows: Vec<(&str, usize, &str)> = new
         .iter()
@@ -274,14 +310,19 @@ fn push_inserts(
         })
         .collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str("INSERT INTO recipients (message_id, position, address, status) VALUES ");
-        repeat_rows(sql, chunk.len(), "(?, ?, ?, 'pending')");
-        sql.push_str(";\n");
+        let n = padded(chunk.len());
+        sql.push_str(
+            "INSERT INTO recipients (message_id, position, address, status) \
+             SELECT column1, column2, column3, 'pending' FROM (VALUES ",
+        );
+        repeat_rows(sql, n, "(?, ?, ?)");
+        sql.push_str(") WHERE column1 IS NOT NULL;\n");
         for (id, pos, address) in chunk {
             add(args, *id)?;
             add(args, *pos as i64)?;
             add(args, *address)?;
         }
+        add_nulls(args, (n - chunk.len()) * 3)?;
     }
     Ok(())
 }
@@ -295,7 +336,9 @@ fn push_sent(
     sent: &[(&Attempt, &Vec<(i64, &str)>)],
 ) -> Result<(), StoreError> {
     for chunk in sent.chunks(ROWS_PER_STATEMENT / 4) {
-        let rows: usize = chunk.iter().map(|(_, r)| r.len()).sum();
+        let messages = padded(chunk.len());
+        let recipients: usize = chunk.iter().map(|(_, r)| r.len()).sum();
+        let rows = padded(recipients);
         sql.push_str(
             "UPDATE recipients SET status = 'sent', reply = v.column3, updated_at = ? FROM (VALUES ",
         );
@@ -311,22 +354,27 @@ fn push_sent(
                 add(args, *reply)?;
             }
         }
+        add_nulls(args, (rows.max(recipients) - recipients) * 3)?;
 
         sql.push_str(
             "UPDATE messages SET status = 'sent', lease_until = NULL, next_attempt_at = ?, \
              done_at = ?, last_error = NULL, body = NULL WHERE id IN (",
         );
-        repeat_rows(sql, chunk.len(), "?");
+        repeat_rows(sql, messages, "?");
         sql.push_str(");\n");
         add(args, t)?;
         add(args, t)?;
         for (a, _) in chunk {
             add(args, a.id.as_str())?;
         }
+        add_nulls(args, messages - chunk.len())?;
 
-        sql.push_str("INSERT INTO attempts (message_id, at, outcome, detail) VALUES ");
-        repeat_rows(sql, chunk.len(), "(?, ?, ?, ?)");
-        sql.push_str(";\n");
+        sql.push_str(
+            "INSERT INTO attempts (message_id, at, outcome, detail) \
+             SELECT * FROM (VALUES ",
+        );
+        repeat_rows(sql, messages, "(?, ?, ?, ?)");
+        sql.push_str(") WHERE column1 IS NOT NULL;\n");
         for (a, replies) in chunk {
             let detail = replies
                 .iter()
@@ -338,6 +386,7 @@ fn push_sent(
             add(args, MessageStatus::Sent.as_str())?;
             add(args, detail)?;
         }
+        add_nulls(args, (messages - chunk.len()) * 4)?;
     }
     Ok(())
 }
@@ -468,6 +517,58 @@ mod tests {
         );
         assert_eq!(status(&store, &idb).await.0, "deferred");
         assert_eq!(status(&store, &w.queued[0].id).await.0, "queued");
+    }
+
+    async fn count(store: &Store, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Statements are padded to a few sizes; the padding never becomes rows.
+    #[tokio::test]
+    async fn padded_statements_write_exactly_the_rows_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let mut conn = store.writer_connection().await.unwrap();
+        // 205 messages: a full statement of 200 and one of 5 padded to 8; 3 recipients each.
+        let many: Vec<NewMessage> = (0..205)
+            .map(|_| message(&["a@e.org", "b@e.org", "c@e.org"], None))
+            .collect();
+        let inserts: Vec<Insert<'_>> = many
+            .iter()
+            .map(|message| Insert {
+                message,
+                lease_until: Some(now_ms() + 60_000),
+            })
+            .collect();
+        let w = write_batch(&mut conn, &inserts, &[]).await.unwrap();
+        assert_eq!(count(&store, "messages").await, 205);
+        assert_eq!(count(&store, "recipients").await, 615);
+        // Three of them sent (padded to 4 messages and 16 recipient rows).
+        let records: Vec<Attempt> = w.queued[..3]
+            .iter()
+            .map(|q| Attempt {
+                id: q.id.clone(),
+                record: AttemptRecord::Recipients(
+                    (0..3)
+                        .map(|p| (p, RecipientOutcome::Sent(format!("250 ok {p}"))))
+                        .collect(),
+                ),
+                retry_at_ms: now_ms(),
+                give_up: false,
+            })
+            .collect();
+        let w2 = write_batch(&mut conn, &[], &records).await.unwrap();
+        assert_eq!(w2.statuses, [MessageStatus::Sent; 3]);
+        assert_eq!(count(&store, "attempts").await, 3);
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recipients WHERE status = 'sent'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(sent, 9);
+        assert_eq!(status(&store, &w.queued[3].id).await.0, "sending");
     }
 
     #[tokio::test]
