@@ -15,6 +15,7 @@
 //! - `http`, `retry`: the HTTPS client and the backoff policy.
 
 pub mod authorize;
+mod cache;
 pub mod claims;
 mod consent;
 pub mod device;
