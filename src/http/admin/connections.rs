@@ -241,29 +241,55 @@ pub async fn create(
     let conn = match store.insert_connection(&settings).await {
         Ok(c) => c,
         Err(crate::store::StoreError::DuplicateConnection(n)) => {
-            let errors = ValidationErrors::single(
-                "name",
-                format!("a connection named `{n}` already exists: choose another name"),
-            );
             return form_page(
                 &session,
                 &parts,
                 &state,
                 None,
                 &input,
-                Some(&errors),
+                Some(&name_taken(&n)),
                 SecretsSet::default(),
             );
         }
         Err(e) => return Err(e.into()),
     };
+    saved(
+        &state,
+        &session,
+        &form,
+        &conn,
+        notices.is_empty(),
+        "created",
+    )
+    .await
+}
+
+/// The name field's error when another connection has the name.
+fn name_taken(name: &str) -> ValidationErrors {
+    ValidationErrors::single(
+        "name",
+        format!("a connection named `{name}` already exists: choose another name"),
+    )
+}
+
+/// After the record is saved: the secrets typed into the form, a log line, and the connection's
+/// page with a note (`created`/`saved`, `-adjusted` when the scopes were corrected).
+async fn saved(
+    state: &AppState,
+    session: &AdminSession,
+    form: &ConnectionForm,
+    conn: &crate::domain::Connection,
+    as_typed: bool,
+    done: &str,
+) -> Result<Response, PageError> {
     let (secret, refresh) = form.secrets();
-    save_secrets(store, conn.id, secret.as_ref(), refresh.as_ref()).await?;
-    tracing::info!(connection = %conn.name(), by = %session.username(), "connection created");
-    let note = if notices.is_empty() {
-        "created"
+    save_secrets(state.store(), conn.id, secret.as_ref(), refresh.as_ref()).await?;
+    let what = if done == "created" { "created" } else { "updated" };
+    tracing::info!(connection = %conn.name(), by = %session.username(), "connection {what}");
+    let note = if as_typed {
+        done.to_string()
     } else {
-        "created-adjusted"
+        format!("{done}-adjusted")
     };
     Ok(Redirect::to(&format!("/admin/connections/{}?done={note}", conn.name())).into_response())
 }
@@ -321,31 +347,19 @@ pub async fn update(
     let conn = match store.update_connection(current.id, &settings).await {
         Ok(c) => c,
         Err(crate::store::StoreError::DuplicateConnection(n)) => {
-            let errors = ValidationErrors::single(
-                "name",
-                format!("a connection named `{n}` already exists: choose another name"),
-            );
             return form_page(
                 &session,
                 &parts,
                 &state,
                 Some(&name),
                 &input,
-                Some(&errors),
+                Some(&name_taken(&n)),
                 secrets,
             );
         }
         Err(e) => return Err(e.into()),
     };
-    let (secret, refresh) = form.secrets();
-    save_secrets(store, conn.id, secret.as_ref(), refresh.as_ref()).await?;
-    tracing::info!(connection = %conn.name(), by = %session.username(), "connection updated");
-    let note = if notices.is_empty() {
-        "saved"
-    } else {
-        "saved-adjusted"
-    };
-    Ok(Redirect::to(&format!("/admin/connections/{}?done={note}", conn.name())).into_response())
+    saved(&state, &session, &form, &conn, notices.is_empty(), "saved").await
 }
 
 #[derive(Debug, Deserialize)]
