@@ -284,7 +284,11 @@ async fn saved(
 ) -> Result<Response, PageError> {
     let (secret, refresh) = form.secrets();
     save_secrets(state.store(), conn.id, secret.as_ref(), refresh.as_ref()).await?;
-    let what = if done == "created" { "created" } else { "updated" };
+    let what = if done == "created" {
+        "created"
+    } else {
+        "updated"
+    };
     tracing::info!(connection = %conn.name(), by = %session.username(), "connection {what}");
     let note = if as_typed {
         done.to_string()
