@@ -126,17 +126,22 @@ async fn direct(smtp: &FakeSmtp, target: &Target, plan: &Plan) -> Figures {
     Figures::from_load(&r, r.elapsed, None, None, 0, upstream).with_bench_cpu(own)
 }
 
-async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
-    let (idp0, smtp0) = (idp.counters(), smtp.counters());
-    let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
-    let target = Target {
+/// The relay as a legacy app sees it: STARTTLS trusting its certificate, AUTH PLAIN as `app`.
+fn relay_target(p: &Postern) -> Target {
+    Target {
         addr: p.relay,
         tls: tls_trusting(CertificateDer::from_pem_file(&p.relay_cert).expect("relay-cert.pem")),
         auth: Auth::Plain {
             user: "app".into(),
             password: p.password.clone(),
         },
-    };
+    }
+}
+
+async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
+    let (idp0, smtp0) = (idp.counters(), smtp.counters());
+    let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
+    let target = relay_target(&p);
     // Warm-up (token, upstream sessions, SQLite pages), delivered before measuring.
     let warm = load::run(&target, Mode::ManyPerConnection, 4, 32, LIMIT).await;
     let warmed = smtp0.messages + warm.accepted as u64;
@@ -177,14 +182,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
 /// `BURST` sessions at once (through STARTTLS), idle for a second: failures and memory.
 async fn burst(idp: &FakeIdp, smtp: &FakeSmtp) -> report::Burst {
     let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
-    let target = Target {
-        addr: p.relay,
-        tls: tls_trusting(CertificateDer::from_pem_file(&p.relay_cert).expect("relay-cert.pem")),
-        auth: Auth::Plain {
-            user: "app".into(),
-            password: p.password.clone(),
-        },
-    };
+    let target = relay_target(&p);
     let t0 = Instant::now();
     let (live, failed, first_error) = load::burst(&target, BURST).await;
     let opened_in = t0.elapsed();

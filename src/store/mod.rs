@@ -194,3 +194,21 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// A fresh store holding one Microsoft connection named `c`; tests use its id.
+#[cfg(test)]
+pub(crate) async fn test_store_with_connection() -> (tempfile::TempDir, Store, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), None).await.unwrap();
+    let (s, _) = crate::domain::ConnectionInput {
+        name: Some("c".into()),
+        provider: Some("microsoft".into()),
+        user: Some("ops@contoso.com".into()),
+        client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let id = store.insert_connection(&s).await.unwrap().id;
+    (dir, store, id)
+}

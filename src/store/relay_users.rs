@@ -257,23 +257,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ConnectionInput;
 
-    async fn store_with_connection() -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
-        let (s, _) = ConnectionInput {
-            name: Some("c".into()),
-            provider: Some("microsoft".into()),
-            user: Some("ops@contoso.com".into()),
-            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let id = store.insert_connection(&s).await.unwrap().id;
-        (dir, store, id)
-    }
+    use crate::store::test_store_with_connection as store_with_connection;
 
     #[tokio::test]
     async fn generated_and_chosen_passwords_verify_and_wrong_ones_do_not() {

@@ -215,29 +215,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ConnectionInput, ConnectionStatus};
+    use crate::domain::ConnectionStatus;
 
     #[tokio::test]
     async fn new_credentials_make_a_refused_connection_usable_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
-        let (s, _) = ConnectionInput {
-            name: Some("c".into()),
-            provider: Some("microsoft".into()),
-            user: Some("ops@contoso.com".into()),
-            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let conn = store.insert_connection(&s).await.unwrap();
+        let (_dir, store, id) = crate::store::test_store_with_connection().await;
         let refused = ConnectionStatus::NeedsReauthorization {
             reason: "invalid_client: AADSTS7000215".into(),
         };
-        store.set_status(conn.id, &refused).await.unwrap();
+        store.set_status(id, &refused).await.unwrap();
 
         assert!(
-            !store.put_credentials(conn.id, None, None).await.unwrap(),
+            !store.put_credentials(id, None, None).await.unwrap(),
             "nothing supplied, nothing changes"
         );
         assert_eq!(store.connection("c").await.unwrap().status, refused);
@@ -245,14 +234,14 @@ mod tests {
         let secret = SecretString::from("  new-secret-value ".to_string());
         assert!(
             store
-                .put_credentials(conn.id, Some(&secret), None)
+                .put_credentials(id, Some(&secret), None)
                 .await
                 .unwrap()
         );
         let c = store.connection("c").await.unwrap();
         assert_eq!(c.status, ConnectionStatus::New);
         let stored = store
-            .secret(conn.id, SecretKind::ClientSecret)
+            .secret(id, SecretKind::ClientSecret)
             .await
             .unwrap()
             .unwrap();
@@ -260,7 +249,7 @@ mod tests {
         assert_eq!(stored.value.expose_secret(), "new-secret-value", "trimmed");
 
         store
-            .put_credentials(conn.id, Some(&SecretString::from(String::new())), None)
+            .put_credentials(id, Some(&SecretString::from(String::new())), None)
             .await
             .unwrap();
         assert!(
