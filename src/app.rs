@@ -19,6 +19,7 @@ use crate::outbox::{Delivery, Outbox, RelayIntake, Wakers};
 use crate::settings::Settings;
 use crate::smtp::server::{IpNetwork, ListenerConfig, RelayServer, RelayStats, tls};
 use crate::store::Store;
+use crate::store::password_check::{self, PasswordChecks};
 
 /// How often idle connections are checked for a keep-alive refresh.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(3600);
@@ -116,10 +117,19 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
     Ok(c)
 }
 
+fn password_checks(settings: &Settings) -> PasswordChecks {
+    let parallel = match settings.server.max_password_checks {
+        0 => password_check::default_parallel(),
+        n => n as usize,
+    };
+    PasswordChecks::new(parallel, password_check::DEFAULT_WAIT)
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store =
-            Store::open(&settings.store.data_dir, settings.store.key_file.as_deref()).await?;
+        let store = Store::open(&settings.store.data_dir, settings.store.key_file.as_deref())
+            .await?
+            .with_password_checks(password_checks(&settings));
         let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
         let wakers = Wakers::default();
         let (outbox, committer) = Outbox::start(store.clone(), wakers);

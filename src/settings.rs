@@ -72,6 +72,9 @@ pub struct ServerSettings {
     pub max_recipients: u32,
     /// Most simultaneous relay sessions; more get `421 4.7.0`.
     pub max_connections: u32,
+    /// argon2id password checks (relay AUTH, admin login) running at once; 0: one per core.
+    /// One that cannot start within a second is refused (`454 4.7.0`, HTTP `503`).
+    pub max_password_checks: u32,
     /// The name the relay gives in its greeting and Received headers.
     pub hostname: String,
     /// Add a `Received:` header to relayed messages.
@@ -163,6 +166,7 @@ impl Default for ServerSettings {
             max_message_size: 35 * 1024 * 1024,
             max_recipients: 100,
             max_connections: 2048,
+            max_password_checks: 0,
             hostname: "localhost".into(),
             received_header: true,
             shutdown_grace_secs: 30,

@@ -156,6 +156,7 @@ impl From<StoreError> for ApiError {
             e if e.is_disk_full() => {
                 ApiError::Unavailable("the server's disk is full: try again later".into())
             }
+            StoreError::Busy(busy) => ApiError::Unavailable(busy.to_string()),
             other => ApiError::Internal(other.into()),
         }
     }

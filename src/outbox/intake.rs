@@ -106,7 +106,7 @@ impl RelayBackend for RelayIntake {
         &self,
         username: &str,
         password: &SecretString,
-        _peer: &PeerInfo,
+        peer: &PeerInfo,
     ) -> Result<Option<Identity>, BackendError> {
         let proof = self.proof(username, password);
         if let Some(identity) = self.cached(username, &proof) {
@@ -114,7 +114,7 @@ impl RelayBackend for RelayIntake {
         }
         let user = self
             .store
-            .verify_relay_user(username, password)
+            .verify_relay_user(username, password, Some(peer.addr.ip()))
             .await
             .map_err(|e| BackendError::with_source("cannot check the relay user", e))?;
         let Some(user) = user else { return Ok(None) };

@@ -1,11 +1,11 @@
-//! Admin accounts for the web UI: argon2id password hashes (PHC strings), checked off the async
-//! runtime because a good password hash is deliberately slow.
+//! Admin accounts for the web UI: argon2id password hashes (PHC strings), checked on the
+//! store's bounded password pool because a good password hash is deliberately slow.
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::net::IpAddr;
+
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
+use tokio::sync::OnceCell;
 
 use super::access::{AccessError, is_unique_violation};
 use super::{Store, StoreError, now};
@@ -39,37 +39,20 @@ pub fn check_admin_name(name: &str) -> Result<&str, AccessError> {
     }
 }
 
-fn hash_password(password: &SecretString) -> Result<String, AccessError> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccessError::Invalid(format!("cannot hash the password: {e}")))
-}
-
-/// A hash of a password nobody knows, verified when the user does not exist so that a wrong
-/// user name costs as much time as a wrong password (no user enumeration by timing).
-fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        hash_password(&SecretString::from(super::access::random_token())).unwrap_or_default()
-    })
-}
-
-fn verify(hash: &str, password: &SecretString) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.expose_secret().as_bytes(), &parsed)
-            .is_ok()
-    })
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, AccessError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AccessError::Store(StoreError::Corrupt(format!("password hashing task: {e}"))))
+impl Store {
+    /// A hash of a password nobody knows, verified when the user does not exist so that a wrong
+    /// user name costs as much time as a wrong password (no user enumeration by timing).
+    async fn decoy_hash(&self) -> Result<&'static str, AccessError> {
+        static DECOY: OnceCell<String> = OnceCell::const_new();
+        let decoy = DECOY
+            .get_or_try_init(|| async {
+                let nobody = SecretString::from(super::access::random_token());
+                self.password_checks().hash(&nobody).await
+            })
+            .await
+            .map_err(StoreError::from)?;
+        Ok(decoy.as_str())
+    }
 }
 
 impl Store {
@@ -85,8 +68,11 @@ impl Store {
                 "the password must have at least {MIN_PASSWORD_CHARS} characters"
             )));
         }
-        let pw = password.clone();
-        let hash = blocking(move || hash_password(&pw)).await??;
+        let hash = self
+            .password_checks()
+            .hash(password)
+            .await
+            .map_err(StoreError::from)?;
         let t = now();
         let res = sqlx::query(
             "INSERT INTO admin_users (username, password_hash, created_at) VALUES (?, ?, ?)",
@@ -108,11 +94,14 @@ impl Store {
         }
     }
 
-    /// The admin whose name and password match, if any (and records the login).
+    /// The admin whose name and password match, if any (and records the login). `client`: the
+    /// address the attempt came from; `AccessError::Store(StoreError::Busy)` means too many
+    /// password checks are running: try again in a moment.
     pub async fn verify_admin(
         &self,
         username: &str,
         password: &SecretString,
+        client: Option<IpAddr>,
     ) -> Result<Option<Admin>, AccessError> {
         let row = sqlx::query(
             "SELECT id, username, password_hash, created_at, last_login_at FROM admin_users \
@@ -123,10 +112,13 @@ impl Store {
         .await?;
         let hash = match &row {
             Some(r) => r.try_get::<String, _>("password_hash")?,
-            None => decoy_hash().to_string(),
+            None => self.decoy_hash().await?.to_string(),
         };
-        let pw = password.clone();
-        let ok = blocking(move || verify(&hash, &pw)).await?;
+        let ok = self
+            .password_checks()
+            .verify(client, &hash, password)
+            .await
+            .map_err(StoreError::from)?;
         let Some(row) = row.filter(|_| ok) else {
             return Ok(None);
         };
@@ -178,10 +170,28 @@ mod tests {
             .await
             .unwrap();
         assert!(stored.starts_with("$argon2id$"), "{stored}");
-        assert!(store.verify_admin("alice", &pw).await.unwrap().is_some());
+        assert!(
+            store
+                .verify_admin("alice", &pw, None)
+                .await
+                .unwrap()
+                .is_some()
+        );
         let wrong = SecretString::from("correct horse battery!".to_string());
-        assert!(store.verify_admin("alice", &wrong).await.unwrap().is_none());
-        assert!(store.verify_admin("bob", &pw).await.unwrap().is_none());
+        assert!(
+            store
+                .verify_admin("alice", &wrong, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .verify_admin("bob", &pw, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(matches!(
             store.create_admin("alice", &pw).await,
             Err(AccessError::DuplicateAdmin(_))

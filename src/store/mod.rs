@@ -10,6 +10,7 @@ pub mod keyfile;
 mod message_log;
 pub mod messages;
 pub mod outbox_batch;
+pub mod password_check;
 pub mod queue_admin;
 mod rotate;
 pub use rotate::Rotation;
@@ -69,6 +70,8 @@ pub enum StoreError {
     Batch(Arc<StoreError>),
     #[error("the outbox writer has stopped (the server is shutting down)")]
     WriterStopped,
+    #[error(transparent)]
+    Busy(#[from] password_check::Busy),
 }
 
 impl StoreError {
@@ -97,6 +100,8 @@ pub struct Store {
     sealer: Arc<Sealer>,
     data_dir: PathBuf,
     key_source: KeySource,
+    /// argon2id checks of admin and relay passwords: a bounded pool shared by all clones.
+    passwords: password_check::PasswordChecks,
 }
 
 /// The data directory holds the database and key: only its owner may enter it.
@@ -168,6 +173,7 @@ impl Store {
             sealer: Arc::new(sealer),
             data_dir: data_dir.to_path_buf(),
             key_source,
+            passwords: password_check::PasswordChecks::default(),
         };
         store.finish_pending_rotation(&key_path).await?;
         Ok(store)
@@ -187,6 +193,16 @@ impl Store {
 
     pub fn key_source(&self) -> &KeySource {
         &self.key_source
+    }
+
+    /// Use this pool for password checks (`server.max_password_checks`); set before cloning.
+    pub fn with_password_checks(mut self, checks: password_check::PasswordChecks) -> Self {
+        self.passwords = checks;
+        self
+    }
+
+    pub fn password_checks(&self) -> &password_check::PasswordChecks {
+        &self.passwords
     }
 
     pub async fn close(&self) {

@@ -5,7 +5,8 @@
 //! Mail tokens are never encrypted with a relay password: a wrong password must not be able to
 //! damage tokens, and an app-only connection must not accept any password.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use std::net::IpAddr;
+
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -117,11 +118,11 @@ impl Store {
             }
             Some(p) if p.expose_secret().chars().count() < 12 => Err(RelayUserError::WeakPassword),
             Some(p) => {
-                let salt = SaltString::generate(&mut rand::rngs::OsRng);
-                let hash = argon2::Argon2::default()
-                    .hash_password(p.expose_secret().as_bytes(), &salt)
-                    .map_err(|e| StoreError::Corrupt(format!("argon2: {e}")))?
-                    .to_string();
+                let hash = self
+                    .password_checks()
+                    .hash(p)
+                    .await
+                    .map_err(StoreError::from)?;
                 Ok(("argon2", hash, None))
             }
         }
@@ -215,10 +216,13 @@ impl Store {
 
     /// The user if `password` is theirs. Unknown users cost the same HMAC, so timing does not
     /// tell which names exist (argon2 users are slower by design; the relay caches them).
+    /// `client`: the address the attempt came from; argon2 checks are bounded per address and
+    /// in total, and [`StoreError::Busy`] means "try again in a moment".
     pub async fn verify_relay_user(
         &self,
         name: &str,
         password: &SecretString,
+        client: Option<IpAddr>,
     ) -> Result<Option<RelayUser>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.name = ?")))
             .bind(name)
@@ -231,16 +235,9 @@ impl Store {
         let ok = match kind.as_str() {
             "hmac" => constant_time_eq(candidate.as_bytes(), stored.as_bytes()),
             _ => {
-                let password = password.clone();
-                tokio::task::spawn_blocking(move || {
-                    PasswordHash::new(&stored).is_ok_and(|h| {
-                        argon2::Argon2::default()
-                            .verify_password(password.expose_secret().as_bytes(), &h)
-                            .is_ok()
-                    })
-                })
-                .await
-                .unwrap_or(false)
+                self.password_checks()
+                    .verify(client, &stored, password)
+                    .await?
             }
         };
         if !ok {
@@ -272,21 +269,21 @@ mod tests {
         assert!(pw.expose_secret().len() >= 40);
         assert!(
             store
-                .verify_relay_user("app1", &pw)
+                .verify_relay_user("app1", &pw, None)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
             store
-                .verify_relay_user("app1", &SecretString::from("nope"))
+                .verify_relay_user("app1", &SecretString::from("nope"), None)
                 .await
                 .unwrap()
                 .is_none()
         );
         assert!(
             store
-                .verify_relay_user("ghost", &pw)
+                .verify_relay_user("ghost", &pw, None)
                 .await
                 .unwrap()
                 .is_none()
@@ -299,14 +296,14 @@ mod tests {
             .unwrap();
         assert!(
             store
-                .verify_relay_user("app2", &chosen)
+                .verify_relay_user("app2", &chosen, None)
                 .await
                 .unwrap()
                 .is_some()
         );
         assert!(
             store
-                .verify_relay_user("app2", &pw)
+                .verify_relay_user("app2", &pw, None)
                 .await
                 .unwrap()
                 .is_none()
@@ -325,7 +322,7 @@ mod tests {
             .unwrap();
         assert!(
             store
-                .verify_relay_user("app1", &pw)
+                .verify_relay_user("app1", &pw, None)
                 .await
                 .unwrap()
                 .is_none(),
@@ -333,7 +330,7 @@ mod tests {
         );
         assert!(
             store
-                .verify_relay_user("app1", &new_pw)
+                .verify_relay_user("app1", &new_pw, None)
                 .await
                 .unwrap()
                 .is_some()
@@ -345,7 +342,7 @@ mod tests {
         store.remove_relay_user("app1").await.unwrap();
         assert!(
             store
-                .verify_relay_user("app1", &new_pw)
+                .verify_relay_user("app1", &new_pw, None)
                 .await
                 .unwrap()
                 .is_none()
@@ -362,7 +359,7 @@ mod tests {
         store.rotate_key(None).await.unwrap();
         assert!(
             store
-                .verify_relay_user("app", &pw.unwrap())
+                .verify_relay_user("app", &pw.unwrap(), None)
                 .await
                 .unwrap()
                 .is_some()

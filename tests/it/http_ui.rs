@@ -672,7 +672,7 @@ async fn keys_and_relay_passwords_are_shown_once() {
     assert!(password.len() >= 20);
     let ok = ui
         .store
-        .verify_relay_user("erp", &secrecy::SecretString::from(password.clone()))
+        .verify_relay_user("erp", &secrecy::SecretString::from(password.clone()), None)
         .await
         .unwrap();
     assert!(ok.is_some());

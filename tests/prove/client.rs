@@ -69,6 +69,23 @@ impl Client {
             .await
             .map_err(|e| broken("connect", e))?
             .map_err(|e| broken("connect", e))?;
+        Client::greeted(tcp).await
+    }
+
+    /// Connects from `source` (another loopback address looks like another client).
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Result<Client> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| broken("socket", e))?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| broken("bind", e))?;
+        let tcp = tokio::time::timeout(READ_TIMEOUT, socket.connect(addr))
+            .await
+            .map_err(|e| broken("connect", e))?
+            .map_err(|e| broken("connect", e))?;
+        Client::greeted(tcp).await
+    }
+
+    async fn greeted(tcp: TcpStream) -> Result<Client> {
         let stream: Pin<Box<dyn Stream>> = Box::pin(tcp);
         let mut client = Client {
             io: BufReader::new(stream),

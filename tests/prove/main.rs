@@ -11,6 +11,7 @@
 //!   a relay user, and the `serve` process (killable, restartable).
 //! - [`client`]: a small SMTP submission client (STARTTLS, AUTH PLAIN, raw bytes).
 //! - `abuse`, `secrets`: open-relay probes, smuggling, oversized input, the secrets audit.
+//! - `storm`: wrong passwords all at once against the relay and the login form.
 //! - `crash`, `outage`, `disk`: kill -9 under load, provider and token endpoint down, disk full.
 //! - `interop`: Python's smtplib, swaks, Dovecot submission, oauth2-mock-server.
 
@@ -22,4 +23,5 @@ mod gate;
 mod interop;
 mod outage;
 mod secrets;
+mod storm;
 mod world;

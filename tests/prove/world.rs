@@ -168,7 +168,11 @@ impl Home {
 
     /// `postern ARGS` in this home, with this home's environment only.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+        // POSTERN_PROVE_BIN runs the same test against another build (an older commit's, to
+        // show that a new test fails there).
+        let bin = std::env::var("POSTERN_PROVE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_postern").to_string());
+        let mut c = Command::new(bin);
         c.current_dir(self.path()).args(args).stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("POSTERN_") || k == "RUST_LOG" {

@@ -1,7 +1,7 @@
 //! Logging in and out. The login form has no session yet, so its CSRF token is a double-submit
 //! cookie: a random value both in a SameSite=Strict cookie and in the form.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use askama::Template;
 use axum::extract::{ConnectInfo, Query, State};
@@ -17,7 +17,7 @@ use crate::http::auth::{
     AdminSession, Cookie, CsrfForm, is_https, login_cookie, logout_cookie, read_cookie, safe_next,
 };
 use crate::http::state::SESSION_LIFETIME;
-use crate::store::new_token;
+use crate::store::{AccessError, StoreError, new_token};
 
 const LOGIN_CSRF_COOKIE: &str = "postern_login_csrf";
 
@@ -106,11 +106,19 @@ impl std::fmt::Debug for LoginForm {
 
 /// The client's address, when the server was started with connect info. Without it only the
 /// user name is limited (one shared "unknown" key would let anyone lock everybody out).
-fn client_ip(parts: &Parts) -> Option<String> {
+fn client_ip(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| format!("ip:{}", c.0.ip()))
+        .map(|c| c.0.ip())
+}
+
+/// Sets `Retry-After` on a page.
+fn retry_after(mut resp: Response, seconds: u64) -> Response {
+    if let Ok(v) = seconds.to_string().parse() {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 pub async fn submit(
@@ -126,11 +134,17 @@ pub async fn submit(
     {
         return Err(PageError::Csrf);
     }
-    let user_key = format!("user:{}", form.username.trim().to_lowercase());
-    let keys: Vec<String> = std::iter::once(user_key).chain(client_ip(&parts)).collect();
+    // Failures count per client address: counting them per user name as well would let
+    // anyone lock the admin out by guessing wrong on purpose. Guessing from many addresses
+    // at once is bounded by the password-check pool instead.
+    let ip = client_ip(&parts);
+    let keys = vec![match ip {
+        Some(ip) => format!("ip:{}", crate::store::password_check::client_block(ip)),
+        None => format!("user:{}", form.username.trim().to_lowercase()),
+    }];
     if let Err(wait) = state.limiter().check(&keys) {
         tracing::warn!(user = %form.username.trim(), "login refused: too many failures");
-        let mut resp = login_page(
+        let resp = login_page(
             StatusCode::TOO_MANY_REQUESTS,
             secure,
             next,
@@ -140,16 +154,28 @@ pub async fn submit(
                 wait.div_ceil(60)
             )),
         )?;
-        if let Ok(v) = wait.to_string().parse() {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(resp);
+        return Ok(retry_after(resp, wait));
     }
     let password = SecretString::from(form.password);
-    let admin = state
+    let admin = match state
         .store()
-        .verify_admin(&form.username, &password)
-        .await?;
+        .verify_admin(&form.username, &password, ip)
+        .await
+    {
+        Err(AccessError::Store(StoreError::Busy(_))) => {
+            // Not a failure of this user: nothing is counted against them.
+            tracing::warn!("login refused: too many password checks at once");
+            let resp = login_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                secure,
+                next,
+                &form.username,
+                Some("The server is busy checking other logins. Try again in a moment.".into()),
+            )?;
+            return Ok(retry_after(resp, 1));
+        }
+        other => other?,
+    };
     let Some(admin) = admin else {
         state.limiter().failed(&keys);
         tracing::warn!(user = %form.username.trim(), "login failed");

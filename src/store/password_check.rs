@@ -1,0 +1,468 @@
+//! argon2id password checks as a bounded resource.
+//!
+//! One argon2id check takes 19 MiB and tens of milliseconds of a core. Run on Tokio's blocking
+//! pool, 64 wrong passwords at once took 64 threads and 2 GB that the allocator kept. Here:
+//! - at most `parallel` checks run at once, on that many dedicated threads;
+//! - a check that cannot start within a short wait is refused with [`Busy`] (the relay answers
+//!   `454 4.7.0`, the login form `503` with `Retry-After`): no unbounded queue;
+//! - one client address (an IPv6 /64) may start at most [`PER_CLIENT`] checks at a time, and an
+//!   address whose password was wrong in the last minutes gets a check only when a thread is
+//!   free at once, never a place in the queue: the queue is kept for clients not yet seen to
+//!   guess, so a legitimate login during a flood waits behind few others;
+//! - the same password against the same stored hash is checked once: concurrent attempts share
+//!   the running check, and a recent failure answers again without running argon2 (keyed to the
+//!   stored hash, so a password reset is seen at once).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// How long a check may wait for a free thread before it is refused.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(1);
+/// Checks one client address may have started and not finished.
+pub const PER_CLIENT: u32 = 2;
+/// How long a wrong password for a stored hash is remembered.
+const FAILURE_TTL: Duration = Duration::from_secs(5 * 60);
+/// Remembered failures at most (32 bytes each).
+const FAILURE_CAPACITY: usize = 10_000;
+/// Hashing a new password is an admin's action: it may wait longer than a login.
+const HASH_WAIT: Duration = Duration::from_secs(30);
+
+/// Too many password checks are running or waiting: try again in a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once; try again in a moment")]
+pub struct Busy;
+
+type Job = Box<dyn FnOnce() + Send>;
+type Flight = Shared<BoxFuture<'static, Result<bool, Busy>>>;
+
+/// The bounded pool of password checks; cheap to clone.
+#[derive(Clone)]
+pub struct PasswordChecks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parallel: usize,
+    wait: Duration,
+    /// A permit per thread: held from before a job is queued until it has run, so the job
+    /// queue never holds more than `parallel` jobs.
+    permits: Arc<Semaphore>,
+    /// Started on the first check: a CLI command that checks nothing starts no thread.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Per-process key for the flight and failure maps: no password is kept in memory.
+    salt: [u8; 32],
+    flights: Mutex<HashMap<[u8; 32], Flight>>,
+    failures: Mutex<HashMap<[u8; 32], Instant>>,
+    clients: Mutex<HashMap<IpAddr, u32>>,
+    /// Addresses whose last check failed, and when.
+    suspects: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl std::fmt::Debug for PasswordChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordChecks")
+            .field("parallel", &self.inner.parallel)
+            .field("wait", &self.inner.wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        Self::new(default_parallel(), DEFAULT_WAIT)
+    }
+}
+
+/// One check per core: more would only make each of them slower.
+pub fn default_parallel() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// The address block one client controls: an IPv4 address, or an IPv6 /64.
+pub fn client_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+        v4 => v4,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a client's running checks; gives its turn back when dropped.
+struct ClientTurn {
+    inner: Arc<Inner>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for ClientTurn {
+    fn drop(&mut self) {
+        let Some(client) = self.client else { return };
+        let mut clients = lock(&self.inner.clients);
+        if let Some(n) = clients.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&client);
+            }
+        }
+    }
+}
+
+impl PasswordChecks {
+    /// At most `parallel` checks at once (at least 1); a check waits at most `wait` to start.
+    pub fn new(parallel: usize, wait: Duration) -> Self {
+        let parallel = parallel.max(1);
+        let mut salt = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        Self {
+            inner: Arc::new(Inner {
+                parallel,
+                wait,
+                permits: Arc::new(Semaphore::new(parallel)),
+                jobs: Mutex::new(None),
+                salt,
+                flights: Mutex::new(HashMap::new()),
+                failures: Mutex::new(HashMap::new()),
+                clients: Mutex::new(HashMap::new()),
+                suspects: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn parallel(&self) -> usize {
+        self.inner.parallel
+    }
+
+    /// Is `password` the one hashed in `phc` (a PHC string)? `client` is the address the
+    /// attempt came from, when there is one (the CLI has none).
+    pub async fn verify(
+        &self,
+        client: Option<IpAddr>,
+        phc: &str,
+        password: &SecretString,
+    ) -> Result<bool, Busy> {
+        let key = self.key(phc, password);
+        let client = client.map(client_block);
+        if recent(&self.inner.failures, &key) {
+            return Ok(false);
+        }
+        let flight = {
+            let mut flights = lock(&self.inner.flights);
+            match flights.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let turn = self.client_turn(client)?;
+                    let patient = !client.is_some_and(|ip| recent(&self.inner.suspects, &ip));
+                    let f = self
+                        .clone()
+                        .check(turn, patient, phc.to_string(), password.clone())
+                        .boxed()
+                        .shared();
+                    flights.insert(key, f.clone());
+                    f
+                }
+            }
+        };
+        let result = flight.clone().await;
+        {
+            let mut flights = lock(&self.inner.flights);
+            if flights.get(&key).is_some_and(|f| f.ptr_eq(&flight)) {
+                flights.remove(&key);
+            }
+        }
+        match result {
+            Ok(false) => {
+                remember(&self.inner.failures, key);
+                if let Some(ip) = client {
+                    remember(&self.inner.suspects, ip);
+                }
+            }
+            Ok(true) => {
+                if let Some(ip) = client {
+                    lock(&self.inner.suspects).remove(&ip);
+                }
+            }
+            Err(Busy) => {}
+        }
+        result
+    }
+
+    /// An argon2id PHC string for a new password, computed on the pool.
+    pub async fn hash(&self, password: &SecretString) -> Result<String, Busy> {
+        let permit = tokio::time::timeout(HASH_WAIT, self.inner.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| Busy)?
+            .map_err(|_| Busy)?;
+        let password = password.clone();
+        self.run(permit, move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2::Argon2::default()
+                .hash_password(password.expose_secret().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .ok()
+        })
+        .await
+        .flatten()
+        .ok_or(Busy)
+    }
+
+    /// `patient`: may wait for a thread; otherwise only a free one will do.
+    async fn check(
+        self,
+        _turn: ClientTurn,
+        patient: bool,
+        phc: String,
+        password: SecretString,
+    ) -> Result<bool, Busy> {
+        let permits = self.inner.permits.clone();
+        let permit = if patient {
+            tokio::time::timeout(self.inner.wait, permits.acquire_owned())
+                .await
+                .map_err(|_| Busy)?
+                .map_err(|_| Busy)?
+        } else {
+            permits.try_acquire_owned().map_err(|_| Busy)?
+        };
+        self.run(permit, move || {
+            PasswordHash::new(&phc).is_ok_and(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.expose_secret().as_bytes(), &h)
+                    .is_ok()
+            })
+        })
+        .await
+        .ok_or(Busy)
+    }
+
+    /// Runs `f` on a pool thread; the permit goes back when it has run, even if the caller
+    /// stopped waiting. `None`: the pool could not run it.
+    async fn run<T: Send + 'static>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let out = f();
+            drop(permit);
+            let _ = tx.send(out);
+        });
+        self.submit(job)?;
+        rx.await.ok()
+    }
+
+    fn submit(&self, job: Job) -> Option<()> {
+        let mut jobs = lock(&self.inner.jobs);
+        if jobs.is_none() {
+            *jobs = Some(self.start_threads()?);
+        }
+        jobs.as_ref()?.send(job).ok()
+    }
+
+    fn start_threads(&self) -> Option<mpsc::Sender<Job>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..self.inner.parallel {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("postern-pwcheck-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = lock(&rx).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break,
+                        }
+                    }
+                })
+                .ok()?;
+        }
+        Some(tx)
+    }
+
+    fn key(&self, phc: &str, password: &SecretString) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.inner.salt);
+        h.update(phc.as_bytes());
+        h.update([0]);
+        h.update(password.expose_secret().as_bytes());
+        h.finalize().into()
+    }
+
+    fn client_turn(&self, client: Option<IpAddr>) -> Result<ClientTurn, Busy> {
+        if let Some(ip) = client {
+            let mut clients = lock(&self.inner.clients);
+            let n = clients.entry(ip).or_insert(0);
+            if *n >= PER_CLIENT {
+                return Err(Busy);
+            }
+            *n += 1;
+        }
+        Ok(ClientTurn {
+            inner: Arc::clone(&self.inner),
+            client,
+        })
+    }
+}
+
+/// Was `key` remembered within [`FAILURE_TTL`]?
+fn recent<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Instant>>, key: &K) -> bool {
+    lock(map)
+        .get(key)
+        .is_some_and(|at| at.elapsed() < FAILURE_TTL)
+}
+
+/// Remembers `key` now; at [`FAILURE_CAPACITY`] expired entries go, then (under a flood of
+/// very many keys) all of them, so memory stays bounded.
+fn remember<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Instant>>, key: K) {
+    let mut map = lock(map);
+    if map.len() >= FAILURE_CAPACITY {
+        map.retain(|_, at| at.elapsed() < FAILURE_TTL);
+        if map.len() >= FAILURE_CAPACITY {
+            map.clear();
+        }
+    }
+    map.insert(key, Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pw(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn hashes_and_verifies() {
+        let checks = PasswordChecks::new(1, DEFAULT_WAIT);
+        let phc = checks.hash(&pw("correct horse")).await.unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert_eq!(
+            checks.verify(None, &phc, &pw("correct horse")).await,
+            Ok(true)
+        );
+        assert_eq!(checks.verify(None, &phc, &pw("wrong")).await, Ok(false));
+        // Remembered: answered again without a thread.
+        assert_eq!(checks.verify(None, &phc, &pw("wrong")).await, Ok(false));
+        assert_eq!(checks.verify(None, "not a hash", &pw("x")).await, Ok(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_is_refused_not_queued_and_one_client_cannot_take_every_turn() {
+        let checks = PasswordChecks::new(1, Duration::from_millis(50));
+        let phc = checks.hash(&pw("correct horse")).await.unwrap();
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (checks, phc) = (checks.clone(), phc.clone());
+            tasks.push(tokio::spawn(async move {
+                checks
+                    .verify(Some(attacker), &phc, &pw(&format!("guess-{i}")))
+                    .await
+            }));
+        }
+        let mut busy = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Err(Busy) => busy += 1,
+                Ok(ok) => assert!(!ok),
+            }
+        }
+        assert!(busy >= 40 - PER_CLIENT as usize, "{busy} of 40 refused");
+        // The attacker's turns are given back.
+        assert!(lock(&checks.inner.clients).is_empty());
+        let other: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            checks.verify(Some(other), &phc, &pw("correct horse")).await,
+            Ok(true)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_same_password_at_once_is_checked_once() {
+        let checks = PasswordChecks::new(1, Duration::from_millis(200));
+        let phc = checks.hash(&pw("correct horse")).await.unwrap();
+        let client: IpAddr = "192.0.2.8".parse().unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (checks, phc) = (checks.clone(), phc.clone());
+            tasks.push(tokio::spawn(async move {
+                checks
+                    .verify(Some(client), &phc, &pw("correct horse"))
+                    .await
+            }));
+        }
+        for t in tasks {
+            // 16 logins from one address: more than PER_CLIENT, yet none refused.
+            assert_eq!(t.await.unwrap(), Ok(true));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_guessed_wrong_gets_no_place_in_the_queue() {
+        let checks = PasswordChecks::new(1, Duration::from_secs(5));
+        let phc = checks.hash(&pw("correct horse")).await.unwrap();
+        let guesser: IpAddr = "192.0.2.9".parse().unwrap();
+        let owner: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(
+            checks.verify(Some(guesser), &phc, &pw("guess-1")).await,
+            Ok(false)
+        );
+        // Keep the only thread busy for a while.
+        let permit = checks.inner.permits.clone().try_acquire_owned().unwrap();
+        let slow = {
+            let checks = checks.clone();
+            tokio::spawn(async move {
+                checks
+                    .run(permit, || std::thread::sleep(Duration::from_millis(300)))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        assert_eq!(
+            checks.verify(Some(guesser), &phc, &pw("guess-2")).await,
+            Err(Busy)
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "refused at once"
+        );
+        // A client not seen guessing waits for the thread and gets its answer.
+        assert_eq!(
+            checks.verify(Some(owner), &phc, &pw("correct horse")).await,
+            Ok(true)
+        );
+        slow.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(
+            client_block("2001:db8:1:2::9".parse().unwrap()),
+            client_block("2001:db8:1:2:ffff::1".parse().unwrap())
+        );
+        assert_eq!(
+            client_block("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}
