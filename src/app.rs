@@ -313,7 +313,8 @@ async fn metrics(
         tracing::error!(error = %e, "metrics: cannot count messages");
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     })?;
-    let body = s.metrics.render(&queue, &s.stats.snapshot(), &[]);
+    let passwords = s.store.password_checks().counters();
+    let body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -13,6 +13,8 @@ use crate::load::FROM;
 
 /// The release binary built with this benchmark.
 const POSTERN: &str = env!("CARGO_BIN_EXE_postern");
+/// The relay password with `RELAY_BENCH_CHOSEN_PASSWORD=1`.
+const CHOSEN_PASSWORD: &str = "correct horse battery staple";
 
 /// Resident set sizes in KiB: the peak (VmHWM) and now, split into anonymous memory (heap,
 /// stacks) and file pages (mostly the binary's code, shared with the page cache).
@@ -96,13 +98,25 @@ impl Postern {
             .arg("--ca-file")
             .arg(&ca)
             .args(["--token-url", &idp.token_url("contoso.example")]));
-        let out =
-            run(postern(dir.path()).args(["relay-user", "add", "app", "--connection", "fake"]));
-        let password = out
-            .lines()
-            .find_map(|l| l.split_once("(shown once, store it in the app now): "))
-            .map(|(_, pw)| pw.trim().to_string())
-            .expect("a generated password");
+        let mut add = postern(dir.path());
+        add.args(["relay-user", "add", "app", "--connection", "fake"]);
+        // `RELAY_BENCH_CHOSEN_PASSWORD=1`: an admin-chosen password, stored with argon2id, as
+        // many sites will have; otherwise a generated one (checked with one HMAC).
+        let chosen = std::env::var("RELAY_BENCH_CHOSEN_PASSWORD").is_ok_and(|v| v == "1");
+        if chosen {
+            let file = dir.path().join("relay-password");
+            std::fs::write(&file, CHOSEN_PASSWORD).unwrap();
+            add.arg("--password-file").arg(&file);
+        }
+        let out = run(&mut add);
+        let password = if chosen {
+            CHOSEN_PASSWORD.to_string()
+        } else {
+            out.lines()
+                .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+                .map(|(_, pw)| pw.trim().to_string())
+                .expect("a generated password")
+        };
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         // For profiling: `RELAY_BENCH_WRAP="valgrind --tool=callgrind"` runs serve under it.
         let mut serve = match std::env::var("RELAY_BENCH_WRAP") {

@@ -5,16 +5,19 @@
 //! - at most `parallel` checks run at once, on that many dedicated threads;
 //! - a check that cannot start within a short wait is refused with [`Busy`] (the relay answers
 //!   `454 4.7.0`, the login form `503` with `Retry-After`): no unbounded queue;
-//! - one client address (an IPv6 /64) may start at most [`PER_CLIENT`] checks at a time, and an
-//!   address whose password was wrong in the last minutes gets a check only when a thread is
-//!   free at once, never a place in the queue: the queue is kept for clients not yet seen to
-//!   guess, so a legitimate login during a flood waits behind few others;
+//! - one client address (an IPv6 /64) may start at most [`PER_CLIENT`] checks at a time;
+//! - who waits, and in which order: addresses that logged in successfully before (30 days)
+//!   wait first; an address never seen gets one place in the second queue; an address whose
+//!   password was wrong in the last minutes gets a check only if a thread is free at once. So
+//!   during a flood the owner of a password waits behind few others, and a guesser's retries
+//!   never queue;
 //! - the same password against the same stored hash is checked once: concurrent attempts share
 //!   the running check, and a recent failure answers again without running argon2 (keyed to the
 //!   stored hash, so a password reset is seen at once).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +29,10 @@ use futures::future::{BoxFuture, Shared};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::oneshot;
+
+mod turns;
+use turns::{Lane, Turn, Turns};
 
 /// How long a check may wait for a free thread before it is refused.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(1);
@@ -34,7 +40,9 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(1);
 pub const PER_CLIENT: u32 = 2;
 /// How long a wrong password for a stored hash is remembered.
 const FAILURE_TTL: Duration = Duration::from_secs(5 * 60);
-/// Remembered failures at most (32 bytes each).
+/// How long an address that logged in successfully keeps its place ahead of the others.
+const KNOWN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Remembered failures (and addresses) at most, per map.
 const FAILURE_CAPACITY: usize = 10_000;
 /// Hashing a new password is an admin's action: it may wait longer than a login.
 const HASH_WAIT: Duration = Duration::from_secs(30);
@@ -56,9 +64,9 @@ pub struct PasswordChecks {
 struct Inner {
     parallel: usize,
     wait: Duration,
-    /// A permit per thread: held from before a job is queued until it has run, so the job
+    /// A turn per thread: held from before a job is queued until it has run, so the job
     /// queue never holds more than `parallel` jobs.
-    permits: Arc<Semaphore>,
+    turns: Arc<Turns>,
     /// Started on the first check: a CLI command that checks nothing starts no thread.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     /// Per-process key for the flight and failure maps: no password is kept in memory.
@@ -68,6 +76,11 @@ struct Inner {
     clients: Mutex<HashMap<IpAddr, u32>>,
     /// Addresses whose last check failed, and when.
     suspects: Mutex<HashMap<IpAddr, Instant>>,
+    /// Addresses that logged in successfully, and when: they wait ahead of the others.
+    known: Mutex<HashMap<IpAddr, Instant>>,
+    /// argon2id runs, and checks refused with [`Busy`], for `/metrics`.
+    runs: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for PasswordChecks {
@@ -134,19 +147,36 @@ impl PasswordChecks {
             inner: Arc::new(Inner {
                 parallel,
                 wait,
-                permits: Arc::new(Semaphore::new(parallel)),
+                turns: Turns::new(parallel),
                 jobs: Mutex::new(None),
                 salt,
                 flights: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 clients: Mutex::new(HashMap::new()),
                 suspects: Mutex::new(HashMap::new()),
+                known: Mutex::new(HashMap::new()),
+                runs: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
             }),
         }
     }
 
     pub fn parallel(&self) -> usize {
         self.inner.parallel
+    }
+
+    /// Counters for `/metrics`: argon2id checks run, and checks refused as busy.
+    pub fn counters(&self) -> [(&'static str, u64); 2] {
+        [
+            (
+                "password_checks_total",
+                self.inner.runs.load(Ordering::Relaxed),
+            ),
+            (
+                "password_checks_refused_total",
+                self.inner.refused.load(Ordering::Relaxed),
+            ),
+        ]
     }
 
     /// Is `password` the one hashed in `phc` (a PHC string)? `client` is the address the
@@ -167,11 +197,13 @@ impl PasswordChecks {
             match flights.get(&key) {
                 Some(f) => f.clone(),
                 None => {
-                    let turn = self.client_turn(client)?;
-                    let patient = !client.is_some_and(|ip| recent(&self.inner.suspects, &ip));
+                    let (turn, alone) = self.client_turn(client).inspect_err(|_| {
+                        self.inner.refused.fetch_add(1, Ordering::Relaxed);
+                    })?;
+                    let lane = self.lane(client, alone);
                     let f = self
                         .clone()
-                        .check(turn, patient, phc.to_string(), password.clone())
+                        .check(turn, lane, phc.to_string(), password.clone())
                         .boxed()
                         .shared();
                     flights.insert(key, f.clone());
@@ -196,21 +228,26 @@ impl PasswordChecks {
             Ok(true) => {
                 if let Some(ip) = client {
                     lock(&self.inner.suspects).remove(&ip);
+                    remember(&self.inner.known, ip);
                 }
             }
-            Err(Busy) => {}
+            Err(Busy) => {
+                self.inner.refused.fetch_add(1, Ordering::Relaxed);
+            }
         }
         result
     }
 
     /// An argon2id PHC string for a new password, computed on the pool.
     pub async fn hash(&self, password: &SecretString) -> Result<String, Busy> {
-        let permit = tokio::time::timeout(HASH_WAIT, self.inner.permits.clone().acquire_owned())
+        let turn = self
+            .inner
+            .turns
+            .take(Lane::Known, HASH_WAIT)
             .await
-            .map_err(|_| Busy)?
-            .map_err(|_| Busy)?;
+            .ok_or(Busy)?;
         let password = password.clone();
-        self.run(permit, move || {
+        self.run(turn, move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2::Argon2::default()
                 .hash_password(password.expose_secret().as_bytes(), &salt)
@@ -222,24 +259,36 @@ impl PasswordChecks {
         .ok_or(Busy)
     }
 
-    /// `patient`: may wait for a thread; otherwise only a free one will do.
+    /// Where a new check from `client` may wait: clients that logged in before wait first;
+    /// others get one place per address (`alone`); a recent guesser gets none.
+    fn lane(&self, client: Option<IpAddr>, alone: bool) -> Option<Lane> {
+        let Some(ip) = client else {
+            return Some(Lane::Known);
+        };
+        if recent_within(&self.inner.known, &ip, KNOWN_TTL) {
+            Some(Lane::Known)
+        } else if alone && !recent(&self.inner.suspects, &ip) {
+            Some(Lane::New)
+        } else {
+            None
+        }
+    }
+
+    /// Checks on a pool thread, after waiting in `lane` (or only if a thread is free now).
     async fn check(
         self,
-        _turn: ClientTurn,
-        patient: bool,
+        _client: ClientTurn,
+        lane: Option<Lane>,
         phc: String,
         password: SecretString,
     ) -> Result<bool, Busy> {
-        let permits = self.inner.permits.clone();
-        let permit = if patient {
-            tokio::time::timeout(self.inner.wait, permits.acquire_owned())
-                .await
-                .map_err(|_| Busy)?
-                .map_err(|_| Busy)?
-        } else {
-            permits.try_acquire_owned().map_err(|_| Busy)?
-        };
-        self.run(permit, move || {
+        let turns = &self.inner.turns;
+        let turn = match lane {
+            Some(lane) => turns.take(lane, self.inner.wait).await,
+            None => turns.try_take(),
+        }
+        .ok_or(Busy)?;
+        self.run(turn, move || {
             PasswordHash::new(&phc).is_ok_and(|h| {
                 argon2::Argon2::default()
                     .verify_password(password.expose_secret().as_bytes(), &h)
@@ -250,17 +299,18 @@ impl PasswordChecks {
         .ok_or(Busy)
     }
 
-    /// Runs `f` on a pool thread; the permit goes back when it has run, even if the caller
+    /// Runs `f` on a pool thread; the turn goes back when it has run, even if the caller
     /// stopped waiting. `None`: the pool could not run it.
     async fn run<T: Send + 'static>(
         &self,
-        permit: OwnedSemaphorePermit,
+        turn: Turn,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
+        self.inner.runs.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
             let out = f();
-            drop(permit);
+            drop(turn);
             let _ = tx.send(out);
         });
         self.submit(job)?;
@@ -306,27 +356,37 @@ impl PasswordChecks {
         h.finalize().into()
     }
 
-    fn client_turn(&self, client: Option<IpAddr>) -> Result<ClientTurn, Busy> {
+    /// A turn for `client`, and whether it is the client's only check in progress.
+    fn client_turn(&self, client: Option<IpAddr>) -> Result<(ClientTurn, bool), Busy> {
+        let mut alone = true;
         if let Some(ip) = client {
             let mut clients = lock(&self.inner.clients);
             let n = clients.entry(ip).or_insert(0);
             if *n >= PER_CLIENT {
                 return Err(Busy);
             }
+            alone = *n == 0;
             *n += 1;
         }
-        Ok(ClientTurn {
+        let turn = ClientTurn {
             inner: Arc::clone(&self.inner),
             client,
-        })
+        };
+        Ok((turn, alone))
     }
 }
 
 /// Was `key` remembered within [`FAILURE_TTL`]?
 fn recent<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Instant>>, key: &K) -> bool {
-    lock(map)
-        .get(key)
-        .is_some_and(|at| at.elapsed() < FAILURE_TTL)
+    recent_within(map, key, FAILURE_TTL)
+}
+
+fn recent_within<K: std::hash::Hash + Eq>(
+    map: &Mutex<HashMap<K, Instant>>,
+    key: &K,
+    ttl: Duration,
+) -> bool {
+    lock(map).get(key).is_some_and(|at| at.elapsed() < ttl)
 }
 
 /// Remembers `key` now; at [`FAILURE_CAPACITY`] expired entries go, then (under a flood of
@@ -334,6 +394,7 @@ fn recent<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Instant>>, key: &K) ->
 fn remember<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Instant>>, key: K) {
     let mut map = lock(map);
     if map.len() >= FAILURE_CAPACITY {
+        // Known addresses live longer, but a full map of them is a flood all the same.
         map.retain(|_, at| at.elapsed() < FAILURE_TTL);
         if map.len() >= FAILURE_CAPACITY {
             map.clear();
@@ -427,12 +488,12 @@ mod tests {
             Ok(false)
         );
         // Keep the only thread busy for a while.
-        let permit = checks.inner.permits.clone().try_acquire_owned().unwrap();
+        let turn = checks.inner.turns.try_take().unwrap();
         let slow = {
             let checks = checks.clone();
             tokio::spawn(async move {
                 checks
-                    .run(permit, || std::thread::sleep(Duration::from_millis(300)))
+                    .run(turn, || std::thread::sleep(Duration::from_millis(300)))
                     .await
             })
         };
