@@ -56,14 +56,9 @@ impl FailureMemory {
     }
 }
 
+/// IPv4 addresses as they are, IPv6 by /64 (the same blocks as the password-check pool).
 fn key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-        v4 => v4,
-    }
+    crate::store::password_check::client_block(ip)
 }
 
 #[cfg(test)]
