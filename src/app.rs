@@ -100,6 +100,7 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
     let mut c = ListenerConfig::new(hostname);
     c.max_connections = s.max_connections as usize;
     c.max_message_size = usize::try_from(s.max_message_size).unwrap_or(usize::MAX);
+    c.message_memory_budget = usize::try_from(s.message_memory_budget).unwrap_or(usize::MAX);
     c.max_recipients = s.max_recipients as usize;
     c.allow_cleartext_auth = s.allow_cleartext_auth;
     c.cleartext_auth_on_loopback = s.cleartext_auth_on_loopback;
@@ -252,12 +253,11 @@ impl Application {
                 .with_state(metrics_state),
         );
         let http_stop = stop.clone();
+        let limits = crate::http::ConnectionLimits::from_settings(&self.settings.server);
         tasks.spawn(async move {
-            let serve = axum::serve(
-                self.http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+            let serve = crate::http::serve(self.http, router, limits, async move {
+                http_stop.cancelled().await
+            });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "HTTP server failed");
             }

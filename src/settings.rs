@@ -68,6 +68,9 @@ pub struct ServerSettings {
     pub trusted_networks: Vec<String>,
     /// Largest message accepted, in bytes (announced with SIZE).
     pub max_message_size: u64,
+    /// Bytes of relay message content that all sessions together may hold in memory. A
+    /// message that finds it used up waits a few seconds, then gets `452 4.3.1`.
+    pub message_memory_budget: u64,
     /// Most recipients in one message.
     pub max_recipients: u32,
     /// Most simultaneous relay sessions; more get `421 4.7.0`.
@@ -84,6 +87,17 @@ pub struct ServerSettings {
     /// The URL admins reach the web UI at, when behind a proxy (`https://postern.example.com`):
     /// the OAuth redirect URI for Connect is built from it. Without it, from the request.
     pub public_url: Option<String>,
+    /// Most simultaneous HTTP connections; more get an immediate `503` and are closed.
+    pub http_max_connections: u32,
+    /// Longest an HTTP request may take, body upload included; slower ones get `408`.
+    pub http_request_timeout_secs: u64,
+    /// Close an HTTP connection that sends and receives nothing for this many seconds (slow or
+    /// silent clients; keep it above the request timeout).
+    pub http_idle_timeout_secs: u64,
+    /// Bytes of memory that `POST /api/v1/messages` submissions being received and composed may
+    /// hold at once (each reserves a few times its size). A submission that finds it used up
+    /// waits up to two seconds, then gets `503` with `Retry-After`.
+    pub http_message_memory_budget: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -164,6 +178,7 @@ impl Default for ServerSettings {
             cleartext_auth_on_loopback: true,
             trusted_networks: Vec::new(),
             max_message_size: 35 * 1024 * 1024,
+            message_memory_budget: 256 * 1024 * 1024,
             max_recipients: 100,
             max_connections: 2048,
             max_password_checks: 0,
@@ -171,6 +186,10 @@ impl Default for ServerSettings {
             received_header: true,
             shutdown_grace_secs: 30,
             public_url: None,
+            http_max_connections: 1024,
+            http_request_timeout_secs: 60,
+            http_idle_timeout_secs: 75,
+            http_message_memory_budget: 256 * 1024 * 1024,
         }
     }
 }
@@ -386,6 +405,33 @@ impl Settings {
             return Err(invalid(
                 "server.max_message_size",
                 "must be at least 1024 bytes",
+            ));
+        }
+        if self.server.message_memory_budget < self.server.max_message_size {
+            return Err(invalid(
+                "server.message_memory_budget",
+                "must be at least server.max_message_size, or no message of that size fits",
+            ));
+        }
+        if self.server.http_max_connections == 0 {
+            return Err(invalid("server.http_max_connections", "must be at least 1"));
+        }
+        if self.server.http_request_timeout_secs == 0 {
+            return Err(invalid(
+                "server.http_request_timeout_secs",
+                "must be at least 1 second",
+            ));
+        }
+        if self.server.http_idle_timeout_secs <= self.server.http_request_timeout_secs {
+            return Err(invalid(
+                "server.http_idle_timeout_secs",
+                "must be longer than server.http_request_timeout_secs, or slow answers are cut off",
+            ));
+        }
+        if self.server.http_message_memory_budget < 1024 * 1024 {
+            return Err(invalid(
+                "server.http_message_memory_budget",
+                "must be at least 1 MiB (1048576 bytes)",
             ));
         }
         if self.tokens.refresh_margin_secs < 60 {

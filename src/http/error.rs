@@ -54,6 +54,12 @@ pub enum ApiError {
     /// Temporary: the store is full or a dependency is down; the caller may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at one of its limits: `503` with `Retry-After`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -74,7 +80,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,7 +128,10 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"postern\""),
                 );
             }
-            ApiError::TooManyRequests { retry_after_secs } => {
+            ApiError::TooManyRequests { retry_after_secs }
+            | ApiError::Overloaded {
+                retry_after_secs, ..
+            } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                     headers.insert(header::RETRY_AFTER, v);
                 }
@@ -156,7 +167,10 @@ impl From<StoreError> for ApiError {
             e if e.is_disk_full() => {
                 ApiError::Unavailable("the server's disk is full: try again later".into())
             }
-            StoreError::Busy(busy) => ApiError::Unavailable(busy.to_string()),
+            StoreError::Busy(busy) => ApiError::Overloaded {
+                message: busy.to_string(),
+                retry_after_secs: 1,
+            },
             other => ApiError::Internal(other.into()),
         }
     }

@@ -7,7 +7,8 @@ use crate::outbox::Outbox;
 use crate::settings::Settings;
 use crate::store::Store;
 
-use super::auth::LoginLimiter;
+use super::auth::{ApiKeyCheck, LoginLimiter};
+use super::budget::MessageBudget;
 use super::consent::PendingConsents;
 use crate::oauth::{TokenError, TokenManager};
 
@@ -34,20 +35,26 @@ struct Inner {
     outbox: Option<Outbox>,
     tokens: std::sync::OnceLock<TokenManager>,
     consents: PendingConsents,
+    message_budget: MessageBudget,
+    api_keys: ApiKeyCheck,
 }
 
 impl AppState {
     pub fn new(store: Store, settings: Settings) -> Self {
+        let message_budget = MessageBudget::new(settings.server.http_message_memory_budget);
+        let request_timeout = Duration::from_secs(settings.server.http_request_timeout_secs);
         Self {
             inner: Arc::new(Inner {
                 store,
                 settings,
                 limiter: LoginLimiter::default(),
                 public_url: None,
-                request_timeout: Duration::from_secs(60),
+                request_timeout,
                 outbox: None,
                 tokens: std::sync::OnceLock::new(),
                 consents: PendingConsents::default(),
+                message_budget,
+                api_keys: ApiKeyCheck::default(),
             }),
         }
     }
@@ -87,6 +94,15 @@ impl AppState {
 
     pub fn consents(&self) -> &PendingConsents {
         &self.inner.consents
+    }
+
+    /// Memory that message submissions in flight may hold.
+    pub fn message_budget(&self) -> &MessageBudget {
+        &self.inner.message_budget
+    }
+
+    pub(crate) fn api_keys(&self) -> &ApiKeyCheck {
+        &self.inner.api_keys
     }
 
     pub fn outbox(&self) -> Option<&Outbox> {

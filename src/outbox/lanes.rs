@@ -8,6 +8,11 @@
 //! Order: the writer hands new mail over only while the lane is `open`, which a sender declares
 //! after finding nothing more due in the store. A full lane closes it, and new mail then waits in
 //! the store until the senders have caught up, so mail that came first is not passed forever.
+//!
+//! Memory: a lane is full at [`LANE_CAPACITY`] messages or [`LANE_BYTES`] of bodies, whichever
+//! comes first, so a slow provider cannot make bodies pile up in memory (256 messages of 35 MB
+//! would be 9 GB). A message too big for the room left waits in the store, where its sender
+//! reads it when its turn comes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,12 +24,22 @@ use crate::store::messages::ClaimedMessage;
 
 /// Messages waiting in one lane at most; beyond that, new mail waits in the store.
 pub const LANE_CAPACITY: usize = 256;
+/// Bytes of bodies waiting in one lane at most: a few ordinary messages in flight per
+/// connection cost no disk read, while big ones go through the store.
+pub const LANE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The messages in a lane and the bytes of their bodies.
+#[derive(Debug, Default)]
+struct Queue {
+    messages: VecDeque<ClaimedMessage>,
+    bytes: usize,
+}
 
 /// One connection's lane.
 #[derive(Debug, Default)]
 pub struct Lane {
     /// Messages committed and claimed for this connection, oldest first.
-    queue: Mutex<VecDeque<ClaimedMessage>>,
+    queue: Mutex<Queue>,
     /// Something was put in `queue`.
     pub pushed: Notify,
     /// The store has news for this connection (mail queued there, released, retried).
@@ -36,17 +51,19 @@ pub struct Lane {
 }
 
 impl Lane {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<ClaimedMessage>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// May `extra` more messages (beyond those already admitted in this batch) go through the
-    /// lane? A full lane closes until a sender reopens it.
-    pub fn admit(&self, extra: usize) -> bool {
+    /// May one more message go through the lane, after `extra` messages already admitted in
+    /// this batch, with `bytes` the size of their bodies and its own together? A full lane
+    /// closes until a sender reopens it.
+    pub fn admit(&self, extra: usize, bytes: usize) -> bool {
         if !self.open.load(Ordering::Acquire) || self.senders.load(Ordering::Acquire) == 0 {
             return false;
         }
-        if self.queue().len() + extra >= LANE_CAPACITY {
+        let q = self.queue();
+        if q.messages.len() + extra >= LANE_CAPACITY || q.bytes.saturating_add(bytes) > LANE_BYTES {
             self.open.store(false, Ordering::Release);
             return false;
         }
@@ -54,19 +71,26 @@ impl Lane {
     }
 
     pub fn push(&self, messages: impl IntoIterator<Item = ClaimedMessage>) {
-        self.queue().extend(messages);
+        let mut q = self.queue();
+        for m in messages {
+            q.bytes += m.body.len();
+            q.messages.push_back(m);
+        }
+        drop(q);
         self.pushed.notify_waiters();
     }
 
     /// Up to `max` messages, oldest first.
     pub fn take(&self, max: usize) -> Vec<ClaimedMessage> {
         let mut q = self.queue();
-        let n = q.len().min(max);
-        q.drain(..n).collect()
+        let n = q.messages.len().min(max);
+        let taken: Vec<ClaimedMessage> = q.messages.drain(..n).collect();
+        q.bytes -= taken.iter().map(|m| m.body.len()).sum::<usize>();
+        taken
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue().is_empty()
+        self.queue().messages.is_empty()
     }
 
     /// A sender found nothing more due in the store.
@@ -125,12 +149,16 @@ mod tests {
     use super::*;
 
     fn message(id: &str) -> ClaimedMessage {
+        sized(id, 1)
+    }
+
+    fn sized(id: &str, size: usize) -> ClaimedMessage {
         ClaimedMessage {
             id: id.into(),
             connection_id: 1,
             mail_from: "a@example.com".into(),
             recipients: vec![(0, "b@example.com".into())],
-            body: b"x".to_vec(),
+            body: vec![b'x'; size],
             attempts: 1,
             queued_at: 0,
         }
@@ -139,20 +167,38 @@ mod tests {
     #[test]
     fn a_lane_admits_only_while_open_with_a_sender_and_room() {
         let lane = Lane::default();
-        assert!(!lane.admit(0), "closed until a sender opens it");
+        assert!(!lane.admit(0, 1), "closed until a sender opens it");
         lane.open();
-        assert!(!lane.admit(0), "no sender to take the mail");
+        assert!(!lane.admit(0, 1), "no sender to take the mail");
         lane.sender_started();
-        assert!(lane.admit(0));
-        assert!(!lane.admit(LANE_CAPACITY), "no room for a whole lane more");
+        assert!(lane.admit(0, 1));
         assert!(
-            !lane.admit(0),
+            !lane.admit(LANE_CAPACITY, 1),
+            "no room for a whole lane more"
+        );
+        assert!(
+            !lane.admit(0, 1),
             "a full lane stays closed until a sender reopens it"
         );
         lane.open();
-        assert!(lane.admit(0));
+        assert!(lane.admit(0, 1));
         assert!(lane.sender_stopped(), "the only sender is the last");
-        assert!(!lane.admit(0));
+        assert!(!lane.admit(0, 1));
+    }
+
+    #[test]
+    fn a_lane_is_full_at_its_byte_limit_too() {
+        let lane = Lane::default();
+        lane.sender_started();
+        lane.open();
+        assert!(!lane.admit(0, LANE_BYTES + 1), "too big for any lane");
+        lane.open();
+        lane.push([sized("a", LANE_BYTES / 2)]);
+        assert!(lane.admit(0, LANE_BYTES / 2));
+        assert!(!lane.admit(0, LANE_BYTES / 2 + 1), "over with what waits");
+        lane.open();
+        assert_eq!(lane.take(1).len(), 1);
+        assert!(lane.admit(0, LANE_BYTES), "room again once taken");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::store::{Store, StoreError};
 
 /// Most jobs (messages or attempt batches) written in one transaction.
 const MAX_BATCH: usize = 512;
+/// Bytes of new message bodies gathered into one transaction at most (one bigger message goes
+/// alone). Writing a batch holds two more copies of its bodies (the driver's and SQLite's bound
+/// arguments): without this cap, a batch of 200 × 35 MB would hold 14 GB more.
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a claim lasts before the message returns to the queue (a worker that died).
 pub const LEASE_MS: i64 = 15 * 60 * 1000;
@@ -49,6 +53,15 @@ type Reply<T> = oneshot::Sender<Result<T, Arc<StoreError>>>;
 enum Job {
     Insert(NewMessage, Reply<Queued>),
     Record(Vec<Attempt>, Reply<Vec<MessageStatus>>),
+}
+
+impl Job {
+    fn body_bytes(&self) -> usize {
+        match self {
+            Job::Insert(m, _) => m.body.len(),
+            Job::Record(..) => 0,
+        }
+    }
 }
 
 /// The way in: every ingress (relay, HTTP API, CLI) queues through here, and the delivery
@@ -111,11 +124,28 @@ impl Outbox {
 /// relay mail to its connection's senders (see [`super::lanes`]).
 async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
     let mut conn: Option<SqliteConnection> = None;
-    while let Some(first) = rx.recv().await {
+    // A job that would have made the last batch too big: it starts the next one.
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut bytes = first.body_bytes();
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) if bytes + job.body_bytes() > MAX_BATCH_BYTES => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    bytes += job.body_bytes();
+                    jobs.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -221,19 +251,22 @@ async fn write(
 }
 
 /// Which new messages go straight to a sender: relay mail (the API and CLI send their own
-/// immediate mail) for a connection whose lane is open and has room.
+/// immediate mail) for a connection whose lane is open and has room (in messages and bytes).
 fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> {
     let until = now_ms() + LEASE_MS;
-    let mut admitted: HashMap<i64, usize> = HashMap::new();
+    // Per connection: messages and body bytes admitted so far in this batch.
+    let mut admitted: HashMap<i64, (usize, usize)> = HashMap::new();
     messages
         .iter()
         .map(|m| {
             if m.source != Source::Relay || m.idempotency_key.is_some() {
                 return None;
             }
-            let n = admitted.entry(m.connection_id).or_default();
-            wakers.lane(m.connection_id).admit(*n).then(|| {
+            let (n, bytes) = admitted.entry(m.connection_id).or_default();
+            let with_this = *bytes + m.body.len();
+            wakers.lane(m.connection_id).admit(*n, with_this).then(|| {
                 *n += 1;
+                *bytes = with_this;
                 until
             })
         })

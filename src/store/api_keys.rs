@@ -5,6 +5,10 @@
 //! than derived from the data key: `postern secrets rotate-key` re-seals it, so rotating the data
 //! key does not invalidate every API key. A keyed hash (not a bare SHA-256) means a copied database alone cannot even
 //! confirm a guessed key.
+//!
+//! Checking a key is cheap on purpose, so a flood of wrong keys costs one indexed read each and
+//! never a write: `last_used_at` is written at most once a minute per key, and only for keys
+//! that exist.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +17,7 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use sqlx::Row;
+use zeroize::Zeroizing;
 
 use super::access::{AccessError, is_unique_violation, random_token};
 use super::{Store, StoreError, now};
@@ -20,6 +25,34 @@ use crate::domain::ConnectionName;
 
 const HMAC_SECRET_NAME: &str = "api_key_hmac";
 const KEY_PREFIX: &str = "pk_";
+/// `pk_` and 43 characters of URL-safe base64 (256 bits).
+const KEY_LEN: usize = KEY_PREFIX.len() + 43;
+/// `last_used_at` is written at most this often per key (seconds).
+const LAST_USED_EVERY: i64 = 60;
+
+/// The server-wide HMAC key that API keys are stored under; it never changes once created
+/// (rotating the data key re-seals it), so a caller may keep it for the process's lifetime.
+pub struct ApiKeyHasher(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for ApiKeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKeyHasher(..)")
+    }
+}
+
+impl ApiKeyHasher {
+    /// The keyed hash of `secret`, as stored; `None` when it cannot be an API key at all
+    /// (no store work for obviously wrong headers).
+    pub fn hash(&self, secret: &SecretString) -> Option<Vec<u8>> {
+        let secret = secret.expose_secret();
+        if !secret.starts_with(KEY_PREFIX) || secret.len() != KEY_LEN {
+            return None;
+        }
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(secret.as_bytes());
+        Some(mac.finalize().into_bytes().to_vec())
+    }
+}
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -93,11 +126,9 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, AccessError> {
 }
 
 impl Store {
-    async fn api_key_hash(&self, secret: &str) -> Result<Vec<u8>, StoreError> {
-        let key = self.server_secret(HMAC_SECRET_NAME).await?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("any key length");
-        mac.update(secret.as_bytes());
-        Ok(mac.finalize().into_bytes().to_vec())
+    /// The hasher for API keys (one store read; keep it).
+    pub async fn api_key_hasher(&self) -> Result<ApiKeyHasher, StoreError> {
+        Ok(ApiKeyHasher(self.server_secret(HMAC_SECRET_NAME).await?))
     }
 
     /// Creates a key; its secret is returned once and never stored.
@@ -111,7 +142,12 @@ impl Store {
             .to_string();
         let secret = format!("{KEY_PREFIX}{}", random_token());
         let prefix: String = secret.chars().take(KEY_PREFIX.len() + 8).collect();
-        let hash = self.api_key_hash(&secret).await?;
+        let secret = SecretString::from(secret);
+        let hash = self
+            .api_key_hasher()
+            .await?
+            .hash(&secret)
+            .expect("a new key has the key shape");
         let res = sqlx::query(
             "INSERT INTO api_keys (name, role, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -134,7 +170,7 @@ impl Store {
                     created_at: now(),
                     last_used_at: None,
                 },
-                secret: SecretString::from(secret),
+                secret,
             }),
         }
     }
@@ -144,22 +180,44 @@ impl Store {
         &self,
         presented: &SecretString,
     ) -> Result<Option<ApiKey>, AccessError> {
-        let presented = presented.expose_secret();
-        // Cheap shape check first: no store work for obviously wrong headers.
-        if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
-            return Ok(None);
+        let hasher = self.api_key_hasher().await?;
+        match hasher.hash(presented) {
+            Some(hash) => self.authenticate_api_key_hash(&hash).await,
+            None => Ok(None),
         }
-        let hash = self.api_key_hash(presented).await?;
+    }
+
+    /// The live key whose keyed hash is `hash` (see [`ApiKeyHasher`]), if any. A miss is one
+    /// indexed read; a hit writes `last_used_at` only when it is a minute old.
+    pub async fn authenticate_api_key_hash(
+        &self,
+        hash: &[u8],
+    ) -> Result<Option<ApiKey>, AccessError> {
         // Lookup by keyed hash: timing reveals nothing usable about other keys.
         let row = sqlx::query(
-            "UPDATE api_keys SET last_used_at = ? WHERE hash = ? AND revoked_at IS NULL \
-             RETURNING id, name, role, prefix, created_at, last_used_at",
+            "SELECT id, name, role, prefix, created_at, last_used_at FROM api_keys \
+             WHERE hash = ? AND revoked_at IS NULL",
         )
-        .bind(now())
         .bind(hash)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(decode).transpose()
+        let Some(mut key) = row.as_ref().map(decode).transpose()? else {
+            return Ok(None);
+        };
+        let at = now();
+        if key.last_used_at.is_none_or(|t| at - t >= LAST_USED_EVERY) {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ? \
+                 AND (last_used_at IS NULL OR last_used_at <= ?)",
+            )
+            .bind(at)
+            .bind(key.id)
+            .bind(at - LAST_USED_EVERY)
+            .execute(self.pool())
+            .await?;
+            key.last_used_at = Some(at);
+        }
+        Ok(Some(key))
     }
 
     /// Live keys, by name.
@@ -263,6 +321,48 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn wrong_keys_are_refused_by_shape_or_one_read_and_last_used_is_written_once_a_minute() {
+        let (_dir, store) = store().await;
+        let created = store.create_api_key("ops", ApiRole::Send).await.unwrap();
+        let hasher = store.api_key_hasher().await.unwrap();
+        for wrong in ["", "Bearer", "pk_short", &format!("pk_{}", "A".repeat(43))] {
+            let wrong = SecretString::from(wrong.to_string());
+            assert!(store.authenticate_api_key(&wrong).await.unwrap().is_none());
+        }
+        assert!(
+            hasher
+                .hash(&SecretString::from("pk_short".to_string()))
+                .is_none()
+        );
+        let hash = hasher.hash(&created.secret).unwrap();
+        let set_last_used = |at: i64| {
+            sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE name = 'ops'")
+                .bind(at)
+                .execute(store.pool())
+        };
+        let last_used = || async { store.list_api_keys().await.unwrap()[0].last_used_at };
+
+        // Used 30 seconds ago: not written again.
+        let recently = now() - 30;
+        set_last_used(recently).await.unwrap();
+        let key = store
+            .authenticate_api_key_hash(&hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(key.name, "ops");
+        assert_eq!(last_used().await, Some(recently));
+        // Used two minutes ago: written now.
+        set_last_used(now() - 120).await.unwrap();
+        store
+            .authenticate_api_key_hash(&hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(last_used().await.unwrap() >= now() - 1);
     }
 
     #[test]

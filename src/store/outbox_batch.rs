@@ -256,6 +256,9 @@ fn add_nulls(args: &mut SqliteArguments, n: usize) -> Result<(), StoreError> {
     (0..n).try_for_each(|_| add(args, None::<i64>))
 }
 
+/// Bytes of a new message searched for its Subject and Message-ID.
+const HEADER_SCAN: usize = 64 * 1024;
+
 const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 const MESSAGE_COLUMNS: usize = 17;
 
@@ -276,7 +279,9 @@ fn push_inserts(
         sql.push_str(") WHERE column1 IS NOT NULL;\n");
         for (insert, id) in chunk {
             let m = insert.message;
-            let (subject, message_id) = header_fields(&m.body);
+            // Only the start of the header section: a 35 MB header block (one folded Subject,
+            // say) would otherwise be copied and stored as a 35 MB subject.
+            let (subject, message_id) = header_fields(&m.body[..m.body.len().min(HEADER_SCAN)]);
             let claimed = insert.lease_until.is_some();
             add(args, *id)?;
             add(args, m.connection_id)?;

@@ -11,6 +11,8 @@
 //!   a relay user, and the `serve` process (killable, restartable).
 //! - [`client`]: a small SMTP submission client (STARTTLS, AUTH PLAIN, raw bytes).
 //! - `abuse`, `secrets`: open-relay probes, smuggling, oversized input, the secrets audit.
+//! - `http_flood`: wrong API keys, large and dribbled submissions, OAuth callback floods.
+//! - `flood`: slowloris sessions, STARTTLS handshakes and big messages all at once.
 //! - `storm`: wrong passwords all at once against the relay and the login form.
 //! - `crash`, `outage`, `disk`: kill -9 under load, provider and token endpoint down, disk full.
 //! - `interop`: Python's smtplib, swaks, Dovecot submission, oauth2-mock-server.
@@ -19,7 +21,9 @@ mod abuse;
 mod client;
 mod crash;
 mod disk;
+mod flood;
 mod gate;
+mod http_flood;
 mod interop;
 mod outage;
 mod secrets;

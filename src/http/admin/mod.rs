@@ -14,6 +14,7 @@ mod relay_users;
 
 use askama::Template;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -164,12 +165,21 @@ impl IntoResponse for PageError {
     }
 }
 
+/// Largest login form body.
+const LOGIN_BODY_LIMIT: usize = 16 * 1024;
+
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/assets/style.css", get(assets::style))
         .route("/assets/copy.js", get(assets::copy_js))
         .route("/favicon.ico", get(assets::favicon))
-        .route("/admin/login", get(login::form).post(login::submit))
+        // The one form read before anyone is known: a name and a password, so a small limit.
+        .route(
+            "/admin/login",
+            get(login::form)
+                .post(login::submit)
+                .layer(DefaultBodyLimit::max(LOGIN_BODY_LIMIT)),
+        )
         .route("/admin/logout", post(login::logout))
         .route("/admin", get(dashboard::page))
         .route("/admin/guide", get(guide::page))

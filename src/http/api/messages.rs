@@ -1,5 +1,9 @@
 //! `/api/v1/messages`: submit mail (structured JSON or a raw `message/rfc822` body), read the
 //! sent-mail log, retry or delete queued mail. `send` keys see only what they submitted.
+//!
+//! A submission reserves room in the message memory budget before its body is read (see
+//! [`crate::http::budget`]), and drops each copy of the message as soon as the next one exists:
+//! body, then parsed parts, then decoded attachments, then the composed message.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -11,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Connection, EmailAddress};
 use crate::http::AppState;
 use crate::http::auth::{AdminKey, ApiCaller};
+use crate::http::budget::Reservation;
 use crate::http::error::{ApiError, ApiResult, FieldProblem, Problem};
 use crate::outbox::QueueError;
 use crate::outbox::direct::compose::{Attachment, Draft, header_addresses, strip_bcc};
@@ -185,21 +190,25 @@ fn extra_headers(body: &MessageBody) -> ApiResult<Vec<u8>> {
     Ok(out)
 }
 
-/// Builds the message from JSON parts with the same composer as `postern send`.
-fn compose(body: &MessageBody, conn: &Connection) -> ApiResult<(String, Vec<String>, Vec<u8>)> {
+/// Builds the message from JSON parts with the same composer as `postern send`. Takes the
+/// parts' text out of `body` as it goes, so two copies of an attachment never coexist.
+fn compose(body: &mut MessageBody, conn: &Connection) -> ApiResult<(String, Vec<String>, Vec<u8>)> {
     let from = match &body.from {
         Some(f) => EmailAddress::parse(f).map_err(|e| field("from", e.to_string()))?,
         None => conn.settings.user.clone(),
     };
+    let extra = extra_headers(body)?;
     let mut attachments = Vec::new();
-    for (i, a) in body.attachments.iter().enumerate() {
+    for (i, a) in body.attachments.iter_mut().enumerate() {
+        let content = std::mem::take(&mut a.content);
         let data = base64::engine::general_purpose::STANDARD
-            .decode(a.content.trim().trim_end_matches('='))
+            .decode(content.trim().trim_end_matches('='))
             .or_else(|_| {
                 base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(a.content.trim().trim_end_matches('='))
+                    .decode(content.trim().trim_end_matches('='))
             })
             .map_err(|_| field(&format!("attachments[{i}].content"), "not valid base64"))?;
+        drop(content);
         let mut att = Attachment::new(a.filename.clone(), data);
         if let Some(ct) = &a.content_type {
             if ct.chars().any(|c| c.is_control() || c == ';') || !ct.contains('/') {
@@ -219,15 +228,17 @@ fn compose(body: &MessageBody, conn: &Connection) -> ApiResult<(String, Vec<Stri
         cc: addresses("cc", &body.cc)?,
         bcc: addresses("bcc", &body.bcc)?,
         subject: body.subject.clone(),
-        text: body.text.clone(),
-        html: body.html.clone(),
+        text: body.text.take(),
+        html: body.html.take(),
         attachments,
     };
     let composed = draft
         .compose()
         .map_err(|e| field("message", e.to_string()))?;
-    let mut bytes = extra_headers(body)?;
-    bytes.extend_from_slice(&composed.bytes);
+    drop(draft);
+    // The extra headers go in front, in place (a large block grows without a copy).
+    let mut bytes = composed.bytes;
+    bytes.splice(0..0, extra);
     Ok((
         composed.from.to_string(),
         composed
@@ -243,9 +254,9 @@ fn compose(body: &MessageBody, conn: &Connection) -> ApiResult<(String, Vec<Stri
 fn raw(
     params: &RawParams,
     conn: &Connection,
-    body: &[u8],
+    body: Bytes,
 ) -> ApiResult<(String, Vec<String>, Vec<u8>)> {
-    let headers = header_addresses(body).map_err(|e| field("message", e.to_string()))?;
+    let headers = header_addresses(&body).map_err(|e| field("message", e.to_string()))?;
     let from = match &params.from {
         Some(f) => EmailAddress::parse(f).map_err(|e| field("from", e.to_string()))?,
         None => headers
@@ -263,10 +274,16 @@ fn raw(
             "no recipients: give `to` or put To/Cc/Bcc headers in the message",
         ));
     }
+    let stripped = match strip_bcc(&body) {
+        std::borrow::Cow::Owned(v) => Some(v),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    // Without a Bcc header the body itself becomes the message (no copy when it is unshared).
+    let bytes = stripped.unwrap_or_else(|| Vec::from(body));
     Ok((
         from.to_string(),
         recipients.iter().map(ToString::to_string).collect(),
-        strip_bcc(body).into_owned(),
+        bytes,
     ))
 }
 
@@ -283,13 +300,16 @@ fn raw(
         (status = 202, description = "Durably queued", body = Accepted),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
         (status = 415, description = "Neither JSON nor message/rfc822", body = Problem),
-        (status = 422, body = Problem), (status = 503, description = "Try again later", body = Problem)))]
+        (status = 422, body = Problem),
+        (status = 503, description = "Try again later (see `Retry-After`): the message memory budget is in use, the disk is full or the server is stopping", body = Problem)))]
 pub async fn submit(
     caller: ApiCaller,
     State(state): State<AppState>,
     Query(params): Query<RawParams>,
     headers: HeaderMap,
-    body: Bytes,
+    // After the key check, before the body: held until the message is queued.
+    room: Reservation,
+    body: axum::body::Body,
 ) -> ApiResult<Response> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -303,27 +323,34 @@ pub async fn submit(
         })
         .unwrap_or_default();
     let idempotency_key = idempotency_key(&headers)?;
+    let unsupported = || {
+        ApiError::UnsupportedMediaType(
+            "send `application/json` (a message built from parts) or `message/rfc822` (a ready message)".into(),
+        )
+    };
+    // Refused before the body is read.
+    if !matches!(content_type.as_str(), "application/json" | "message/rfc822") {
+        return Err(unsupported());
+    }
+    let body = Bytes::from(room.read_body(body, state.message_body_limit()).await?);
     let (conn, (mail_from, recipients, bytes)) = match content_type.as_str() {
         "application/json" => {
-            let parsed: MessageBody =
+            let mut parsed: MessageBody =
                 serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body))
                     .map_err(|e| {
                         ApiError::BadRequest(format!("field `{}`: {}", e.path(), e.inner()))
                     })?;
+            drop(body);
             let conn = pick_connection(&state, parsed.connection.as_deref()).await?;
-            let built = compose(&parsed, &conn)?;
+            let built = compose(&mut parsed, &conn)?;
             (conn, built)
         }
         "message/rfc822" => {
             let conn = pick_connection(&state, params.connection.as_deref()).await?;
-            let built = raw(&params, &conn, &body)?;
+            let built = raw(&params, &conn, body)?;
             (conn, built)
         }
-        _ => {
-            return Err(ApiError::UnsupportedMediaType(
-                "send `application/json` (a message built from parts) or `message/rfc822` (a ready message)".into(),
-            ));
-        }
+        _ => return Err(unsupported()),
     };
     let outbox = state
         .outbox()

@@ -1,4 +1,7 @@
 //! `Authorization: Bearer pk_...` for the HTTP API.
+//!
+//! A wrong key costs an HMAC and one indexed read, never a write, and leaves nothing behind in
+//! memory: the HMAC key is read once and kept ([`ApiKeyCheck`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -7,7 +10,42 @@ use secrecy::SecretString;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::store::{ApiKey, ApiRole};
+use crate::store::{AccessError, ApiKey, ApiRole};
+
+type Hasher = Box<dyn Fn(&SecretString) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Checks presented keys with the HMAC key read once from the store.
+#[derive(Default)]
+pub struct ApiKeyCheck {
+    hasher: tokio::sync::OnceCell<Hasher>,
+}
+
+impl std::fmt::Debug for ApiKeyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKeyCheck(..)")
+    }
+}
+
+impl ApiKeyCheck {
+    /// The live key `presented`, if any.
+    pub async fn authenticate(
+        &self,
+        store: &crate::store::Store,
+        presented: &SecretString,
+    ) -> Result<Option<ApiKey>, AccessError> {
+        let hasher = self
+            .hasher
+            .get_or_try_init(|| async {
+                let hasher = store.api_key_hasher().await?;
+                Ok::<Hasher, AccessError>(Box::new(move |s| hasher.hash(s)))
+            })
+            .await?;
+        match hasher(presented) {
+            Some(hash) => store.authenticate_api_key_hash(&hash).await,
+            None => Ok(None),
+        }
+    }
+}
 
 /// The API key that made the request.
 #[derive(Debug, Clone)]
@@ -60,7 +98,7 @@ impl FromRequestParts<AppState> for ApiCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        match state.store().authenticate_api_key(&token).await? {
+        match state.api_keys().authenticate(state.store(), &token).await? {
             Some(key) => {
                 tracing::Span::current().record("api_key", key.name.as_str());
                 Ok(ApiCaller { key })

@@ -13,7 +13,7 @@ mod csrf;
 mod limit;
 mod session;
 
-pub use api_key::{AdminKey, ApiCaller};
+pub use api_key::{AdminKey, ApiCaller, ApiKeyCheck};
 pub use cookies::{Cookie, is_https, read_cookie};
 pub use csrf::CsrfForm;
 pub use limit::LoginLimiter;

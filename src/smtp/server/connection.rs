@@ -1,23 +1,26 @@
-//! One relay connection: reads with timeouts, feeds the session, performs its actions.
+//! One relay connection: reads within deadlines, feeds the session, performs its actions, and
+//! reserves memory from the listener's budget as a message grows.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
 use super::backend::RelayBackend;
+use super::budget::Reservation;
 use super::config::PeerInfo;
+use super::deadline::Deadlines;
 use super::envelope::StoreFailure;
 use super::identity::AuthOutcome;
 use super::listener::{Shared, TlsSetup};
+use super::load::Slot;
 use super::session::{Action, Session};
 
 /// Per session: 1,000 idle sessions hold 8 MiB of these. Bigger reads save nothing under TLS,
@@ -45,7 +48,7 @@ pub(crate) async fn serve<B: RelayBackend>(
     shared: Arc<Shared<B>>,
     stream: TcpStream,
     addr: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 ) {
     let _open = shared.stats.session_opened();
     let peer = PeerInfo {
@@ -98,8 +101,13 @@ async fn handshake<B>(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
 ) -> Result<TlsStream<TcpStream>, ConnError> {
+    let limit = if shared.load.is_stressed() {
+        HANDSHAKE_TIMEOUT.min(shared.config.stress_timeout)
+    } else {
+        HANDSHAKE_TIMEOUT
+    };
     let result = tokio::select! {
-        r = timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+        r = timeout(limit, acceptor.accept(stream)) => r,
         _ = shared.hard.cancelled() => return Err(ConnError::Shutdown),
     };
     match result {
@@ -137,28 +145,53 @@ where
         write(shared, io, &session.greeting().to_bytes()).await?;
     }
     let mut buf = vec![0u8; READ_BUFFER];
+    let mut stress = shared.load.stress();
+    let mut deadlines = Deadlines::new(&shared.config, Instant::now(), session.completed());
+    let mut memory = Reservation::default();
+    let mut memory_waited = Duration::ZERO;
+    // A session that has seen stress mode keeps its short timeouts (as Postfix's smtpd
+    // processes started under stress do): the slots held by slow clients all free up, not
+    // just enough of them to end the stress.
+    let mut stressed = false;
     loop {
+        let reserved = reserve_memory(
+            shared,
+            session,
+            &mut memory,
+            &mut memory_waited,
+            &mut deadlines,
+        );
+        if let Some(actions) = reserved.await {
+            if let Some(flow) = perform(shared, io, session, actions).await? {
+                return Ok(flow);
+            }
+            continue;
+        }
         // On shutdown an idle session stops now; one in the middle of a message finishes it.
         let idle = !session.in_transaction();
-        let limit = if session.is_receiving_data() {
-            shared.config.data_timeout
-        } else {
-            shared.config.command_timeout
-        };
+        stressed |= *stress.borrow_and_update();
+        let expires = deadlines.expires(stressed);
+        let mut read = 0;
         let event = tokio::select! {
             biased;
             _ = shared.hard.cancelled() => Event::Stop,
             _ = shared.soft.cancelled(), if idle => Event::Stop,
-            read = timeout(limit, io.read(&mut buf)) => match read {
-                Err(_) => Event::TimedOut,
-                Ok(Ok(0)) => return Ok(Flow::Closed),
-                Ok(Ok(n)) => Event::Read(n),
-                Ok(Err(e)) => return Err(e.into()),
+            // Stress mode came: wait again with the shorter deadline.
+            Ok(()) = stress.changed(), if !stressed => continue,
+            () = tokio::time::sleep_until(expires.into()) => Event::TimedOut,
+            r = io.read(&mut buf) => match r {
+                Ok(0) => return Ok(Flow::Closed),
+                Ok(n) => Event::Read(n),
+                Err(e) => return Err(e.into()),
             },
         };
         let actions = match event {
-            Event::Read(n) => session.feed(&buf[..n]),
+            Event::Read(n) => {
+                read = n;
+                session.feed(&buf[..n])
+            }
             Event::TimedOut => {
+                shared.stats.timed_out();
                 debug!("relay client timed out");
                 session.timed_out()
             }
@@ -167,7 +200,57 @@ where
         if let Some(flow) = perform(shared, io, session, actions).await? {
             return Ok(flow);
         }
+        deadlines.after(
+            Instant::now(),
+            read,
+            session.is_receiving_data(),
+            session.completed(),
+        );
     }
+}
+
+/// Before reading more of a message: makes sure the budget covers what the next read may add
+/// (twice its size: a bare LF becomes CRLF), waiting in line for it if need be. A message that
+/// cannot get it within `memory_wait` (`waited` so far, in all) is dropped and its final dot
+/// answered `452 4.3.1`. Between messages the reservation is given back. Returns actions only
+/// when shutdown ended the wait.
+async fn reserve_memory<B>(
+    shared: &Shared<B>,
+    session: &mut Session,
+    memory: &mut Reservation,
+    waited: &mut Duration,
+    deadlines: &mut Deadlines,
+) -> Option<Vec<Action>> {
+    let Some(held) = session.message_in_memory() else {
+        memory.shrink_to(0);
+        *waited = Duration::ZERO;
+        return None;
+    };
+    let want = held + 2 * READ_BUFFER;
+    memory.shrink_to(want);
+    if memory.covers(want) {
+        return None;
+    }
+    let started = Instant::now();
+    let got = tokio::select! {
+        biased;
+        _ = shared.hard.cancelled() => return Some(session.shutting_down()),
+        got = shared.budget.reserve(memory, want, shared.config.memory_wait.saturating_sub(*waited)) => got,
+    };
+    // The client waited on us, not we on it.
+    *waited += started.elapsed();
+    deadlines.paused(started.elapsed());
+    if !got {
+        shared.stats.memory_refused();
+        warn!(
+            held,
+            budget = shared.config.message_memory_budget,
+            "relay message memory budget exhausted: the message will be refused with 452 4.3.1"
+        );
+        session.out_of_memory();
+        memory.shrink_to(0);
+    }
+    None
 }
 
 /// Performs the actions in order, feeding answers back to the session.
@@ -260,7 +343,15 @@ where
         io.write_all(bytes).await?;
         io.flush().await
     };
-    match timeout(shared.config.command_timeout, send).await {
+    let limit = if shared.load.is_stressed() {
+        shared
+            .config
+            .command_timeout
+            .min(shared.config.stress_timeout)
+    } else {
+        shared.config.command_timeout
+    };
+    match timeout(limit, send).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(ConnError::Timeout("writing a reply")),
     }

@@ -20,6 +20,8 @@ pub(crate) enum DataFailure {
     BareLf,
     BareCr,
     LineTooLong,
+    /// The relay's memory budget for messages in flight ran out (see `super::budget`).
+    NoMemory,
 }
 
 impl DataFailure {
@@ -41,6 +43,11 @@ impl DataFailure {
                 "Bare CR not allowed: message lines must end with CRLF",
             ),
             DataFailure::LineTooLong => Reply::status(500, "5.5.2", "Line too long"),
+            DataFailure::NoMemory => Reply::status(
+                452,
+                "4.3.1",
+                "Insufficient system resources, try again later",
+            ),
         }
     }
 }
@@ -158,6 +165,17 @@ impl DataReader {
             i += 1;
         }
         (input.len(), Progress::NeedMore)
+    }
+
+    /// Bytes of the message held in memory so far; `None` once it has failed (its content
+    /// is dropped and the rest is read and discarded up to the final dot).
+    pub(crate) fn in_memory(&self) -> Option<usize> {
+        self.failure.is_none().then_some(self.message.len())
+    }
+
+    /// Gives up on the message (its content is dropped at once); reported at its final dot.
+    pub(crate) fn abandon(&mut self, failure: DataFailure) {
+        self.fail(failure);
     }
 
     fn text(&mut self, bytes: &[u8]) {

@@ -14,11 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::backend::RelayBackend;
+use super::budget::Budget;
 use super::config::{
     BareLfPolicy, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, SessionConfig,
 };
 use super::connection;
 use super::guard::FailureMemory;
+use super::load::Load;
 use super::network::IpNetwork;
 use super::stats::RelayStats;
 use crate::domain::Host;
@@ -30,6 +32,12 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the grace period, how long sessions get to say `421` and go.
 const FORCED_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// 500 bytes a second, Postfix's default: a 35 MB message may take 20 hours, yet a client that
+/// dribbles a byte a minute is gone after `data_timeout`.
+pub const DEFAULT_MIN_DATA_RATE: u32 = 500;
+/// 256 MiB: seven 35 MB messages buffered at once, or hundreds of ordinary ones.
+pub const DEFAULT_MESSAGE_MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
 /// Settings of one relay listener.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -37,10 +45,24 @@ pub struct ListenerConfig {
     pub hostname: Host,
     /// Concurrent sessions; more connections get `421 4.7.0 Too many connections`.
     pub max_connections: usize,
-    /// Longest wait for a command line (RFC 5321 §4.5.3.2.7 suggests 5 minutes).
+    /// Longest wait for a whole command line, from when the relay starts waiting for it until
+    /// its end (RFC 5321 §4.5.3.2.7 suggests 5 minutes). A byte now and then does not extend it.
     pub command_timeout: Duration,
     /// Longest wait for the next block of message content (10 minutes).
     pub data_timeout: Duration,
+    /// Message content must arrive at this many bytes per second on average (Postfix's
+    /// `smtpd_min_data_rate`): each read extends the deadline by its size over this rate, never
+    /// past `data_timeout` from now. 0 turns the rate check off (a per-read timeout remains).
+    pub min_data_rate: u32,
+    /// In stress mode (over 80 % of `max_connections` in use), the longest wait for a command
+    /// line, a block of message content, a TLS handshake or a reply write. Sessions that see
+    /// stress mode keep this timeout to their end.
+    pub stress_timeout: Duration,
+    /// Bytes of message content that all sessions together may hold in memory. A message
+    /// that finds none left waits (`memory_wait` in all), then is refused with `452 4.3.1`.
+    pub message_memory_budget: usize,
+    /// How long one message may wait for memory from the budget, in all, before it is refused.
+    pub memory_wait: Duration,
     /// Largest message accepted, in octets (announced as `SIZE`).
     pub max_message_size: usize,
     /// Recipients per message.
@@ -66,6 +88,10 @@ impl ListenerConfig {
             max_connections: 100,
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
+            min_data_rate: DEFAULT_MIN_DATA_RATE,
+            stress_timeout: Duration::from_secs(10),
+            message_memory_budget: DEFAULT_MESSAGE_MEMORY_BUDGET,
+            memory_wait: Duration::from_secs(5),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             allow_cleartext_auth: false,
@@ -113,6 +139,10 @@ pub(crate) struct Shared<B> {
     pub stats: RelayStats,
     /// Failed AUTHs by client address, across this listener's connections.
     pub failures: FailureMemory,
+    /// Session slots in use, and whether that is stress.
+    pub load: Arc<Load>,
+    /// Memory for message content in flight, shared by all sessions of this listener.
+    pub budget: Budget,
     /// Set when shutdown starts: sessions finish their message, then say `421`.
     pub soft: CancellationToken,
     /// Set when the grace period is over: sessions say `421` at once.
@@ -204,7 +234,8 @@ impl<B: RelayBackend> RelayServer<B> {
             .config
             .max_connections
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
-        let slots = Arc::new(Semaphore::new(max));
+        let load = Load::new(max);
+        let budget = Budget::new(self.config.message_memory_budget);
         let shared = Arc::new(Shared {
             backend: self.backend,
             session_config: Arc::new(
@@ -215,6 +246,8 @@ impl<B: RelayBackend> RelayServer<B> {
             tls: self.tls,
             stats: self.stats,
             failures: FailureMemory::default(),
+            load,
+            budget,
             soft: shutdown.clone(),
             hard: CancellationToken::new(),
         });
@@ -231,7 +264,7 @@ impl<B: RelayBackend> RelayServer<B> {
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => admit(&shared, &slots, stream, peer),
+                Ok((stream, peer)) => admit(&shared, stream, peer),
                 Err(e) => {
                     warn!(error = %e, "relay accept failed");
                     tokio::select! {
@@ -242,25 +275,20 @@ impl<B: RelayBackend> RelayServer<B> {
             }
         }
         drop(self.listener);
-        drain(&shared, &slots, max).await;
+        drain(&shared).await;
         info!(%addr, "relay stopped");
         Ok(())
     }
 }
 
-fn admit<B: RelayBackend>(
-    shared: &Arc<Shared<B>>,
-    slots: &Arc<Semaphore>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-) {
+fn admit<B: RelayBackend>(shared: &Arc<Shared<B>>, mut stream: TcpStream, peer: SocketAddr) {
     // Replies are small and interactive: do not let Nagle hold them back.
     let _ = stream.set_nodelay(true);
-    match Arc::clone(slots).try_acquire_owned() {
-        Ok(permit) => {
-            tokio::spawn(connection::serve(Arc::clone(shared), stream, peer, permit));
+    match shared.load.try_enter() {
+        Some(slot) => {
+            tokio::spawn(connection::serve(Arc::clone(shared), stream, peer, slot));
         }
-        Err(_) => {
+        None => {
             shared.stats.connection_refused();
             warn!(%peer, "relay connection refused: connection limit reached");
             tokio::spawn(async move {
@@ -276,14 +304,10 @@ fn admit<B: RelayBackend>(
     }
 }
 
-/// Every session holds a permit: all permits back means all sessions are done.
-async fn drain<B>(shared: &Shared<B>, slots: &Semaphore, max: usize) {
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
+/// Every session holds a slot: all slots free means all sessions are done.
+async fn drain<B>(shared: &Shared<B>) {
     let grace = shared.config.shutdown_grace;
-    if tokio::time::timeout(grace, slots.acquire_many(all))
-        .await
-        .is_ok()
-    {
+    if shared.load.all_free(grace).await {
         return;
     }
     warn!(
@@ -291,5 +315,5 @@ async fn drain<B>(shared: &Shared<B>, slots: &Semaphore, max: usize) {
         "relay sessions still running after the grace period: closing them"
     );
     shared.hard.cancel();
-    let _ = tokio::time::timeout(FORCED_CLOSE_WAIT, slots.acquire_many(all)).await;
+    shared.load.all_free(FORCED_CLOSE_WAIT).await;
 }

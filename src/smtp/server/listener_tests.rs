@@ -20,19 +20,19 @@ use super::*;
 use crate::domain::Host;
 
 /// Every wait in these tests is bounded by this.
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
-struct Stored {
-    user: Option<String>,
-    envelope: Envelope,
-    message: String,
+pub(super) struct Stored {
+    pub(super) user: Option<String>,
+    pub(super) envelope: Envelope,
+    pub(super) message: String,
 }
 
 /// Relay user `app`/`secret` may send as `@example.com`; messages are kept in memory.
 #[derive(Debug, Default)]
-struct MemoryBackend {
-    stored: Mutex<Vec<Stored>>,
+pub(super) struct MemoryBackend {
+    pub(super) stored: Mutex<Vec<Stored>>,
 }
 
 impl RelayBackend for MemoryBackend {
@@ -68,27 +68,27 @@ impl RelayBackend for MemoryBackend {
     }
 }
 
-enum Security {
+pub(super) enum Security {
     None,
     StartTls,
     Implicit,
 }
 
-struct Relay {
-    addr: SocketAddr,
-    backend: Arc<MemoryBackend>,
-    stats: RelayStats,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+pub(super) struct Relay {
+    pub(super) addr: SocketAddr,
+    pub(super) backend: Arc<MemoryBackend>,
+    pub(super) stats: RelayStats,
+    pub(super) shutdown: CancellationToken,
+    pub(super) task: JoinHandle<std::io::Result<()>>,
     connector: TlsConnector,
     _dir: tempfile::TempDir,
 }
 
-fn listener_config() -> ListenerConfig {
+pub(super) fn listener_config() -> ListenerConfig {
     ListenerConfig::new(Host::parse("relay.test").unwrap())
 }
 
-async fn start(config: ListenerConfig, security: Security) -> Relay {
+pub(super) async fn start(config: ListenerConfig, security: Security) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let cert = tls::self_signed_acceptor(dir.path(), &config.hostname).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -129,7 +129,7 @@ fn connector(cert: &std::path::Path) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-struct Client<S> {
+pub(super) struct Client<S> {
     io: BufReader<S>,
 }
 
@@ -141,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 
     /// One whole reply (all its lines), or "" at end of stream.
-    async fn reply(&mut self) -> String {
+    pub(super) async fn reply(&mut self) -> String {
         let mut reply = String::new();
         loop {
             let mut line = String::new();
@@ -156,25 +156,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    async fn send(&mut self, text: &str) {
+    pub(super) async fn send(&mut self, text: &str) {
         self.io.get_mut().write_all(text.as_bytes()).await.unwrap();
     }
 
-    async fn cmd(&mut self, line: &str) -> String {
+    /// Sends, ignoring a connection the relay has closed.
+    pub(super) async fn send_lossy(&mut self, text: &str) {
+        let _ = self.io.get_mut().write_all(text.as_bytes()).await;
+    }
+
+    pub(super) async fn cmd(&mut self, line: &str) -> String {
         self.send(&format!("{line}\r\n")).await;
         self.reply().await
     }
 }
 
-async fn connect(addr: SocketAddr) -> Client<TcpStream> {
+pub(super) async fn connect(addr: SocketAddr) -> Client<TcpStream> {
     Client::new(TcpStream::connect(addr).await.unwrap())
 }
 
-fn auth_plain() -> String {
+pub(super) fn auth_plain() -> String {
     format!("AUTH PLAIN {}", STANDARD.encode("\0app\0secret"))
 }
 
-async fn stop(relay: Relay) -> StatsSnapshot {
+pub(super) async fn stop(relay: Relay) -> StatsSnapshot {
     relay.shutdown.cancel();
     tokio::time::timeout(WAIT, relay.task)
         .await

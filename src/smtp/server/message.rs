@@ -18,36 +18,37 @@ pub(crate) struct Trace<'a> {
     pub session_id: &'a str,
 }
 
-/// Returns the message as it will be stored.
+/// Returns the message as it will be stored. The additions are spliced into `content` in
+/// place: a 35 MB message is not copied into a second buffer of its size.
 pub(crate) fn complete(
-    content: &[u8],
+    mut content: Vec<u8>,
     hostname: &str,
     trace: Option<&Trace<'_>>,
     now: DateTime<FixedOffset>,
 ) -> Vec<u8> {
-    let scan = scan_headers(content);
+    let scan = scan_headers(&content);
     let (headers, body) = content.split_at(scan.end);
-    let mut out = Vec::with_capacity(content.len() + 512);
-    if let Some(trace) = trace {
-        out.extend_from_slice(received(trace, now).as_bytes());
-    }
-    out.extend_from_slice(headers);
+    // What goes between the header section and the body (or its blank line).
+    let mut middle = Vec::new();
     if !headers.is_empty() && !headers.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+        middle.extend_from_slice(b"\r\n");
     }
     if !scan.has_date {
-        out.extend_from_slice(format!("Date: {}\r\n", now.to_rfc2822()).as_bytes());
+        middle.extend_from_slice(format!("Date: {}\r\n", now.to_rfc2822()).as_bytes());
     }
     if !scan.has_message_id {
         let id = uuid::Uuid::new_v4().simple();
-        out.extend_from_slice(format!("Message-ID: <{id}@{hostname}>\r\n").as_bytes());
+        middle.extend_from_slice(format!("Message-ID: <{id}@{hostname}>\r\n").as_bytes());
     }
     // The first line was not a header: what follows is the body, so it needs its blank line.
     if !scan.has_separator && !body.is_empty() {
-        out.extend_from_slice(b"\r\n");
+        middle.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(body);
-    out
+    let received = trace.map(|t| received(t, now)).unwrap_or_default();
+    content.reserve_exact(middle.len() + received.len());
+    content.splice(scan.end..scan.end, middle);
+    content.splice(0..0, received.into_bytes());
+    content
 }
 
 fn received(t: &Trace<'_>, now: DateTime<FixedOffset>) -> String {
@@ -143,7 +144,13 @@ mod tests {
     }
 
     fn run(content: &str) -> String {
-        String::from_utf8(complete(content.as_bytes(), "relay.example", None, now())).unwrap()
+        String::from_utf8(complete(
+            content.as_bytes().to_vec(),
+            "relay.example",
+            None,
+            now(),
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -187,7 +194,7 @@ mod tests {
             session_id: "abc",
         };
         let out = complete(
-            b"Date: x\r\nMessage-ID: <a@b>\r\n\r\n",
+            b"Date: x\r\nMessage-ID: <a@b>\r\n\r\n".to_vec(),
             "relay.example",
             Some(&trace),
             now(),

@@ -13,7 +13,7 @@ use secrecy::SecretString;
 
 use super::command::{self, Command};
 use super::config::{PeerInfo, SessionConfig};
-use super::data::Progress;
+use super::data::{DataFailure, Progress};
 use super::envelope::{Envelope, StoreFailure};
 use super::identity::{AuthOutcome, Identity};
 use super::reply::Reply;
@@ -110,6 +110,9 @@ pub struct Session {
     auth_failures: u32,
     /// Inside a line already known to be too long: dropped until its LF.
     discarding: bool,
+    /// Command lines and messages read to their end: the shell's deadline for the next one
+    /// starts when this moves.
+    completed: u64,
 }
 
 impl fmt::Debug for Session {
@@ -138,6 +141,7 @@ impl Session {
             errors: 0,
             auth_failures: 0,
             discarding: false,
+            completed: 0,
         }
     }
 
@@ -176,6 +180,28 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// How many command lines and messages have been read to their end so far. A client must
+    /// complete each one in time, not merely send a byte now and then.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Octets of message content held in memory, while reading a message that has not failed.
+    pub fn message_in_memory(&self) -> Option<usize> {
+        match &self.phase {
+            Phase::Data(data) => data.reader.in_memory(),
+            _ => None,
+        }
+    }
+
+    /// The shell could not find memory for more of the message: its content is dropped, the
+    /// rest is read and discarded, and its final dot is answered `452 4.3.1`.
+    pub fn out_of_memory(&mut self) {
+        if let Phase::Data(data) = &mut self.phase {
+            data.reader.abandon(DataFailure::NoMemory);
+        }
     }
 
     /// Feeds bytes read from the connection. Must not be called while an `Authenticate`,
@@ -289,6 +315,7 @@ impl Session {
                     let Progress::Done(result) = progress else {
                         return pos;
                     };
+                    self.completed += 1;
                     if let Phase::Data(data) = std::mem::replace(&mut self.phase, Phase::Command) {
                         self.end_of_data(result, data.tx);
                     }
@@ -304,6 +331,7 @@ impl Session {
                         return pos;
                     };
                     pos += lf + 1;
+                    self.completed += 1;
                     let too_long =
                         std::mem::take(&mut self.discarding) || lf + 1 > self.line_limit(rest);
                     if too_long {

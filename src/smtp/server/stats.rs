@@ -17,6 +17,8 @@ struct Counters {
     auth_failures: AtomicU64,
     messages_accepted: AtomicU64,
     messages_failed: AtomicU64,
+    timeouts: AtomicU64,
+    memory_refusals: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -37,6 +39,10 @@ pub struct StatsSnapshot {
     pub messages_accepted: u64,
     /// Messages the backend failed to store or rejected.
     pub messages_failed: u64,
+    /// Sessions closed with `421 4.4.2` because the client was too slow.
+    pub timeouts: u64,
+    /// Messages refused with `452 4.3.1` because the memory budget was used up.
+    pub memory_refusals: u64,
 }
 
 impl RelayStats {
@@ -52,6 +58,8 @@ impl RelayStats {
             auth_failures: get(&c.auth_failures),
             messages_accepted: get(&c.messages_accepted),
             messages_failed: get(&c.messages_failed),
+            timeouts: get(&c.timeouts),
+            memory_refusals: get(&c.memory_refusals),
         }
     }
 
@@ -77,6 +85,14 @@ impl RelayStats {
             &self.0.auth_failures
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn timed_out(&self) {
+        self.0.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn memory_refused(&self) {
+        self.0.memory_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn message(&self, stored: bool) {

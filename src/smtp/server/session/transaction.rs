@@ -139,7 +139,7 @@ impl Session {
         };
         let trace = self.config.received_header.then_some(&trace);
         let now = chrono::Local::now().fixed_offset();
-        let message = message::complete(&content, hostname, trace, now);
+        let message = message::complete(content, hostname, trace, now);
         let envelope = Envelope {
             from: tx.from,
             recipients: tx.recipients,
