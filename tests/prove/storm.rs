@@ -80,6 +80,53 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// `serve`'s resident memory around a storm, in KiB.
+struct Memory {
+    idle: u64,
+    peak: u64,
+    after: u64,
+}
+
+impl Memory {
+    /// Stops the sampler and waits for the memory to settle.
+    async fn settle(
+        server: &Server,
+        idle: u64,
+        stop: watch::Sender<bool>,
+        sampler: tokio::task::JoinHandle<u64>,
+    ) -> Memory {
+        stop.send(true).unwrap();
+        let peak = sampler.await.unwrap();
+        let after = settled_rss(server.pid(), idle).await;
+        Memory { idle, peak, after }
+    }
+
+    /// Bounded during the storm, and given back after it.
+    fn check(&self) {
+        let Memory { idle, peak, after } = *self;
+        assert!(peak <= peak_limit(idle), "peak RSS {} MiB", peak >> 10);
+        assert!(
+            after <= idle + RETURN_SLACK_KIB,
+            "memory comes back: {} MiB idle, {} MiB after",
+            idle >> 10,
+            after >> 10
+        );
+    }
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "serve RSS {} MiB before, peak {} MiB (limit {} MiB), {} MiB after",
+            self.idle >> 10,
+            self.peak >> 10,
+            peak_limit(self.idle) >> 10,
+            self.after >> 10
+        )
+    }
+}
+
 /// RSS after the storm, once it has settled (at most 10 s).
 async fn settled_rss(pid: u32, idle: u64) -> u64 {
     let mut now = rss_kib(pid);
@@ -167,9 +214,7 @@ async fn relay_auth_storm_stays_bounded_and_lets_the_owner_in() {
     for a in attackers {
         codes.extend(a.await.unwrap());
     }
-    stop_tx.send(true).unwrap();
-    let peak = sampler.await.unwrap();
-    let after = settled_rss(server.pid(), idle).await;
+    let memory = Memory::settle(&server, idle, stop_tx, sampler).await;
     let metrics = server.metrics().await;
     let (runs, refused) = (
         counter(&metrics, "postern_password_checks_total"),
@@ -179,16 +224,12 @@ async fn relay_auth_storm_stays_bounded_and_lets_the_owner_in() {
     println!(
         "storm: relay AUTH, {attempts} wrong passwords at once from {ATTACK_ADDRESSES} addresses \
          ({connected} connected): {}; the owner got {} in {:.2} s, a NOOP {} in {:.2} s; \
-         serve RSS {} MiB before, peak {} MiB (limit {} MiB), {} MiB after",
+         {memory}",
         tally(&codes),
         r.code,
         owner_wait.as_secs_f64(),
         noop.code,
         probe_wait.as_secs_f64(),
-        idle >> 10,
-        peak >> 10,
-        peak_limit(idle) >> 10,
-        after >> 10,
     );
     assert_eq!(connected, attempts, "every attacker got a session");
     assert_eq!(codes.len(), attempts, "every attempt got an answer");
@@ -207,13 +248,7 @@ async fn relay_auth_storm_stays_bounded_and_lets_the_owner_in() {
     assert!(owner_wait <= Duration::from_secs(2), "{owner_wait:?}");
     assert_eq!(noop.code, 250);
     assert!(probe_wait <= Duration::from_secs(2), "{probe_wait:?}");
-    assert!(peak <= peak_limit(idle), "peak RSS {} MiB", peak >> 10);
-    assert!(
-        after <= idle + RETURN_SLACK_KIB,
-        "memory comes back: {} MiB idle, {} MiB after",
-        idle >> 10,
-        after >> 10
-    );
+    memory.check();
 }
 
 /// One login form post; returns the status.
@@ -276,19 +311,12 @@ async fn admin_login_storm_stays_bounded_and_lets_the_admin_in() {
     for a in attackers {
         codes.extend(a.await.unwrap());
     }
-    stop_tx.send(true).unwrap();
-    let peak = sampler.await.unwrap();
-    let after = settled_rss(server.pid(), idle).await;
+    let memory = Memory::settle(&server, idle, stop_tx, sampler).await;
     println!(
         "storm: admin login, {attempts} wrong passwords at once from {ATTACK_ADDRESSES} \
-         addresses: {}; the admin got {status:?} in {:.2} s; serve RSS {} MiB before, peak {} \
-         MiB (limit {} MiB), {} MiB after",
+         addresses: {}; the admin got {status:?} in {:.2} s; {memory}",
         tally(&codes),
         owner_wait.as_secs_f64(),
-        idle >> 10,
-        peak >> 10,
-        peak_limit(idle) >> 10,
-        after >> 10,
     );
     assert_eq!(codes.len(), attempts, "every attempt got an answer");
     assert!(
@@ -298,11 +326,5 @@ async fn admin_login_storm_stays_bounded_and_lets_the_admin_in() {
     );
     assert_eq!(status, Some(303), "the admin logs in during the storm");
     assert!(owner_wait <= Duration::from_secs(2), "{owner_wait:?}");
-    assert!(peak <= peak_limit(idle), "peak RSS {} MiB", peak >> 10);
-    assert!(
-        after <= idle + RETURN_SLACK_KIB,
-        "memory comes back: {} MiB idle, {} MiB after",
-        idle >> 10,
-        after >> 10
-    );
+    memory.check();
 }
