@@ -7,6 +7,9 @@
 //! leased; either way a crashed worker's claims return to the queue at the next start
 //! (at-least-once, never lost). Attempts are recorded through the outbox writer, in the same
 //! transactions as the mail coming in.
+//!
+//! Memory: a batch holds at most `BATCH` messages and [`CLAIM_BYTES`] of bodies, or one bigger
+//! message alone, and each body is freed once sent, before the batch is recorded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +27,11 @@ use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::{SmtpClient, Transport};
 use crate::store::attempts::{Attempt, AttemptRecord};
-use crate::store::messages::{ClaimedMessage, MessageStatus, now_ms};
+use crate::store::messages::{CLAIM_BYTES, ClaimLimit, ClaimedMessage, MessageStatus, now_ms};
 use crate::store::{Store, StoreError};
 
-/// Messages one sender takes at a time (and records in one go).
+/// Messages one sender takes at a time (and records in one go); their bodies stay within
+/// [`CLAIM_BYTES`].
 const BATCH: usize = 16;
 /// Re-check the store this often even without a wake-up (deferred mail coming due, status changes).
 const POLL: Duration = Duration::from_secs(2);
@@ -181,14 +185,24 @@ impl<F: TokenFactory> Delivery<F> {
         let mut batch = lane.take(BATCH);
         let mut store_drained = false;
         if check_store && batch.len() < BATCH {
-            let want = BATCH - batch.len();
-            let claimed = store.claim_ready(conn.id, want as u32, LEASE_MS).await?;
-            if claimed.len() < want {
+            // The batch's bodies stay within `CLAIM_BYTES` (or one bigger message alone).
+            let handed: u64 = batch.iter().map(|m| m.body.len() as u64).sum();
+            let limit = ClaimLimit {
+                messages: (BATCH - batch.len()) as u32,
+                bytes: CLAIM_BYTES.saturating_sub(handed),
+                oversized_first: batch.is_empty(),
+            };
+            let claim = store.claim_due(conn.id, limit, LEASE_MS).await?;
+            if claim.drained {
                 // Nothing more is due in the store: new mail may come straight to us.
                 store_drained = true;
                 lane.open();
+            } else if claim.messages.is_empty() {
+                // Due mail too big to join the lane's: new mail waits in the store behind it,
+                // so the lane empties and the next claim takes it.
+                lane.close();
             }
-            batch.extend(claimed);
+            batch.extend(claim.messages);
         }
         if batch.is_empty() {
             return Ok(Step {
@@ -200,12 +214,15 @@ impl<F: TokenFactory> Delivery<F> {
         let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
         let mut rest = batch.into_iter();
-        for msg in rest.by_ref() {
+        for mut msg in rest.by_ref() {
             self.pace(conn.id).await;
             let sent = self.attempt(transport, &msg).await;
             if let Some(reason) = &sent.hold {
                 hold = Some(reason.clone());
             }
+            // Sent or not, the body is not needed again (a retry reads it from the store): free
+            // it now rather than when the whole batch is recorded.
+            msg.body = Vec::new();
             tried.push((msg, sent));
             if hold.is_some() || stop.is_cancelled() {
                 break;
@@ -448,8 +465,9 @@ impl<F: TokenFactory> Delivery<F> {
                             if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
                                 was_held = true;
                             }
-                            // A full batch: more may be waiting.
-                            more |= done.len() >= BATCH;
+                            // A full batch, or due mail left in the store (a claim stops at
+                            // `CLAIM_BYTES` too): more may be waiting.
+                            more |= done.len() >= BATCH || (check_store && !step.store_drained);
                         }
                         Outcome::Held(_) => was_held = true,
                         Outcome::Empty => {}
@@ -485,6 +503,10 @@ fn next_slot(next: Option<Instant>, now: Instant, interval: Duration) -> (Instan
     let slot = next.map_or(now, |n| n.max(now));
     (slot, slot + interval)
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod claim_tests;
 
 #[cfg(test)]
 mod pacing_tests {

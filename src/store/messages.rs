@@ -131,6 +131,33 @@ pub struct ClaimedMessage {
     pub queued_at: i64,
 }
 
+/// Bytes of bodies one claim takes at most, unless its first message alone is bigger: a
+/// sender holds one batch in memory (twice over while it is decoded), and a connection has
+/// several senders, so 16 messages of 35 MB must not come at once. Ordinary mail still comes
+/// 16 at a time; the same bound as a lane's ([`crate::outbox::lanes::LANE_BYTES`]).
+pub const CLAIM_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How much one claim may take: the oldest due messages, at most `messages` of them whose
+/// sizes add up to at most `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimit {
+    pub messages: u32,
+    pub bytes: u64,
+    /// Take the first message even when it alone is bigger than `bytes` (else it could never
+    /// be claimed); false when the batch already holds other mail.
+    pub oversized_first: bool,
+}
+
+/// What a claim took.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// Oldest first.
+    pub messages: Vec<ClaimedMessage>,
+    /// No due message of the connection was left unclaimed: the claim stopped for want of mail,
+    /// not at a limit (a short claim alone does not say so: it may have stopped at `bytes`).
+    pub drained: bool,
+}
+
 /// What happened to one recipient in one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecipientOutcome {
@@ -269,27 +296,67 @@ impl Store {
         Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
     }
 
-    /// Leases up to `limit` due messages of a connection for `lease_ms`.
+    /// Leases up to `limit` due messages of a connection for `lease_ms`, oldest first, with at
+    /// most [`CLAIM_BYTES`] of bodies (a bigger message comes alone).
     pub async fn claim_ready(
         &self,
         connection_id: i64,
         limit: u32,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        let limit = ClaimLimit {
+            messages: limit,
+            bytes: CLAIM_BYTES,
+            oversized_first: true,
+        };
+        Ok(self
+            .claim_due(connection_id, limit, lease_ms)
+            .await?
+            .messages)
+    }
+
+    /// Leases the oldest due messages of a connection for `lease_ms`, within `limit`, and says
+    /// whether due mail was left behind. One transaction: what it returns is `sending`, and no
+    /// other claim can take it until it is recorded, unclaimed or recovered.
+    pub async fn claim_due(
+        &self,
+        connection_id: i64,
+        limit: ClaimLimit,
+        lease_ms: i64,
+    ) -> Result<Claim, StoreError> {
         let t = now_ms();
         let mut tx = self.bookkeeping.begin().await?;
+        // The first `messages` due rows in claim order (read from the `messages_due` index, with
+        // each row's `size` but not its body), cut where their running size passes `bytes`.
         let rows = sqlx::query(
             "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
-             WHERE id IN (SELECT id FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred') \
-             AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?) \
-             RETURNING id, connection_id, mail_from, body, attempts, queued_at",
+             WHERE id IN (SELECT id FROM ( \
+                 SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
+                     SELECT id, size, next_attempt_at FROM messages WHERE connection_id = ? \
+                     AND status IN ('queued', 'deferred') AND next_attempt_at <= ? \
+                     ORDER BY next_attempt_at, id LIMIT ?) \
+                 WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
+             WHERE total <= ? OR n <= ?) \
+             RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
         )
         .bind(t + lease_ms)
         .bind(t)
         .bind(connection_id)
         .bind(t)
-        .bind(i64::from(limit))
+        .bind(i64::from(limit.messages))
+        .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+        .bind(i64::from(limit.oversized_first))
         .fetch_all(&mut *tx)
+        .await?;
+        // Asked in the same transaction, so no other claim comes between: exact, unlike
+        // inferring it from a short claim.
+        let drained = !sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
+                 AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
+        )
+        .bind(connection_id)
+        .bind(t)
+        .fetch_one(&mut *tx)
         .await?;
         // The waiting recipients of every claimed message, in one query.
         let ids: Vec<String> = rows
@@ -315,22 +382,33 @@ impl Store {
                     .push((r.try_get("position")?, r.try_get("address")?));
             }
         }
+        // Each row is dropped once its body is copied out, so a body is held twice at most
+        // one at a time.
         let mut out = Vec::with_capacity(rows.len());
         for (row, id) in rows.into_iter().zip(ids) {
-            out.push(ClaimedMessage {
-                recipients: by_message.remove(&id).unwrap_or_default(),
-                id,
-                connection_id: row.try_get("connection_id")?,
-                mail_from: row.try_get("mail_from")?,
-                body: row
-                    .try_get::<Option<Vec<u8>>, _>("body")?
-                    .unwrap_or_default(),
-                attempts: row.try_get("attempts")?,
-                queued_at: row.try_get("queued_at")?,
-            });
+            let due: i64 = row.try_get("next_attempt_at")?;
+            out.push((
+                due,
+                ClaimedMessage {
+                    recipients: by_message.remove(&id).unwrap_or_default(),
+                    id,
+                    connection_id: row.try_get("connection_id")?,
+                    mail_from: row.try_get("mail_from")?,
+                    body: row
+                        .try_get::<Option<Vec<u8>>, _>("body")?
+                        .unwrap_or_default(),
+                    attempts: row.try_get("attempts")?,
+                    queued_at: row.try_get("queued_at")?,
+                },
+            ));
         }
         tx.commit().await?;
-        Ok(out)
+        // RETURNING comes in no set order: put the batch in claim order.
+        out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
+        Ok(Claim {
+            messages: out.into_iter().map(|(_, m)| m).collect(),
+            drained,
+        })
     }
 
     /// Leases one queued message by id (a direct send), unless a worker claimed it first.
@@ -453,6 +531,116 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    fn sized(size: usize) -> NewMessage {
+        let mut m = test_message(&["b@example.org"]);
+        m.body.resize(size.max(m.body.len()), b'x');
+        m
+    }
+
+    fn up_to(messages: u32) -> ClaimLimit {
+        ClaimLimit {
+            messages,
+            bytes: CLAIM_BYTES,
+            oversized_first: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_stops_at_its_byte_cap_and_repeated_claims_drain_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        // One message over the cap, five of 5 MiB and three small ones, in this order.
+        let sizes = [
+            9 * MIB,
+            0,
+            5 * MIB,
+            5 * MIB,
+            0,
+            5 * MIB,
+            5 * MIB,
+            5 * MIB,
+            0,
+        ];
+        let batch: Vec<NewMessage> = sizes.iter().map(|&n| sized(n)).collect();
+        let lens: Vec<u64> = batch.iter().map(|m| m.body.len() as u64).collect();
+        let queued: Vec<String> = store
+            .insert_messages(&batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| q.id)
+            .collect();
+        drop(batch);
+        let size_of = |id: &str| lens[queued.iter().position(|q| q == id).unwrap()];
+
+        let mut claims = Vec::new();
+        loop {
+            let claim = store.claim_due(1, up_to(16), 60_000).await.unwrap();
+            if claim.messages.is_empty() {
+                assert!(claim.drained);
+                break;
+            }
+            let ids: Vec<String> = claim.messages.into_iter().map(|m| m.id).collect();
+            let bytes: u64 = ids.iter().map(|id| size_of(id)).sum();
+            assert!(
+                bytes <= CLAIM_BYTES || ids.len() == 1,
+                "{} messages, {bytes} bytes",
+                ids.len()
+            );
+            claims.push((ids, claim.drained));
+            assert!(claims.len() <= sizes.len(), "a claim takes at least one");
+        }
+        let counts: Vec<usize> = claims.iter().map(|(ids, _)| ids.len()).collect();
+        assert_eq!(
+            counts,
+            [1, 2, 2, 1, 1, 2],
+            "9 MiB alone; then 5 MiB with a small one where it fits"
+        );
+        let drained: Vec<bool> = claims.iter().map(|(_, d)| *d).collect();
+        assert_eq!(
+            drained,
+            [false, false, false, false, false, true],
+            "a claim cut short by bytes is not the end of the queue"
+        );
+        let all: Vec<String> = claims.into_iter().flat_map(|(ids, _)| ids).collect();
+        assert_eq!(all, queued, "everything once, oldest first");
+        let sending = store
+            .list_messages(&MessageFilter {
+                status: Some(MessageStatus::Sending),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(sending.len(), sizes.len());
+    }
+
+    #[tokio::test]
+    async fn a_claim_says_drained_exactly_and_may_leave_big_mail_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        store.insert_messages(&[sized(0), sized(0)]).await.unwrap();
+        let claim = store.claim_due(1, up_to(2), 60_000).await.unwrap();
+        assert_eq!(claim.messages.len(), 2);
+        assert!(claim.drained, "a full claim that took the last due mail");
+
+        let big = sized(MIB);
+        let big_len = big.body.len();
+        store.insert_messages(&[big]).await.unwrap();
+        let room_for_less = ClaimLimit {
+            messages: 16,
+            bytes: MIB as u64 / 2,
+            oversized_first: false,
+        };
+        let claim = store.claim_due(1, room_for_less, 60_000).await.unwrap();
+        assert!(claim.messages.is_empty() && !claim.drained);
+        let claim = store.claim_due(1, up_to(16), 60_000).await.unwrap();
+        assert_eq!(claim.messages.len(), 1);
+        assert_eq!(claim.messages[0].body.len(), big_len);
+        assert!(claim.drained);
+    }
 
     #[test]
     fn reads_subject_and_message_id_from_headers_only() {
