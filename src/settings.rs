@@ -75,7 +75,8 @@ pub struct ServerSettings {
     pub max_recipients: u32,
     /// Most simultaneous relay sessions; more get `421 4.7.0`.
     pub max_connections: u32,
-    /// argon2id password checks (relay AUTH, admin login) running at once; 0: one per core.
+    /// argon2id password checks (relay AUTH, admin login) running at once; 0: one per two
+    /// cores (at least one), so that a storm of guesses leaves CPU for mail.
     /// One that cannot start within a second is refused (`454 4.7.0`, HTTP `503`).
     pub max_password_checks: u32,
     /// The name the relay gives in its greeting and Received headers.

@@ -2,7 +2,8 @@
 //!
 //! One argon2id check takes 19 MiB and tens of milliseconds of a core. Run on Tokio's blocking
 //! pool, 64 wrong passwords at once took 64 threads and 2 GB that the allocator kept. Here:
-//! - at most `parallel` checks run at once, on that many dedicated threads;
+//! - at most `parallel` checks run at once (by default one per two cores), on that many
+//!   dedicated threads;
 //! - a check that cannot start within a short wait is refused with [`Busy`] (the relay answers
 //!   `454 4.7.0`, the login form `503` with `Retry-After`): no unbounded queue;
 //! - one client address (an IPv6 /64) may start at most [`PER_CLIENT`] checks at a time;
@@ -98,9 +99,11 @@ impl Default for PasswordChecks {
     }
 }
 
-/// One check per core: more would only make each of them slower.
+/// One check per two cores (at least one): each check keeps a core busy, so a storm of
+/// guesses can take at most half the machine's CPU and the relay keeps the rest for mail. It
+/// also bounds memory: 19 MiB per check.
 pub fn default_parallel() -> usize {
-    std::thread::available_parallelism().map_or(2, usize::from)
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// The address block one client controls: an IPv4 address, or an IPv6 /64.

@@ -28,11 +28,11 @@ const STORM_SLACK_KIB: u64 = 16 * 1024;
 const RETURN_SLACK_KIB: u64 = 24 * 1024;
 
 /// The highest RSS a storm may cause: the RSS before it, plus one argon2id memory per check
-/// that may run at once (one per core by default), plus slack. With the issue's own limit
+/// that may run at once (one per two cores by default), plus slack. With the issue's own limit
 /// (`POSTERN_STORM_PEAK_MIB=64`, which `scripts/abuse.sh` sets for the release build; the
 /// debug build alone is ~10 MiB larger) the lower of the two applies.
 fn peak_limit(idle: u64) -> u64 {
-    let checks = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let checks = std::thread::available_parallelism().map_or(1, |n| (n.get() as u64 / 2).max(1));
     let derived = idle + checks * ARGON2_KIB + STORM_SLACK_KIB;
     match figure("POSTERN_STORM_PEAK_MIB", 0) {
         0 => derived,
