@@ -13,6 +13,7 @@
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
 //! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
+//! - [`roots`]: the platform's trusted CA certificates, read once.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -22,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod oauth;
 pub mod outbox;
+pub mod roots;
 pub mod settings;
 pub mod smtp;
 pub mod store;

@@ -1,10 +1,10 @@
 //! The HTTPS client that talks to token and device endpoints: rustls with the ring provider and the
 //! platform's trusted roots, no redirects followed, every request bounded by a timeout.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
+use crate::roots::platform_roots;
 
 /// Why the HTTP client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -13,26 +13,6 @@ pub enum HttpClientError {
     Tls(#[from] rustls::Error),
     #[error("HTTP client: {0}")]
     Build(#[from] reqwest::Error),
-}
-
-/// The platform roots, read once per process (reading them parses a few hundred certificates).
-fn platform_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for e in &loaded.errors {
-            tracing::warn!(error = %e, "could not read some of the platform's CA certificates");
-        }
-        let mut roots = RootCertStore::empty();
-        let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
-        if added == 0 {
-            tracing::warn!(
-                "no trusted CA certificates found on this system (install ca-certificates): \
-                 HTTPS token endpoints cannot be verified"
-            );
-        }
-        roots
-    })
 }
 
 /// Builds a client for the OAuth endpoints.

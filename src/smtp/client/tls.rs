@@ -2,9 +2,11 @@
 //!
 //! The provider is passed explicitly so nothing depends on a process-wide default.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -14,14 +16,57 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use sha2::{Digest, Sha256};
 
 use super::error::SmtpError;
+use crate::roots::platform_roots;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the client configuration once per [`SmtpClient`](super::SmtpClient): reading the
-/// platform roots takes milliseconds, too slow for every connection.
+/// What makes two configurations the same: the CA file as it is now (its path, modification
+/// time and length, so an edited file is read again) and whether verification is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConfigKey {
+    ca_file: Option<(PathBuf, Option<SystemTime>, u64)>,
+    insecure: bool,
+}
+
+/// The client configuration for a CA file (or none): one per CA file and process, shared by
+/// every connection and sender. 10,000 connections then hold one platform root store, not
+/// 10,000, and one session-resumption cache, so reconnecting to a provider that offers
+/// resumption skips the full handshake.
 pub fn client_config(
+    ca_file: Option<&Path>,
+    insecure_skip_tls_verify: bool,
+) -> Result<Arc<ClientConfig>, SmtpError> {
+    static CACHE: OnceLock<Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>> = OnceLock::new();
+    let ca = match ca_file {
+        None => None,
+        // An unreadable file is not cached: building says what is wrong with it.
+        Some(path) => match std::fs::metadata(path) {
+            Ok(m) => Some((path.to_path_buf(), m.modified().ok(), m.len())),
+            Err(_) => return build_config(ca_file, insecure_skip_tls_verify),
+        },
+    };
+    let key = ConfigKey {
+        ca_file: ca,
+        insecure: insecure_skip_tls_verify,
+    };
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(config) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(Arc::clone(config));
+    }
+    let config = build_config(ca_file, insecure_skip_tls_verify)?;
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    // An edited CA file replaces its older configuration.
+    let path = key.ca_file.as_ref().map(|c| c.0.clone());
+    cache.retain(|k, _| {
+        k.insecure != key.insecure || k.ca_file.as_ref().map(|c| &c.0) != path.as_ref()
+    });
+    cache.insert(key, Arc::clone(&config));
+    Ok(config)
+}
+
+fn build_config(
     ca_file: Option<&Path>,
     insecure_skip_tls_verify: bool,
 ) -> Result<Arc<ClientConfig>, SmtpError> {
@@ -46,13 +91,7 @@ pub fn client_config(
 }
 
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, SmtpError> {
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::warn!(%error, "could not load some platform CA certificates");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "platform CA certificates");
+    let mut roots = platform_roots().clone();
     if let Some(path) = ca_file {
         let bad = |e: &dyn std::fmt::Display| {
             SmtpError::Config(format!("CA file {}: {e}", path.display()))
@@ -180,5 +219,35 @@ mod tests {
         let empty = tempfile::NamedTempFile::new().unwrap();
         let err = client_config(Some(empty.path()), false).unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+
+    fn ca_pem() -> String {
+        rcgen::generate_simple_self_signed(vec!["ca.test".into()])
+            .unwrap()
+            .cert
+            .pem()
+    }
+
+    #[test]
+    fn one_configuration_per_ca_file_until_the_file_changes() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ca_pem()).unwrap();
+        let a = client_config(Some(file.path()), false).unwrap();
+        let b = client_config(Some(file.path()), false).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the same file shares one configuration"
+        );
+        let platform = client_config(None, false).unwrap();
+        assert!(!Arc::ptr_eq(&a, &platform));
+        assert!(Arc::ptr_eq(&platform, &client_config(None, false).unwrap()));
+        // An edited file (here: a second certificate added) is read again.
+        std::fs::write(file.path(), ca_pem() + &ca_pem()).unwrap();
+        let c = client_config(Some(file.path()), false).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "an edited CA file is read again");
+        assert!(Arc::ptr_eq(
+            &c,
+            &client_config(Some(file.path()), false).unwrap()
+        ));
     }
 }
