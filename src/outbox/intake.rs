@@ -12,9 +12,9 @@ use super::queue::{Outbox, QueueError};
 use crate::smtp::server::{
     AllowedFrom, BackendError, Envelope, Identity, PeerInfo, RelayBackend, StoreFailure,
 };
-use crate::store::Store;
 use crate::store::messages::{NewMessage, Source};
 use crate::store::relay_users::RelayUser;
+use crate::store::{Store, StoreError};
 
 /// How long a successful password check is remembered (argon2 costs tens of milliseconds).
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(120);
@@ -116,7 +116,10 @@ impl RelayBackend for RelayIntake {
             .store
             .verify_relay_user(username, password, Some(peer.addr.ip()))
             .await
-            .map_err(|e| BackendError::with_source("cannot check the relay user", e))?;
+            .map_err(|e| match e {
+                StoreError::Busy(busy) => BackendError::busy(busy),
+                e => BackendError::with_source("cannot check the relay user", e),
+            })?;
         let Some(user) = user else { return Ok(None) };
         let identity = self.identity_for(&user).await?;
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());

@@ -45,6 +45,8 @@ const FAILURE_TTL: Duration = Duration::from_secs(5 * 60);
 const KNOWN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Remembered failures (and addresses) at most, per map.
 const FAILURE_CAPACITY: usize = 10_000;
+/// A storm is logged once per this interval, with the number refused, not once per attempt.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Hashing a new password is an admin's action: it may wait longer than a login.
 const HASH_WAIT: Duration = Duration::from_secs(30);
 
@@ -82,6 +84,8 @@ struct Inner {
     /// argon2id runs, and checks refused with [`Busy`], for `/metrics`.
     runs: AtomicU64,
     refused: AtomicU64,
+    /// When refusals were last logged, and how many since.
+    warned: Mutex<(Option<Instant>, u64)>,
 }
 
 impl std::fmt::Debug for PasswordChecks {
@@ -160,6 +164,7 @@ impl PasswordChecks {
                 known: Mutex::new(HashMap::new()),
                 runs: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                warned: Mutex::new((None, 0)),
             }),
         }
     }
@@ -200,9 +205,7 @@ impl PasswordChecks {
             match flights.get(&key) {
                 Some(f) => f.clone(),
                 None => {
-                    let (turn, alone) = self.client_turn(client).inspect_err(|_| {
-                        self.inner.refused.fetch_add(1, Ordering::Relaxed);
-                    })?;
+                    let (turn, alone) = self.client_turn(client).inspect_err(|_| self.refused())?;
                     let lane = self.lane(client, alone);
                     let f = self
                         .clone()
@@ -234,11 +237,25 @@ impl PasswordChecks {
                     remember(&self.inner.known, ip);
                 }
             }
-            Err(Busy) => {
-                self.inner.refused.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(Busy) => self.refused(),
         }
         result
+    }
+
+    /// Counts a refusal; warns at most every [`WARN_EVERY`], so a storm cannot flood the log.
+    fn refused(&self) {
+        self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        let mut warned = lock(&self.inner.warned);
+        warned.1 += 1;
+        if warned.0.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            tracing::warn!(
+                refused = warned.1,
+                parallel = self.inner.parallel,
+                "password checks refused: too many at once (a password-guessing storm?); \
+                 clients were told to try again later"
+            );
+            *warned = (Some(Instant::now()), 0);
+        }
     }
 
     /// An argon2id PHC string for a new password, computed on the pool.

@@ -251,6 +251,20 @@ async fn relay_auth_storm_stays_bounded_and_lets_the_owner_in() {
         "only 535 (wrong) or 454 (busy, try later): {}",
         tally(&codes)
     );
+    let log = server.log();
+    // Each wrong password is worth a line; the refusals are worth one per 10 s.
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && (l.contains("refused") || l.contains("credentials")))
+        .collect();
+    println!(
+        "storm: relay AUTH: {} warning lines about refused checks in serve's log",
+        warned.len()
+    );
+    assert!(
+        (1..=3).contains(&warned.len()),
+        "a storm is logged once per 10 s, not once per attempt: {warned:#?}"
+    );
     let busy = codes.iter().filter(|c| **c == 454).count() as u64;
     assert_eq!(refused, busy, "every 454 is a refused check, and counted");
     assert!(

@@ -163,8 +163,9 @@ pub async fn submit(
         .await
     {
         Err(AccessError::Store(StoreError::Busy(_))) => {
-            // Not a failure of this user: nothing is counted against them.
-            tracing::warn!("login refused: too many password checks at once");
+            // Not a failure of this user: nothing is counted against them. (The pool logs
+            // refusals, once per storm rather than once per attempt.)
+            tracing::debug!("login refused: too many password checks at once");
             let resp = login_page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 secure,

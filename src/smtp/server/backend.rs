@@ -38,13 +38,29 @@ pub struct BackendError {
     message: String,
     #[source]
     source: Option<Box<dyn StdError + Send + Sync>>,
+    busy: bool,
 }
 
 impl BackendError {
+    /// Too many checks at once: the client gets `454` and the event was logged where it was
+    /// counted, so the session does not log it again (a storm would flood the log).
+    pub fn busy(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            message: "too many password checks at once".into(),
+            source: Some(source.into()),
+            busy: true,
+        }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             source: None,
+            busy: false,
         }
     }
 
@@ -55,6 +71,7 @@ impl BackendError {
         Self {
             message: message.into(),
             source: Some(source.into()),
+            busy: false,
         }
     }
 }

@@ -292,7 +292,11 @@ where
                         AuthOutcome::Failure
                     }
                     Ok(Err(e)) => {
-                        warn!(error = %e, "relay backend could not check credentials");
+                        if e.is_busy() {
+                            debug!(error = %e, "relay AUTH refused for now");
+                        } else {
+                            warn!(error = %e, "relay backend could not check credentials");
+                        }
                         AuthOutcome::TemporaryFailure
                     }
                     Err(_) => {
