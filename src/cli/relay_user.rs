@@ -3,19 +3,19 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::output::{print_json, print_table};
 use super::secret_input;
 use super::{CliError, CliResult, Ctx};
 use crate::smtp::server::AllowedFrom;
-use crate::store::relay_users::RelayUserError;
+use crate::store::relay_users::{NewPassword, PasswordShape, RelayUserError};
 
 #[derive(Debug, Subcommand)]
 pub enum RelayUserCommand {
     /// Create a relay user bound to a connection; prints a generated password once.
     #[command(
-        after_help = "Example:\n  postern relay-user add erp --connection contoso --allow-from @contoso.com\n\nThe app then logs in to the relay (AUTH PLAIN or LOGIN) as `erp` with the printed password."
+        after_help = "Examples:\n  postern relay-user add erp --connection contoso --allow-from @contoso.com\n  postern relay-user add scanner --connection contoso --password-length 24 --alphanumeric\n\nThe app then logs in to the relay (AUTH PLAIN or LOGIN) as `erp` with the printed password. A device that caps passwords or refuses symbols gets a shorter, letters-and-digits one: still checked with one keyed hash, never a slow hash per login."
     )]
     Add {
         name: String,
@@ -28,6 +28,8 @@ pub enum RelayUserCommand {
         /// Use the password in this file instead of a generated one (at least 12 characters).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        shape: ShapeArgs,
     },
     /// List relay users.
     List {
@@ -41,7 +43,32 @@ pub enum RelayUserCommand {
         name: String,
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        #[command(flatten)]
+        shape: ShapeArgs,
     },
+}
+
+/// The shape of a generated password, for devices (scanners, printers) that cap its length or
+/// refuse symbols.
+#[derive(Debug, clap::Args)]
+pub struct ShapeArgs {
+    /// Generate a password of N characters (16 to 128) instead of 43.
+    #[arg(long, value_name = "N", conflicts_with = "password_file")]
+    password_length: Option<usize>,
+    /// Generate letters and digits only (no `-` or `_`).
+    #[arg(long, conflicts_with = "password_file")]
+    alphanumeric: bool,
+}
+
+/// The new password: the file's, or a generated one of the asked shape.
+fn new_password<'a>(chosen: Option<&'a SecretString>, shape: &ShapeArgs) -> NewPassword<'a> {
+    match chosen {
+        Some(p) => NewPassword::Chosen(p),
+        None => NewPassword::Generated(PasswordShape {
+            length: shape.password_length,
+            alphanumeric: shape.alphanumeric,
+        }),
+    }
 }
 
 impl From<RelayUserError> for CliError {
@@ -62,13 +89,19 @@ pub async fn run(ctx: &Ctx, cmd: RelayUserCommand) -> CliResult {
             connection,
             allow_from,
             password_file,
+            shape,
         } => {
             AllowedFrom::parse(&allow_from).map_err(|e| CliError::Usage(e.to_string()))?;
             let conn = store.connection(&connection).await?;
             let chosen =
                 secret_input::from_file_or_env("password", password_file.as_deref(), None)?;
             let (user, generated) = store
-                .create_relay_user(&name, conn.id, &allow_from, chosen.as_ref())
+                .create_relay_user(
+                    &name,
+                    conn.id,
+                    &allow_from,
+                    new_password(chosen.as_ref(), &shape),
+                )
                 .await?;
             println!(
                 "created relay user `{}` for connection `{}`.",
@@ -134,10 +167,12 @@ pub async fn run(ctx: &Ctx, cmd: RelayUserCommand) -> CliResult {
         RelayUserCommand::ResetPassword {
             name,
             password_file,
+            shape,
         } => {
             let chosen =
                 secret_input::from_file_or_env("password", password_file.as_deref(), None)?;
-            match store.reset_relay_password(&name, chosen.as_ref()).await? {
+            let password = new_password(chosen.as_ref(), &shape);
+            match store.reset_relay_password(&name, password).await? {
                 Some(pw) => println!(
                     "new password for `{name}` (shown once): {}",
                     pw.expose_secret()

@@ -43,8 +43,69 @@ pub enum RelayUserError {
     NoSuchUser(String),
     #[error("a chosen password must be at least 12 characters")]
     WeakPassword,
+    #[error(
+        "a generated password is {MIN_GENERATED} to {MAX_GENERATED} characters long, not {0}: \
+         devices that cap passwords usually take 16 to 32"
+    )]
+    BadLength(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Shortest generated password: 16 letters and digits still carry 95 bits.
+pub const MIN_GENERATED: usize = 16;
+pub const MAX_GENERATED: usize = 128;
+
+/// What a generated password looks like. The default, 43 characters of base64url (256 bits),
+/// suits software; devices that cap passwords or choke on symbols want a length or letters and
+/// digits only. Generated passwords are checked with one keyed hash whatever their shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PasswordShape {
+    /// Characters; `None`: 43 (256 bits of base64url).
+    pub length: Option<usize>,
+    /// Letters and digits only (no `-` or `_`).
+    pub alphanumeric: bool,
+}
+
+impl PasswordShape {
+    fn generate(self) -> Result<SecretString, RelayUserError> {
+        const BASE64URL: &[u8] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        if self.length.is_none() && !self.alphanumeric {
+            return Ok(SecretString::from(random_token()));
+        }
+        let length = self.length.unwrap_or(43);
+        if !(MIN_GENERATED..=MAX_GENERATED).contains(&length) {
+            return Err(RelayUserError::BadLength(length));
+        }
+        let alphabet = if self.alphanumeric {
+            &BASE64URL[..62]
+        } else {
+            BASE64URL
+        };
+        let mut rng = rand::rngs::OsRng;
+        let password: String = (0..length)
+            .map(|_| char::from(alphabet[rand::Rng::gen_range(&mut rng, 0..alphabet.len())]))
+            .collect();
+        Ok(SecretString::from(password))
+    }
+}
+
+/// The password of a new relay user, or a relay user's new password.
+#[derive(Debug, Clone, Copy)]
+pub enum NewPassword<'a> {
+    /// Generated (shown once), checked with one keyed hash.
+    Generated(PasswordShape),
+    /// Chosen by the admin (at least 12 characters), stored with argon2id.
+    Chosen(&'a SecretString),
+}
+
+impl NewPassword<'_> {
+    /// A generated password of the default shape.
+    pub const GENERATED: NewPassword<'static> = NewPassword::Generated(PasswordShape {
+        length: None,
+        alphanumeric: false,
+    });
 }
 
 impl From<sqlx::Error> for RelayUserError {
@@ -109,15 +170,17 @@ impl Store {
 
     async fn password_hash(
         &self,
-        password: Option<&SecretString>,
+        password: NewPassword<'_>,
     ) -> Result<(&'static str, String, Option<SecretString>), RelayUserError> {
         match password {
-            None => {
-                let generated = SecretString::from(random_token());
+            NewPassword::Generated(shape) => {
+                let generated = shape.generate()?;
                 Ok(("hmac", self.relay_hmac(&generated).await?, Some(generated)))
             }
-            Some(p) if p.expose_secret().chars().count() < 12 => Err(RelayUserError::WeakPassword),
-            Some(p) => {
+            NewPassword::Chosen(p) if p.expose_secret().chars().count() < 12 => {
+                Err(RelayUserError::WeakPassword)
+            }
+            NewPassword::Chosen(p) => {
                 let hash = self
                     .password_checks()
                     .hash(p)
@@ -134,7 +197,7 @@ impl Store {
         name: &str,
         connection_id: i64,
         allow_from: &[String],
-        password: Option<&SecretString>,
+        password: NewPassword<'_>,
     ) -> Result<(RelayUser, Option<SecretString>), RelayUserError> {
         check_name(name)?;
         let (kind, hash, generated) = self.password_hash(password).await?;
@@ -195,7 +258,7 @@ impl Store {
     pub async fn reset_relay_password(
         &self,
         name: &str,
-        password: Option<&SecretString>,
+        password: NewPassword<'_>,
     ) -> Result<Option<SecretString>, RelayUserError> {
         let (kind, hash, generated) = self.password_hash(password).await?;
         let n = sqlx::query(
@@ -261,7 +324,12 @@ mod tests {
     async fn generated_and_chosen_passwords_verify_and_wrong_ones_do_not() {
         let (_d, store, conn) = store_with_connection().await;
         let (user, pw) = store
-            .create_relay_user("app1", conn, &["@contoso.com".into()], None)
+            .create_relay_user(
+                "app1",
+                conn,
+                &["@contoso.com".into()],
+                NewPassword::GENERATED,
+            )
             .await
             .unwrap();
         let pw = pw.unwrap();
@@ -291,7 +359,7 @@ mod tests {
 
         let chosen = SecretString::from("correct horse battery staple".to_string());
         store
-            .create_relay_user("app2", conn, &[], Some(&chosen))
+            .create_relay_user("app2", conn, &[], NewPassword::Chosen(&chosen))
             .await
             .unwrap();
         assert!(
@@ -310,13 +378,18 @@ mod tests {
         );
         assert!(matches!(
             store
-                .create_relay_user("app3", conn, &[], Some(&SecretString::from("short")))
+                .create_relay_user(
+                    "app3",
+                    conn,
+                    &[],
+                    NewPassword::Chosen(&SecretString::from("short"))
+                )
                 .await,
             Err(RelayUserError::WeakPassword)
         ));
 
         let new_pw = store
-            .reset_relay_password("app1", None)
+            .reset_relay_password("app1", NewPassword::GENERATED)
             .await
             .unwrap()
             .unwrap();
@@ -336,7 +409,9 @@ mod tests {
                 .is_some()
         );
         assert!(matches!(
-            store.create_relay_user("app1", conn, &[], None).await,
+            store
+                .create_relay_user("app1", conn, &[], NewPassword::GENERATED)
+                .await,
             Err(RelayUserError::Duplicate(_))
         ));
         store.remove_relay_user("app1").await.unwrap();
@@ -350,10 +425,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn generated_passwords_come_in_the_shape_a_device_needs() {
+        let (_d, store, conn) = store_with_connection().await;
+        let shape = PasswordShape {
+            length: Some(24),
+            alphanumeric: true,
+        };
+        let (user, pw) = store
+            .create_relay_user("scanner", conn, &[], NewPassword::Generated(shape))
+            .await
+            .unwrap();
+        let pw = pw.unwrap();
+        assert_eq!(user.password, "generated", "a keyed hash, not argon2");
+        assert_eq!(pw.expose_secret().len(), 24);
+        assert!(
+            pw.expose_secret()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        );
+        assert!(
+            store
+                .verify_relay_user("scanner", &pw, None)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Base64url of a chosen length; the default stays 43 characters.
+        let other = PasswordShape {
+            length: Some(16),
+            alphanumeric: false,
+        };
+        let pw = store
+            .reset_relay_password("scanner", NewPassword::Generated(other))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pw.expose_secret().len(), 16);
+        let pw = store
+            .reset_relay_password("scanner", NewPassword::GENERATED)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pw.expose_secret().len(), 43);
+        for bad in [8, 15, 129] {
+            let shape = PasswordShape {
+                length: Some(bad),
+                alphanumeric: true,
+            };
+            let err = store
+                .reset_relay_password("scanner", NewPassword::Generated(shape))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, RelayUserError::BadLength(n) if n == bad),
+                "{err}"
+            );
+            assert!(err.to_string().contains("16 to 128"), "{err}");
+        }
+        // A refused shape changed nothing.
+        assert!(
+            store
+                .verify_relay_user("scanner", &pw, None)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
     async fn passwords_still_verify_after_a_key_rotation() {
         let (_d, mut store, conn) = store_with_connection().await;
         let (_, pw) = store
-            .create_relay_user("app", conn, &[], None)
+            .create_relay_user("app", conn, &[], NewPassword::GENERATED)
             .await
             .unwrap();
         store.rotate_key(None).await.unwrap();

@@ -101,6 +101,42 @@ async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_with_a_short_alphanumeric_password_logs_in_with_auth_login() {
+    let w = World::new(Flow::ClientCredentials).await;
+    #[rustfmt::skip]
+    let out = w
+        .postern(&["relay-user", "add", "scanner", "--connection", "fake",
+            "--password-length", "24", "--alphanumeric"])
+        .await
+        .ok();
+    let password = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+        .map(|(_, pw)| pw.trim().to_string())
+        .unwrap_or_else(|| panic!("no password in {:?}", out.stdout));
+    assert_eq!(password.len(), 24, "{password:?}");
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    // A length a device cannot use is refused, saying what is allowed.
+    #[rustfmt::skip]
+    let bad = w
+        .postern(&["relay-user", "add", "printer", "--connection", "fake",
+            "--password-length", "8"])
+        .await;
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.all().contains("16 to 128"), "{}", bad.all());
+
+    let serve = w.serve().await;
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_login("scanner", &password).await.code, 235);
+    let id = queued_id(&c.send(USER, &[TO], &message(USER, TO, "scan")).await);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "sent").await;
+    assert_eq!(d.summary.submitter.as_deref(), Some("scanner"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_refuses_what_it_must() {
     let w = World::new(Flow::ClientCredentials)
         .await

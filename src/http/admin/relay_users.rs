@@ -11,6 +11,7 @@ use super::{Flash, Layout, PageError, render};
 use crate::http::AppState;
 use crate::http::auth::{AdminSession, CsrfForm};
 use crate::smtp::server::AllowedFrom;
+use crate::store::relay_users::NewPassword;
 use crate::store::relay_users::{RelayUser, RelayUserError};
 
 #[derive(Template)]
@@ -115,7 +116,7 @@ pub async fn create(
     };
     match state
         .store()
-        .create_relay_user(form.name.trim(), conn.id, &allow, None)
+        .create_relay_user(form.name.trim(), conn.id, &allow, NewPassword::GENERATED)
         .await
     {
         Ok((user, generated)) => {
@@ -136,7 +137,10 @@ pub async fn reset(
     Path(name): Path<String>,
     CsrfForm { session, .. }: CsrfForm<Empty>,
 ) -> Result<Response, PageError> {
-    let generated = state.store().reset_relay_password(&name, None).await?;
+    let generated = state
+        .store()
+        .reset_relay_password(&name, NewPassword::GENERATED)
+        .await?;
     tracing::info!(user = %name, by = %session.username(), "relay user password reset");
     let shown = generated.map(|p| (name.clone(), p.expose_secret().to_string()));
     page(&session, &state, StatusCode::OK, None, shown, None).await

@@ -12,6 +12,7 @@ use crate::http::AppState;
 use crate::http::auth::AdminKey;
 use crate::http::error::{ApiError, ApiResult, FieldProblem, Problem};
 use crate::smtp::server::AllowedFrom;
+use crate::store::relay_users::NewPassword;
 use crate::store::relay_users::{RelayUser, RelayUserError};
 
 impl From<RelayUserError> for ApiError {
@@ -127,7 +128,9 @@ pub async fn create(
             &body.name,
             conn.id,
             &body.allow_from,
-            body.password.as_ref(),
+            body.password
+                .as_ref()
+                .map_or(NewPassword::GENERATED, NewPassword::Chosen),
         )
         .await?;
     tracing::info!(user = %user.name, by = %caller.key.name, "relay user created");
@@ -164,7 +167,10 @@ pub async fn reset_password(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let generated = state.store().reset_relay_password(&name, None).await?;
+    let generated = state
+        .store()
+        .reset_relay_password(&name, NewPassword::GENERATED)
+        .await?;
     let user = state.store().relay_user(&name).await?;
     tracing::info!(user = %name, by = %caller.key.name, "relay user password reset");
     Ok(axum::Json(RelayUserCreated {
