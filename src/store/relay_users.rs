@@ -26,8 +26,15 @@ pub struct RelayUser {
     pub connection_id: i64,
     /// Extra allowed senders (addresses or `@domain`); the connection's mailbox is always allowed.
     pub allow_from: Vec<String>,
-    /// `generated` or `chosen`.
+    /// `generated`, `chosen`, or `none` for a user bound to networks.
     pub password: &'static str,
+    /// Networks (CIDR) whose clients are this user without AUTH (devices); empty for most.
+    pub networks: Vec<String>,
+    /// What the relay does with a sender this user may not use: `refuse`, `rewrite` or
+    /// `allow-listed`.
+    pub from_policy: String,
+    /// The display name of a rewritten `From:`; `None` keeps the original one.
+    pub display_name: Option<String>,
     pub created_at: String,
 }
 
@@ -136,23 +143,29 @@ fn check_name(name: &str) -> Result<(), RelayUserError> {
 fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<RelayUser, sqlx::Error> {
     let allow: String = row.try_get("allow_from")?;
     let kind: String = row.try_get("hash_kind")?;
+    let networks: String = row.try_get("networks")?;
+    let networks: Vec<String> = networks.split_whitespace().map(str::to_string).collect();
     Ok(RelayUser {
         name: row.try_get("name")?,
         connection: row.try_get("connection_name")?,
         connection_id: row.try_get("connection_id")?,
         allow_from: allow.split_whitespace().map(str::to_string).collect(),
-        password: if kind == "hmac" {
-            "generated"
-        } else {
-            "chosen"
+        password: match (kind.as_str(), networks.is_empty()) {
+            (_, false) => "none",
+            ("hmac", true) => "generated",
+            _ => "chosen",
         },
+        networks,
+        from_policy: row.try_get("from_policy")?,
+        display_name: row.try_get("display_name")?,
         created_at: chrono::DateTime::from_timestamp(row.try_get("created_at")?, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default(),
     })
 }
 
-const SELECT: &str = "SELECT u.name, u.connection_id, c.name AS connection_name, u.allow_from, u.hash_kind, u.hash, u.created_at \
+const SELECT: &str = "SELECT u.name, u.connection_id, c.name AS connection_name, u.allow_from, u.hash_kind, u.hash, \
+    u.networks, u.from_policy, u.display_name, u.created_at \
     FROM relay_users u JOIN connections c ON c.id = u.connection_id";
 
 impl Store {
