@@ -56,6 +56,8 @@ pub struct Application {
     relay: RelayServer<RelayIntake>,
     relay_addr: SocketAddr,
     relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
+    /// The LAN-only cleartext listener (`server.plain_listen`), when configured.
+    relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Application {
@@ -115,6 +117,56 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
             key: "server.trusted_networks",
             message: e.to_string(),
         })?;
+    if !c.trusted_networks.is_empty() {
+        tracing::warn!(
+            networks = ?s.trusted_networks,
+            "server.trusted_networks lets these clients send as any connection's mailbox without AUTH; \
+             bind each device's network to a relay user instead \
+             (`postern relay-user add NAME --connection C --network CIDR`), then empty this setting"
+        );
+    }
+    c.bare_lf_networks = s
+        .bare_lf_networks
+        .iter()
+        .map(|n| IpNetwork::parse(n))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Setting {
+            key: "server.bare_lf_networks",
+            message: e.to_string(),
+        })?;
+    Ok(c)
+}
+
+/// The plain listener's policy: no TLS at all (a device that sees STARTTLS offered tries its
+/// TLS 1.0 and fails rather than go on in clear), and AUTH without TLS only from
+/// `server.plain_networks` (others get `538 5.7.11`), whatever `allow_cleartext_auth` says.
+fn plain_listener_config(
+    settings: &Settings,
+    base: &ListenerConfig,
+) -> Result<ListenerConfig, StartError> {
+    let s = &settings.server;
+    let mut c = base.clone();
+    c.allow_cleartext_auth = false;
+    c.cleartext_auth_networks = s
+        .plain_networks
+        .iter()
+        .map(|n| IpNetwork::parse(n))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StartError::Setting {
+            key: "server.plain_networks",
+            message: e.to_string(),
+        })?;
+    if c.cleartext_auth_networks.is_empty() {
+        return Err(StartError::Setting {
+            key: "server.plain_networks",
+            message: "plain_listen needs the networks allowed to AUTH without TLS".into(),
+        });
+    }
+    tracing::warn!(
+        networks = ?s.plain_networks,
+        "server.plain_listen accepts AUTH without TLS from these networks: their relay passwords \
+         cross the network in clear text"
+    );
     Ok(c)
 }
 
@@ -153,6 +205,17 @@ impl Application {
         let relay = RelayServer::new(l, config.clone(), intake.clone())
             .with_starttls(acceptor.clone())
             .with_stats(stats.clone());
+        let relay_plain = match settings.server.plain_listen {
+            Some(addr) => {
+                let plain = plain_listener_config(&settings, &config)?;
+                let (l, bound) = bind(addr, "SMTP relay, cleartext (LAN only)").await?;
+                Some((
+                    RelayServer::new(l, plain, intake.clone()).with_stats(stats.clone()),
+                    bound,
+                ))
+            }
+            None => None,
+        };
         let relay_tls = match settings.server.smtps_listen {
             Some(addr) => {
                 let (l, bound) = bind(addr, "SMTP relay, implicit TLS").await?;
@@ -179,6 +242,7 @@ impl Application {
             relay,
             relay_addr,
             relay_tls,
+            relay_plain,
         })
     }
 
@@ -192,6 +256,11 @@ impl Application {
 
     pub fn relay_tls_addr(&self) -> Option<SocketAddr> {
         self.relay_tls.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The LAN-only cleartext listener's address (`server.plain_listen`), when configured.
+    pub fn relay_plain_addr(&self) -> Option<SocketAddr> {
+        self.relay_plain.as_ref().map(|(_, a)| *a)
     }
 
     pub fn store(&self) -> &Store {
@@ -228,6 +297,14 @@ impl Application {
             tasks.spawn(async move {
                 if let Err(e) = server.run(s).await {
                     tracing::error!(error = %e, "implicit-TLS relay listener failed");
+                }
+            });
+        }
+        if let Some((server, _)) = self.relay_plain {
+            let s = stop.clone();
+            tasks.spawn(async move {
+                if let Err(e) = server.run(s).await {
+                    tracing::error!(error = %e, "cleartext relay listener failed");
                 }
             });
         }

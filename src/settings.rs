@@ -53,6 +53,12 @@ pub struct ServerSettings {
     pub smtp_listen: SocketAddr,
     /// An optional implicit-TLS listener (like port 465).
     pub smtps_listen: Option<SocketAddr>,
+    /// An optional listener without any TLS, for devices whose TLS is missing or too old
+    /// (TLS 1.0/1.1). AUTH without TLS is allowed there only from `plain_networks`.
+    pub plain_listen: Option<SocketAddr>,
+    /// Networks (CIDR) allowed to AUTH without TLS on `plain_listen`: their passwords cross
+    /// the network in clear, so list only LAN segments you control. Required with `plain_listen`.
+    pub plain_networks: Vec<String>,
     /// The HTTP API, admin UI, `/healthz` and `/metrics`.
     pub http_listen: SocketAddr,
     /// PEM certificate chain for the relay's TLS; without it a self-signed one is generated.
@@ -65,7 +71,13 @@ pub struct ServerSettings {
     /// tunnel on this host forwards remote clients, which then all look like loopback.
     pub cleartext_auth_on_loopback: bool,
     /// Networks (CIDR) whose clients may send without AUTH. Empty: nobody (never an open relay).
+    /// Kept for compatibility: bind a network to a relay user instead
+    /// (`relay-user add NAME --connection C --network CIDR`).
     pub trusted_networks: Vec<String>,
+    /// Networks (CIDR) whose clients may end lines and messages with a bare LF (`LF.LF`) and
+    /// AUTH after HELO, for devices that cannot do better. Empty: everyone else must end a
+    /// message with `CRLF.CRLF` (no SMTP smuggling). Devices bound to networks are lenient anyway.
+    pub bare_lf_networks: Vec<String>,
     /// Largest message accepted, in bytes (announced with SIZE).
     pub max_message_size: u64,
     /// Bytes of relay message content that all sessions together may hold in memory. A
@@ -172,12 +184,15 @@ impl Default for ServerSettings {
         Self {
             smtp_listen: ([127, 0, 0, 1], 2525).into(),
             smtps_listen: None,
+            plain_listen: None,
+            plain_networks: Vec::new(),
             http_listen: ([127, 0, 0, 1], 8025).into(),
             tls_cert: None,
             tls_key: None,
             allow_cleartext_auth: false,
             cleartext_auth_on_loopback: true,
             trusted_networks: Vec::new(),
+            bare_lf_networks: Vec::new(),
             max_message_size: 35 * 1024 * 1024,
             message_memory_budget: 256 * 1024 * 1024,
             max_recipients: 100,
@@ -387,6 +402,33 @@ impl Settings {
                 return Err(invalid("server.trusted_networks", &e.to_string()));
             }
         }
+        for net in &self.server.plain_networks {
+            match crate::smtp::server::IpNetwork::parse(net) {
+                Ok(_) => {}
+                Err(crate::smtp::server::IpNetworkError::Everything(_)) => {
+                    return Err(invalid(
+                        "server.plain_networks",
+                        &format!(
+                            "`{net}` matches every address: passwords in clear text from anywhere; \
+                             list the LAN networks of the devices instead"
+                        ),
+                    ));
+                }
+                Err(e) => return Err(invalid("server.plain_networks", &e.to_string())),
+            }
+        }
+        if self.server.plain_listen.is_some() && self.server.plain_networks.is_empty() {
+            return Err(invalid(
+                "server.plain_networks",
+                "plain_listen is set but no network may use it: name the LAN networks (CIDR) of \
+                 the devices that cannot use TLS, or remove plain_listen",
+            ));
+        }
+        for net in &self.server.bare_lf_networks {
+            if let Err(e) = crate::smtp::server::IpNetwork::parse(net) {
+                return Err(invalid("server.bare_lf_networks", &e.to_string()));
+            }
+        }
         if let Some(u) = &self.server.public_url {
             match url::Url::parse(u) {
                 Ok(parsed)
@@ -563,6 +605,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn a_cleartext_listener_needs_its_networks_and_never_all_of_them() {
+        let build = |pairs: &[(&str, &str)]| Loader::new().env(env(pairs)).build();
+        let listen = ("POSTERN_SERVER__PLAIN_LISTEN", "0.0.0.0:2526");
+        let err = build(&[listen]).unwrap_err().to_string();
+        assert!(
+            err.contains("server.plain_networks") && err.contains("plain_listen"),
+            "{err}"
+        );
+        for everything in ["[\"0.0.0.0/0\"]", "[\"::/0\"]"] {
+            let err = build(&[listen, ("POSTERN_SERVER__PLAIN_NETWORKS", everything)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("server.plain_networks") && err.contains("every address"),
+                "{err}"
+            );
+        }
+        let s = build(&[
+            listen,
+            ("POSTERN_SERVER__PLAIN_NETWORKS", "[\"192.168.1.0/24\"]"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.plain_listen, Some("0.0.0.0:2526".parse().unwrap()));
+        assert_eq!(s.server.plain_networks, ["192.168.1.0/24"]);
+        assert_eq!(Settings::default().server.plain_listen, None);
     }
 
     #[test]

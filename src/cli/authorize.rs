@@ -408,9 +408,13 @@ fn show_token(conn: &Connection, t: &AccessToken) {
     println!("app id:      {}", or_dash(claims.app_id.clone()));
     if claims.is_graph() {
         eprintln!(
-            "warning: this token is for Microsoft Graph (https://graph.microsoft.com), not Outlook: SMTP rejects \
-             it with `535 5.7.3 Authentication unsuccessful`. Use the scope `https://outlook.office.com/SMTP.Send \
+            "warning: this token is for Microsoft Graph, not Outlook: SMTP rejects \
+             it with `535 5.7.3 Authentication unsuccessful`. Use the scope `{} \
              offline_access`, then `postern connection authorize {}`.",
+            conn.settings
+                .provider
+                .smtp_scope()
+                .unwrap_or(crate::domain::scope::MS_SMTP_SCOPE),
             conn.name()
         );
     } else if conn.settings.provider.is_microsoft()

@@ -66,7 +66,10 @@ pub enum ConnectionCommand {
 /// The connection form's fields, as flags.
 #[derive(Debug, Args, Default)]
 pub struct FieldArgs {
-    /// microsoft (Microsoft 365), outlook (Outlook.com personal), google or custom.
+    /// microsoft (Microsoft 365, also GCC), microsoft-us-gov (Microsoft 365 GCC High or DoD:
+    /// smtp.office365.us, login.microsoftonline.us), microsoft-china (Microsoft 365 operated by
+    /// 21Vianet: smtp.partner.outlook.cn, login.chinacloudapi.cn), outlook (Outlook.com
+    /// personal), google or custom.
     #[arg(long)]
     provider: Option<String>,
     /// The mailbox that sends (the form's "User Name").
@@ -97,7 +100,8 @@ pub struct FieldArgs {
     /// Read the client secret from this environment variable.
     #[arg(long, value_name = "VAR")]
     client_secret_env: Option<String>,
-    /// Scopes, space separated (preset: https://outlook.office.com/SMTP.Send offline_access).
+    /// Scopes, space separated (preset: https://outlook.office.com/SMTP.Send offline_access;
+    /// each national cloud has its own, see --provider).
     #[arg(long)]
     scope: Option<String>,
     /// The redirect URI registered on the app (default http://localhost).

@@ -63,6 +63,11 @@ pub async fn run(ctx: &Ctx, _args: ServeArgs) -> CliResult {
     if let Some(addr) = app.relay_tls_addr() {
         println!("postern: SMTP relay with implicit TLS on {addr}");
     }
+    if let Some(addr) = app.relay_plain_addr() {
+        println!(
+            "postern: SMTP relay without TLS on {addr} (AUTH in clear only from server.plain_networks)"
+        );
+    }
     println!(
         "postern: HTTP on http://{} (health: /healthz, metrics: /metrics, admin: /admin)",
         app.http_addr()

@@ -3,6 +3,7 @@
 mod connection;
 mod connection_input;
 mod email;
+mod from_policy;
 mod host;
 mod name;
 mod provider;
@@ -15,6 +16,9 @@ mod view;
 pub use connection::{Connection, ConnectionSettings, ConnectionStatus};
 pub use connection_input::{ConnectionInput, FieldError, ValidationErrors};
 pub use email::{EmailAddress, EmailError};
+pub use from_policy::{
+    DisplayName, DisplayNameError, FromPolicy, FromPolicyError, MAX_DISPLAY_NAME,
+};
 pub use host::{Host, HostError, Port, PortError};
 pub use name::{ConnectionName, NameError};
 pub use provider::{FlowError, OAuthFlow, Preset, Provider, ProviderError};

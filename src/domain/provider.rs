@@ -11,6 +11,10 @@ pub enum Provider {
     Microsoft,
     /// Outlook.com personal accounts.
     Outlook,
+    /// Microsoft 365 GCC High and DoD (the US Government cloud: `login.microsoftonline.us`).
+    MicrosoftUsGov,
+    /// Microsoft 365 operated by 21Vianet (China: `login.chinacloudapi.cn`).
+    MicrosoftChina,
     Google,
     /// Everything explicit.
     Custom,
@@ -18,7 +22,8 @@ pub enum Provider {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "provider `{0}` is not known: use microsoft (Microsoft 365), outlook (Outlook.com personal), google or custom"
+    "provider `{0}` is not known: use microsoft (Microsoft 365, also GCC), microsoft-us-gov (Microsoft 365 GCC High \
+     or DoD), microsoft-china (Microsoft 365 operated by 21Vianet), outlook (Outlook.com personal), google or custom"
 )]
 pub struct ProviderError(String);
 
@@ -42,19 +47,61 @@ pub struct Preset {
 const MS_AUTHORIZE: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize";
 const MS_TOKEN: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
 const MS_DEVICE: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode";
+// National clouds have their own sign-in service: a tenant exists in exactly one cloud.
+const MS_US_GOV_AUTHORIZE: &str = "https://login.microsoftonline.us/{tenant}/oauth2/v2.0/authorize";
+const MS_US_GOV_TOKEN: &str = "https://login.microsoftonline.us/{tenant}/oauth2/v2.0/token";
+const MS_US_GOV_DEVICE: &str = "https://login.microsoftonline.us/{tenant}/oauth2/v2.0/devicecode";
+const MS_CHINA_AUTHORIZE: &str = "https://login.chinacloudapi.cn/{tenant}/oauth2/v2.0/authorize";
+const MS_CHINA_TOKEN: &str = "https://login.chinacloudapi.cn/{tenant}/oauth2/v2.0/token";
+const MS_CHINA_DEVICE: &str = "https://login.chinacloudapi.cn/{tenant}/oauth2/v2.0/devicecode";
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Microsoft => "microsoft",
             Provider::Outlook => "outlook",
+            Provider::MicrosoftUsGov => "microsoft-us-gov",
+            Provider::MicrosoftChina => "microsoft-china",
             Provider::Google => "google",
             Provider::Custom => "custom",
         }
     }
 
     pub fn is_microsoft(self) -> bool {
-        matches!(self, Provider::Microsoft | Provider::Outlook)
+        matches!(
+            self,
+            Provider::Microsoft
+                | Provider::Outlook
+                | Provider::MicrosoftUsGov
+                | Provider::MicrosoftChina
+        )
+    }
+
+    /// The SMTP.Send scope of this provider's Microsoft cloud (none outside Microsoft).
+    pub fn smtp_scope(self) -> Option<&'static str> {
+        match self {
+            Provider::Microsoft | Provider::Outlook => Some(super::scope::MS_SMTP_SCOPE),
+            Provider::MicrosoftUsGov => Some(super::scope::MS_US_GOV_SMTP_SCOPE),
+            Provider::MicrosoftChina => Some(super::scope::MS_CHINA_SMTP_SCOPE),
+            Provider::Google | Provider::Custom => None,
+        }
+    }
+
+    /// The Exchange Online resources whose tokens this provider's sign-in service issues.
+    pub(crate) fn outlook_resources(self) -> &'static [&'static str] {
+        match self {
+            Provider::Microsoft | Provider::Outlook => &[
+                "https://outlook.office.com",
+                "https://outlook.office365.com",
+            ],
+            // DoD tenants may name the resource `outlook-dod.office365.us`.
+            Provider::MicrosoftUsGov => &[
+                "https://outlook.office365.us",
+                "https://outlook-dod.office365.us",
+            ],
+            Provider::MicrosoftChina => &["https://partner.outlook.cn"],
+            Provider::Google | Provider::Custom => &[],
+        }
     }
 
     pub fn preset(self) -> Preset {
@@ -75,6 +122,24 @@ impl Provider {
                 host: Some("smtp-mail.outlook.com"),
                 tenant: Some("consumers"),
                 app_only_scope: None,
+                ..Provider::Microsoft.preset()
+            },
+            Provider::MicrosoftUsGov => Preset {
+                host: Some("smtp.office365.us"),
+                delegated_scope: Some("https://outlook.office365.us/SMTP.Send offline_access"),
+                app_only_scope: Some(super::scope::MS_US_GOV_APP_ONLY_SCOPE),
+                authorize_url: Some(MS_US_GOV_AUTHORIZE),
+                token_url: Some(MS_US_GOV_TOKEN),
+                device_url: Some(MS_US_GOV_DEVICE),
+                ..Provider::Microsoft.preset()
+            },
+            Provider::MicrosoftChina => Preset {
+                host: Some("smtp.partner.outlook.cn"),
+                delegated_scope: Some("https://partner.outlook.cn/SMTP.Send offline_access"),
+                app_only_scope: Some(super::scope::MS_CHINA_APP_ONLY_SCOPE),
+                authorize_url: Some(MS_CHINA_AUTHORIZE),
+                token_url: Some(MS_CHINA_TOKEN),
+                device_url: Some(MS_CHINA_DEVICE),
                 ..Provider::Microsoft.preset()
             },
             Provider::Google => Preset {
@@ -111,6 +176,10 @@ impl FromStr for Provider {
         match s.trim().to_ascii_lowercase().as_str() {
             "microsoft" | "m365" | "office365" | "microsoft365" => Ok(Provider::Microsoft),
             "outlook" | "outlook.com" => Ok(Provider::Outlook),
+            "microsoft-us-gov" | "us-gov" | "usgov" | "gcc-high" | "gcchigh" | "dod" => {
+                Ok(Provider::MicrosoftUsGov)
+            }
+            "microsoft-china" | "china" | "21vianet" => Ok(Provider::MicrosoftChina),
             "google" | "gmail" => Ok(Provider::Google),
             "custom" => Ok(Provider::Custom),
             _ => Err(ProviderError(s.to_string())),
@@ -190,5 +259,91 @@ mod tests {
             Some("smtp-mail.outlook.com")
         );
         assert_eq!(Provider::Outlook.preset().tenant, Some("consumers"));
+    }
+
+    const ALL: [Provider; 6] = [
+        Provider::Microsoft,
+        Provider::Outlook,
+        Provider::MicrosoftUsGov,
+        Provider::MicrosoftChina,
+        Provider::Google,
+        Provider::Custom,
+    ];
+
+    #[test]
+    fn display_parses_back_and_the_error_lists_every_provider() {
+        let err = "yahoo".parse::<Provider>().unwrap_err().to_string();
+        for p in ALL {
+            assert_eq!(p.to_string().parse::<Provider>(), Ok(p));
+            assert!(err.contains(p.as_str()), "{err} lacks {p}");
+        }
+        assert_eq!("GCC-High".parse(), Ok(Provider::MicrosoftUsGov));
+        assert_eq!("dod".parse(), Ok(Provider::MicrosoftUsGov));
+        assert_eq!("21Vianet".parse(), Ok(Provider::MicrosoftChina));
+    }
+
+    #[test]
+    fn national_cloud_presets_use_their_own_hosts() {
+        let us = Provider::MicrosoftUsGov.preset();
+        assert!(Provider::MicrosoftUsGov.is_microsoft());
+        assert_eq!(us.host, Some("smtp.office365.us"));
+        assert_eq!((us.port, us.tls), (587, TlsMode::Starttls));
+        assert_eq!(
+            us.delegated_scope,
+            Some("https://outlook.office365.us/SMTP.Send offline_access")
+        );
+        assert_eq!(
+            us.app_only_scope,
+            Some("https://outlook.office365.us/.default")
+        );
+        assert_eq!(
+            us.token_url,
+            Some("https://login.microsoftonline.us/{tenant}/oauth2/v2.0/token")
+        );
+        assert!(
+            us.authorize_url
+                .unwrap()
+                .starts_with("https://login.microsoftonline.us/")
+        );
+        assert!(
+            us.device_url
+                .unwrap()
+                .starts_with("https://login.microsoftonline.us/")
+        );
+
+        let cn = Provider::MicrosoftChina.preset();
+        assert!(Provider::MicrosoftChina.is_microsoft());
+        assert_eq!(cn.host, Some("smtp.partner.outlook.cn"));
+        assert_eq!(
+            cn.delegated_scope,
+            Some("https://partner.outlook.cn/SMTP.Send offline_access")
+        );
+        assert_eq!(
+            cn.app_only_scope,
+            Some("https://partner.outlook.cn/.default")
+        );
+        assert_eq!(
+            cn.token_url,
+            Some("https://login.chinacloudapi.cn/{tenant}/oauth2/v2.0/token")
+        );
+        assert!(
+            cn.authorize_url
+                .unwrap()
+                .starts_with("https://login.chinacloudapi.cn/")
+        );
+        assert!(
+            cn.device_url
+                .unwrap()
+                .starts_with("https://login.chinacloudapi.cn/")
+        );
+
+        // The delegated preset is the cloud's SMTP scope plus offline_access.
+        for p in ALL.into_iter().filter(|p| p.is_microsoft()) {
+            let preset = p.preset();
+            assert_eq!(
+                preset.delegated_scope.unwrap(),
+                format!("{} offline_access", p.smtp_scope().unwrap())
+            );
+        }
     }
 }

@@ -6,6 +6,29 @@ use super::provider::{OAuthFlow, Provider};
 
 pub const MS_SMTP_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
 pub const MS_APP_ONLY_SCOPE: &str = "https://outlook.office365.com/.default";
+/// Microsoft 365 GCC High and DoD (US Government cloud).
+pub const MS_US_GOV_SMTP_SCOPE: &str = "https://outlook.office365.us/SMTP.Send";
+pub const MS_US_GOV_APP_ONLY_SCOPE: &str = "https://outlook.office365.us/.default";
+/// Microsoft 365 operated by 21Vianet (China).
+pub const MS_CHINA_SMTP_SCOPE: &str = "https://partner.outlook.cn/SMTP.Send";
+pub const MS_CHINA_APP_ONLY_SCOPE: &str = "https://partner.outlook.cn/.default";
+
+/// Microsoft Graph in every cloud: SMTP refuses a token for any of them.
+const GRAPH_RESOURCES: [&str; 4] = [
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+];
+
+/// The Exchange Online (Outlook) resource of every cloud, to tell a scope of another cloud.
+const OUTLOOK_RESOURCES: [&str; 5] = [
+    "https://outlook.office.com",
+    "https://outlook.office365.com",
+    "https://outlook.office365.us",
+    "https://outlook-dod.office365.us",
+    "https://partner.outlook.cn",
+];
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 pub const OFFLINE_ACCESS: &str = "offline_access";
 
@@ -18,26 +41,36 @@ pub enum ScopeError {
     #[error("the scope list is empty: for Microsoft 365 use `{MS_SMTP_SCOPE} {OFFLINE_ACCESS}`")]
     Empty,
     #[error(
-        "scope `{0}` is a Microsoft Graph scope: SMTP only accepts tokens for the Outlook resource, \
+        "scope `{scope}` is a Microsoft Graph scope: SMTP only accepts tokens for the Outlook resource, \
          and a Graph token is rejected with `535 5.7.3 Authentication unsuccessful`. \
-         Use `{MS_SMTP_SCOPE} {OFFLINE_ACCESS}` (and grant the delegated SMTP.Send permission of \
+         Use `{fix} {OFFLINE_ACCESS}` (and grant the delegated SMTP.Send permission of \
          Office 365 Exchange Online)"
     )]
-    Graph(String),
+    Graph { scope: String, fix: &'static str },
     #[error(
-        "scope `{0}` has no resource, so Microsoft reads it as a Graph scope and SMTP rejects the token: \
-         write it in full as `{MS_SMTP_SCOPE}`"
+        "scope `{scope}` has no resource, so Microsoft reads it as a Graph scope and SMTP rejects the token: \
+         write it in full as `{fix}`"
     )]
-    BareSmtpSend(String),
+    BareSmtpSend { scope: String, fix: &'static str },
+    #[error(
+        "scope `{scope}` belongs to another Microsoft cloud than the provider `{provider}`: its sign-in \
+         service issues no token for that resource. Use `{fix}`, or pick the provider of the cloud \
+         the tenant lives in"
+    )]
+    WrongCloud {
+        scope: String,
+        provider: &'static str,
+        fix: &'static str,
+    },
     #[error(
         "scope `{0}` looks like a misspelling of `offline_access`: without the exact spelling no refresh token is issued"
     )]
     OfflineAccessTypo(String),
     #[error(
-        "client-credentials (app-only) connections use the scope `{MS_APP_ONLY_SCOPE}`, not `{0}`: \
+        "client-credentials (app-only) connections use the scope `{fix}`, not `{scope}`: \
          app-only tokens carry the permissions granted to the app, and have no refresh token"
     )]
-    AppOnlyScope(String),
+    AppOnlyScope { scope: String, fix: &'static str },
     #[error(
         "Google does not know the scope `{0}`: use `{GOOGLE_SCOPE}` (Postern asks for offline access itself)"
     )]
@@ -87,14 +120,45 @@ impl ScopeList {
     ) -> Result<(Self, Vec<ScopeNotice>), ScopeError> {
         let mut notices = Vec::new();
         match provider {
-            Provider::Microsoft | Provider::Outlook => {
+            Provider::Microsoft
+            | Provider::Outlook
+            | Provider::MicrosoftUsGov
+            | Provider::MicrosoftChina => {
+                let smtp_scope = provider.smtp_scope().unwrap_or(MS_SMTP_SCOPE);
+                let own = provider.outlook_resources();
                 for s in &self.0 {
                     let lower = s.to_ascii_lowercase();
-                    if lower.starts_with("https://graph.microsoft.com") || lower == "mail.send" {
-                        return Err(ScopeError::Graph(s.clone()));
+                    if GRAPH_RESOURCES.iter().any(|g| lower.starts_with(g)) || lower == "mail.send"
+                    {
+                        return Err(ScopeError::Graph {
+                            scope: s.clone(),
+                            fix: smtp_scope,
+                        });
                     }
                     if lower == "smtp.send" {
-                        return Err(ScopeError::BareSmtpSend(s.clone()));
+                        return Err(ScopeError::BareSmtpSend {
+                            scope: s.clone(),
+                            fix: smtp_scope,
+                        });
+                    }
+                    let resource = OUTLOOK_RESOURCES.iter().find(|r| {
+                        lower
+                            .strip_prefix(*r)
+                            .is_some_and(|rest| rest.starts_with('/'))
+                    });
+                    if resource.is_some_and(|r| !own.contains(r)) {
+                        let fix = match flow {
+                            OAuthFlow::ClientCredentials => provider
+                                .preset()
+                                .app_only_scope
+                                .unwrap_or(MS_APP_ONLY_SCOPE),
+                            OAuthFlow::AuthorizationCode => smtp_scope,
+                        };
+                        return Err(ScopeError::WrongCloud {
+                            scope: s.clone(),
+                            provider: provider.as_str(),
+                            fix,
+                        });
                     }
                 }
                 reject_offline_access_typos(&self)?;
@@ -105,7 +169,13 @@ impl ScopeList {
                             .iter()
                             .find(|s| !s.to_ascii_lowercase().ends_with("/.default"))
                         {
-                            return Err(ScopeError::AppOnlyScope(bad.clone()));
+                            return Err(ScopeError::AppOnlyScope {
+                                scope: bad.clone(),
+                                fix: provider
+                                    .preset()
+                                    .app_only_scope
+                                    .unwrap_or(MS_APP_ONLY_SCOPE),
+                            });
                         }
                     }
                     OAuthFlow::AuthorizationCode => {
@@ -259,7 +329,7 @@ mod tests {
             OAuthFlow::ClientCredentials,
         )
         .unwrap_err();
-        assert!(matches!(err, ScopeError::AppOnlyScope(_)));
+        assert!(matches!(err, ScopeError::AppOnlyScope { .. }));
         assert!(check(GOOGLE_SCOPE, Provider::Google, OAuthFlow::AuthorizationCode).is_ok());
         assert!(matches!(
             check(
@@ -271,5 +341,68 @@ mod tests {
         ));
         assert!(matches!(ScopeList::parse("  "), Err(ScopeError::Empty)));
         assert_eq!(ScopeList::parse("a,b a").unwrap().to_string(), "a b");
+    }
+
+    #[test]
+    fn national_clouds_get_the_same_checks_with_their_own_scopes() {
+        let clouds = [
+            (
+                Provider::MicrosoftUsGov,
+                MS_US_GOV_SMTP_SCOPE,
+                MS_US_GOV_APP_ONLY_SCOPE,
+                "https://graph.microsoft.us/Mail.Send",
+            ),
+            (
+                Provider::MicrosoftChina,
+                MS_CHINA_SMTP_SCOPE,
+                MS_CHINA_APP_ONLY_SCOPE,
+                "https://microsoftgraph.chinacloudapi.cn/Mail.Send",
+            ),
+        ];
+        for (p, smtp, app_only, own_graph) in clouds {
+            // offline_access is added, as for Microsoft 365.
+            let (s, n) = check(smtp, p, OAuthFlow::AuthorizationCode).unwrap();
+            assert_eq!(s.to_string(), format!("{smtp} offline_access"));
+            assert!(n[0].0.contains("refresh token"));
+            assert!(check(app_only, p, OAuthFlow::ClientCredentials).is_ok());
+
+            // A Graph scope of any cloud is refused, with this cloud's SMTP scope as the fix.
+            for graph in [own_graph, "https://graph.microsoft.com/SMTP.Send"] {
+                let err = check(graph, p, OAuthFlow::AuthorizationCode).unwrap_err();
+                assert!(matches!(err, ScopeError::Graph { .. }), "{p}: {err}");
+                let text = err.to_string();
+                assert!(text.contains(smtp) && text.contains("535 5.7.3"), "{text}");
+                assert!(!text.contains(MS_SMTP_SCOPE), "{text}");
+            }
+            let err = check("SMTP.Send", p, OAuthFlow::AuthorizationCode).unwrap_err();
+            assert!(err.to_string().contains(smtp), "{err}");
+            let err = check(smtp, p, OAuthFlow::ClientCredentials).unwrap_err();
+            assert!(err.to_string().contains(app_only), "{err}");
+            let err = check(
+                &format!("{smtp} offline-access"),
+                p,
+                OAuthFlow::AuthorizationCode,
+            )
+            .unwrap_err();
+            assert!(matches!(err, ScopeError::OfflineAccessTypo(_)));
+
+            // The worldwide scope does not work in a national cloud, and the reverse.
+            let err = check(MS_SMTP_SCOPE, p, OAuthFlow::AuthorizationCode).unwrap_err();
+            assert!(matches!(err, ScopeError::WrongCloud { .. }), "{err}");
+            assert!(err.to_string().contains(smtp), "{err}");
+            let err = check(MS_APP_ONLY_SCOPE, p, OAuthFlow::ClientCredentials).unwrap_err();
+            assert!(err.to_string().contains(app_only), "{err}");
+            let err = check(smtp, Provider::Microsoft, OAuthFlow::AuthorizationCode).unwrap_err();
+            assert!(err.to_string().contains(MS_SMTP_SCOPE), "{err}");
+        }
+        // A DoD tenant may name its own Exchange resource.
+        assert!(
+            check(
+                "https://outlook-dod.office365.us/.default",
+                Provider::MicrosoftUsGov,
+                OAuthFlow::ClientCredentials
+            )
+            .is_ok()
+        );
     }
 }

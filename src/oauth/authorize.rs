@@ -165,7 +165,10 @@ impl AuthorizationRequest {
                 .append_pair("code_challenge_method", "S256")
                 .append_pair("login_hint", settings.user.as_str());
             match settings.provider {
-                Provider::Microsoft | Provider::Outlook => {
+                Provider::Microsoft
+                | Provider::Outlook
+                | Provider::MicrosoftUsGov
+                | Provider::MicrosoftChina => {
                     q.append_pair("prompt", "select_account")
                         .append_pair("response_mode", "query");
                 }

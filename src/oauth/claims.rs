@@ -10,9 +10,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Audiences of Microsoft Graph: SMTP rejects tokens meant for it.
-const GRAPH_AUDIENCES: [&str; 3] = [
+const GRAPH_AUDIENCES: [&str; 9] = [
     "https://graph.microsoft.com",
     "https://graph.microsoft.com/",
+    // National clouds (US Government, DoD, 21Vianet): same Graph app id, own hosts.
+    "https://graph.microsoft.us",
+    "https://graph.microsoft.us/",
+    "https://dod-graph.microsoft.us",
+    "https://dod-graph.microsoft.us/",
+    "https://microsoftgraph.chinacloudapi.cn",
+    "https://microsoftgraph.chinacloudapi.cn/",
     "00000003-0000-0000-c000-000000000000",
 ];
 

@@ -137,7 +137,10 @@ impl TokenManager {
                         "Google sends one only on a fresh consent: remove the app's access at \
                      https://myaccount.google.com/permissions and authorize again"
                     }
-                    Provider::Microsoft | Provider::Outlook => {
+                    Provider::Microsoft
+                    | Provider::Outlook
+                    | Provider::MicrosoftUsGov
+                    | Provider::MicrosoftChina => {
                         "the scope must include `offline_access` (see `postern connection show`)"
                     }
                     Provider::Custom => {

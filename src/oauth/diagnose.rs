@@ -70,10 +70,14 @@ pub fn hint(err: &ProviderError, cx: HintContext<'_>) -> Option<String> {
                  `postern connection edit {name} --tenant ...`"
             ),
             1002012 => "app-only (client credentials) tokens need the scope \
-                        `https://outlook.office365.com/.default`"
+                        `https://outlook.office365.com/.default` (GCC High/DoD: \
+                        `https://outlook.office365.us/.default`; 21Vianet: \
+                        `https://partner.outlook.cn/.default`)"
                 .to_string(),
             28000 => "the scope mixes two resources (e.g. Graph and Outlook): use only \
-                      `https://outlook.office.com/SMTP.Send offline_access`"
+                      `https://outlook.office.com/SMTP.Send offline_access` (GCC High/DoD: \
+                      `https://outlook.office365.us/SMTP.Send offline_access`; 21Vianet: \
+                      `https://partner.outlook.cn/SMTP.Send offline_access`)"
                 .to_string(),
             _ => return by_error(err, name, &reauthorize),
         };

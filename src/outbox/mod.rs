@@ -6,11 +6,13 @@
 //! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
+//! - [`from_rewrite`]: the `rewrite` From policy, sending a device's mail as the mailbox.
 //! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
 //! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
 
 pub mod deliver;
 pub mod direct;
+mod from_rewrite;
 pub mod intake;
 pub mod lanes;
 pub mod queue;

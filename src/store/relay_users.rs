@@ -14,6 +14,8 @@ use sqlx::Row;
 
 use super::access::random_token;
 use super::{Store, StoreError, now};
+use crate::domain::{DisplayName, FromPolicy};
+use crate::smtp::server::IpNetwork;
 
 const HMAC_KEY: &str = "relay_password_hmac";
 
@@ -32,9 +34,9 @@ pub struct RelayUser {
     pub networks: Vec<String>,
     /// What the relay does with a sender this user may not use: `refuse`, `rewrite` or
     /// `allow-listed`.
-    pub from_policy: String,
+    pub from_policy: FromPolicy,
     /// The display name of a rewritten `From:`; `None` keeps the original one.
-    pub display_name: Option<String>,
+    pub display_name: Option<DisplayName>,
     pub created_at: String,
 }
 
@@ -55,6 +57,23 @@ pub enum RelayUserError {
          devices that cap passwords usually take 16 to 32"
     )]
     BadLength(usize),
+    #[error("{0}")]
+    BadNetwork(#[from] crate::smtp::server::IpNetworkError),
+    #[error(
+        "network {network} overlaps {other} of relay user `{user}`: a client address may belong \
+         to one relay user only; choose another network, or remove `{user}` first \
+         (`postern relay-user remove {user}`)"
+    )]
+    NetworkOverlap {
+        network: String,
+        other: String,
+        user: String,
+    },
+    #[error(
+        "relay user `{0}` is bound to networks and logs in by its address, without a password; \
+         to give it one, remove it and add it again without `--network`"
+    )]
+    BoundToNetworks(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -156,8 +175,8 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<RelayUser, sqlx::Error> {
             _ => "chosen",
         },
         networks,
-        from_policy: row.try_get("from_policy")?,
-        display_name: row.try_get("display_name")?,
+        from_policy: decode_from_policy(row)?,
+        display_name: decode_display_name(row)?,
         created_at: chrono::DateTime::from_timestamp(row.try_get("created_at")?, 0)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default(),
@@ -273,6 +292,9 @@ impl Store {
         name: &str,
         password: NewPassword<'_>,
     ) -> Result<Option<SecretString>, RelayUserError> {
+        if !self.relay_user(name).await?.networks.is_empty() {
+            return Err(RelayUserError::BoundToNetworks(name.into()));
+        }
         let (kind, hash, generated) = self.password_hash(password).await?;
         let n = sqlx::query(
             "UPDATE relay_users SET hash_kind = ?, hash = ?, updated_at = ? WHERE name = ?",
@@ -288,6 +310,72 @@ impl Store {
             return Err(RelayUserError::NoSuchUser(name.into()));
         }
         Ok(generated)
+    }
+
+    /// Refuses `networks` for relay user `name` when one overlaps another of the list, or a
+    /// network of another relay user: a client address must name one user only.
+    pub async fn check_relay_networks(
+        &self,
+        name: &str,
+        networks: &[IpNetwork],
+    ) -> Result<(), RelayUserError> {
+        for (i, net) in networks.iter().enumerate() {
+            if let Some(other) = networks[..i].iter().find(|o| o.overlaps(net)) {
+                return Err(RelayUserError::NetworkOverlap {
+                    network: net.to_string(),
+                    other: other.to_string(),
+                    user: name.to_string(),
+                });
+            }
+        }
+        for user in self.list_relay_users().await? {
+            if user.name == name {
+                continue;
+            }
+            for theirs in &user.networks {
+                // Stored networks were checked when stored; one that no longer parses
+                // cannot match anything, so it cannot overlap either.
+                let Ok(theirs) = IpNetwork::parse(theirs) else {
+                    continue;
+                };
+                if let Some(net) = networks.iter().find(|n| n.overlaps(&theirs)) {
+                    return Err(RelayUserError::NetworkOverlap {
+                        network: net.to_string(),
+                        other: theirs.to_string(),
+                        user: user.name,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds relay user `name` to `networks` (a device: its clients are this user without
+    /// AUTH), or unbinds it (empty). Its password is replaced by a keyed hash of a random one
+    /// nobody is shown, so a bound user has no usable password.
+    pub async fn set_relay_networks(
+        &self,
+        name: &str,
+        networks: &[IpNetwork],
+    ) -> Result<RelayUser, RelayUserError> {
+        self.check_relay_networks(name, networks).await?;
+        let (kind, hash, _unseen) = self.password_hash(NewPassword::GENERATED).await?;
+        let joined: Vec<String> = networks.iter().map(ToString::to_string).collect();
+        let n = sqlx::query(
+            "UPDATE relay_users SET networks = ?, hash_kind = ?, hash = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(joined.join(" "))
+        .bind(kind)
+        .bind(hash)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(RelayUserError::NoSuchUser(name.into()));
+        }
+        self.relay_user(name).await
     }
 
     /// The user if `password` is theirs. Unknown users cost the same HMAC, so timing does not
@@ -320,6 +408,45 @@ impl Store {
             return Ok(None);
         }
         Ok(Some(decode(&row)?))
+    }
+}
+
+fn decode_from_policy(row: &sqlx::sqlite::SqliteRow) -> Result<FromPolicy, sqlx::Error> {
+    let text: String = row.try_get("from_policy")?;
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn decode_display_name(row: &sqlx::sqlite::SqliteRow) -> Result<Option<DisplayName>, sqlx::Error> {
+    let text: Option<String> = row.try_get("display_name")?;
+    text.map(|t| DisplayName::parse(&t))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl Store {
+    /// Sets what the relay does with a sender the user may not use, and the display name of a
+    /// rewritten `From:` (`None`: keep the message's own). Both are parsed types already, so a
+    /// bad value never reaches the database.
+    pub async fn set_relay_from_policy(
+        &self,
+        name: &str,
+        policy: FromPolicy,
+        display_name: Option<&DisplayName>,
+    ) -> Result<RelayUser, RelayUserError> {
+        let n = sqlx::query(
+            "UPDATE relay_users SET from_policy = ?, display_name = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(policy.as_str())
+        .bind(display_name.map(DisplayName::as_str))
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(RelayUserError::NoSuchUser(name.into()));
+        }
+        self.relay_user(name).await
     }
 }
 
@@ -506,6 +633,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_from_policy_and_display_name_are_stored_and_read_back() {
+        let (_d, store, conn) = store_with_connection().await;
+        let (user, _) = store
+            .create_relay_user("erp", conn, &[], NewPassword::GENERATED)
+            .await
+            .unwrap();
+        assert_eq!(user.from_policy, FromPolicy::Refuse, "the default");
+        assert_eq!(user.display_name, None);
+        let name = DisplayName::parse("ERP \"Prod\"").unwrap();
+        let user = store
+            .set_relay_from_policy("erp", FromPolicy::Rewrite, Some(&name))
+            .await
+            .unwrap();
+        assert_eq!(user.from_policy, FromPolicy::Rewrite);
+        assert_eq!(user.display_name.as_ref(), Some(&name));
+        let listed = store.list_relay_users().await.unwrap();
+        assert_eq!(listed[0].from_policy, FromPolicy::Rewrite);
+        let user = store
+            .set_relay_from_policy("erp", FromPolicy::AllowListed, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (user.from_policy, user.display_name),
+            (FromPolicy::AllowListed, None)
+        );
+        assert!(matches!(
+            store
+                .set_relay_from_policy("ghost", FromPolicy::Rewrite, None)
+                .await,
+            Err(RelayUserError::NoSuchUser(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn passwords_still_verify_after_a_key_rotation() {
         let (_d, mut store, conn) = store_with_connection().await;
         let (_, pw) = store
@@ -520,5 +681,68 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn devices_are_bound_to_networks_that_overlap_no_one_else() {
+        let (_d, store, conn) = store_with_connection().await;
+        let net = |s: &str| IpNetwork::parse(s).unwrap();
+        let (_, pw) = store
+            .create_relay_user("scanner", conn, &[], NewPassword::GENERATED)
+            .await
+            .unwrap();
+        let user = store
+            .set_relay_networks("scanner", &[net("192.168.1.50"), net("10.9.0.0/16")])
+            .await
+            .unwrap();
+        assert_eq!(user.networks, ["192.168.1.50/32", "10.9.0.0/16"]);
+        assert_eq!(user.password, "none");
+        assert!(
+            store
+                .verify_relay_user("scanner", &pw.unwrap(), None)
+                .await
+                .unwrap()
+                .is_none(),
+            "the password from before no longer works"
+        );
+        assert!(matches!(
+            store
+                .reset_relay_password("scanner", NewPassword::GENERATED)
+                .await,
+            Err(RelayUserError::BoundToNetworks(_))
+        ));
+
+        store
+            .create_relay_user("printer", conn, &[], NewPassword::GENERATED)
+            .await
+            .unwrap();
+        let err = store
+            .set_relay_networks("printer", &[net("192.168.1.0/24")])
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("192.168.1.0/24")
+                && text.contains("192.168.1.50/32")
+                && text.contains("`scanner`"),
+            "{text}"
+        );
+        let err = store
+            .set_relay_networks("printer", &[net("172.16.0.0/12"), net("172.16.5.5")])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, RelayUserError::NetworkOverlap { .. }),
+            "{err}"
+        );
+        // Its own networks do not count against a user being changed.
+        store
+            .set_relay_networks("scanner", &[net("192.168.1.50")])
+            .await
+            .unwrap();
+        store
+            .set_relay_networks("printer", &[net("192.168.1.51")])
+            .await
+            .unwrap();
     }
 }

@@ -288,3 +288,70 @@ fn serve_starts_and_answers_health_checks() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_us_government_connection_gets_the_national_cloud_hosts_and_scope() {
+    let home = TestHome::new();
+    let secret = home.file("gov.secret", SECRET);
+    let add = |name: &str, provider: &str, extra: &[&str]| {
+        let mut args = vec![
+            "connection",
+            "add",
+            name,
+            "--provider",
+            provider,
+            "--user",
+            "ops@agency.example",
+            "--tenant",
+            "agency.onmicrosoft.us",
+            "--client-id",
+            "1b2c3d4e-0000-1111-2222-333344445555",
+            "--client-secret-file",
+            &secret,
+        ];
+        args.extend_from_slice(extra);
+        home.run(&args)
+    };
+    add("x", "microsoft-us-gov", &[]).ok();
+    let show = home.run(&["connection", "show", "x", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["provider"], "microsoft-us-gov");
+    assert_eq!(v["host"], "smtp.office365.us");
+    assert_eq!(v["port"], 587);
+    assert_eq!(
+        v["scope"],
+        "https://outlook.office365.us/SMTP.Send offline_access"
+    );
+    assert_eq!(
+        v["token_url"],
+        "https://login.microsoftonline.us/agency.onmicrosoft.us/oauth2/v2.0/token"
+    );
+
+    // The guide mistakes are refused with this cloud's own scope as the fix.
+    let out = add(
+        "graph",
+        "microsoft-us-gov",
+        &[
+            "--scope",
+            "https://graph.microsoft.us/Mail.Send offline_access",
+        ],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("Graph")
+            && out
+                .stderr
+                .contains("https://outlook.office365.us/SMTP.Send"),
+        "{}",
+        out.stderr
+    );
+
+    // An unknown provider lists the national clouds.
+    let out = add("y", "azure-gov", &[]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("microsoft-us-gov") && out.stderr.contains("microsoft-china"),
+        "{}",
+        out.stderr
+    );
+}

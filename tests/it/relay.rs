@@ -462,3 +462,452 @@ async fn after_a_kill_9_mid_load_a_restart_delivers_every_accepted_message() {
         "nothing left waiting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleartext_listener_takes_auth_only_from_its_networks() {
+    // Loopback counts as local unless told otherwise; here 127.0.0.2 plays the LAN device
+    // and 127.0.0.3 anyone else.
+    let w = World::new(Flow::ClientCredentials)
+        .await
+        .setting("POSTERN_SERVER__PLAIN_LISTEN", "127.0.0.1:0")
+        .setting("POSTERN_SERVER__PLAIN_NETWORKS", "[\"127.0.0.2/32\"]")
+        .setting("POSTERN_SERVER__CLEARTEXT_AUTH_ON_LOOPBACK", "false");
+    let serve = w.serve().await;
+    let plain = serve.plain.expect("serve printed the cleartext listener");
+    assert_ne!(plain, serve.relay);
+
+    let (mut c, greeting) = Client::connect_from(plain, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(greeting.code, 220, "{greeting:?}");
+    let ehlo = c.cmd("EHLO scanner.lan").await;
+    assert!(ehlo.text.contains("AUTH PLAIN LOGIN"), "{ehlo:?}");
+    assert!(!ehlo.text.contains("STARTTLS"), "no TLS offered: {ehlo:?}");
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    let id = queued_id(
+        &c.send(USER, &[TO], &message(USER, TO, "scan in clear"))
+            .await,
+    );
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    let (mut c, _) = Client::connect_from(plain, "127.0.0.3".parse().unwrap()).await;
+    assert_eq!(c.cmd("EHLO elsewhere.example").await.code, 250);
+    let refused = c.auth_plain("app", &w.password).await;
+    assert_eq!(refused.code, 538, "{refused:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    // The STARTTLS listener is unchanged: no AUTH in clear from a listed network either.
+    let (mut c, _) = Client::connect_from(serve.relay, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(c.cmd("EHLO scanner.lan").await.code, 250);
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 538);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    let got = w.smtp.wait_for_messages(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "{}", w.log());
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: scan in clear"));
+    let store = w.store().await;
+    assert_eq!(
+        w.wait_status(&store, &id, "sent")
+            .await
+            .summary
+            .submitter
+            .as_deref(),
+        Some("app")
+    );
+    drop(serve);
+}
+
+/// A scan as many multifunction printers send it: bare LF throughout, a leading dot stuffed.
+const SCAN: &str = "From: Scanner <scanner@lan.local>\nTo: <someone@example.org>\nDate: Tue, 1 Jul 2025 10:00:00 +0000\nMessage-ID: <scan-1@mfp.lan>\nSubject: Scan 0042\nMIME-Version: 1.0\n\nPage 1 of 1\n..a line with a leading dot\n\n";
+
+/// `relay-user add NAME --connection fake --network NET`, which must print no password.
+async fn add_scanner(w: &World, name: &str, network: &str) {
+    let out = w
+        .postern(&[
+            "relay-user",
+            "add",
+            name,
+            "--connection",
+            "fake",
+            "--network",
+            network,
+        ])
+        .await
+        .ok();
+    assert!(!out.stdout.contains("Password"), "{}", out.stdout);
+    assert!(out.stdout.contains("without AUTH"), "{}", out.stdout);
+}
+
+/// Reads `n` replies; their codes.
+async fn codes(c: &mut Client, n: usize) -> Vec<u16> {
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        codes.push(c.read_reply().await.code);
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_bound_scanner_sends_bare_lf_with_helo_and_no_auth_and_the_mail_is_delivered() {
+    let w = World::new(Flow::ClientCredentials).await;
+    add_scanner(&w, "scanner", "127.0.0.2/32").await;
+    let users = w.json(&["relay-user", "list"]).await;
+    let scanner = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "scanner")
+        .unwrap();
+    assert_eq!(scanner["networks"], serde_json::json!(["127.0.0.2/32"]));
+    assert_eq!(scanner["password"], "none");
+    let list = w.postern(&["relay-user", "list"]).await.ok();
+    assert!(list.stdout.contains("NETWORKS") && list.stdout.contains("127.0.0.2/32"));
+    let serve = w.serve().await;
+
+    let (mut c, greeting) = Client::connect_from(serve.relay, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(greeting.code, 220);
+    c.write(format!("HELO mfp.lan\nMAIL FROM:<{USER}>\nRCPT TO:<{TO}>\nDATA\n").as_bytes())
+        .await;
+    assert_eq!(codes(&mut c, 4).await, [250, 250, 250, 354]);
+    c.write(format!("{SCAN}.\n").as_bytes()).await;
+    let id = queued_id(&c.read_reply().await);
+    c.write(b"QUIT\n").await;
+    assert_eq!(c.read_reply().await.code, 221);
+
+    let got = w.smtp.wait_for_messages(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "{}", w.log());
+    let data = String::from_utf8(got[0].data.clone()).unwrap();
+    // Byte for byte what the scanner sent, with CRLF line endings and the stuffing undone;
+    // only a `Received:` header added in front.
+    let sent = SCAN.replace('\n', "\r\n").replace("\r\n..", "\r\n.");
+    let (added, rest) = data.split_at(data.len() - sent.len());
+    assert_eq!(rest, sent);
+    assert!(
+        added.starts_with("Received: ") && added.ends_with("\r\n"),
+        "{added:?}"
+    );
+    assert!(!added.contains("\r\nMessage-ID") && !added.contains("\r\nDate"));
+    assert_eq!(got[0].mail_from, USER);
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "sent").await;
+    assert_eq!(d.summary.submitter.as_deref(), Some("scanner"));
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bare_lf_scan_from_another_address_gets_the_strict_rules() {
+    let w = World::new(Flow::ClientCredentials).await;
+    add_scanner(&w, "scanner", "127.0.0.2/32").await;
+    let serve = w.serve().await;
+
+    // From 127.0.0.1 (not the scanner's network): no AUTH, no mail.
+    let (mut c, _) = Client::connect(serve.relay).await;
+    c.write(format!("HELO mfp.lan\nMAIL FROM:<{USER}>\n").as_bytes())
+        .await;
+    assert_eq!(codes(&mut c, 2).await, [250, 530]);
+    // AUTH wants EHLO there.
+    let r = c.auth_plain("app", &w.password).await;
+    assert_eq!((r.code, r.text.as_str()), (503, "5.5.1 Send EHLO first"));
+
+    // Logged in, the same bytes do not end the message at `LF.LF`: it goes on until
+    // `CRLF.CRLF`, and the bare-LF "end" and what follows it stay content.
+    assert_eq!(c.cmd("EHLO app.example").await.code, 250);
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    c.write(format!("MAIL FROM:<{USER}>\nRCPT TO:<{TO}>\nDATA\n").as_bytes())
+        .await;
+    assert_eq!(codes(&mut c, 3).await, [250, 250, 354]);
+    c.write(format!("{SCAN}.\nQUIT\n").as_bytes()).await;
+    c.write(b"\r\n.\r\n").await;
+    let id = queued_id(&c.read_reply().await);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    let got = w.smtp.wait_for_messages(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "{}", w.log());
+    let data = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        data.ends_with("\r\n.a line with a leading dot\r\n\r\n\r\nQUIT\r\n\r\n"),
+        "{data:?}"
+    );
+    let store = w.store().await;
+    let d = w.wait_status(&store, &id, "sent").await;
+    assert_eq!(d.summary.submitter.as_deref(), Some("app"));
+
+    // A device added while the relay runs is known within seconds, without a restart.
+    add_scanner(&w, "desk", "127.0.0.3").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (mut c, _) = Client::connect_from(serve.relay, "127.0.0.3".parse().unwrap()).await;
+        c.write(format!("HELO desk.lan\nMAIL FROM:<{USER}>\nQUIT\n").as_bytes())
+            .await;
+        if codes(&mut c, 3).await == [250, 250, 221] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new device was never recognised"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_lf_smuggling_from_a_device_network_stays_in_the_devices_own_session() {
+    let w = World::new(Flow::ClientCredentials).await;
+    add_scanner(&w, "scanner", "127.0.0.2").await;
+    let serve = w.serve().await;
+
+    // One write: a message ending `LF.LF`, then a "smuggled" message as another sender, then
+    // one as the device's own sender. After `LF.LF` the bytes are the device's commands.
+    let (mut c, _) = Client::connect_from(serve.relay, "127.0.0.2".parse().unwrap()).await;
+    c.write(
+        format!(
+            "HELO mfp.lan\nMAIL FROM:<{USER}>\nRCPT TO:<{TO}>\nDATA\n{SCAN}.\n\
+             MAIL FROM:<ceo@elsewhere.example>\nRCPT TO:<victim@example.org>\nDATA\nforged\n.\n\
+             MAIL FROM:<{USER}>\nRCPT TO:<second@example.org>\nDATA\nSubject: second\n\nsecond\n.\nQUIT\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut replies = Vec::new();
+    for _ in 0..14 {
+        replies.push(c.read_reply().await);
+    }
+    let got: Vec<u16> = replies.iter().map(|r| r.code).collect();
+    assert_eq!(
+        got,
+        [
+            250, 250, 250, 354, 250, 550, 503, 503, 500, 500, 250, 250, 354, 250
+        ],
+        "{replies:?}"
+    );
+    assert!(replies[5].text.contains("scanner"), "{:?}", replies[5]);
+    let ids = [queued_id(&replies[4]), queued_id(&replies[13])];
+    assert_eq!(c.read_reply().await.code, 221);
+
+    let got = w.smtp.wait_for_messages(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "{}", w.log());
+    for m in &got {
+        assert_eq!(m.mail_from, USER);
+        assert!(!String::from_utf8_lossy(&m.data).contains("forged"));
+        assert!(!m.rcpt_to.contains(&"victim@example.org".to_string()));
+    }
+    let store = w.store().await;
+    for id in &ids {
+        let d = w.wait_status(&store, id, "sent").await;
+        assert_eq!(d.summary.submitter.as_deref(), Some("scanner"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.smtp.counters().messages, 2);
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_matching_everyone_or_another_device_are_refused() {
+    let w = World::new(Flow::ClientCredentials).await;
+    add_scanner(&w, "scanner", "192.168.1.50/32").await;
+    let add = |name: &'static str, nets: &'static [&'static str]| {
+        let mut args = vec!["relay-user", "add", name, "--connection", "fake"];
+        for n in nets {
+            args.extend(["--network", n]);
+        }
+        args
+    };
+    for (nets, says) in [
+        (&["0.0.0.0/0"][..], "matches every address"),
+        (&["::/0"][..], "matches every address"),
+        (&["192.168.1.0/24"][..], "relay user `scanner`"),
+        (&["10.0.0.0/8", "10.1.0.0/16"][..], "overlaps 10.0.0.0/8"),
+        (&["192.168.1.5/24"][..], "192.168.1.0/24"),
+    ] {
+        let out = w.postern(&add("printer", nets)).await;
+        assert_eq!(out.code, 2, "{nets:?}: {}", out.all());
+        assert!(out.stderr.contains(says), "{nets:?}: {}", out.stderr);
+    }
+    // Nothing was created on the way.
+    let list = w.postern(&["relay-user", "list"]).await.ok();
+    assert!(!list.stdout.contains("printer"), "{}", list.stdout);
+    // A network of its own is fine.
+    add_scanner(&w, "printer", "192.168.1.51").await;
+    // Moving a device: `edit --network` checks the same way.
+    #[rustfmt::skip]
+    let moved = w.postern(&["relay-user", "edit", "printer", "--network", "192.168.1.52"]).await.ok();
+    assert!(moved.stdout.contains("192.168.1.52/32"), "{}", moved.stdout);
+    #[rustfmt::skip]
+    let clash = w.postern(&["relay-user", "edit", "printer", "--network", "192.168.1.0/24"]).await;
+    assert_eq!(clash.code, 2, "{}", clash.all());
+    let list = w.postern(&["relay-user", "list"]).await.ok();
+    assert!(list.stdout.contains("192.168.1.52/32"), "{}", list.stdout);
+}
+
+/// `relay-user add NAME --connection fake ARGS...`; the generated password.
+async fn add_user(w: &World, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["relay-user", "add", name, "--connection", "fake"];
+    all.extend_from_slice(args);
+    let out = w.postern(&all).await.ok();
+    out.stdout
+        .lines()
+        .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+        .map(|(_, pw)| pw.trim().to_string())
+        .unwrap_or_else(|| panic!("no password in {:?}", out.stdout))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rewrite_from_policy_sends_a_fixed_sender_as_the_mailbox_and_refuse_still_refuses() {
+    let w = World::new(Flow::ClientCredentials).await;
+    let erp = add_user(&w, "erp", &["--from-policy", "rewrite"]).await;
+    #[rustfmt::skip]
+    let mfp = add_user(&w, "mfp", &["--from-policy", "rewrite", "--display-name", "Scanner 2nd floor"]).await;
+    let strict = add_user(&w, "strict", &[]).await;
+    // Bad values are refused before any user is made, saying why.
+    for (args, says) in [
+        (&["--display-name", "X"][..], "--from-policy rewrite"),
+        (&["--from-policy", "accept"][..], "allow-listed"),
+        (
+            &[
+                "--from-policy",
+                "rewrite",
+                "--display-name",
+                "a\r\nBcc: x@y.z",
+            ][..],
+            "control characters",
+        ),
+    ] {
+        let mut all = vec!["relay-user", "add", "bad", "--connection", "fake"];
+        all.extend_from_slice(args);
+        let out = w.postern(&all).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.all());
+        assert!(out.all().contains(says), "{args:?}: {}", out.all());
+    }
+    let users = w.json(&["relay-user", "list"]).await;
+    let policies: Vec<serde_json::Value> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| serde_json::json!([u["name"], u["from_policy"], u["display_name"]]))
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            serde_json::json!(["app", "refuse", null]),
+            serde_json::json!(["erp", "rewrite", null]),
+            serde_json::json!(["mfp", "rewrite", "Scanner 2nd floor"]),
+            serde_json::json!(["strict", "refuse", null]),
+        ],
+        "no `bad` user left behind"
+    );
+
+    let serve = w.serve().await;
+    // The ERP's hard-coded sender: accepted, sent as the mailbox, its own display name kept.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_plain("erp", &erp).await.code, 235);
+    let erp_mail = message("noreply@erp.local", TO, "invoice 7");
+    queued_id(&c.send("noreply@erp.local", &[TO], &erp_mail).await);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    // The scanner: the configured display name, an existing Reply-To kept.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_login("mfp", &mfp).await.code, 235);
+    let scan = format!(
+        "From: \"MFP, Floor 2\"\r\n <scanner@lan.local>\r\nReply-To: desk@lan.local\r\nTo: <{TO}>\r\nSubject: scan 1\r\n\r\nFrom: not a header\r\n"
+    );
+    queued_id(&c.send("scanner@lan.local", &[TO], scan.as_bytes()).await);
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    // A refusing user gets 550 as before.
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    assert_eq!(c.auth_plain("strict", &strict).await.code, 235);
+    let r = c.cmd("MAIL FROM:<noreply@erp.local>").await;
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(r.text.contains("5.7.1"), "{r:?}");
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+
+    let got = w.smtp.wait_for_messages(2, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 2, "{}", w.log());
+    let find = |subject: &str| {
+        got.iter()
+            .find(|m| String::from_utf8_lossy(&m.data).contains(subject))
+            .unwrap_or_else(|| panic!("{subject} arrived"))
+    };
+    let m = find("Subject: invoice 7");
+    assert_eq!(m.mail_from, USER, "the envelope sender is the mailbox");
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(
+        data.contains(&format!(
+            "\r\nFrom: \"App\" <{USER}>\r\nReply-To: noreply@erp.local\r\nTo: <{TO}>\r\n"
+        )),
+        "{data}"
+    );
+    assert_eq!(data.matches("From: ").count(), 1, "{data}");
+    assert!(data.ends_with("\r\n\r\nHello from invoice 7.\r\n.a line with a leading dot\r\n"));
+    let m = find("Subject: scan 1");
+    assert_eq!(m.mail_from, USER);
+    let data = String::from_utf8_lossy(&m.data);
+    assert!(
+        data.contains(&format!(
+            "\r\nFrom: \"Scanner 2nd floor\" <{USER}>\r\nReply-To: desk@lan.local\r\n"
+        )),
+        "{data}"
+    );
+    assert_eq!(data.matches("Reply-To:").count(), 1, "{data}");
+    assert!(
+        data.ends_with("\r\n\r\nFrom: not a header\r\n"),
+        "the body is untouched: {data}"
+    );
+    // The log says who sent as what.
+    let log = w.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("relay rewrote the sender") && l.contains("erp"))
+        .unwrap_or_else(|| panic!("a rewrite line in {log}"));
+    assert!(
+        line.contains("noreply@erp.local") && line.contains(USER),
+        "{line}"
+    );
+
+    // `edit` changes the policy; the list shows it.
+    #[rustfmt::skip]
+    w.postern(&["relay-user", "edit", "erp", "--from-policy", "allow-listed"]).await.ok();
+    let out = w
+        .postern(&["relay-user", "edit", "erp", "--display-name", "ERP"])
+        .await;
+    assert_eq!(out.code, 2, "a display name needs rewrite: {}", out.all());
+    let list = w.postern(&["relay-user", "list"]).await.ok().stdout;
+    assert!(list.contains("allow-listed"), "{list}");
+    assert!(list.contains("rewrite as \"Scanner 2nd floor\""), "{list}");
+    drop(serve);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_bound_scanner_with_the_rewrite_policy_sends_its_own_address_as_the_mailbox() {
+    let w = World::new(Flow::ClientCredentials).await;
+    add_scanner(&w, "mfp", "127.0.0.2/32").await;
+    #[rustfmt::skip]
+    w.postern(&["relay-user", "edit", "mfp", "--from-policy", "rewrite"]).await.ok();
+    let serve = w.serve().await;
+
+    // The scanner's own address, bare LF throughout, HELO, no AUTH.
+    let (mut c, greeting) = Client::connect_from(serve.relay, "127.0.0.2".parse().unwrap()).await;
+    assert_eq!(greeting.code, 220);
+    c.write(
+        format!("HELO mfp.lan\nMAIL FROM:<scanner@lan.local>\nRCPT TO:<{TO}>\nDATA\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(codes(&mut c, 4).await, [250, 250, 250, 354]);
+    c.write(format!("{SCAN}.\n").as_bytes()).await;
+    queued_id(&c.read_reply().await);
+    c.write(b"QUIT\n").await;
+    assert_eq!(c.read_reply().await.code, 221);
+
+    let got = w.smtp.wait_for_messages(1, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 1, "{}", w.log());
+    assert_eq!(got[0].mail_from, USER);
+    let data = String::from_utf8(got[0].data.clone()).unwrap();
+    assert!(
+        data.contains(&format!(
+            "\r\nFrom: \"Scanner\" <{USER}>\r\nReply-To: scanner@lan.local\r\nTo: <{TO}>\r\n"
+        )),
+        "{data}"
+    );
+    assert!(
+        data.ends_with("\r\n\r\nPage 1 of 1\r\n.a line with a leading dot\r\n\r\n"),
+        "{data}"
+    );
+    drop(serve);
+}

@@ -429,10 +429,18 @@ pub(super) fn connection_page(
     let (status_label, status_help) = status_text(&c);
     let connect_label = match conn.settings.provider {
         Provider::Google => "Connect with Google",
-        Provider::Microsoft | Provider::Outlook if c.status == "authorized" => {
+        Provider::Microsoft
+        | Provider::Outlook
+        | Provider::MicrosoftUsGov
+        | Provider::MicrosoftChina
+            if c.status == "authorized" =>
+        {
             "Connect again with Microsoft"
         }
-        Provider::Microsoft | Provider::Outlook => "Connect with Microsoft",
+        Provider::Microsoft
+        | Provider::Outlook
+        | Provider::MicrosoftUsGov
+        | Provider::MicrosoftChina => "Connect with Microsoft",
         Provider::Custom => "Connect",
     };
     ConnectionPage {

@@ -68,6 +68,14 @@ impl FormField {
 /// The providers, as the selector shows them.
 pub const PROVIDERS: &[(&str, &str)] = &[
     ("microsoft", "Microsoft 365 (work or school)"),
+    (
+        "microsoft-us-gov",
+        "Microsoft 365 GCC High / DoD (US Government)",
+    ),
+    (
+        "microsoft-china",
+        "Microsoft 365 operated by 21Vianet (China)",
+    ),
     ("outlook", "Outlook.com (personal)"),
     ("google", "Google Workspace / Gmail"),
     ("custom", "Other (custom endpoints)"),

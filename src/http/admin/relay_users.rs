@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{Flash, Layout, PageError, render};
+use crate::domain::{DisplayName, FromPolicy};
 use crate::http::AppState;
 use crate::http::auth::{AdminSession, CsrfForm};
 use crate::smtp::server::AllowedFrom;
@@ -83,6 +84,26 @@ pub struct NewUserForm {
     name: String,
     connection: String,
     allow_from: Option<String>,
+    /// `refuse` (default), `allow-listed` or `rewrite`.
+    from_policy: Option<String>,
+    /// The name of a rewritten From; blank keeps the message's own.
+    display_name: Option<String>,
+}
+
+/// The form's From policy and display name, or what is wrong with them.
+fn form_from_policy(form: &NewUserForm) -> Result<(FromPolicy, Option<DisplayName>), String> {
+    let policy = match form.from_policy.as_deref().map(str::trim) {
+        None | Some("") => FromPolicy::default(),
+        Some(p) => p.parse::<FromPolicy>().map_err(|e| e.to_string())?,
+    };
+    let display_name = match form.display_name.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(n) => Some(DisplayName::parse(n).map_err(|e| e.to_string())?),
+    };
+    if display_name.is_some() && policy != FromPolicy::Rewrite {
+        return Err("a display name is for a rewritten From: choose the policy “rewrite”".into());
+    }
+    Ok((policy, display_name))
 }
 
 pub async fn create(
@@ -111,6 +132,10 @@ pub async fn create(
     if let Err(e) = AllowedFrom::parse(&allow) {
         return fail(e.to_string()).await;
     }
+    let (from_policy, display_name) = match form_from_policy(&form) {
+        Ok(p) => p,
+        Err(e) => return fail(e).await,
+    };
     let Some(conn) = state.store().find_connection(&form.connection).await? else {
         return fail(format!("connection `{}` does not exist", form.connection)).await;
     };
@@ -120,6 +145,16 @@ pub async fn create(
         .await
     {
         Ok((user, generated)) => {
+            if (from_policy, &display_name) != (FromPolicy::default(), &None)
+                && let Err(e) = state
+                    .store()
+                    .set_relay_from_policy(&user.name, from_policy, display_name.as_ref())
+                    .await
+            {
+                // No half-made user whose generated password nobody saw.
+                let _ = state.store().remove_relay_user(&user.name).await;
+                return Err(e.into());
+            }
             tracing::info!(user = %user.name, by = %session.username(), "relay user created");
             let shown = generated.map(|p| (user.name.clone(), p.expose_secret().to_string()));
             page(&session, &state, StatusCode::OK, None, shown, None).await

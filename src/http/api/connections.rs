@@ -22,7 +22,8 @@ pub struct ConnectionBody {
     /// A short slug: lowercase letters, digits, `-`, `_`.
     pub name: Option<String>,
     pub display_name: Option<String>,
-    /// `microsoft` (Microsoft 365), `outlook` (Outlook.com personal), `google` or `custom`.
+    /// `microsoft` (Microsoft 365), `microsoft-us-gov` (GCC High / DoD), `microsoft-china`
+    /// (21Vianet), `outlook` (Outlook.com personal), `google` or `custom`.
     pub provider: Option<String>,
     /// `authorization-code` (delegated, default) or `client-credentials` (app-only).
     pub flow: Option<String>,

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::json::{JsonBody, secret};
+use crate::domain::{DisplayName, FromPolicy};
 use crate::http::AppState;
 use crate::http::auth::AdminKey;
 use crate::http::error::{ApiError, ApiResult, FieldProblem, Problem};
@@ -46,6 +47,46 @@ pub struct NewRelayUser {
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
     pub password: Option<SecretString>,
+    /// What the relay does with a sender it may not use: `refuse` (default, 550),
+    /// `allow-listed` (the same, explicitly) or `rewrite` (sent as the connection's mailbox,
+    /// the original address in `Reply-To:`).
+    #[serde(default)]
+    pub from_policy: Option<String>,
+    /// The name in a rewritten `From:` (`"Scanner" <mailbox>`), at most 64 characters; only
+    /// with `from_policy: rewrite`. Left out: the message's own display name is kept.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+impl NewRelayUser {
+    /// The From policy and display name, parsed; 422 naming the field otherwise.
+    fn parse_from_policy(&self) -> ApiResult<(FromPolicy, Option<DisplayName>)> {
+        let problem = |field: &str, message: String| {
+            ApiError::Validation(vec![FieldProblem {
+                field: field.into(),
+                message,
+            }])
+        };
+        let policy = match &self.from_policy {
+            Some(p) => p
+                .parse::<FromPolicy>()
+                .map_err(|e| problem("from_policy", e.to_string()))?,
+            None => FromPolicy::default(),
+        };
+        let display_name = self
+            .display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()
+            .map_err(|e| problem("display_name", e.to_string()))?;
+        if display_name.is_some() && policy != FromPolicy::Rewrite {
+            return Err(problem(
+                "display_name",
+                "a display name is for a rewritten From: set `from_policy` to `rewrite`".into(),
+            ));
+        }
+        Ok((policy, display_name))
+    }
 }
 
 impl std::fmt::Debug for NewRelayUser {
@@ -65,6 +106,10 @@ pub struct RelayUserView {
     pub allow_from: Vec<String>,
     /// `generated` or `chosen`.
     pub password: String,
+    /// `refuse`, `allow-listed` or `rewrite`.
+    pub from_policy: String,
+    /// The name in a rewritten `From:`; absent: the message's own is kept.
+    pub display_name: Option<String>,
     pub created_at: String,
 }
 
@@ -75,6 +120,8 @@ impl From<&RelayUser> for RelayUserView {
             connection: u.connection.clone(),
             allow_from: u.allow_from.clone(),
             password: u.password.to_string(),
+            from_policy: u.from_policy.to_string(),
+            display_name: u.display_name.as_ref().map(ToString::to_string),
             created_at: u.created_at.clone(),
         }
     }
@@ -106,6 +153,7 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<NewRelayUser>,
 ) -> ApiResult<Response> {
+    let (from_policy, display_name) = body.parse_from_policy()?;
     AllowedFrom::parse(&body.allow_from).map_err(|e| {
         ApiError::Validation(vec![FieldProblem {
             field: "allow_from".into(),
@@ -133,6 +181,22 @@ pub async fn create(
                 .map_or(NewPassword::GENERATED, NewPassword::Chosen),
         )
         .await?;
+    let user = if (from_policy, &display_name) == (FromPolicy::default(), &None) {
+        user
+    } else {
+        match state
+            .store()
+            .set_relay_from_policy(&user.name, from_policy, display_name.as_ref())
+            .await
+        {
+            Ok(user) => user,
+            Err(e) => {
+                // No half-made user whose generated password nobody saw.
+                let _ = state.store().remove_relay_user(&user.name).await;
+                return Err(e.into());
+            }
+        }
+    };
     tracing::info!(user = %user.name, by = %caller.key.name, "relay user created");
     Ok((
         StatusCode::CREATED,
@@ -178,4 +242,55 @@ pub async fn reset_password(
         generated_password: generated.map(|p| p.expose_secret().to_string()),
     })
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> NewRelayUser {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn field_of(e: ApiError) -> String {
+        match e {
+            ApiError::Validation(problems) => problems[0].field.clone(),
+            other => panic!("not a 422: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_from_policy_is_optional_and_bad_values_name_their_field() {
+        let plain = body(serde_json::json!({"name": "a", "connection": "c"}));
+        assert_eq!(
+            plain.parse_from_policy().unwrap(),
+            (FromPolicy::Refuse, None)
+        );
+        let rewrite = body(serde_json::json!({"name": "a", "connection": "c",
+            "from_policy": "rewrite", "display_name": "Scanner"}));
+        let (policy, name) = rewrite.parse_from_policy().unwrap();
+        assert_eq!(policy, FromPolicy::Rewrite);
+        assert_eq!(name.unwrap().as_str(), "Scanner");
+        for (json, field) in [
+            (serde_json::json!({"from_policy": "accept"}), "from_policy"),
+            (
+                serde_json::json!({"from_policy": "rewrite", "display_name": "a\r\nBcc: x@y"}),
+                "display_name",
+            ),
+            (
+                serde_json::json!({"from_policy": "rewrite", "display_name": "x".repeat(65)}),
+                "display_name",
+            ),
+            (
+                serde_json::json!({"display_name": "Scanner"}),
+                "display_name",
+            ),
+        ] {
+            let mut json = json;
+            json["name"] = "a".into();
+            json["connection"] = "c".into();
+            let e = body(json.clone()).parse_from_policy().unwrap_err();
+            assert_eq!(field_of(e), field, "{json}");
+        }
+    }
 }

@@ -5,8 +5,9 @@ use super::error::SmtpError;
 use super::reply::Reply;
 
 pub(super) const TOKEN_REJECTED: &str = "The server rejected the access token even after a refresh. \
-Check that the connection's scope is https://outlook.office.com/SMTP.Send (a Microsoft Graph token \
-is refused by SMTP with 535 5.7.3; for Gmail: https://mail.google.com/), that the user name is the \
+Check that the connection's scope is https://outlook.office.com/SMTP.Send (GCC High/DoD: \
+https://outlook.office365.us/SMTP.Send; 21Vianet: https://partner.outlook.cn/SMTP.Send; a Microsoft \
+Graph token is refused by SMTP with 535 5.7.3; for Gmail: https://mail.google.com/), that the user name is the \
 mailbox that consented, then re-authorize the connection.";
 
 pub(super) const SMTP_AUTH_DISABLED: &str = "SMTP AUTH is disabled for this mailbox or tenant \
@@ -36,8 +37,28 @@ const STARTTLS_MISSING: &str = "The server did not offer STARTTLS, so Postern re
 rather than send the token in cleartext. Check the host and port (587 uses STARTTLS, 465 implicit \
 TLS), or a network device stripping STARTTLS.";
 
+const OLD_TLS: &str = "The server and Postern share no TLS version: Postern (rustls) speaks \
+TLS 1.2 and 1.3 only, never TLS 1.0 or 1.1, which are broken and which Microsoft 365 and Gmail no \
+longer accept either. Check the host and port: a server limited to TLS 1.0/1.1 is not the provider \
+itself (an old proxy or appliance in between?).";
+
+/// The peer wants a TLS version older than 1.2, which rustls does not implement.
+fn is_old_tls(e: &rustls::Error) -> bool {
+    use rustls::PeerIncompatible as P;
+    matches!(
+        e,
+        rustls::Error::PeerIncompatible(
+            P::ServerDoesNotSupportTls12Or13
+                | P::SupportedVersionsExtensionRequired
+                | P::Tls12NotOffered
+                | P::Tls12NotOfferedOrEnabled
+        ) | rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion)
+    )
+}
+
 pub(super) fn explain(error: &SmtpError) -> Option<&'static str> {
     match error {
+        SmtpError::Tls { source, .. } if is_old_tls(source) => Some(OLD_TLS),
         SmtpError::TokenRejected { .. } => Some(TOKEN_REJECTED),
         SmtpError::StartTlsNotOffered { .. } => Some(STARTTLS_MISSING),
         SmtpError::Rejected { reply, .. } => explain_reply(reply),
@@ -197,5 +218,19 @@ mod tests {
             report: report(&["550 5.1.1 a", "452 4.5.3 too many"]),
         };
         assert!(mixed.is_transient() && !mixed.is_permanent());
+    }
+
+    #[test]
+    fn a_server_stuck_on_tls_1_0_is_told_what_postern_speaks() {
+        let old = SmtpError::Tls {
+            host: "relay.example".into(),
+            source: rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13.into(),
+        };
+        assert!(old.explanation().unwrap().contains("TLS 1.2 and 1.3 only"));
+        let alert = SmtpError::Tls {
+            host: "relay.example".into(),
+            source: rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion),
+        };
+        assert!(alert.explanation().unwrap().contains("TLS 1.0 or 1.1"));
     }
 }

@@ -21,8 +21,17 @@ pub trait RelayBackend: Send + Sync + 'static {
         peer: &PeerInfo,
     ) -> impl Future<Output = Result<Option<Identity>, BackendError>> + Send;
 
+    /// The relay user whose networks hold the client's address (a device such as a scanner),
+    /// asked once when a connection opens: the session is that user without AUTH. Must be
+    /// cheap (no store query per connection). `None` for everyone else, and by default.
+    fn device(&self, peer: &PeerInfo) -> impl Future<Output = Option<Identity>> + Send {
+        let _ = peer;
+        std::future::ready(None)
+    }
+
     /// Stores an accepted message durably and returns its queue id. Only then does the client
-    /// get `250`, and may forget the message. `identity` is `None` for a trusted network.
+    /// get `250`, and may forget the message. `identity` is `None` for a trusted network
+    /// (`server.trusted_networks`); a device's is its relay user's.
     fn accept(
         &self,
         identity: Option<&Identity>,

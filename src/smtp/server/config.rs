@@ -25,6 +25,8 @@ pub struct SessionConfig {
     /// Loopback clients count as local and may AUTH without TLS. Off when a proxy or tunnel
     /// on this host forwards remote clients, which would otherwise all look local.
     pub cleartext_auth_on_loopback: bool,
+    /// Clients in these networks may AUTH without TLS (the LAN-only cleartext listener).
+    pub cleartext_auth_networks: Vec<super::network::IpNetwork>,
     /// A TLS acceptor is configured, so STARTTLS can be offered.
     pub starttls_available: bool,
     /// Prepend a `Received:` trace header to each accepted message.
@@ -46,6 +48,7 @@ impl SessionConfig {
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             allow_cleartext_auth: false,
             cleartext_auth_on_loopback: true,
+            cleartext_auth_networks: Vec::new(),
             starttls_available: false,
             received_header: true,
             bare_lf: BareLfPolicy::default(),
@@ -59,7 +62,8 @@ impl SessionConfig {
 ///
 /// Either way a message only ends at `CRLF.CRLF`: `LF.LF`, `LF.CRLF` and `CR.CR` never end or
 /// split a message (SMTP smuggling), and a bare CR always rejects the message, since no
-/// reading of it is safe. The stored message only ever contains CRLF line endings, so it
+/// reading of it is safe. The exception is a client the admin named ([`PeerInfo::lenient`]),
+/// whose `LF.LF` ends the message and whose next bytes are commands of its own session. The stored message only ever contains CRLF line endings, so it
 /// cannot smuggle anything past the provider either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BareLfPolicy {
@@ -108,6 +112,9 @@ pub struct PeerInfo {
     pub tls_active: bool,
     /// The client is in a configured trusted network: it may send without AUTH.
     pub trusted: bool,
+    /// The admin allowed this client bare line feeds (a device bound to its network, or
+    /// `server.bare_lf_networks`): `LF.LF` ends its messages, and it may AUTH after HELO.
+    pub lenient: bool,
 }
 
 impl PeerInfo {
@@ -133,6 +140,7 @@ mod tests {
             addr: a.parse().unwrap(),
             tls_active: false,
             trusted: false,
+            lenient: false,
         };
         assert!(peer("[::ffff:127.0.0.1]:25").is_loopback());
         assert!(peer("[::1]:25").is_loopback());

@@ -28,6 +28,9 @@ use super::session::{Action, Session};
 const READ_BUFFER: usize = 8 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Finding the relay user bound to the client's address is a lookup in memory, or a reload
+/// of the list every few seconds.
+const DEVICE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -55,13 +58,28 @@ pub(crate) async fn serve<B: RelayBackend>(
         addr,
         tls_active: matches!(shared.tls, TlsSetup::Implicit(_)),
         trusted: shared.config.is_trusted(addr.ip()),
+        lenient: shared.config.is_bare_lf_allowed(addr.ip()),
     };
+    let device = timeout(DEVICE_LOOKUP_TIMEOUT, shared.backend.device(&peer))
+        .await
+        .unwrap_or_else(|_| {
+            warn!(peer = %addr, "relay device lookup timed out");
+            None
+        });
     let mut session = Session::new(Arc::clone(&shared.session_config), peer);
+    if let Some(device) = device {
+        session.bind_device(device);
+    }
     // A guesser who reconnects picks up where the last connection left off.
     session.remember_auth_failures(shared.failures.recent(addr.ip()));
     let span = tracing::info_span!("relay_session", id = session.id(), peer = %addr);
     async {
-        debug!(trusted = session.peer().trusted, "relay connection opened");
+        debug!(
+            trusted = session.peer().trusted,
+            lenient = session.peer().lenient,
+            device = session.identity().map(|i| i.user.as_str()),
+            "relay connection opened"
+        );
         match run(&shared, stream, &mut session).await {
             Ok(()) => debug!("relay connection closed"),
             Err(e) => debug!(error = %e, "relay connection ended"),

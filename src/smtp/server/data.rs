@@ -4,6 +4,13 @@
 //! Only `CRLF . CRLF` ends a message (the first CRLF may be the end of the DATA command).
 //! `LF.LF`, `LF.CRLF`, `CRLF.LF` and `CR.CR` do not: reading them as an end is how SMTP
 //! smuggling splits one message into two. The stored message only ever has CRLF line endings.
+//!
+//! The one exception is a *lenient* reader, made for clients the admin named (devices bound
+//! to networks, `server.bare_lf_networks`), as Postfix exempts `$mynetworks` from
+//! `smtpd_forbid_bare_newline`: there a `.` line ending in LF or CRLF after a line ending in
+//! LF or CRLF ends the message, since such devices end every line with a bare LF. What
+//! follows is read as commands of that same client's session, so it can only ever submit
+//! mail as that client. A bare CR still never ends anything.
 
 use super::config::BareLfPolicy;
 use super::reply::Reply;
@@ -83,6 +90,8 @@ pub(crate) struct DataReader {
     message: Vec<u8>,
     max_size: usize,
     bare_lf: BareLfPolicy,
+    /// `LF . LF` (and its mixes with CRLF) also end the message: see the module header.
+    lenient: bool,
     state: State,
     line_len: usize,
     failure: Option<DataFailure>,
@@ -98,10 +107,18 @@ impl DataReader {
             message: Vec::with_capacity(hint),
             max_size,
             bare_lf,
+            lenient: false,
             state: State::LineStart { crlf: true },
             line_len: 0,
             failure: None,
         }
+    }
+
+    /// Also ends the message at a bare-LF end of data (`LF.LF`, `CRLF.LF`, `LF.CRLF`): only
+    /// for clients the admin allowed, whose bare LFs are always line endings.
+    pub(crate) fn lenient(mut self, lenient: bool) -> Self {
+        self.lenient = lenient;
+        self
     }
 
     /// Consumes `input` up to the end of the message (its final LF included) or entirely.
@@ -134,6 +151,7 @@ impl DataReader {
                 },
                 State::Dot { crlf } => match b {
                     b'\r' => self.state = State::DotCr { crlf },
+                    b'\n' if self.lenient => return (i + 1, Progress::Done(self.finish())),
                     // The dot was stuffing of an empty line that ends with a bare LF.
                     b'\n' => self.bare_lf(),
                     _ => {
@@ -147,7 +165,7 @@ impl DataReader {
                         self.state = State::Text;
                         continue;
                     }
-                    if crlf {
+                    if crlf || self.lenient {
                         return (i + 1, Progress::Done(self.finish()));
                     }
                     // `LF . CRLF`: a line holding only a (stuffing) dot, never the end.
@@ -282,6 +300,51 @@ mod tests {
             "a\r\n\r\nMAIL FROM:<x@y.com>\r\n"
         );
         assert_eq!(ok("a\n.\r\nb\r\n.\r\n").1, "a\r\n\r\nb\r\n");
+    }
+
+    fn lenient(input: &str, policy: BareLfPolicy) -> Option<(usize, Result<String, DataFailure>)> {
+        let mut r = DataReader::new(1 << 20, policy, None).lenient(true);
+        match r.ingest(input.as_bytes()) {
+            (n, Progress::Done(res)) => Some((n, res.map(|m| String::from_utf8(m).unwrap()))),
+            (_, Progress::NeedMore) => None,
+        }
+    }
+
+    #[test]
+    fn lenient_reader_ends_at_bare_lf_dot_and_leaves_the_rest_as_commands() {
+        let n = BareLfPolicy::Normalize;
+        assert_eq!(lenient("a\nb\n.\n", n), Some((6, Ok("a\r\nb\r\n".into()))));
+        assert_eq!(lenient(".\n", n), Some((2, Ok(String::new()))));
+        // The three mixed endings end it too; what follows is not part of the message.
+        for (input, end) in [
+            ("a\n.\nMAIL FROM:<x@y.com>\r\n", 4),
+            ("a\r\n.\nRSET\r\n", 5),
+            ("a\n.\r\nRSET\r\n", 5),
+            ("a\r\n.\r\nRSET\r\n", 6),
+        ] {
+            assert_eq!(
+                lenient(input, n),
+                Some((end, Ok("a\r\n".into()))),
+                "{input:?}"
+            );
+        }
+        // Dot-stuffing is still undone, and a bare CR is still refused and ends nothing.
+        assert_eq!(
+            lenient("..x\n..\n.\n", n).unwrap().1,
+            Ok(".x\r\n.\r\n".into())
+        );
+        assert_eq!(lenient("a\r.\r", n), None);
+        assert_eq!(
+            lenient("a\r.\rb\n.\n", n).unwrap().1,
+            Err(DataFailure::BareCr)
+        );
+        // Lenient about the end, yet `reject` still refuses bare LFs in the content.
+        assert_eq!(
+            lenient("a\n.\n", BareLfPolicy::Reject).unwrap().1,
+            Err(DataFailure::BareLf)
+        );
+        // A strict reader is unchanged: no end at all.
+        assert!(read(b"a\nb\n.\n", n, 1 << 20).is_none());
     }
 
     #[test]

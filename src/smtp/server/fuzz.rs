@@ -90,6 +90,7 @@ fn peer() -> PeerInfo {
         addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
         tls_active: false,
         trusted: false,
+        lenient: false,
     }
 }
 
@@ -98,6 +99,7 @@ fn identity() -> Identity {
     Identity {
         user: "fuzz".into(),
         allowed_from,
+        rewrite_from: None,
     }
 }
 

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::domain::EmailAddress;
+use super::envelope::ReversePath;
+use crate::domain::{DisplayName, EmailAddress};
 
 /// An authenticated relay user, as returned by the backend after AUTH.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,24 @@ pub struct Identity {
     pub user: String,
     /// Envelope senders this user may use in MAIL FROM.
     pub allowed_from: AllowedFrom,
+    /// Set for a user with the `rewrite` From policy: any sender is accepted, and what it may
+    /// not use is replaced by the connection's mailbox when the message is stored.
+    pub rewrite_from: Option<RewriteFrom>,
+}
+
+/// How a sender is rewritten: the connection's mailbox, and the display name to give it
+/// (`None`: keep the message's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteFrom {
+    pub mailbox: EmailAddress,
+    pub display_name: Option<DisplayName>,
+}
+
+impl Identity {
+    /// Whether MAIL FROM may name `from`: an allowed sender, or anyone when it is rewritten.
+    pub fn may_send_as(&self, from: &ReversePath) -> bool {
+        self.rewrite_from.is_some() || from.address().is_some_and(|a| self.allowed_from.allows(a))
+    }
 }
 
 /// What the backend answered to an AUTH attempt.
@@ -99,6 +118,25 @@ mod tests {
         assert!(!allowed.allows(&addr("other@contoso.com")));
         assert!(!allowed.allows(&addr("x@sub.fabrikam.com")));
         assert_eq!(allowed.to_string(), "app@contoso.com, @fabrikam.com");
+    }
+
+    #[test]
+    fn a_rewriting_identity_may_name_any_sender_others_only_allowed_ones() {
+        let mut identity = Identity {
+            user: "scanner".into(),
+            allowed_from: AllowedFrom::parse(["scan@contoso.com"]).unwrap(),
+            rewrite_from: None,
+        };
+        let other = ReversePath::Address(addr("noreply@erp.local"));
+        assert!(identity.may_send_as(&ReversePath::Address(addr("SCAN@contoso.com"))));
+        assert!(!identity.may_send_as(&other));
+        assert!(!identity.may_send_as(&ReversePath::Null));
+        identity.rewrite_from = Some(RewriteFrom {
+            mailbox: addr("scan@contoso.com"),
+            display_name: None,
+        });
+        assert!(identity.may_send_as(&other));
+        assert!(identity.may_send_as(&ReversePath::Null));
     }
 
     #[test]

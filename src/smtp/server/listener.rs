@@ -71,8 +71,14 @@ pub struct ListenerConfig {
     pub allow_cleartext_auth: bool,
     /// Loopback clients may AUTH without TLS (off when a local proxy forwards remote clients).
     pub cleartext_auth_on_loopback: bool,
+    /// Clients in these networks may AUTH without TLS (`server.plain_networks`, on the plain
+    /// listener). Their passwords cross the network in clear: LAN segments only.
+    pub cleartext_auth_networks: Vec<IpNetwork>,
     /// Clients in these networks may send without AUTH. None by default: never an open relay.
     pub trusted_networks: Vec<IpNetwork>,
+    /// Clients in these networks may end lines and messages with a bare LF (`LF.LF`) and AUTH
+    /// after HELO. None by default: elsewhere only `CRLF.CRLF` ends a message (no smuggling).
+    pub bare_lf_networks: Vec<IpNetwork>,
     /// Add a `Received:` header naming the relay and the relay user.
     pub received_header: bool,
     /// What to do with bare LFs in message content.
@@ -96,7 +102,9 @@ impl ListenerConfig {
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             allow_cleartext_auth: false,
             cleartext_auth_on_loopback: true,
+            cleartext_auth_networks: Vec::new(),
             trusted_networks: Vec::new(),
+            bare_lf_networks: Vec::new(),
             received_header: true,
             bare_lf: BareLfPolicy::default(),
             shutdown_grace: Duration::from_secs(30),
@@ -107,12 +115,17 @@ impl ListenerConfig {
         self.trusted_networks.iter().any(|net| net.contains(ip))
     }
 
+    pub fn is_bare_lf_allowed(&self, ip: IpAddr) -> bool {
+        self.bare_lf_networks.iter().any(|net| net.contains(ip))
+    }
+
     fn session_config(&self, starttls_available: bool) -> SessionConfig {
         let mut c = SessionConfig::new(self.hostname.clone());
         c.max_message_size = self.max_message_size;
         c.max_recipients = self.max_recipients;
         c.allow_cleartext_auth = self.allow_cleartext_auth;
         c.cleartext_auth_on_loopback = self.cleartext_auth_on_loopback;
+        c.cleartext_auth_networks = self.cleartext_auth_networks.clone();
         c.starttls_available = starttls_available;
         c.received_header = self.received_header;
         c.bare_lf = self.bare_lf;

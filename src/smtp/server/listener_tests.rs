@@ -47,6 +47,7 @@ impl RelayBackend for MemoryBackend {
             return Ok(Some(Identity {
                 user: "app".into(),
                 allowed_from,
+                rewrite_from: None,
             }));
         }
         Ok(None)
@@ -397,5 +398,48 @@ async fn grace_period_and_timeouts_end_stuck_sessions() {
         "421 4.4.2 relay.test Timeout, closing connection\r\n"
     );
     assert_eq!(silent.reply().await, "");
+    stop(relay).await;
+}
+
+#[tokio::test]
+async fn bare_lf_networks_end_messages_at_lf_dot_lf_and_allow_auth_after_helo() {
+    let script = format!(
+        "HELO mfp.test\n{}\nMAIL FROM:<app@example.com>\nRCPT TO:<r@contoso.com>\nDATA\nSubject: scan\n\nPage 1\n.\n",
+        auth_plain()
+    );
+    let mut config = listener_config();
+    config.bare_lf_networks = vec!["127.0.0.1".parse().unwrap()];
+    let relay = start(config, Security::None).await;
+    let mut c = connect(relay.addr).await;
+    c.reply().await;
+    c.send(&script).await;
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        replies.push(c.reply().await);
+    }
+    let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
+    assert_eq!(
+        codes,
+        ["250", "235", "250", "250", "354", "250"],
+        "{replies:?}"
+    );
+    let stored = relay.backend.stored.lock().unwrap().pop().unwrap();
+    assert_eq!(stored.user.as_deref(), Some("app"));
+    assert!(
+        stored.message.contains("Subject: scan\r\n")
+            && stored.message.ends_with("\r\n\r\nPage 1\r\n"),
+        "{}",
+        stored.message
+    );
+    stop(relay).await;
+
+    // Elsewhere (the default): AUTH wants EHLO, so no mail at all.
+    let relay = start(listener_config(), Security::None).await;
+    let mut c = connect(relay.addr).await;
+    c.reply().await;
+    c.send(&script).await;
+    assert!(c.reply().await.starts_with("250 "));
+    assert_eq!(c.reply().await, "503 5.5.1 Send EHLO first\r\n");
+    assert_eq!(c.reply().await, "530 5.7.0 Authentication required\r\n");
     stop(relay).await;
 }

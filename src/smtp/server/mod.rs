@@ -47,7 +47,7 @@ pub use config::{
 pub use envelope::{BodyType, Envelope, ReversePath, StoreFailure};
 pub use fuzz::fuzz_session;
 pub use fuzz_auth::fuzz_auth_decoders;
-pub use identity::{AllowedFrom, AllowedFromError, AuthOutcome, Identity};
+pub use identity::{AllowedFrom, AllowedFromError, AuthOutcome, Identity, RewriteFrom};
 pub use listener::{
     DEFAULT_MESSAGE_MEMORY_BUDGET, DEFAULT_MIN_DATA_RATE, ListenerConfig, RelayServer,
 };

@@ -63,6 +63,11 @@ impl IpNetwork {
         Ok(net)
     }
 
+    /// Some address is in both (one network holds the other).
+    pub fn overlaps(&self, other: &IpNetwork) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
@@ -122,6 +127,17 @@ mod tests {
             let n = IpNetwork::parse(net).unwrap();
             assert_eq!(n.contains(ip(addr)), expected, "{net} contains {addr}");
         }
+    }
+
+    #[test]
+    fn overlaps_when_one_holds_the_other() {
+        let n = |s: &str| IpNetwork::parse(s).unwrap();
+        assert!(n("10.0.0.0/8").overlaps(&n("10.1.2.3")));
+        assert!(n("10.1.2.3").overlaps(&n("10.0.0.0/8")));
+        assert!(n("192.168.1.50").overlaps(&n("192.168.1.50/32")));
+        assert!(!n("192.168.1.50").overlaps(&n("192.168.1.51")));
+        assert!(!n("10.0.0.0/8").overlaps(&n("fd00::/8")));
+        assert!(n("::ffff:10.0.0.1").overlaps(&n("10.0.0.0/24")));
     }
 
     #[test]

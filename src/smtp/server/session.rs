@@ -101,6 +101,9 @@ pub struct Session {
     phase: Phase,
     greeting: Option<Greeting>,
     identity: Option<Identity>,
+    /// The relay user bound to the client's network (a device): who the session is without
+    /// AUTH, and again after STARTTLS.
+    device: Option<Identity>,
     tx: Option<Transaction>,
     /// Unprocessed input: a partial line, or what arrived while waiting for the shell.
     buf: Vec<u8>,
@@ -121,6 +124,7 @@ impl fmt::Debug for Session {
             .field("id", &self.id)
             .field("peer", &self.peer)
             .field("user", &self.identity.as_ref().map(|i| &i.user))
+            .field("device", &self.device.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +138,7 @@ impl Session {
             phase: Phase::Command,
             greeting: None,
             identity: None,
+            device: None,
             tx: None,
             buf: Vec::new(),
             out: Vec::new(),
@@ -143,6 +148,14 @@ impl Session {
             discarding: false,
             completed: 0,
         }
+    }
+
+    /// The client's address is bound to this relay user (a device): the session is that user
+    /// without AUTH, and lenient about line endings (see [`PeerInfo::lenient`]).
+    pub fn bind_device(&mut self, identity: Identity) {
+        self.peer.lenient = true;
+        self.identity = Some(identity.clone());
+        self.device = Some(identity);
     }
 
     /// `220 <hostname> Postern ESMTP ready`, sent when the connection opens.

@@ -112,6 +112,7 @@ fn identity() -> Identity {
     Identity {
         user: "app".into(),
         allowed_from: AllowedFrom::parse(["@example.com", "boss@other.com"]).unwrap(),
+        rewrite_from: None,
     }
 }
 
@@ -129,6 +130,7 @@ fn peer(addr: &str, tls_active: bool, trusted: bool) -> PeerInfo {
         addr: addr.parse::<SocketAddr>().unwrap(),
         tls_active,
         trusted,
+        lenient: false,
     }
 }
 
@@ -911,4 +913,147 @@ fn data_throughput() {
         "DATA phase: {mb:.0} MiB in {elapsed:?} ({:.0} MiB/s)",
         mb / elapsed.as_secs_f64()
     );
+}
+
+fn scanner() -> Identity {
+    Identity {
+        user: "scanner".into(),
+        allowed_from: AllowedFrom::parse(["scan@example.com"]).unwrap(),
+        rewrite_from: None,
+    }
+}
+
+fn lenient(mut peer: PeerInfo) -> PeerInfo {
+    peer.lenient = true;
+    peer
+}
+
+/// A session of a device bound to the client's network.
+fn device() -> Harness {
+    let mut h = Harness::new(config(), remote());
+    h.session.bind_device(scanner());
+    h
+}
+
+const BARE_LF_MESSAGE: &str = "Date: Tue, 1 Jul 2025 10:00:00 +0000\nMessage-ID: <s1@example.com>\nSubject: scan\n\nPage 1\n..dot\n";
+
+#[test]
+fn a_device_sends_with_helo_no_auth_and_bare_lf_throughout() {
+    let mut h = device();
+    h.feed(
+        format!(
+            "HELO mfp\nMAIL FROM:<scan@example.com>\nRCPT TO:<a@x.com>\nDATA\n{BARE_LF_MESSAGE}.\nQUIT\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(h.codes(), [250, 250, 250, 354, 250, 221], "{}", h.out);
+    let delivered = h.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        delivered[0].1,
+        BARE_LF_MESSAGE
+            .replace('\n', "\r\n")
+            .replace("\r\n..", "\r\n.")
+    );
+    assert_eq!(h.session.identity(), Some(&scanner()));
+    // Its senders are those of its relay user, as for any user.
+    let h = {
+        let mut h = device();
+        h.feed(b"HELO mfp\nMAIL FROM:<other@example.com>\n");
+        h
+    };
+    assert!(h.last().starts_with("550 5.7.1"), "{}", h.last());
+}
+
+#[test]
+fn after_a_bare_lf_end_of_data_a_device_can_only_go_on_as_itself() {
+    let smuggled = "MAIL FROM:<boss@other.com>\nRCPT TO:<victim@x.com>\nDATA\nforged\n.\n";
+    let mut h = device();
+    h.feed(
+        format!(
+            "HELO mfp\nMAIL FROM:<scan@example.com>\nRCPT TO:<a@x.com>\nDATA\n{BARE_LF_MESSAGE}.\n{smuggled}"
+        )
+        .as_bytes(),
+    );
+    // The first message ends at `LF.LF`; what follows is the device's own commands: a sender
+    // it may not use is refused, and nothing after it becomes a message.
+    assert_eq!(
+        h.codes(),
+        [250, 250, 250, 354, 250, 550, 503, 503, 500, 500],
+        "{}",
+        h.out
+    );
+    assert_eq!(h.delivered().len(), 1);
+
+    // A second message with a sender it may use is its own, still as `scanner`.
+    let mut h = device();
+    h.feed(
+        b"HELO mfp\nMAIL FROM:<scan@example.com>\nRCPT TO:<a@x.com>\nDATA\nx\n.\n\
+          MAIL FROM:<scan@example.com>\nRCPT TO:<b@x.com>\nDATA\ny\n.\n",
+    );
+    assert_eq!(h.delivered().len(), 2, "{}", h.out);
+    assert_eq!(h.session.identity(), Some(&scanner()));
+}
+
+#[test]
+fn a_device_stays_itself_after_starttls_and_may_still_log_in() {
+    let mut h = device();
+    h.feed(b"EHLO mfp\r\nSTARTTLS\r\n");
+    assert_eq!(h.events, [Ev::StartTls]);
+    h.feed(b"EHLO mfp\r\nMAIL FROM:<scan@example.com>\r\n");
+    assert_eq!(h.last(), "250 2.1.0 Sender OK");
+
+    let h = {
+        let mut h = device();
+        h.session = Session::new(Arc::new(config()), loopback());
+        h.session.bind_device(scanner());
+        h.feed(
+            format!(
+                "EHLO mfp\r\nAUTH PLAIN {}\r\nMAIL FROM:<app@example.com>\r\n",
+                plain("app", "secret")
+            )
+            .as_bytes(),
+        );
+        h
+    };
+    assert_eq!(h.codes(), [250, 235, 250], "{}", h.out);
+    assert_eq!(h.session.identity(), Some(&identity()));
+}
+
+#[test]
+fn auth_after_helo_and_bare_lf_end_only_for_lenient_peers() {
+    let auth = format!("AUTH PLAIN {}\n", plain("app", "secret"));
+    let script = format!(
+        "HELO c\n{auth}MAIL FROM:<app@example.com>\nRCPT TO:<a@x.com>\nDATA\nhello\n.\nQUIT\n"
+    );
+    // Strict (everyone by default): AUTH wants EHLO, and `LF.LF` never ends the message.
+    let strict = talk(loopback(), &script);
+    assert_eq!(
+        strict.codes(),
+        [250, 503, 530, 503, 503, 500, 500, 221],
+        "{}",
+        strict.out
+    );
+    let strict = talk(
+        loopback(),
+        &format!(
+            "EHLO c\r\n{auth}MAIL FROM:<app@example.com>\nRCPT TO:<a@x.com>\nDATA\nhello\n.\nQUIT\n"
+        ),
+    );
+    assert_eq!(strict.codes(), [250, 235, 250, 250, 354], "{}", strict.out);
+    assert!(strict.session.is_receiving_data());
+
+    // A lenient peer (`server.bare_lf_networks`) still needs AUTH, but may give it after HELO.
+    let h = talk(lenient(loopback()), "HELO c\nMAIL FROM:<app@example.com>\n");
+    assert_eq!(h.last(), "530 5.7.0 Authentication required");
+    let h = talk(lenient(loopback()), &script);
+    assert_eq!(h.codes(), [250, 235, 250, 250, 354, 250, 221], "{}", h.out);
+    assert!(
+        h.delivered()[0].1.ends_with("\r\n\r\nhello\r\n"),
+        "{}",
+        h.out
+    );
+    // Leniency does not lift the TLS rule for AUTH.
+    let h = talk(lenient(remote()), &format!("HELO c\n{auth}"));
+    assert!(h.last().starts_with("538 "), "{}", h.last());
 }

@@ -45,6 +45,29 @@ impl Client {
         (c, greeting)
     }
 
+    /// Connects from `source` (any 127.0.0.0/8 address works on loopback), as a device with
+    /// its own address would, and reads the greeting.
+    pub async fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> (Self, Reply) {
+        let socket = if source.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("a client socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the client's source address");
+        let tcp = tokio::time::timeout(TIMEOUT, socket.connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect to the relay");
+        let mut c = Client {
+            io: BufReader::new(Box::new(tcp)),
+        };
+        let greeting = c.read_reply().await;
+        (c, greeting)
+    }
+
     /// Connect, EHLO, STARTTLS, EHLO again: ready for AUTH.
     pub async fn connect_tls(addr: SocketAddr, cert: &Path) -> Self {
         let (mut c, greeting) = Self::connect(addr).await;

@@ -43,6 +43,8 @@ pub struct Serve {
     _stdout: BufReader<ChildStdout>,
     pub relay: SocketAddr,
     pub http: SocketAddr,
+    /// The cleartext listener, when `POSTERN_SERVER__PLAIN_LISTEN` is set.
+    pub plain: Option<SocketAddr>,
 }
 
 impl World {
@@ -144,7 +146,7 @@ impl World {
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn postern serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut relay, mut http) = (None, None);
+        let (mut relay, mut http, mut plain) = (None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while relay.is_none() || http.is_none() {
             let mut line = String::new();
@@ -161,12 +163,15 @@ impl World {
             };
             relay = relay.or(addr("SMTP relay on "));
             http = http.or(addr("HTTP on http://"));
+            // Printed before the HTTP line, so it is in when the loop ends.
+            plain = plain.or(addr("SMTP relay without TLS on "));
         }
         Serve {
             child,
             _stdout: stdout,
             relay: relay.unwrap(),
             http: http.unwrap(),
+            plain,
         }
     }
 

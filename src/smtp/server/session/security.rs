@@ -19,9 +19,10 @@ impl Session {
             return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
         }
         self.reply(Reply::status(220, "2.0.0", "Ready to start TLS"));
-        // RFC 3207 §4.2: forget everything learned in cleartext, AUTH included.
+        // RFC 3207 §4.2: forget everything learned in cleartext, AUTH included. A device is
+        // known by its address, not by anything it said: it stays itself.
         self.greeting = None;
-        self.identity = None;
+        self.identity = self.device.clone();
         self.tx = None;
         self.buf.clear();
         self.phase = Phase::Waiting(Wait::Tls);
@@ -33,13 +34,25 @@ impl Session {
         self.peer.tls_active
             || (self.peer.is_loopback() && self.config.cleartext_auth_on_loopback)
             || self.config.allow_cleartext_auth
+            || self
+                .config
+                .cleartext_auth_networks
+                .iter()
+                .any(|net| net.contains(self.peer.addr.ip()))
     }
 
     pub(super) fn auth(&mut self, mechanism: Mechanism, initial: Option<SecretString>) {
-        if !matches!(self.greeting, Some(Greeting::Ehlo(_))) {
+        // Devices that only know HELO may still AUTH, where the admin allowed them leniency.
+        let greeted = match self.greeting {
+            Some(Greeting::Ehlo(_)) => true,
+            Some(Greeting::Helo(_)) => self.peer.lenient,
+            None => false,
+        };
+        if !greeted {
             return self.error(Reply::status(503, "5.5.1", "Send EHLO first"));
         }
-        if self.identity.is_some() {
+        // A device may still log in as a relay user; it becomes that user.
+        if self.identity.is_some() && self.identity != self.device {
             return self.error(Reply::status(503, "5.5.1", "Already authenticated"));
         }
         if self.tx.is_some() {

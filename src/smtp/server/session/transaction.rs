@@ -50,17 +50,14 @@ impl Session {
                 "Non-ASCII address requires SMTPUTF8",
             ));
         }
-        if let Some(identity) = &self.identity {
-            let allowed = from
-                .address()
-                .is_some_and(|a| identity.allowed_from.allows(a));
-            if !allowed {
-                let text = format!(
-                    "{from} is not allowed: relay user {} may send as {}",
-                    identity.user, identity.allowed_from
-                );
-                return self.reply(Reply::status(550, "5.7.1", text));
-            }
+        if let Some(identity) = &self.identity
+            && !identity.may_send_as(&from)
+        {
+            let text = format!(
+                "{from} is not allowed: relay user {} may send as {}",
+                identity.user, identity.allowed_from
+            );
+            return self.reply(Reply::status(550, "5.7.1", text));
         }
         self.tx = Some(Transaction {
             from,
@@ -100,7 +97,8 @@ impl Session {
             self.config.max_message_size,
             self.config.bare_lf,
             tx.params.size,
-        );
+        )
+        .lenient(self.peer.lenient);
         self.reply(Reply::plain(
             354,
             "Start mail input; end with <CRLF>.<CRLF>",
