@@ -109,12 +109,7 @@ async fn a_scanner_with_a_short_alphanumeric_password_logs_in_with_auth_login() 
             "--password-length", "24", "--alphanumeric"])
         .await
         .ok();
-    let password = out
-        .stdout
-        .lines()
-        .find_map(|l| l.split_once("(shown once, store it in the app now): "))
-        .map(|(_, pw)| pw.trim().to_string())
-        .unwrap_or_else(|| panic!("no password in {:?}", out.stdout));
+    let password = world::generated_password(&out.stdout);
     assert_eq!(password.len(), 24, "{password:?}");
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
     // A length a device cannot use is refused, saying what is allowed.
@@ -743,11 +738,7 @@ async fn add_user(w: &World, name: &str, args: &[&str]) -> String {
     let mut all = vec!["relay-user", "add", name, "--connection", "fake"];
     all.extend_from_slice(args);
     let out = w.postern(&all).await.ok();
-    out.stdout
-        .lines()
-        .find_map(|l| l.split_once("(shown once, store it in the app now): "))
-        .map(|(_, pw)| pw.trim().to_string())
-        .unwrap_or_else(|| panic!("no password in {:?}", out.stdout))
+    world::generated_password(&out.stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

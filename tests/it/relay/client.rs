@@ -38,6 +38,10 @@ impl Client {
             .await
             .expect("connect timed out")
             .expect("connect to the relay");
+        Self::greeted(tcp).await
+    }
+
+    async fn greeted(tcp: TcpStream) -> (Self, Reply) {
         let mut c = Client {
             io: BufReader::new(Box::new(tcp)),
         };
@@ -61,11 +65,7 @@ impl Client {
             .await
             .expect("connect timed out")
             .expect("connect to the relay");
-        let mut c = Client {
-            io: BufReader::new(Box::new(tcp)),
-        };
-        let greeting = c.read_reply().await;
-        (c, greeting)
+        Self::greeted(tcp).await
     }
 
     /// Connect, EHLO, STARTTLS, EHLO again: ready for AUTH.

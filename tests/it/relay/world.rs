@@ -101,12 +101,7 @@ impl World {
         let out = home
             .run(&["relay-user", "add", "app", "--connection", "fake"])
             .ok();
-        let password = out
-            .stdout
-            .lines()
-            .find_map(|l| l.split_once("(shown once, store it in the app now): "))
-            .map(|(_, pw)| pw.trim().to_string())
-            .unwrap_or_else(|| panic!("no password in {:?}", out.stdout));
+        let password = generated_password(&out.stdout);
         World {
             home,
             idp,
@@ -237,4 +232,13 @@ impl Serve {
         self.child.start_kill().unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
+}
+
+/// The generated password `relay-user add` printed (once).
+pub fn generated_password(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+        .map(|(_, pw)| pw.trim().to_string())
+        .unwrap_or_else(|| panic!("no password in {stdout:?}"))
 }
