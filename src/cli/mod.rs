@@ -85,6 +85,42 @@ pub enum Command {
     /// The outbox: list, retry, delete, hold and release waiting mail (like mailq/postqueue).
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  postern completions bash > /etc/bash_completion.d/postern\n  postern completions zsh > \"${fpath[1]}/_postern\"\n  postern completions fish > ~/.config/fish/completions/postern.fish"
+    )]
+    Completions {
+        /// bash, zsh or fish.
+        shell: Shell,
+    },
+}
+
+/// The shells `completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script for `shell` to standard output.
+fn completions(shell: Shell) -> CliResult {
+    use clap::CommandFactory as _;
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "postern", &mut script);
+    use std::io::Write as _;
+    match std::io::stdout().write_all(&script) {
+        // `postern completions bash | head` closes the pipe early: not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Failed(
+            anyhow::anyhow!("cannot write the script: {e}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A failure with its exit code: 2 for the caller's mistakes, 1 for everything else.
@@ -195,5 +231,6 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
+        Command::Completions { shell } => completions(shell),
     }
 }

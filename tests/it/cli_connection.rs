@@ -355,3 +355,29 @@ fn a_us_government_connection_gets_the_national_cloud_hosts_and_scope() {
         out.stderr
     );
 }
+
+#[test]
+fn completion_scripts_cover_the_commands_and_bash_parses_them() {
+    let home = TestHome::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = home.run(&["completions", shell]).ok();
+        for command in ["connection", "relay-user", "queue", "completions"] {
+            assert!(out.stdout.contains(command), "{shell} lacks {command}");
+        }
+    }
+    let bash = home.run(&["completions", "bash"]).ok().stdout;
+    let script = home.path().join("postern.bash");
+    std::fs::write(&script, bash).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let wrong = home.run(&["completions", "tcsh"]);
+    assert_eq!(wrong.code, 2, "{}", wrong.all());
+}
