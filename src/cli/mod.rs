@@ -3,6 +3,7 @@
 mod admin;
 mod api_key;
 mod authorize;
+mod backup;
 mod connection;
 mod connection_test;
 mod messages;
@@ -85,6 +86,16 @@ pub enum Command {
     /// The outbox: list, retry, delete, hold and release waiting mail (like mailq/postqueue).
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Write a consistent copy of the store to FILE, while serve runs (the data key is not in it).
+    Backup {
+        /// The new file (never overwritten).
+        file: PathBuf,
+    },
+    /// Replace the store with a backup (serve must be stopped; the old store is kept aside).
+    Restore {
+        /// A file made by `postern backup`.
+        file: PathBuf,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  postern completions bash > /etc/bash_completion.d/postern\n  postern completions zsh > \"${fpath[1]}/_postern\"\n  postern completions fish > ~/.config/fish/completions/postern.fish"
@@ -231,6 +242,8 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
+        Command::Backup { file } => backup::backup(&ctx, &file).await,
+        Command::Restore { file } => backup::restore(&ctx, &file).await,
         Command::Completions { shell } => completions(shell),
     }
 }

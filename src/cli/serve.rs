@@ -55,6 +55,9 @@ pub async fn run(ctx: &Ctx, _args: ServeArgs) -> CliResult {
     let app = Application::build(ctx.settings.clone())
         .await
         .map_err(|e| CliError::Failed(e.into()))?;
+    // A restore must not replace the store under a running serve.
+    let _lock = crate::store::backup::lock_for_serve(&ctx.settings.store.data_dir)
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("data directory lock: {e}")))?;
     tracing::info!(data_dir = %ctx.settings.store.data_dir.display(), "store opened");
     println!(
         "postern: SMTP relay on {} (STARTTLS; AUTH PLAIN/LOGIN)",

@@ -5,6 +5,7 @@ mod access;
 mod admins;
 mod api_keys;
 pub mod attempts;
+pub mod backup;
 mod connections;
 pub mod keyfile;
 mod message_log;

@@ -902,3 +902,67 @@ async fn a_network_bound_scanner_with_the_rewrite_policy_sends_its_own_address_a
     );
     drop(serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_under_load_is_restored_and_what_it_held_is_delivered() {
+    let w = World::new(Flow::ClientCredentials).await;
+    // Mail of a disabled connection is held: the store keeps it until the end.
+    w.postern(&["connection", "disable", "fake"]).await.ok();
+    let serve = w.serve().await;
+    for n in 0..10 {
+        submit(&w, serve.relay, &format!("before {n}")).await;
+    }
+    // More mail arrives while the backup is taken.
+    let load = {
+        let (relay, cert, password) = (serve.relay, w.relay_cert(), w.password.clone());
+        tokio::spawn(async move {
+            let mut c = Client::connect_tls(relay, &cert).await;
+            assert_eq!(c.auth_plain("app", &password).await.code, 235);
+            for n in 0..30 {
+                let subject = format!("during {n}");
+                queued_id(&c.send(USER, &[TO], &message(USER, TO, &subject)).await);
+            }
+            c.cmd("QUIT").await;
+        })
+    };
+    let file = w.home.path().join("backup.db");
+    let file_arg = file.display().to_string();
+    let out = w.postern(&["backup", &file_arg]).await.ok();
+    assert!(
+        out.stdout.contains("The data key is not in it"),
+        "{}",
+        out.stdout
+    );
+    load.await.unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the backup is private: {mode:o}");
+    // Never over an existing file, and never under a running serve.
+    assert_eq!(w.postern(&["backup", &file_arg]).await.code, 2);
+    let busy = w.postern(&["restore", &file_arg]).await;
+    assert_eq!(busy.code, 2, "{}", busy.all());
+    assert!(busy.all().contains("stop it"), "{}", busy.all());
+
+    drop(serve);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restored = w.postern(&["restore", &file_arg]).await.ok();
+    assert!(
+        restored.stdout.contains("all open with the key"),
+        "{}",
+        restored.stdout
+    );
+    let waiting = w.json(&["queue", "list"]).await;
+    let held = waiting.as_array().unwrap().len();
+    assert!(
+        (10..=40).contains(&held),
+        "the backup holds the 10 messages from before and part of the load: {held}"
+    );
+    w.postern(&["connection", "enable", "fake"]).await.ok();
+    let _serve = w.serve().await;
+    let got = w
+        .smtp
+        .wait_for_messages(held, Duration::from_secs(30))
+        .await;
+    assert_eq!(got.len(), held, "everything the backup held is delivered");
+    assert_eq!(w.json(&["queue", "list"]).await, serde_json::json!([]));
+}
