@@ -458,6 +458,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Does `password` log `name` in?
+    async fn verifies(store: &Store, name: &str, password: &SecretString) -> bool {
+        store
+            .verify_relay_user(name, password, None)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
     use crate::store::test_store_with_connection as store_with_connection;
 
     #[tokio::test]
@@ -475,47 +484,17 @@ mod tests {
         let pw = pw.unwrap();
         assert_eq!(user.password, "generated");
         assert!(pw.expose_secret().len() >= 40);
-        assert!(
-            store
-                .verify_relay_user("app1", &pw, None)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .verify_relay_user("app1", &SecretString::from("nope"), None)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            store
-                .verify_relay_user("ghost", &pw, None)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(verifies(&store, "app1", &pw).await);
+        assert!(!verifies(&store, "app1", &SecretString::from("nope")).await);
+        assert!(!verifies(&store, "ghost", &pw).await);
 
         let chosen = SecretString::from("correct horse battery staple".to_string());
         store
             .create_relay_user("app2", conn, &[], NewPassword::Chosen(&chosen))
             .await
             .unwrap();
-        assert!(
-            store
-                .verify_relay_user("app2", &chosen, None)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .verify_relay_user("app2", &pw, None)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(verifies(&store, "app2", &chosen).await);
+        assert!(!verifies(&store, "app2", &pw).await);
         assert!(matches!(
             store
                 .create_relay_user(
@@ -534,20 +513,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            store
-                .verify_relay_user("app1", &pw, None)
-                .await
-                .unwrap()
-                .is_none(),
+            !verifies(&store, "app1", &pw).await,
             "old password no longer works"
         );
-        assert!(
-            store
-                .verify_relay_user("app1", &new_pw, None)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(verifies(&store, "app1", &new_pw).await);
         assert!(matches!(
             store
                 .create_relay_user("app1", conn, &[], NewPassword::GENERATED)
@@ -555,13 +524,7 @@ mod tests {
             Err(RelayUserError::Duplicate(_))
         ));
         store.remove_relay_user("app1").await.unwrap();
-        assert!(
-            store
-                .verify_relay_user("app1", &new_pw, None)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!verifies(&store, "app1", &new_pw).await);
     }
 
     #[tokio::test]
@@ -583,13 +546,7 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric())
         );
-        assert!(
-            store
-                .verify_relay_user("scanner", &pw, None)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(verifies(&store, "scanner", &pw).await);
         // Base64url of a chosen length; the default stays 43 characters.
         let other = PasswordShape {
             length: Some(16),
@@ -623,13 +580,7 @@ mod tests {
             assert!(err.to_string().contains("16 to 128"), "{err}");
         }
         // A refused shape changed nothing.
-        assert!(
-            store
-                .verify_relay_user("scanner", &pw, None)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(verifies(&store, "scanner", &pw).await);
     }
 
     #[tokio::test]
@@ -674,13 +625,7 @@ mod tests {
             .await
             .unwrap();
         store.rotate_key(None).await.unwrap();
-        assert!(
-            store
-                .verify_relay_user("app", &pw.unwrap(), None)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(verifies(&store, "app", &pw.unwrap()).await);
     }
 
     #[tokio::test]
@@ -698,11 +643,7 @@ mod tests {
         assert_eq!(user.networks, ["192.168.1.50/32", "10.9.0.0/16"]);
         assert_eq!(user.password, "none");
         assert!(
-            store
-                .verify_relay_user("scanner", &pw.unwrap(), None)
-                .await
-                .unwrap()
-                .is_none(),
+            !verifies(&store, "scanner", &pw.unwrap()).await,
             "the password from before no longer works"
         );
         assert!(matches!(
