@@ -135,6 +135,9 @@ pub struct DeliverySettings {
     pub max_queue_lifetime_hours: u64,
     /// Optional cap on messages per minute per connection (0: none).
     pub messages_per_minute: u32,
+    /// Upstream SMTP sessions open at once across all connections. When connections with due
+    /// mail wait for one, busy connections give theirs up batch by batch, in turn.
+    pub max_sessions: u32,
     /// Skip certificate verification of provider SMTP servers. For tests only.
     pub insecure_skip_tls_verify: bool,
 }
@@ -174,6 +177,7 @@ impl Default for DeliverySettings {
             max_retry_secs: 3600,
             max_queue_lifetime_hours: 120,
             messages_per_minute: 0,
+            max_sessions: 256,
             insecure_skip_tls_verify: false,
         }
     }

@@ -70,14 +70,23 @@ impl Lane {
         true
     }
 
-    pub fn push(&self, messages: impl IntoIterator<Item = ClaimedMessage>) {
+    /// Hands `messages` to the senders; gives them back when the last sender has just ended
+    /// (it was admitted before): the caller returns them to the queue.
+    #[must_use]
+    pub fn push(&self, messages: Vec<ClaimedMessage>) -> Vec<ClaimedMessage> {
         let mut q = self.queue();
+        // Checked under the queue's lock, which the last sender holds while it leaves: nothing
+        // is pushed into a lane nobody will take from.
+        if self.senders.load(Ordering::Acquire) == 0 {
+            return messages;
+        }
         for m in messages {
             q.bytes += m.body.len();
             q.messages.push_back(m);
         }
         drop(q);
         self.pushed.notify_waiters();
+        Vec::new()
     }
 
     /// Up to `max` messages, oldest first.
@@ -104,42 +113,66 @@ impl Lane {
     }
 
     pub fn sender_started(&self) {
+        let _q = self.queue();
         self.senders.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Returns true for the last sender, which should give back what is left in the lane.
-    pub fn sender_stopped(&self) -> bool {
-        let last = self.senders.fetch_sub(1, Ordering::AcqRel) == 1;
-        if last {
-            self.close();
+    /// A sender ends. The last one closes the lane and gets what is left in it, to give back
+    /// to the queue.
+    pub fn sender_stopped(&self) -> Vec<ClaimedMessage> {
+        let mut q = self.queue();
+        if self.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Vec::new();
         }
-        last
+        self.close();
+        q.bytes = 0;
+        q.messages.drain(..).collect()
     }
 }
 
-/// Every connection's lane, created on first use.
+#[derive(Debug, Default)]
+struct Shared {
+    lanes: Mutex<HashMap<i64, Arc<Lane>>>,
+    /// Connections with news since the scheduler last looked.
+    news: Mutex<Vec<i64>>,
+    /// Wakes the scheduler (a stored permit: news is never missed).
+    noticed: Notify,
+}
+
+/// Every connection's lane, created on first use, and the scheduler's news.
 #[derive(Debug, Clone, Default)]
-pub struct Wakers(Arc<Mutex<HashMap<i64, Arc<Lane>>>>);
+pub struct Wakers(Arc<Shared>);
 
 impl Wakers {
     pub fn lane(&self, connection_id: i64) -> Arc<Lane> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.lanes.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(connection_id).or_default().clone()
     }
 
-    /// The store has news for this connection's senders.
+    /// The store has news for this connection (mail queued there, released, retried): its
+    /// running senders look again, and the scheduler starts one if none runs.
     pub fn wake(&self, connection_id: i64) {
         self.lane(connection_id).wake.notify_waiters();
+        self.0
+            .news
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(connection_id);
+        self.0.noticed.notify_one();
     }
 
-    pub fn wake_all(&self) {
-        for lane in self.lanes() {
-            lane.wake.notify_waiters();
-        }
+    /// The connections woken since the last call.
+    pub fn take_news(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.0.news.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Resolves when there is news (at once if some came since the last wait).
+    pub async fn noticed(&self) {
+        self.0.noticed.notified().await;
     }
 
     pub fn lanes(&self) -> Vec<Arc<Lane>> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.0.lanes.lock().unwrap_or_else(|e| e.into_inner());
         map.values().cloned().collect()
     }
 }
@@ -182,8 +215,16 @@ mod tests {
         );
         lane.open();
         assert!(lane.admit(0, 1));
-        assert!(lane.sender_stopped(), "the only sender is the last");
+        assert!(lane.push(vec![message("a")]).is_empty());
+        let left = lane.sender_stopped();
+        assert_eq!(left.len(), 1, "the last sender gets what is left");
         assert!(!lane.admit(0, 1));
+        assert_eq!(
+            lane.push(vec![message("b")]).len(),
+            1,
+            "mail admitted before the last sender left comes back to the caller"
+        );
+        assert!(lane.is_empty());
     }
 
     #[test]
@@ -193,7 +234,7 @@ mod tests {
         lane.open();
         assert!(!lane.admit(0, LANE_BYTES + 1), "too big for any lane");
         lane.open();
-        lane.push([sized("a", LANE_BYTES / 2)]);
+        assert!(lane.push(vec![sized("a", LANE_BYTES / 2)]).is_empty());
         assert!(lane.admit(0, LANE_BYTES / 2));
         assert!(!lane.admit(0, LANE_BYTES / 2 + 1), "over with what waits");
         lane.open();
@@ -204,7 +245,8 @@ mod tests {
     #[test]
     fn take_returns_the_oldest_first_up_to_the_limit() {
         let lane = Lane::default();
-        lane.push(["a", "b", "c"].map(message));
+        lane.sender_started();
+        assert!(lane.push(["a", "b", "c"].map(message).into()).is_empty());
         let first: Vec<String> = lane.take(2).into_iter().map(|m| m.id).collect();
         assert_eq!(first, ["a", "b"]);
         assert!(!lane.is_empty());

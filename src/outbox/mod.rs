@@ -17,6 +17,7 @@ pub mod intake;
 pub mod lanes;
 pub mod queue;
 pub mod retry;
+pub mod schedule;
 pub mod worker;
 
 pub use deliver::{TokenFactory, client_config};

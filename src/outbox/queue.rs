@@ -182,7 +182,10 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
             conn = None;
         }
         match queued {
-            Ok(queued) => finish_messages(&wakers, messages, &leases, queued, queued_replies),
+            Ok(queued) => {
+                let orphans = finish_messages(&wakers, messages, &leases, queued, queued_replies);
+                give_back(&store, &wakers, orphans).await;
+            }
             Err(e) => {
                 for r in queued_replies {
                     let _ = r.send(Err(e.clone()));
@@ -274,13 +277,14 @@ fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> 
 }
 
 /// Answers the clients, then hands the claimed mail to its senders and wakes the others.
+/// Returns mail whose senders all ended in the meantime (to go back to the queue).
 fn finish_messages(
     wakers: &Wakers,
     messages: Vec<NewMessage>,
     leases: &[Option<i64>],
     queued: Vec<Queued>,
     queued_replies: Vec<Reply<Queued>>,
-) {
+) -> Vec<ClaimedMessage> {
     let queued_at = now_ms();
     let mut handed: HashMap<i64, Vec<ClaimedMessage>> = HashMap::new();
     let mut woken: Vec<i64> = Vec::new();
@@ -308,12 +312,32 @@ fn finish_messages(
     for (reply, q) in queued_replies.into_iter().zip(queued) {
         let _ = reply.send(Ok(q));
     }
+    let mut orphans = Vec::new();
     for (id, batch) in handed {
-        wakers.lane(id).push(batch);
+        orphans.extend(wakers.lane(id).push(batch));
     }
     woken.sort_unstable();
     woken.dedup();
     for id in woken {
+        wakers.wake(id);
+    }
+    orphans
+}
+
+/// Mail handed to a lane whose last sender had just ended goes back to the queue, and the
+/// scheduler hears of it.
+async fn give_back(store: &Store, wakers: &Wakers, orphans: Vec<ClaimedMessage>) {
+    if orphans.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = orphans.iter().map(|m| m.id.clone()).collect();
+    if let Err(e) = store.unclaim(&ids).await {
+        tracing::warn!(error = %e, count = ids.len(), "could not return handed-over mail to the queue; it returns at the next start");
+    }
+    let mut conns: Vec<i64> = orphans.iter().map(|m| m.connection_id).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    for id in conns {
         wakers.wake(id);
     }
 }

@@ -1,8 +1,8 @@
-//! Delivery workers: per connection, up to `max_concurrent` senders, each keeping one
-//! authenticated upstream session open between messages.
+//! Delivery workers: per connection with due mail, up to `max_concurrent` senders, each keeping
+//! one authenticated upstream session open between messages.
 //!
 //! A sender's step is [`Delivery::try_deliver_next`] (tests drive it directly); [`Delivery::run`]
-//! loops it for every connection until shutdown. A sender takes new relay mail from its
+//! ([`dispatch`]) starts senders as the scheduler says and ends them when idle. A sender takes new relay mail from its
 //! connection's lane (handed over in memory, already claimed) and everything else from the store,
 //! leased; either way a crashed worker's claims return to the queue at the next start
 //! (at-least-once, never lost). Attempts are recorded through the outbox writer, in the same
@@ -15,13 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envelope};
-use super::lanes::Lane;
 use super::queue::{LEASE_MS, Outbox};
 use super::retry::RetryPolicy;
+use super::schedule::Schedule;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
@@ -33,10 +32,6 @@ use crate::store::{Store, StoreError};
 /// Messages one sender takes at a time (and records in one go); their bodies stay within
 /// [`CLAIM_BYTES`].
 const BATCH: usize = 16;
-/// Re-check the store this often even without a wake-up (deferred mail coming due, status changes).
-const POLL: Duration = Duration::from_secs(2);
-/// Close an idle upstream session after this long.
-const IDLE_CLOSE: Duration = Duration::from_secs(60);
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +76,10 @@ struct Inner<F> {
     metrics: Metrics,
     /// Per connection, the earliest time the next message may go (`delivery.messages_per_minute`).
     pacing: std::sync::Mutex<HashMap<i64, Instant>>,
+    /// Which connections may send now (see [`super::schedule`]).
+    schedule: std::sync::Mutex<Schedule>,
+    /// Tells the dispatcher to plan again (a sender ended or asked for company).
+    kick: tokio::sync::Notify,
 }
 
 /// The delivery side of the outbox.
@@ -135,12 +134,14 @@ impl<F: TokenFactory> Delivery<F> {
         Self {
             inner: Arc::new(Inner {
                 store,
-                settings,
                 policy,
                 tokens,
                 outbox,
                 metrics,
                 pacing: Default::default(),
+                schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
+                kick: tokio::sync::Notify::new(),
+                settings,
             }),
         }
     }
@@ -322,180 +323,6 @@ impl<F: TokenFactory> Delivery<F> {
             upstream,
         }
     }
-
-    /// Runs senders for every connection until `stop`; in-flight deliveries finish first.
-    pub async fn run(self, stop: CancellationToken) {
-        match self.inner.store.recover_leases().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                count = n,
-                "returned messages claimed by a previous run to the queue"
-            ),
-            Err(e) => tracing::error!(error = %e, "could not recover claimed messages"),
-        }
-        let mut senders: HashMap<(i64, u32), tokio::task::AbortHandle> = HashMap::new();
-        let mut tasks = JoinSet::new();
-        loop {
-            match self.inner.store.list_connections().await {
-                Ok(conns) => {
-                    senders.retain(|(id, slot), h| {
-                        !h.is_finished()
-                            && conns
-                                .iter()
-                                .any(|c| c.id == *id && *slot < c.settings.max_concurrent)
-                    });
-                    for conn in conns {
-                        for slot in 0..conn.settings.max_concurrent {
-                            senders.entry((conn.id, slot)).or_insert_with(|| {
-                                tasks.spawn(self.clone().sender(conn.id, slot, stop.clone()))
-                            });
-                        }
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "cannot list connections"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(POLL * 5) => {}
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-    }
-
-    /// One sender: loops [`Self::step`] for one connection with its own upstream session.
-    async fn sender(self, connection_id: i64, slot: u32, stop: CancellationToken) {
-        let lane = self.inner.outbox.wakers().lane(connection_id);
-        lane.sender_started();
-        self.send_until_stopped(&lane, connection_id, slot, &stop)
-            .await;
-        if lane.sender_stopped() {
-            // The last sender gives back what is still in the lane (nothing takes it now).
-            let left: Vec<String> = lane.take(usize::MAX).into_iter().map(|m| m.id).collect();
-            if let Err(e) = self.inner.store.unclaim(&left).await {
-                tracing::warn!(error = %e, count = left.len(), "could not return handed-over mail to the queue; it returns at the next start");
-            }
-        }
-    }
-
-    async fn send_until_stopped(
-        &self,
-        lane: &Lane,
-        connection_id: i64,
-        slot: u32,
-        stop: &CancellationToken,
-    ) {
-        let store = &self.inner.store;
-        let mut transport = None;
-        let mut idle_since = Instant::now();
-        // True at start: mail held by an earlier run is released once the connection is usable.
-        let mut was_held = true;
-        // The connection as last read: re-read every poll interval and after a hold, not for
-        // every batch (an admin's change is noticed within `POLL`).
-        let mut cached: Option<(Connection, Instant)> = None;
-        // When to look in the store next (deferred mail coming due, mail queued there); new relay
-        // mail arrives through the lane in between.
-        let mut store_check = Instant::now();
-        while !stop.is_cancelled() {
-            let pushed = lane.pushed.notified();
-            let woken = lane.wake.notified();
-            let fresh = cached
-                .as_ref()
-                .is_some_and(|(_, at)| at.elapsed() < POLL && !was_held);
-            if !fresh {
-                match store.connection_by_id(connection_id).await {
-                    Ok(c) => cached = Some((c, Instant::now())),
-                    Err(StoreError::NoSuchConnection(_)) => break,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot read connection");
-                        tokio::time::sleep(POLL).await;
-                        continue;
-                    }
-                }
-            }
-            let Some((conn, _)) = cached.as_ref() else {
-                continue;
-            };
-            if slot >= conn.settings.max_concurrent {
-                break;
-            }
-            if was_held && hold_reason(conn).is_none() {
-                if let Ok(n) = store.release_connection_mail(conn.id).await
-                    && n > 0
-                {
-                    tracing::info!(connection = %conn.name(), count = n, "connection usable again: released held mail");
-                }
-                was_held = false;
-                store_check = Instant::now();
-            }
-            if transport.is_none() {
-                transport = self.transport(conn).map_err(|e| tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings")).ok();
-            }
-            let Some(t) = transport.as_mut() else {
-                tokio::time::sleep(POLL).await;
-                continue;
-            };
-            let check_store = Instant::now() >= store_check;
-            let step = self.step(conn, t, stop, check_store).await;
-            let mut more = !lane.is_empty();
-            match step {
-                Ok(step) => {
-                    if check_store {
-                        store_check = if step.store_drained {
-                            // Next look: when the earliest waiting message is due, at the latest
-                            // after `POLL`.
-                            let due = store.next_due(connection_id).await.ok().flatten();
-                            Instant::now()
-                                + due.map_or(POLL, |d| {
-                                    Duration::from_millis(
-                                        (d - now_ms()).clamp(5, POLL.as_millis() as i64) as u64,
-                                    )
-                                })
-                        } else {
-                            Instant::now()
-                                + if matches!(step.outcome, Outcome::Held(_)) {
-                                    POLL
-                                } else {
-                                    Duration::ZERO
-                                }
-                        };
-                    }
-                    match step.outcome {
-                        Outcome::Attempted(done) => {
-                            idle_since = Instant::now();
-                            if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
-                                was_held = true;
-                            }
-                            // A full batch, or due mail left in the store (a claim stops at
-                            // `CLAIM_BYTES` too): more may be waiting.
-                            more |= done.len() >= BATCH || (check_store && !step.store_drained);
-                        }
-                        Outcome::Held(_) => was_held = true,
-                        Outcome::Empty => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(connection = %conn.name(), error = %e, "delivery step failed");
-                    store_check = Instant::now() + POLL;
-                    more = false;
-                }
-            }
-            if more && !was_held {
-                continue;
-            }
-            if idle_since.elapsed() > IDLE_CLOSE && t.has_idle_connection() {
-                t.close().await;
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = pushed => {},
-                () = woken => store_check = Instant::now(),
-                () = tokio::time::sleep_until(store_check.max(Instant::now()).into()) => {},
-            }
-        }
-        if let Some(mut t) = transport {
-            t.close().await;
-        }
-    }
 }
 
 /// The slot for the next message and the one after it: evenly spaced, never in the past.
@@ -503,6 +330,9 @@ fn next_slot(next: Option<Instant>, now: Instant, interval: Duration) -> (Instan
     let slot = next.map_or(now, |n| n.max(now));
     (slot, slot + interval)
 }
+
+#[path = "dispatch.rs"]
+mod dispatch;
 
 #[cfg(test)]
 #[path = "worker_tests.rs"]

@@ -186,7 +186,7 @@ async fn due_mail_too_big_to_join_the_lane_closes_it_and_goes_next() {
     lane.sender_started();
     lane.open();
     let small = handed[0].id.clone();
-    lane.push(handed);
+    assert!(lane.push(handed).is_empty());
 
     let mut transport = w.delivery.transport(&w.conn).unwrap();
     assert_eq!(step(&w, &mut transport).await, [small]);

@@ -7,6 +7,7 @@ mod api_keys;
 pub mod attempts;
 pub mod backup;
 mod connections;
+mod due;
 pub mod keyfile;
 mod message_log;
 pub mod messages;

@@ -1,0 +1,288 @@
+//! The dispatcher: one task that starts senders for the connections the [`Schedule`] names, and
+//! the senders themselves, which end when their connection has been idle for a while.
+//!
+//! News reaches the scheduler from the outbox writer and the HTTP API ([`Wakers::wake`]), from
+//! senders (deferred mail's due time), and from a look at the store every [`RESYNC`]: mail
+//! queued by another process (the CLI), and connections whose held mail may now go. That look
+//! reads indexes of waiting mail only; an idle instance does nothing else, however many
+//! connections it has.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::super::lanes::Lane;
+use super::super::schedule::{AfterBatch, Schedule};
+use super::{BATCH, Delivery, Outcome, TokenFactory, hold_reason};
+use crate::domain::Connection;
+use crate::store::StoreError;
+use crate::store::messages::{MessageStatus, now_ms};
+
+/// How often the store is asked which connections have due or releasable mail.
+const RESYNC: Duration = Duration::from_secs(2);
+/// A sender re-reads its connection (an admin's change) at most this long after it changed.
+const REREAD: Duration = Duration::from_secs(2);
+/// A sender with nothing to do keeps its upstream session this long, then ends.
+const LINGER: Duration = Duration::from_secs(60);
+
+/// How a sender ended.
+#[derive(Debug)]
+struct End {
+    /// It gave its session to a waiting connection (the scheduler already counted that).
+    yielded: bool,
+    /// The earliest waiting mail it knows of.
+    next_due: Option<i64>,
+}
+
+impl End {
+    fn idle(next_due: Option<i64>) -> Self {
+        Self {
+            yielded: false,
+            next_due,
+        }
+    }
+}
+
+impl<F: TokenFactory> Delivery<F> {
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.inner
+            .schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs senders for connections with due mail until `stop`; in-flight deliveries finish first.
+    pub async fn run(self, stop: CancellationToken) {
+        match self.inner.store.recover_leases().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "returned messages claimed by a previous run to the queue"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not recover claimed messages"),
+        }
+        let wakers = self.inner.outbox.wakers().clone();
+        let mut tasks = JoinSet::new();
+        // Connections changed since this time (s) are checked for releasable held mail; 0: all.
+        let mut held_since = 0;
+        let mut next_resync = Instant::now();
+        loop {
+            if Instant::now() >= next_resync {
+                held_since = self.resync(held_since).await;
+                next_resync = Instant::now() + RESYNC;
+            }
+            let now = now_ms();
+            let plan = {
+                let mut s = self.schedule();
+                for c in wakers.take_news() {
+                    s.due(c, now, now);
+                }
+                s.plan(now)
+            };
+            for c in plan.wake {
+                wakers.lane(c).wake.notify_waiters();
+            }
+            for c in plan.start {
+                tasks.spawn(self.clone().sender(c, stop.clone()));
+            }
+            let timer = self.schedule().next_timer().map(|at| {
+                Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
+            });
+            let until = timer.map_or(next_resync, |t| t.min(next_resync));
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = wakers.noticed() => {}
+                () = self.inner.kick.notified() => {}
+                () = tokio::time::sleep_until(until.into()) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Tells the scheduler what the store holds; returns the time (s) to check held mail from
+    /// next time.
+    async fn resync(&self, held_since: i64) -> i64 {
+        let store = &self.inner.store;
+        let checked_at = chrono::Utc::now().timestamp();
+        match store.due_by_connection().await {
+            Ok(due) => {
+                let now = now_ms();
+                let mut s = self.schedule();
+                let woken: Vec<i64> = due
+                    .into_iter()
+                    .filter(|&(c, at)| s.due(c, at, now))
+                    .map(|(c, _)| c)
+                    .collect();
+                drop(s);
+                for c in woken {
+                    self.inner.outbox.wakers().lane(c).wake.notify_waiters();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the queue"),
+        }
+        // A second of overlap: a change in the same second as the last look is not missed.
+        let changed = match store.held_connections_changed_since(held_since - 1).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read held mail");
+                return held_since;
+            }
+        };
+        for id in changed {
+            let conn = match store.connection_by_id(id).await {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            if hold_reason(&conn).is_some() {
+                continue;
+            }
+            match store.release_connection_mail(id).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(connection = %conn.name(), count = n, "connection usable again: released held mail");
+                    let now = now_ms();
+                    self.schedule().due(id, now, now);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot release held mail"),
+            }
+        }
+        checked_at
+    }
+
+    /// One sender for `connection_id`, until it is idle, yields, or `stop`.
+    async fn sender(self, connection_id: i64, stop: CancellationToken) {
+        let lane = self.inner.outbox.wakers().lane(connection_id);
+        lane.sender_started();
+        let end = self.send_until_idle(&lane, connection_id, &stop).await;
+        // The last sender gives back what is still in the lane (nothing takes it now).
+        let left: Vec<String> = lane.sender_stopped().into_iter().map(|m| m.id).collect();
+        let mut next_due = end.next_due;
+        if !left.is_empty() {
+            match self.inner.store.unclaim(&left).await {
+                Ok(()) => next_due = Some(now_ms()),
+                Err(e) => {
+                    tracing::warn!(error = %e, count = left.len(), "could not return handed-over mail to the queue; it returns at the next start")
+                }
+            }
+        }
+        let now = now_ms();
+        {
+            let mut s = self.schedule();
+            if end.yielded {
+                if let Some(at) = next_due {
+                    s.due(connection_id, at, now);
+                }
+            } else {
+                s.finished(connection_id, next_due, now);
+            }
+        }
+        self.inner.kick.notify_one();
+    }
+
+    async fn send_until_idle(
+        &self,
+        lane: &Lane,
+        connection_id: i64,
+        stop: &CancellationToken,
+    ) -> End {
+        let store = &self.inner.store;
+        let mut transport = None;
+        // The connection as last read: re-read every `REREAD`, not for every batch.
+        let mut cached: Option<(Connection, Instant)> = None;
+        // Look in the store (not only the lane): at start, and when woken with news for it.
+        let mut check_store = true;
+        let mut idle_since = Instant::now();
+        let end = loop {
+            if stop.is_cancelled() {
+                break End::idle(None);
+            }
+            let pushed = lane.pushed.notified();
+            let woken = lane.wake.notified();
+            if cached
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() >= REREAD)
+            {
+                match store.connection_by_id(connection_id).await {
+                    Ok(c) => cached = Some((c, Instant::now())),
+                    Err(StoreError::NoSuchConnection(_)) => break End::idle(None),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read connection");
+                        break End::idle(Some(now_ms() + RESYNC.as_millis() as i64));
+                    }
+                }
+            }
+            let Some((conn, _)) = cached.as_ref() else {
+                break End::idle(None);
+            };
+            if transport.is_none() {
+                match self.transport(conn) {
+                    Ok(t) => transport = Some(t),
+                    Err(e) => {
+                        tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings");
+                        break End::idle(None);
+                    }
+                }
+            }
+            let Some(t) = transport.as_mut() else {
+                break End::idle(None);
+            };
+            if check_store {
+                self.schedule().looking(connection_id);
+            }
+            let step = match self.step(conn, t, stop, check_store).await {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::error!(connection = %conn.name(), error = %e, "delivery step failed");
+                    break End::idle(Some(now_ms() + RESYNC.as_millis() as i64));
+                }
+            };
+            let mut more = !lane.is_empty();
+            match &step.outcome {
+                // Held: nothing more to do until an admin acts (the resync notices).
+                Outcome::Held(_) => break End::idle(None),
+                Outcome::Attempted(done) => {
+                    idle_since = Instant::now();
+                    if done.iter().any(|(_, s)| *s == MessageStatus::Held) {
+                        break End::idle(None);
+                    }
+                    // A full batch, or due mail left in the store (a claim stops at
+                    // `CLAIM_BYTES` too): more may be waiting.
+                    more |= done.len() >= BATCH || (check_store && !step.store_drained);
+                }
+                Outcome::Empty => {}
+            }
+            if check_store && step.store_drained {
+                check_store = false;
+                // Deferred mail: the scheduler wakes us (or a later sender) when it is due.
+                if let Ok(Some(at)) = store.next_due(connection_id).await {
+                    check_store = self.schedule().due(connection_id, at, now_ms());
+                    more |= check_store;
+                }
+            }
+            let limit = conn.settings.max_concurrent;
+            if self.schedule().after_batch(connection_id, more, limit) == AfterBatch::Yield {
+                self.inner.kick.notify_one();
+                break End {
+                    yielded: true,
+                    next_due: None,
+                };
+            }
+            if more {
+                self.inner.kick.notify_one();
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break End::idle(None),
+                () = pushed => {}
+                () = woken => check_store = true,
+                () = tokio::time::sleep_until((idle_since + LINGER).into()) => break End::idle(None),
+            }
+        };
+        if let Some(mut t) = transport {
+            t.close().await;
+        }
+        end
+    }
+}

@@ -1,0 +1,62 @@
+//! What the delivery scheduler asks of the store: which connections have waiting mail, and when
+//! it is due. Both queries read partial indexes that hold only waiting (or held) mail, so their
+//! cost follows the mail that waits, not the number of connections or the size of the log.
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Per connection with queued or deferred mail, the earliest time (ms) one is due.
+    pub async fn due_by_connection(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT connection_id, MIN(next_attempt_at) FROM messages INDEXED BY messages_due \
+             WHERE status IN ('queued', 'deferred') GROUP BY connection_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Connections holding mail for their own sake (disabled, needs re-authorization) that
+    /// changed at or after `since` (seconds): the only ones whose mail may now be released.
+    pub async fn held_connections_changed_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM connections WHERE updated_at >= ? AND id IN \
+             (SELECT connection_id FROM messages WHERE status = 'held' AND held_by = 'connection')",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::messages::test_message;
+    use super::*;
+
+    #[tokio::test]
+    async fn due_mail_is_reported_once_per_connection_with_its_earliest_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        assert!(store.due_by_connection().await.unwrap().is_empty());
+        let mut batch = vec![test_message(&["b@example.org"]); 3];
+        batch[2].connection_id = 2;
+        store.insert_messages(&batch).await.unwrap();
+        let due = store.due_by_connection().await.unwrap();
+        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2]);
+        // Mail held for the connection's sake is not due.
+        store.hold_connection_mail(2, "disabled").await.unwrap();
+        let due = store.due_by_connection().await.unwrap();
+        assert_eq!(due.iter().map(|d| d.0).collect::<Vec<_>>(), [1]);
+        assert!(
+            store
+                .held_connections_changed_since(0)
+                .await
+                .unwrap()
+                .is_empty(),
+            "no connection #2 exists to release mail for"
+        );
+    }
+}
