@@ -200,10 +200,7 @@ impl<F: TokenFactory> Delivery<F> {
             }
             let pushed = lane.pushed.notified();
             let woken = lane.wake.notified();
-            if cached
-                .as_ref()
-                .is_none_or(|(_, at)| at.elapsed() >= REREAD)
-            {
+            if cached.as_ref().is_none_or(|(_, at)| at.elapsed() >= REREAD) {
                 match store.connection_by_id(connection_id).await {
                     Ok(c) => cached = Some((c, Instant::now())),
                     Err(StoreError::NoSuchConnection(_)) => break End::idle(None),

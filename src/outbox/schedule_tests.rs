@@ -13,7 +13,10 @@ fn idle_connections_are_not_known_and_cost_no_timer() {
 fn due_mail_starts_one_sender_and_a_finished_idle_sender_is_forgotten() {
     let mut s = Schedule::new(10);
     assert!(!s.due(7, NOW, NOW));
-    assert!(!s.due(7, NOW - 5, NOW), "a second wake-up does not queue it twice");
+    assert!(
+        !s.due(7, NOW - 5, NOW),
+        "a second wake-up does not queue it twice"
+    );
     assert_eq!(s.plan(NOW).start, vec![7]);
     assert_eq!(s.plan(NOW).start, Vec::<i64>::new(), "nothing new is due");
     assert_eq!(s.sessions(), 1);
@@ -108,7 +111,11 @@ fn senders_beyond_a_lowered_limit_end() {
     s.plan(NOW);
     s.after_batch(1, true, 2);
     assert_eq!(s.plan(NOW).start, vec![1]);
-    assert_eq!(s.after_batch(1, true, 1), AfterBatch::Yield, "two senders, limit one");
+    assert_eq!(
+        s.after_batch(1, true, 1),
+        AfterBatch::Yield,
+        "two senders, limit one"
+    );
     assert_eq!(s.after_batch(1, true, 1), AfterBatch::Continue);
     assert_eq!(s.sessions(), 1);
 }
@@ -123,7 +130,11 @@ fn the_global_cap_is_never_exceeded() {
     assert_eq!(s.waiting(), 6);
     assert!(s.plan(NOW).start.is_empty());
     s.finished(2, None, NOW);
-    assert_eq!(s.plan(NOW).start, vec![4], "a freed session goes to the next in line");
+    assert_eq!(
+        s.plan(NOW).start,
+        vec![4],
+        "a freed session goes to the next in line"
+    );
 }
 
 #[test]
@@ -132,7 +143,11 @@ fn a_backlog_yields_its_session_to_waiting_connections_and_queues_behind_them() 
     s.due(100, NOW, NOW);
     s.plan(NOW);
     s.after_batch(100, true, 3);
-    assert_eq!(s.plan(NOW).start, vec![100], "alone, the backlog uses every session");
+    assert_eq!(
+        s.plan(NOW).start,
+        vec![100],
+        "alone, the backlog uses every session"
+    );
     s.due(1, NOW, NOW);
     s.due(2, NOW, NOW);
     assert_eq!(s.after_batch(100, true, 3), AfterBatch::Yield);
@@ -141,11 +156,19 @@ fn a_backlog_yields_its_session_to_waiting_connections_and_queues_behind_them() 
         AfterBatch::Continue,
         "a session is free again: no need to give up the second"
     );
-    assert_eq!(s.plan(NOW).start, vec![1], "the first mailbox in line takes it");
+    assert_eq!(
+        s.plan(NOW).start,
+        vec![1],
+        "the first mailbox in line takes it"
+    );
     assert_eq!(s.after_batch(100, true, 3), AfterBatch::Yield);
     assert_eq!(s.plan(NOW).start, vec![2]);
     s.finished(1, None, NOW);
-    assert_eq!(s.plan(NOW).start, vec![100], "then the backlog's turn again");
+    assert_eq!(
+        s.plan(NOW).start,
+        vec![100],
+        "then the backlog's turn again"
+    );
 }
 
 #[test]

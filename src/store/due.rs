@@ -17,10 +17,7 @@ impl Store {
 
     /// Connections holding mail for their own sake (disabled, needs re-authorization) that
     /// changed at or after `since` (seconds): the only ones whose mail may now be released.
-    pub async fn held_connections_changed_since(
-        &self,
-        since: i64,
-    ) -> Result<Vec<i64>, StoreError> {
+    pub async fn held_connections_changed_since(&self, since: i64) -> Result<Vec<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM connections WHERE updated_at >= ? AND id IN \
              (SELECT connection_id FROM messages WHERE status = 'held' AND held_by = 'connection')",
