@@ -22,6 +22,7 @@ pub mod device;
 pub mod diagnose;
 mod error;
 pub mod exchange;
+mod gate;
 mod http;
 mod keepalive;
 pub mod loopback;

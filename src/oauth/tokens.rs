@@ -16,6 +16,7 @@ pub use super::cache::{AccessToken, TokenOrigin};
 use super::cache::{Cached, Slot, to_time};
 use super::error::{ProviderError, TokenError};
 use super::exchange::{ExchangeError, Grant, TokenClient, TokenResponse};
+use super::gate::Gates;
 use super::retry::RetryPolicy;
 use super::source::TokenSource;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
@@ -28,6 +29,8 @@ struct Inner {
     client: TokenClient,
     retry: RetryPolicy,
     slots: Mutex<HashMap<i64, Arc<Slot>>>,
+    /// A few token requests at a time per endpoint, none while it asked to wait.
+    gates: Gates,
 }
 
 /// Keeps access tokens for every connection. Cheap to clone; share one per process.
@@ -113,6 +116,7 @@ impl TokenManager {
                 client,
                 retry,
                 slots: Mutex::default(),
+                gates: Gates::default(),
             }),
         })
     }
@@ -401,14 +405,21 @@ impl TokenManager {
         grant: Grant<'_>,
     ) -> Result<TokenResponse, Failure> {
         let policy = &self.inner.retry;
+        let endpoint = conn
+            .settings
+            .token_endpoint()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
         let mut failed = 0;
         loop {
-            match self
+            let permit = self.inner.gates.enter(&endpoint).await;
+            let result = self
                 .inner
                 .client
                 .request(&conn.settings, secret, grant)
-                .await
-            {
+                .await;
+            drop(permit);
+            match result {
                 Ok(t) => return Ok(t),
                 Err(ExchangeError::Provider(p)) => return Err(Failure::Refused(p)),
                 Err(ExchangeError::Config(m)) => return Err(Failure::Config(m)),
@@ -417,6 +428,10 @@ impl TokenManager {
                     retry_after,
                 }) => {
                     failed += 1;
+                    if let Some(ra) = retry_after {
+                        // Everyone's requests to this endpoint wait, not only this one's.
+                        self.inner.gates.pause(&endpoint, ra);
+                    }
                     let Some(wait) = policy.delay(failed, retry_after) else {
                         tracing::warn!(connection = %conn.name(), tries = failed, error = %message, "token endpoint unavailable; giving up for now");
                         return Err(Failure::Transient(TokenError::Transient {

@@ -1,16 +1,14 @@
 //! Token bookkeeping queries: which connections need a keep-alive refresh.
 
-use sqlx::Row;
-
 use super::{Store, StoreError};
 
 impl Store {
     /// Enabled, authorized, delegated connections whose refresh token was last used (or written)
-    /// before `cutoff` (Unix seconds). Every successful refresh rewrites the access token, so its
+    /// before `cutoff` (Unix seconds), with that time. Every successful refresh rewrites the access token, so its
     /// `updated_at` is the last use even for providers that do not rotate (Google).
-    pub async fn idle_refresh_tokens(&self, cutoff: i64) -> Result<Vec<i64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT c.id FROM connections c \
+    pub async fn idle_refresh_tokens(&self, cutoff: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT c.id, MAX(r.updated_at, COALESCE(a.updated_at, 0)) FROM connections c \
              JOIN secrets r ON r.connection_id = c.id AND r.kind = 'refresh_token' \
              LEFT JOIN secrets a ON a.connection_id = c.id AND a.kind = 'access_token' \
              WHERE c.enabled = 1 AND c.status = 'authorized' AND c.flow = 'authorization-code' \
@@ -19,9 +17,6 @@ impl Store {
         )
         .bind(cutoff)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| r.try_get::<i64, _>("id").map_err(StoreError::from))
-            .collect()
+        .await?)
     }
 }
