@@ -125,6 +125,10 @@ pub struct FieldArgs {
     /// Most upstream SMTP connections at once (Microsoft allows 3 per mailbox).
     #[arg(long, value_name = "N")]
     max_concurrent: Option<String>,
+    /// Override a sending limit of the provider's preset: messages-per-minute, messages-per-day,
+    /// recipients-per-day or recipients-per-message; N=0 for none, `preset` to undo (repeatable).
+    #[arg(long = "limit", value_name = "NAME=N")]
+    limits: Vec<String>,
     /// Read an existing refresh token from this file (normally `authorize` obtains it).
     #[arg(long, value_name = "FILE")]
     refresh_token_file: Option<PathBuf>,
@@ -158,6 +162,7 @@ impl FieldArgs {
             ca_file: self.ca_file.clone(),
             enabled: self.disabled.then_some(false),
             max_concurrent: self.max_concurrent.clone(),
+            limits: (!self.limits.is_empty()).then(|| self.limits.join(",")),
         }
     }
 }
@@ -292,6 +297,14 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
         ("Device URL", v.device_url.clone().unwrap_or_else(none)),
         ("CA file", v.ca_file.clone().unwrap_or_else(none)),
         ("Max concurrent", v.max_concurrent.to_string()),
+        (
+            "Limits",
+            if v.limit_overrides.is_empty() {
+                format!("{} (provider preset)", v.limits)
+            } else {
+                format!("{} (set here: {})", v.limits, v.limit_overrides)
+            },
+        ),
         ("Created", v.created_at.clone()),
         ("Updated", v.updated_at.clone()),
     ];
@@ -307,6 +320,15 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
     let mut changes = fields.input(rename);
     // `--disabled` is for add; on edit use `connection disable`.
     changes.enabled = None;
+    // `--limit` changes the limits it names; the other overrides stay.
+    if let Some(more) = changes.limits.take() {
+        let before = current.settings.limits.to_string();
+        changes.limits = Some(if before.is_empty() {
+            more
+        } else {
+            format!("{before},{more}")
+        });
+    }
     let (settings, notices) = ConnectionInput::from_settings(&current.settings)
         .overlay(changes)
         .validate()?;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri,
-    ScopeList, Tenant, TlsMode,
+    ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, Limits, OAuthFlow, Port,
+    Provider, RedirectUri, ScopeList, Tenant, TlsMode,
 };
 
 /// A validated connection's settings (no secrets: those live sealed in the store).
@@ -33,6 +33,8 @@ pub struct ConnectionSettings {
     pub enabled: bool,
     /// Upstream SMTP connections at once for this mailbox.
     pub max_concurrent: u32,
+    /// Overrides of the provider's sending limits.
+    pub limits: LimitOverrides,
 }
 
 /// Where a connection stands, as shown to the admin.
@@ -98,6 +100,13 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The sending limits in force: the provider's presets with this connection's overrides.
+    pub fn limits(&self) -> Limits {
+        self.settings
+            .limits
+            .effective(self.settings.provider.preset().limits)
+    }
+
     pub fn name(&self) -> &ConnectionName {
         &self.settings.name
     }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use super::connection::ConnectionSettings;
 use super::scope::ScopeNotice;
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, OAuthFlow, Port, Provider, RedirectUri,
-    ScopeList, Tenant, TlsMode,
+    ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, OAuthFlow, Port, Provider,
+    RedirectUri, ScopeList, Tenant, TlsMode,
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
@@ -36,6 +36,8 @@ pub struct ConnectionInput {
     pub ca_file: Option<String>,
     pub enabled: Option<bool>,
     pub max_concurrent: Option<String>,
+    /// Overrides of the provider's sending limits, `name=N,…` (see [`LimitOverrides::parse`]).
+    pub limits: Option<String>,
 }
 
 /// One field that is wrong, named as the admin knows it.
@@ -119,6 +121,7 @@ impl ConnectionInput {
             ca_file: s.ca_file.as_ref().map(|p| p.display().to_string()),
             enabled: Some(s.enabled),
             max_concurrent: Some(s.max_concurrent.to_string()),
+            limits: Some(s.limits.to_string()),
         }
     }
 
@@ -146,7 +149,8 @@ impl ConnectionInput {
             device_url,
             ca_file,
             enabled,
-            max_concurrent
+            max_concurrent,
+            limits
         );
         self
     }
@@ -294,6 +298,12 @@ impl ConnectionInput {
             ),
             None => Some(preset.max_concurrent),
         };
+        let limits = c
+            .field(
+                "limits",
+                LimitOverrides::parse(self.limits.as_deref().unwrap_or("")),
+            )
+            .unwrap_or_default();
 
         if !c.0.is_empty() {
             return Err(ValidationErrors(c.0));
@@ -345,6 +355,7 @@ impl ConnectionInput {
                 ca_file,
                 enabled: self.enabled.unwrap_or(true),
                 max_concurrent,
+                limits,
             },
             notices,
         ))

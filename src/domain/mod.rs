@@ -5,6 +5,7 @@ mod connection_input;
 mod email;
 mod from_policy;
 mod host;
+mod limits;
 mod name;
 mod provider;
 mod redirect;
@@ -20,6 +21,7 @@ pub use from_policy::{
     DisplayName, DisplayNameError, FromPolicy, FromPolicyError, MAX_DISPLAY_NAME,
 };
 pub use host::{Host, HostError, Port, PortError};
+pub use limits::{LIMIT_NAMES, LimitOverrides, Limits};
 pub use name::{ConnectionName, NameError};
 pub use provider::{FlowError, OAuthFlow, Preset, Provider, ProviderError};
 pub use redirect::{RedirectUri, RedirectUriError};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::TlsMode;
+use super::{Limits, TlsMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
@@ -42,6 +42,8 @@ pub struct Preset {
     pub device_url: Option<&'static str>,
     /// Upstream connections per mailbox the provider tolerates.
     pub max_concurrent: u32,
+    /// What the provider enforces per mailbox (0: nothing known).
+    pub limits: Limits,
 }
 
 const MS_AUTHORIZE: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize";
@@ -117,6 +119,15 @@ impl Provider {
                 token_url: Some(MS_TOKEN),
                 device_url: Some(MS_DEVICE),
                 max_concurrent: 3,
+                // Exchange Online's sending limits: 30 messages a minute, 10,000 recipients a
+                // day (past it the mailbox is blocked for 24 h: `554 5.2.0 …
+                // SubmissionQuotaExceeded`), 500 recipients per message.
+                limits: Limits {
+                    messages_per_minute: 30,
+                    messages_per_day: 0,
+                    recipients_per_day: 10_000,
+                    recipients_per_message: 500,
+                },
             },
             Provider::Outlook => Preset {
                 host: Some("smtp-mail.outlook.com"),
@@ -153,6 +164,14 @@ impl Provider {
                 token_url: Some("https://oauth2.googleapis.com/token"),
                 device_url: Some("https://oauth2.googleapis.com/device/code"),
                 max_concurrent: 3,
+                // Google Workspace: 2,000 messages a day per user, 100 recipients per message
+                // sent over SMTP.
+                limits: Limits {
+                    messages_per_minute: 0,
+                    messages_per_day: 2_000,
+                    recipients_per_day: 0,
+                    recipients_per_message: 100,
+                },
             },
             Provider::Custom => Preset {
                 host: None,
@@ -165,6 +184,7 @@ impl Provider {
                 token_url: None,
                 device_url: None,
                 max_concurrent: 3,
+                limits: Limits::default(),
             },
         }
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::Connection;
+use super::{Connection, Limits};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ConnectionView {
@@ -26,6 +26,10 @@ pub struct ConnectionView {
     pub ca_file: Option<String>,
     pub enabled: bool,
     pub max_concurrent: u32,
+    /// The sending limits in force (0: none).
+    pub limits: Limits,
+    /// Which of them this connection overrides (`name=N,…`; empty: all from the preset).
+    pub limit_overrides: String,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     pub status: String,
     pub status_reason: Option<String>,
@@ -65,6 +69,8 @@ impl From<&Connection> for ConnectionView {
             ca_file: s.ca_file.as_ref().map(|p| p.display().to_string()),
             enabled: s.enabled,
             max_concurrent: s.max_concurrent,
+            limits: c.limits(),
+            limit_overrides: s.limits.to_string(),
             status: status.as_str().to_string(),
             status_reason: c.status.reason().map(str::to_string),
             client_secret: set(c.client_secret_set),

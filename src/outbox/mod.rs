@@ -18,6 +18,7 @@ pub mod lanes;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
+pub mod usage;
 pub mod worker;
 
 pub use deliver::{TokenFactory, client_config};

@@ -21,12 +21,15 @@ use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envel
 use super::queue::{LEASE_MS, Outbox};
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
+use super::usage::Window;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::{SmtpClient, Transport};
 use crate::store::attempts::{Attempt, AttemptRecord};
-use crate::store::messages::{CLAIM_BYTES, ClaimLimit, ClaimedMessage, MessageStatus, now_ms};
+use crate::store::messages::{
+    CLAIM_BYTES, ClaimLimit, ClaimedMessage, MessageStatus, RecipientOutcome, now_ms,
+};
 use crate::store::{Store, StoreError};
 
 /// Messages one sender takes at a time (and records in one go); their bodies stay within
@@ -64,8 +67,13 @@ struct Sent {
     attempt: Attempt,
     /// The connection needs an admin: hold its mail, for this reason.
     hold: Option<String>,
+    /// A provider limit is reached: the connection's mail waits until then (ms), for this reason.
+    pause: Option<(i64, String)>,
     upstream: Duration,
 }
+
+/// How long Exchange Online blocks a mailbox that passed its daily recipient limit.
+const QUOTA_BLOCK_MS: i64 = 24 * 3_600_000;
 
 struct Inner<F> {
     store: Store,
@@ -76,6 +84,8 @@ struct Inner<F> {
     metrics: Metrics,
     /// Per connection, the earliest time the next message may go (`delivery.messages_per_minute`).
     pacing: std::sync::Mutex<HashMap<i64, Instant>>,
+    /// Per connection that sent in the last day, its sending in that day (daily limits).
+    usage: std::sync::Mutex<HashMap<i64, Window>>,
     /// Which connections may send now (see [`super::schedule`]).
     schedule: std::sync::Mutex<Schedule>,
     /// Tells the dispatcher to plan again (a sender ended or asked for company).
@@ -139,6 +149,7 @@ impl<F: TokenFactory> Delivery<F> {
                 outbox,
                 metrics,
                 pacing: Default::default(),
+                usage: Default::default(),
                 schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
                 kick: tokio::sync::Notify::new(),
                 settings,
@@ -214,18 +225,27 @@ impl<F: TokenFactory> Delivery<F> {
         // Send the batch, then record it in one go (one transaction for the batch).
         let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
+        let mut pause = None;
         let mut rest = batch.into_iter();
         for mut msg in rest.by_ref() {
-            self.pace(conn.id).await;
-            let sent = self.attempt(transport, &msg).await;
+            let sent = match self.daily_room(conn, &msg).await {
+                Some(until) => self.over_limit(conn, &msg, until),
+                None => {
+                    self.pace(conn).await;
+                    self.attempt(conn, transport, &msg).await
+                }
+            };
             if let Some(reason) = &sent.hold {
                 hold = Some(reason.clone());
+            }
+            if sent.pause.is_some() {
+                pause.clone_from(&sent.pause);
             }
             // Sent or not, the body is not needed again (a retry reads it from the store): free
             // it now rather than when the whole batch is recorded.
             msg.body = Vec::new();
             tried.push((msg, sent));
-            if hold.is_some() || stop.is_cancelled() {
+            if hold.is_some() || pause.is_some() || stop.is_cancelled() {
                 break;
             }
         }
@@ -237,6 +257,10 @@ impl<F: TokenFactory> Delivery<F> {
             store.hold_connection_mail(conn.id, reason).await?;
         }
         store.unclaim(&left).await?;
+        if let Some((until, reason)) = &pause {
+            let n = store.defer_connection_mail(conn.id, *until, reason).await?;
+            tracing::warn!(connection = %conn.name(), waiting = n, until = %crate::store::messages::rfc3339_ms(*until), "{reason}");
+        }
         let mut done = Vec::with_capacity(tried.len());
         for ((msg, sent), status) in tried.into_iter().zip(statuses) {
             let status = if sent.hold.is_some() {
@@ -265,8 +289,17 @@ impl<F: TokenFactory> Delivery<F> {
 
     /// Waits for the connection's next sending slot when a per-minute cap is set; the slots are
     /// shared by all senders of the connection.
-    async fn pace(&self, connection_id: i64) {
-        let per_minute = self.inner.settings.messages_per_minute;
+    async fn pace(&self, conn: &Connection) {
+        let connection_id = conn.id;
+        // The connection's own limit, and the instance-wide one, whichever is lower.
+        let per_minute = [
+            conn.limits().messages_per_minute,
+            self.inner.settings.messages_per_minute,
+        ]
+        .into_iter()
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(0);
         if per_minute == 0 {
             return;
         }
@@ -281,11 +314,24 @@ impl<F: TokenFactory> Delivery<F> {
         tokio::time::sleep_until(slot.into()).await;
     }
 
-    /// Sends one message and says what to record (nothing is recorded yet).
-    async fn attempt(&self, transport: &mut Transport<F::Source>, msg: &ClaimedMessage) -> Sent {
+    /// Sends one message and says what to record (nothing is recorded yet). A message with
+    /// more recipients than the provider takes at once goes in parts: this attempt takes the
+    /// first part, the rest is due again at once.
+    async fn attempt(
+        &self,
+        conn: &Connection,
+        transport: &mut Transport<F::Source>,
+        msg: &ClaimedMessage,
+    ) -> Sent {
+        let per_message = conn.limits().recipients_per_message as usize;
+        let (part, later) = if per_message > 0 && msg.recipients.len() > per_message {
+            msg.recipients.split_at(per_message)
+        } else {
+            (&msg.recipients[..], &[][..])
+        };
         let started = std::time::Instant::now();
         let result = transport
-            .send(&envelope(&msg.mail_from, &msg.recipients), &msg.body)
+            .send(&envelope(&msg.mail_from, part), &msg.body)
             .await;
         let upstream = started.elapsed();
         let now = now_ms();
@@ -293,13 +339,57 @@ impl<F: TokenFactory> Delivery<F> {
             self.inner
                 .policy
                 .next(msg.attempts.max(1) as u32, msg.queued_at, now);
-        let (record, retry_at_ms, give_up, hold) = match classify(result, &msg.recipients) {
-            AttemptResult::Recipients(outcomes) => (
-                AttemptRecord::Recipients(outcomes),
-                retry_at_ms,
-                give_up,
-                None,
-            ),
+        if let Err(e) = &result
+            && e.to_string().contains("SubmissionQuotaExceeded")
+        {
+            // Exchange Online blocks the mailbox for a day: everything waits, nothing fails.
+            let until = now + QUOTA_BLOCK_MS;
+            let reason = format!(
+                "{e} — the mailbox passed Microsoft 365's daily recipient limit and is blocked \
+                 for 24 hours; its mail waits and goes after that (lower the connection's \
+                 recipients-per-day limit if this recurs)"
+            );
+            return Sent {
+                attempt: Attempt {
+                    id: msg.id.clone(),
+                    record: AttemptRecord::Whole(reason.clone()),
+                    retry_at_ms: until,
+                    give_up: false,
+                },
+                hold: None,
+                pause: Some((until, reason)),
+                upstream,
+            };
+        }
+        let (record, retry_at_ms, give_up, hold) = match classify(result, part) {
+            AttemptResult::Recipients(mut outcomes) => {
+                let sent = outcomes
+                    .iter()
+                    .filter(|(_, o)| matches!(o, RecipientOutcome::Sent(_)))
+                    .count();
+                if sent > 0 {
+                    self.count_sent(conn.id, now, sent as u64);
+                }
+                if later.is_empty() {
+                    (
+                        AttemptRecord::Recipients(outcomes),
+                        retry_at_ms,
+                        give_up,
+                        None,
+                    )
+                } else {
+                    let why = format!(
+                        "not yet sent: the provider takes {per_message} recipients per message, \
+                         so this message goes in parts"
+                    );
+                    outcomes.extend(
+                        later
+                            .iter()
+                            .map(|(p, _)| (*p, RecipientOutcome::Deferred(why.clone()))),
+                    );
+                    (AttemptRecord::Recipients(outcomes), now, false, None)
+                }
+            }
             AttemptResult::Defer(reason) => {
                 (AttemptRecord::Whole(reason), retry_at_ms, give_up, None)
             }
@@ -320,7 +410,92 @@ impl<F: TokenFactory> Delivery<F> {
                 give_up,
             },
             hold,
+            pause: None,
             upstream,
+        }
+    }
+
+    /// When `msg` would pass the connection's daily limits: the time there is room again.
+    async fn daily_room(&self, conn: &Connection, msg: &ClaimedMessage) -> Option<i64> {
+        let limits = conn.limits();
+        if limits.messages_per_day == 0 && limits.recipients_per_day == 0 {
+            return None;
+        }
+        self.seed_usage(conn.id).await;
+        let per_message = limits.recipients_per_message as usize;
+        let recipients = match per_message {
+            0 => msg.recipients.len(),
+            n => msg.recipients.len().min(n),
+        };
+        let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage
+            .entry(conn.id)
+            .or_default()
+            .room_at(now_ms(), &limits, recipients as u64)
+    }
+
+    /// The first time a connection's daily limits matter in this process, its last day of
+    /// sending is read from the store, so a restart does not reset the count.
+    async fn seed_usage(&self, connection_id: i64) {
+        let known = self
+            .inner
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&connection_id);
+        if known {
+            return;
+        }
+        let mut w = Window::default();
+        match self
+            .inner
+            .store
+            .sent_since(connection_id, now_ms() - QUOTA_BLOCK_MS)
+            .await
+        {
+            Ok(rows) => {
+                for (at, n) in rows {
+                    w.add(at, 1, n as u64);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the last day's sending; counting from now")
+            }
+        }
+        self.inner
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(connection_id)
+            .or_insert(w);
+    }
+
+    fn count_sent(&self, connection_id: i64, at: i64, recipients: u64) {
+        let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = usage.get_mut(&connection_id) {
+            w.add(at, 1, recipients);
+        }
+    }
+
+    /// `msg` must wait for the connection's daily limits: deferred (never failed) until `until`.
+    fn over_limit(&self, conn: &Connection, msg: &ClaimedMessage, until: i64) -> Sent {
+        let reason = format!(
+            "connection `{}` reached its daily sending limit ({}); its mail waits until {} \
+             and goes then",
+            conn.name(),
+            conn.limits(),
+            crate::store::messages::rfc3339_ms(until)
+        );
+        Sent {
+            attempt: Attempt {
+                id: msg.id.clone(),
+                record: AttemptRecord::Whole(reason.clone()),
+                retry_at_ms: until,
+                give_up: false,
+            },
+            hold: None,
+            pause: Some((until, reason)),
+            upstream: Duration::ZERO,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! cut short by bytes is not taken for a drained store.
 
 use fake_provider::idp::{DEFAULT_CLIENT_ID, IdpConfig};
-use fake_provider::smtp::{SmtpConfig, TokenValidator};
+use fake_provider::smtp::{SmtpConfig, Stage, TokenValidator, replies};
 use fake_provider::{FakeIdp, FakeSmtp};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,7 @@ impl TokenFactory for IdpTokens {
 
 struct World {
     _dir: tempfile::TempDir,
+    idp: FakeIdp,
     store: Store,
     smtp: FakeSmtp,
     conn: Connection,
@@ -49,6 +50,12 @@ struct World {
 }
 
 async fn world() -> World {
+    // The fake has no rate limit; Microsoft's 30 a minute would pace every test.
+    world_with("messages-per-minute=0").await
+}
+
+/// A world whose connection has these limit overrides.
+async fn world_with(limits: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
     let smtp = FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
@@ -68,6 +75,7 @@ async fn world() -> World {
         token_url: Some(idp.token_url("organizations")),
         flow: Some("client-credentials".into()),
         tenant: Some("contoso.example".into()),
+        limits: Some(limits.into()),
         ..Default::default()
     }
     .validate()
@@ -77,12 +85,13 @@ async fn world() -> World {
     let delivery = Delivery::new(
         store.clone(),
         DeliverySettings::default(),
-        IdpTokens(idp),
+        IdpTokens(idp.clone()),
         outbox,
         Default::default(),
     );
     World {
         _dir: dir,
+        idp,
         store,
         smtp,
         conn,
@@ -199,4 +208,159 @@ async fn due_mail_too_big_to_join_the_lane_closes_it_and_goes_next() {
     assert!(step(&w, &mut transport).await.is_empty());
     transport.close().await;
     assert_eq!(w.smtp.messages().len(), 2);
+}
+
+/// Steps until one finds nothing due; every (id, status) attempted, in order.
+async fn drain(w: &World, delivery: &Delivery<IdpTokens>) -> Vec<(String, MessageStatus)> {
+    let mut transport = delivery.transport(&w.conn).unwrap();
+    let stop = CancellationToken::new();
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        match delivery
+            .try_deliver_next(&w.conn, &mut transport, &stop)
+            .await
+            .unwrap()
+        {
+            Outcome::Empty => break,
+            Outcome::Held(r) => panic!("held: {r}"),
+            Outcome::Attempted(done) => all.extend(done),
+        }
+    }
+    transport.close().await;
+    all
+}
+
+fn to(mut m: NewMessage, recipients: usize) -> NewMessage {
+    m.recipients = (0..recipients)
+        .map(|i| format!("r{i}@example.org"))
+        .collect();
+    m
+}
+
+/// The connection's due time, in hours from now, if it has waiting mail.
+async fn due_in_hours(w: &World) -> Option<i64> {
+    let due = w.store.due_by_connection().await.unwrap();
+    due.first()
+        .map(|(_, at)| (at - now_ms() + 1_800_000) / 3_600_000)
+}
+
+#[tokio::test]
+async fn recipients_beyond_the_per_message_limit_go_in_further_transactions() {
+    let w = world_with("messages-per-minute=0,recipients-per-message=2").await;
+    let q = w
+        .store
+        .insert_messages(&[to(message(&w.conn, 0, 0), 5)])
+        .await
+        .unwrap();
+    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            MessageStatus::Deferred,
+            MessageStatus::Deferred,
+            MessageStatus::Sent
+        ],
+        "{}",
+        q[0].id
+    );
+    let parts: Vec<Vec<String>> = w.smtp.messages().into_iter().map(|m| m.rcpt_to).collect();
+    assert_eq!(
+        parts,
+        [
+            vec!["r0@example.org", "r1@example.org"],
+            vec!["r2@example.org", "r3@example.org"],
+            vec!["r4@example.org"]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_daily_recipient_limit_defers_the_rest_for_the_window_and_fails_nothing() {
+    let w = world_with("messages-per-minute=0,recipients-per-day=3").await;
+    let batch: Vec<NewMessage> = (0..3).map(|n| to(message(&w.conn, n, 0), 2)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(statuses, [MessageStatus::Sent, MessageStatus::Deferred]);
+    assert_eq!(
+        w.smtp.messages().len(),
+        1,
+        "2 recipients sent; 2 more would pass 3"
+    );
+    assert_eq!(
+        due_in_hours(&w).await,
+        Some(24),
+        "the rest waits until the first sending leaves the 24-hour window"
+    );
+
+    // Another process (a restart) remembers the day's sending.
+    w.store
+        .defer_connection_mail(w.conn.id, 0, "test")
+        .await
+        .ok();
+    sqlx::query("UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'")
+        .execute(w.store.pool())
+        .await
+        .unwrap();
+    let (outbox, _) = Outbox::start(w.store.clone(), Wakers::default());
+    let restarted = Delivery::new(
+        w.store.clone(),
+        DeliverySettings::default(),
+        IdpTokens(w.idp.clone()),
+        outbox,
+        Default::default(),
+    );
+    let statuses: Vec<MessageStatus> = drain(&w, &restarted)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(statuses, [MessageStatus::Deferred]);
+    assert_eq!(
+        w.smtp.messages().len(),
+        1,
+        "nothing more sent after the restart"
+    );
+}
+
+#[tokio::test]
+async fn submission_quota_exceeded_defers_the_mailbox_for_a_day_and_fails_nothing() {
+    let w = world().await;
+    w.smtp.inject(Stage::DataEnd, replies::QUOTA_EXCEEDED, 1);
+    let batch: Vec<NewMessage> = (0..3).map(|n| message(&w.conn, n, 0)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(
+        statuses,
+        [MessageStatus::Deferred],
+        "one tried, none failed"
+    );
+    assert_eq!(due_in_hours(&w).await, Some(24), "all three wait a day");
+    assert!(w.smtp.messages().is_empty());
+}
+
+#[tokio::test]
+async fn messages_per_minute_spaces_the_messages_and_never_goes_faster() {
+    // 600 a minute: one every 100 ms.
+    let w = world_with("messages-per-minute=600").await;
+    let batch: Vec<NewMessage> = (0..6).map(|n| message(&w.conn, n, 0)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(drain(&w, &w.delivery).await.len(), 6);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "6 messages take at least 5 intervals: {:?}",
+        started.elapsed()
+    );
 }

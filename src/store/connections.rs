@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{Store, StoreError, now};
 use crate::domain::{
     ClientId, Connection, ConnectionName, ConnectionSettings, ConnectionStatus, EmailAddress, Host,
-    Port, RedirectUri, ScopeList, Tenant,
+    LimitOverrides, Port, RedirectUri, ScopeList, Tenant,
 };
 
 /// Re-exported for callers that list connections without decoding them.
@@ -16,7 +16,7 @@ pub type ConnectionRow = SqliteRow;
 
 const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
-    c.ca_file, c.enabled, c.max_concurrent, c.status, c.status_reason, c.created_at, c.updated_at, \
+    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh";
 
@@ -67,6 +67,7 @@ fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         ca_file: get_o("ca_file")?.map(PathBuf::from),
         enabled: row.try_get::<bool, _>("enabled")?,
         max_concurrent: row.try_get::<i64, _>("max_concurrent")? as u32,
+        limits: LimitOverrides::parse(&get_s("limits")?).map_err(|e| corrupt("limits", e))?,
     };
     Ok(Connection {
         id: row.try_get("id")?,
@@ -110,6 +111,7 @@ fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
         .bind(s.ca_file.as_ref().map(|p| p.display().to_string()))
         .bind(s.enabled)
         .bind(i64::from(s.max_concurrent))
+        .bind(s.limits.to_string())
 }
 
 impl Store {
@@ -136,8 +138,8 @@ impl Store {
         let res = bind_settings(sqlx::query(
             "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
              tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-             max_concurrent, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+             max_concurrent, limits, status, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
         ), s)
         .bind(t)
         .bind(t)
@@ -156,7 +158,7 @@ impl Store {
             "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
              authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-             updated_at = ? WHERE id = ?",
+             limits = ?, updated_at = ? WHERE id = ?",
         ), s)
         .bind(now())
         .bind(id)

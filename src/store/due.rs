@@ -28,6 +28,48 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A connection's sending since `since` (ms): per message with a recipient sent, when it
+    /// was last attempted and how many of its recipients were sent.
+    pub async fn sent_since(
+        &self,
+        connection_id: i64,
+        since: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT m.last_attempt_at, \
+             (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id AND r.status = 'sent') AS n \
+             FROM messages m WHERE m.connection_id = ? AND m.last_attempt_at >= ? AND n > 0",
+        )
+        .bind(connection_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Defers every waiting message of the connection due before `until` to `until` (a
+    /// provider limit reached): one statement, instead of claiming the backlog batch by batch
+    /// only to put it back.
+    pub async fn defer_connection_mail(
+        &self,
+        connection_id: i64,
+        until: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE messages SET status = 'deferred', next_attempt_at = ?, last_error = ? \
+             WHERE connection_id = ? AND status IN ('queued', 'deferred') AND next_attempt_at < ?",
+        )
+        .bind(until)
+        .bind(reason)
+        .bind(connection_id)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::messages::test_message;
@@ -54,6 +96,20 @@ mod tests {
                 .unwrap()
                 .is_empty(),
             "no connection #2 exists to release mail for"
+        );
+        // A limit reached: connection 1's waiting mail moves to the time it allows.
+        let until = crate::store::messages::now_ms() + 3_600_000;
+        assert_eq!(
+            store
+                .defer_connection_mail(1, until, "limit")
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.due_by_connection().await.unwrap(), [(1, until)]);
+        assert!(
+            store.sent_since(1, 0).await.unwrap().is_empty(),
+            "nothing sent yet"
         );
     }
 }

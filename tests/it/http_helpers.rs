@@ -183,6 +183,8 @@ impl Fakes {
         serde_json::json!({
             "name": name,
             "provider": "microsoft",
+            // The fake has no rate limit; Microsoft's 30 a minute would pace every test.
+            "limits": "messages-per-minute=0",
             "user": DEFAULT_USER,
             "tenant": "organizations",
             "client_id": DEFAULT_CLIENT_ID,

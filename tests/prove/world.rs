@@ -220,6 +220,8 @@ impl Home {
             "--client-secret-file", &secret.display().to_string(), "--host", "127.0.0.1",
             "--port", &port, "--ca-file", &ca.display().to_string(),
             "--token-url", &token_url, "--authorize-url", &authorize_url,
+            // The fake has no rate limit; Microsoft's 30 a minute would pace every test.
+            "--limit", "messages-per-minute=0",
         ];
         self.run(&args);
         if flow == Flow::AuthorizationCode {

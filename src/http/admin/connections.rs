@@ -77,6 +77,7 @@ pub struct ConnectionForm {
     device_url: Option<String>,
     ca_file: Option<String>,
     max_concurrent: Option<String>,
+    limits: Option<String>,
     enabled: Option<String>,
 }
 
@@ -118,6 +119,7 @@ impl ConnectionForm {
             // An unticked checkbox sends nothing.
             enabled: Some(self.enabled.as_deref() == Some("true")),
             max_concurrent: self.max_concurrent.clone(),
+            limits: self.limits.clone(),
         }
     }
 

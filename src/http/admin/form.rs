@@ -214,6 +214,8 @@ pub fn fields(
             .help("A PEM file on the server to trust for this SMTP server (private CAs); normally empty."),
         FormField::new("max_concurrent", "Connections at once", "number", v.max_concurrent.as_deref())
             .help("Upstream SMTP connections for this mailbox; Microsoft allows 3."),
+        FormField::new("limits", "Sending limits", "text", v.limits.as_deref())
+            .help("Empty: the provider's limits (Microsoft 365: 30 messages/min, 10,000 recipients/day, 500 per message; Google: 2,000 messages/day, 100 recipients per message). Override as messages-per-minute=N, messages-per-day=N, recipients-per-day=N, recipients-per-message=N (0: none)."),
     ];
     if let Some(errors) = errors {
         for e in &errors.0 {

@@ -53,6 +53,10 @@ pub struct ConnectionBody {
     #[serde(default, deserialize_with = "number_or_string")]
     #[schema(value_type = Option<u32>)]
     pub max_concurrent: Option<String>,
+    /// Overrides of the provider's sending limits, replacing any set before:
+    /// `messages-per-minute=N,messages-per-day=N,recipients-per-day=N,recipients-per-message=N`
+    /// (any subset; 0: none). `""`: the provider's presets.
+    pub limits: Option<String>,
     /// Write-only. `""` removes it.
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
@@ -85,6 +89,7 @@ impl ConnectionBody {
             ca_file: self.ca_file.clone(),
             enabled: self.enabled,
             max_concurrent: self.max_concurrent.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -113,6 +118,11 @@ pub struct ConnectionDoc {
     ca_file: Option<String>,
     enabled: bool,
     max_concurrent: u32,
+    /// The sending limits in force (0: none).
+    #[schema(value_type = Object)]
+    limits: serde_json::Value,
+    /// The overrides set on this connection (`name=N,…`; empty: the provider's presets).
+    limit_overrides: String,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     status: String,
     status_reason: Option<String>,

@@ -64,6 +64,9 @@ impl World {
             "fake",
             "--provider",
             "microsoft",
+            // The fake has no rate limit; Microsoft's 30 a minute would pace every test.
+            "--limit",
+            "messages-per-minute=0",
             "--tenant",
             "contoso.example",
             "--user",
