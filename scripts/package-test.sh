@@ -42,7 +42,7 @@ getent group postern >/dev/null || fail "no postern group"
     || fail "/var/lib/postern is $(stat -c '%U:%G %a' /var/lib/postern)"
 dpkg-query -W -f='${Conffiles}\n' postern | grep -q '^ /etc/postern/postern.toml ' \
     || fail "/etc/postern/postern.toml is not a conffile"
-unit=/lib/systemd/system/postern.service
+unit=/usr/lib/systemd/system/postern.service
 [ -f "$unit" ] || fail "no $unit"
 [ -L /etc/systemd/system/multi-user.target.wants/postern.service ] || fail "the unit is not enabled"
 for f in /usr/share/bash-completion/completions/postern /usr/share/zsh/vendor-completions/_postern \
@@ -73,7 +73,7 @@ awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }' || fail "exposure a
 
 echo "== the installed serve, as postern, delivers one message (tests/prove/package.rs)"
 POSTERN_PROVE_BIN=/usr/bin/postern POSTERN_PROVE_RUN_AS=postern \
-    cargo test --test prove package -- --ignored --test-threads 1
+    cargo test --test prove installed_package_serves_as_its_user_and_delivers -- --ignored
 
 echo "== dpkg --remove keeps the data, the user and the settings"
 dpkg --remove postern >/dev/null
