@@ -23,6 +23,9 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v adduser >/dev/null || missing+=(adduser)
 command -v man >/dev/null || missing+=(man-db)
 command -v groff >/dev/null || missing+=(groff-base)
+# scripts/container-test.sh: podman builds and runs the image; runc, as crun cannot run here.
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"
