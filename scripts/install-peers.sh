@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests need from Debian and npm, non-interactively, with one
-# `apt-get update`: the third-party peers of tests/prove, and Chromium with playwright-core for
-# the admin UI's browser test. Makes sure no package daemon keeps running (the tests start their
-# own instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
+# `apt-get update`: the third-party peers of tests/prove, Chromium with playwright-core for
+# the admin UI's browser test, and what scripts/package-test.sh uses. Makes sure no package
+# daemon keeps running (the tests start their own instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,15 @@ perl -MAuthen::SASL -e1 2>/dev/null || missing+=(libauthen-sasl-perl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v chromium >/dev/null || missing+=(chromium)
+# scripts/package-test.sh: systemd-analyze for the unit, adduser for the package's postinst,
+# man-db (and groff) to read the installed man pages.
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v adduser >/dev/null || missing+=(adduser)
+command -v man >/dev/null || missing+=(man-db)
+command -v groff >/dev/null || missing+=(groff-base)
+# scripts/container-test.sh: podman builds and runs the image; runc, as crun cannot run here.
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"

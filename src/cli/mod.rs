@@ -6,6 +6,7 @@ mod authorize;
 mod backup;
 mod connection;
 mod connection_test;
+mod man;
 mod messages;
 mod output;
 mod queue;
@@ -103,6 +104,12 @@ pub enum Command {
     Completions {
         /// bash, zsh or fish.
         shell: Shell,
+    },
+    /// Write the manual pages (postern.1, postern-connection.1, …) into DIR (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Created when missing; existing pages are replaced.
+        dir: PathBuf,
     },
 }
 
@@ -245,5 +252,6 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,
         Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man::write_pages(&dir),
     }
 }

@@ -16,6 +16,8 @@
 //! - `storm`: wrong passwords all at once against the relay and the login form.
 //! - `crash`, `outage`, `disk`: kill -9 under load, provider and token endpoint down, disk full.
 //! - `interop`: Python's smtplib, swaks, Dovecot submission, oauth2-mock-server.
+//! - `package`: the installed Debian package (as its `postern` user) and the container image
+//!   deliver a message (ignored; `scripts/package-test.sh`, `scripts/container-test.sh`).
 
 mod abuse;
 mod client;
@@ -26,6 +28,7 @@ mod gate;
 mod http_flood;
 mod interop;
 mod outage;
+mod package;
 mod secrets;
 mod storm;
 mod world;

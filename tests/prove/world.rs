@@ -42,6 +42,13 @@ pub fn figure(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The user to run Postern as (`POSTERN_PROVE_RUN_AS`), if any; needs root.
+pub fn run_as() -> Option<String> {
+    std::env::var("POSTERN_PROVE_RUN_AS")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 /// Whether `program` is on the PATH.
 pub fn have(program: &str) -> bool {
     Command::new("sh")
@@ -154,6 +161,15 @@ impl Home {
         home.set_env("POSTERN_DELIVERY__FIRST_RETRY_SECS", "1");
         home.set_env("POSTERN_DELIVERY__MAX_RETRY_SECS", "2");
         home.set_env("POSTERN_SERVER__SHUTDOWN_GRACE_SECS", "2");
+        if let Some(user) = run_as() {
+            // Postern runs as `user` and keeps its data under the home: hand the home over.
+            let chown = Command::new("chown")
+                .arg(format!("{user}:"))
+                .arg(home.path())
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown {user}: {}", home.path().display());
+        }
         home
     }
 
@@ -172,7 +188,19 @@ impl Home {
         // show that a new test fails there).
         let bin = std::env::var("POSTERN_PROVE_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_postern").to_string());
-        let mut c = Command::new(bin);
+        // POSTERN_PROVE_RUN_AS runs it as that user (the installed package's `postern`), as
+        // systemd does. setpriv execs Postern itself, so signals and the pid reach it directly.
+        let mut c = match run_as() {
+            Some(user) => {
+                let gid = Command::new("id").args(["-g", &user]).output().unwrap();
+                let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", &user, "--regid", &gid, "--init-groups", "--"]);
+                c.arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         c.current_dir(self.path()).args(args).stdin(Stdio::null());
         for (k, _) in std::env::vars() {
             if k.starts_with("POSTERN_") || k == "RUST_LOG" {
