@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::Host;
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionGauge, Metrics, StoreGauges};
 use crate::oauth::TokenManager;
 use crate::outbox::{Delivery, Outbox, RelayIntake, Wakers};
 use crate::settings::Settings;
@@ -386,12 +386,12 @@ struct MetricsState {
 async fn metrics(
     State(s): State<MetricsState>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), axum::http::StatusCode> {
-    let queue = s.store.message_counts().await.map_err(|e| {
-        tracing::error!(error = %e, "metrics: cannot count messages");
+    let store = store_gauges(&s.store).await.map_err(|e| {
+        tracing::error!(error = %e, "metrics: cannot read the store");
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     })?;
     let passwords = s.store.password_checks().counters();
-    let body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
+    let body = s.metrics.render(&store, &s.stats.snapshot(), &passwords);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -399,6 +399,40 @@ async fn metrics(
         )],
         body,
     ))
+}
+
+async fn store_gauges(store: &Store) -> Result<StoreGauges, crate::store::StoreError> {
+    let mut by_status: std::collections::BTreeMap<String, i64> = Default::default();
+    for (_, status, n) in store.message_counts().await? {
+        *by_status.entry(status).or_default() += n;
+    }
+    let waiting: std::collections::HashMap<i64, i64> =
+        store.waiting_by_connection().await?.into_iter().collect();
+    let connections = store
+        .list_connections()
+        .await?
+        .iter()
+        .map(|c| ConnectionGauge {
+            name: c.name().to_string(),
+            status: c.effective_status().as_str(),
+            waiting: waiting.get(&c.id).copied().unwrap_or(0),
+            overrides: c.settings.limits,
+        })
+        .collect();
+    let presets = ["microsoft", "google"]
+        .into_iter()
+        .filter_map(|p| {
+            Some((
+                p,
+                p.parse::<crate::domain::Provider>().ok()?.preset().limits,
+            ))
+        })
+        .collect();
+    Ok(StoreGauges {
+        by_status: by_status.into_iter().collect(),
+        connections,
+        presets,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -2,6 +2,12 @@
 //!
 //! Queue depths are read from the store at scrape time (the store is the truth); events that
 //! leave no row (an upstream latency, a token refresh) are counted here.
+//!
+//! Cardinality: with N connections, the series are N `postern_connection_status`, one
+//! `postern_connection_waiting` per connection that has waiting mail, four
+//! `postern_connection_limit` at most per connection that overrides its preset, and about 70
+//! that do not grow with N (totals by status and outcome, the latency histogram, the relay,
+//! the scheduler). 10,000 connections make about 10,100 series on a quiet day.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -9,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::domain::{LIMIT_NAMES, LimitOverrides, Limits};
 use crate::smtp::server::StatsSnapshot;
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -16,8 +23,12 @@ const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (connection, outcome) → count of delivery attempts.
-    outcomes: Mutex<BTreeMap<(String, String), u64>>,
+    /// outcome → count of delivery attempts (all connections: per-connection counters would
+    /// be 4 series per connection).
+    outcomes: Mutex<BTreeMap<String, u64>>,
+    /// Upstream sessions handed out by the scheduler, and connections waiting for one.
+    sessions: AtomicU64,
+    waiting: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -28,10 +39,9 @@ struct Inner {
 pub struct Metrics(Arc<Inner>);
 
 impl Metrics {
-    pub fn delivery(&self, connection: &str, outcome: &str, upstream: Duration) {
+    pub fn delivery(&self, outcome: &str, upstream: Duration) {
         let mut map = self.0.outcomes.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry((connection.to_string(), outcome.to_string()))
-            .or_default() += 1;
+        *map.entry(outcome.to_string()).or_default() += 1;
         drop(map);
         let secs = upstream.as_secs_f64();
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -45,25 +55,75 @@ impl Metrics {
             .fetch_add(upstream.as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Renders everything; `queue` is (connection, status, count) from the store.
+    /// The scheduler's state, as of its last plan.
+    pub fn scheduler(&self, sessions: u32, waiting: usize) {
+        self.0
+            .sessions
+            .store(u64::from(sessions), Ordering::Relaxed);
+        self.0.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// Renders everything; `store` is read from the store at scrape time.
     pub fn render(
         &self,
-        queue: &[(String, String, i64)],
+        store: &StoreGauges,
         relay: &StatsSnapshot,
         tokens: &[(&str, u64)],
     ) -> String {
         let mut out = String::new();
-        out.push_str("# HELP postern_messages Messages in the store by connection and status.\n# TYPE postern_messages gauge\n");
-        for (conn, status, n) in queue {
+        out.push_str("# HELP postern_messages Messages in the store by status (all connections).\n# TYPE postern_messages gauge\n");
+        for (status, n) in &store.by_status {
+            let _ = writeln!(out, "postern_messages{{status=\"{}\"}} {n}", escape(status));
+        }
+        out.push_str("# HELP postern_connection_status 1 for each connection, labelled with its status.\n# TYPE postern_connection_status gauge\n");
+        for c in &store.connections {
             let _ = writeln!(
                 out,
-                "postern_messages{{connection=\"{}\",status=\"{}\"}} {n}",
-                escape(conn),
-                escape(status)
+                "postern_connection_status{{connection=\"{}\",status=\"{}\"}} 1",
+                escape(&c.name),
+                c.status
             );
         }
-        out.push_str("# HELP postern_delivery_attempts_total Delivery attempts by connection and outcome.\n# TYPE postern_delivery_attempts_total counter\n");
-        for ((conn, outcome), n) in self
+        out.push_str("# HELP postern_connection_waiting Messages waiting to be sent (queued, deferred, held), for connections that have some.\n# TYPE postern_connection_waiting gauge\n");
+        for c in store.connections.iter().filter(|c| c.waiting > 0) {
+            let _ = writeln!(
+                out,
+                "postern_connection_waiting{{connection=\"{}\"}} {}",
+                escape(&c.name),
+                c.waiting
+            );
+        }
+        out.push_str("# HELP postern_provider_limit A provider preset's sending limit (0: none).\n# TYPE postern_provider_limit gauge\n");
+        for (provider, limits) in &store.presets {
+            for (name, v) in limit_values(limits) {
+                let _ = writeln!(
+                    out,
+                    "postern_provider_limit{{provider=\"{provider}\",limit=\"{name}\"}} {v}"
+                );
+            }
+        }
+        out.push_str("# HELP postern_connection_limit A sending limit a connection sets instead of its provider's preset (0: none).\n# TYPE postern_connection_limit gauge\n");
+        for c in &store.connections {
+            for (name, v) in overridden(&c.overrides) {
+                let _ = writeln!(
+                    out,
+                    "postern_connection_limit{{connection=\"{}\",limit=\"{name}\"}} {v}",
+                    escape(&c.name)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP postern_delivery_sessions Upstream sessions open or being opened.\n# TYPE postern_delivery_sessions gauge\npostern_delivery_sessions {}",
+            self.0.sessions.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP postern_delivery_connections_waiting Connections with due mail waiting for a session (delivery.max_sessions reached).\n# TYPE postern_delivery_connections_waiting gauge\npostern_delivery_connections_waiting {}",
+            self.0.waiting.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP postern_delivery_attempts_total Delivery attempts by outcome.\n# TYPE postern_delivery_attempts_total counter\n");
+        for (outcome, n) in self
             .0
             .outcomes
             .lock()
@@ -72,8 +132,7 @@ impl Metrics {
         {
             let _ = writeln!(
                 out,
-                "postern_delivery_attempts_total{{connection=\"{}\",outcome=\"{}\"}} {n}",
-                escape(conn),
+                "postern_delivery_attempts_total{{outcome=\"{}\"}} {n}",
                 escape(outcome)
             );
         }
@@ -132,6 +191,46 @@ impl Metrics {
     }
 }
 
+/// What `/metrics` reads from the store at scrape time.
+#[derive(Debug, Default)]
+pub struct StoreGauges {
+    /// (status, messages) over all connections.
+    pub by_status: Vec<(String, i64)>,
+    pub connections: Vec<ConnectionGauge>,
+    /// (provider, its preset limits).
+    pub presets: Vec<(&'static str, Limits)>,
+}
+
+#[derive(Debug)]
+pub struct ConnectionGauge {
+    pub name: String,
+    pub status: &'static str,
+    /// Queued, deferred and held messages.
+    pub waiting: i64,
+    pub overrides: LimitOverrides,
+}
+
+fn limit_values(l: &Limits) -> [(&'static str, u32); 4] {
+    [
+        (LIMIT_NAMES[0], l.messages_per_minute),
+        (LIMIT_NAMES[1], l.messages_per_day),
+        (LIMIT_NAMES[2], l.recipients_per_day),
+        (LIMIT_NAMES[3], l.recipients_per_message),
+    ]
+}
+
+fn overridden(o: &LimitOverrides) -> Vec<(&'static str, u32)> {
+    [
+        (LIMIT_NAMES[0], o.messages_per_minute),
+        (LIMIT_NAMES[1], o.messages_per_day),
+        (LIMIT_NAMES[2], o.recipients_per_day),
+        (LIMIT_NAMES[3], o.recipients_per_message),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| Some((n, v?)))
+    .collect()
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -145,18 +244,57 @@ mod tests {
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
         let m = Metrics::default();
-        m.delivery("contoso", "sent", Duration::from_millis(20));
-        m.delivery("contoso", "sent", Duration::from_millis(300));
-        m.delivery("contoso", "deferred", Duration::from_secs(20));
+        m.delivery("sent", Duration::from_millis(20));
+        m.delivery("sent", Duration::from_millis(300));
+        m.delivery("deferred", Duration::from_secs(20));
+        let store = StoreGauges {
+            by_status: vec![("queued".into(), 4)],
+            connections: vec![
+                ConnectionGauge {
+                    name: "contoso".into(),
+                    status: "authorized",
+                    waiting: 4,
+                    overrides: LimitOverrides::parse("messages-per-minute=10").unwrap(),
+                },
+                ConnectionGauge {
+                    name: "idle".into(),
+                    status: "needs-reauthorization",
+                    waiting: 0,
+                    overrides: LimitOverrides::default(),
+                },
+            ],
+            presets: vec![(
+                "microsoft",
+                crate::domain::Provider::Microsoft.preset().limits,
+            )],
+        };
         let text = m.render(
-            &[("contoso".into(), "queued".into(), 4)],
+            &store,
             &StatsSnapshot::default(),
             &[("token_refreshes_total", 2)],
         );
-        assert!(text.contains("postern_messages{connection=\"contoso\",status=\"queued\"} 4"));
-        assert!(text.contains(
-            "postern_delivery_attempts_total{connection=\"contoso\",outcome=\"sent\"} 2"
-        ));
+        for line in [
+            "postern_messages{status=\"queued\"} 4",
+            "postern_connection_status{connection=\"contoso\",status=\"authorized\"} 1",
+            "postern_connection_status{connection=\"idle\",status=\"needs-reauthorization\"} 1",
+            "postern_connection_waiting{connection=\"contoso\"} 4",
+            "postern_connection_limit{connection=\"contoso\",limit=\"messages-per-minute\"} 10",
+            "postern_provider_limit{provider=\"microsoft\",limit=\"recipients-per-day\"} 10000",
+            "postern_delivery_attempts_total{outcome=\"sent\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains("postern_connection_waiting{connection=\"idle\"}"),
+            "a connection with nothing waiting adds no queue series"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.contains("connection=\"idle\""))
+                .count(),
+            1,
+            "an idle connection costs one series"
+        );
         assert!(text.contains("postern_upstream_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("postern_upstream_seconds_bucket{le=\"0.5\"} 2"));
         assert!(text.contains("postern_upstream_seconds_bucket{le=\"+Inf\"} 3"));

@@ -78,7 +78,9 @@ impl<F: TokenFactory> Delivery<F> {
                 for c in wakers.take_news() {
                     s.due(c, now, now);
                 }
-                s.plan(now)
+                let plan = s.plan(now);
+                self.inner.metrics.scheduler(s.sessions(), s.waiting());
+                plan
             };
             for c in plan.wake {
                 wakers.lane(c).wake.notify_waiters();

@@ -268,9 +268,7 @@ impl<F: TokenFactory> Delivery<F> {
             } else {
                 status
             };
-            self.inner
-                .metrics
-                .delivery(conn.name().as_str(), status.as_str(), sent.upstream);
+            self.inner.metrics.delivery(status.as_str(), sent.upstream);
             tracing::info!(
                 message = %msg.id,
                 connection = %conn.name(),

@@ -29,6 +29,22 @@ impl Store {
 }
 
 impl Store {
+    /// Per connection with waiting mail, how many messages wait (queued, deferred, or held for
+    /// the connection's sake), from the partial indexes of waiting mail.
+    pub async fn waiting_by_connection(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT connection_id, SUM(n) FROM ( \
+               SELECT connection_id, COUNT(*) AS n FROM messages INDEXED BY messages_due \
+                 WHERE status IN ('queued', 'deferred') GROUP BY connection_id \
+               UNION ALL \
+               SELECT connection_id, COUNT(*) FROM messages INDEXED BY messages_held_by_connection \
+                 WHERE status = 'held' AND held_by = 'connection' GROUP BY connection_id) \
+             GROUP BY connection_id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// A connection's sending since `since` (ms): per message with a recipient sent, when it
     /// was last attempted and how many of its recipients were sent.
     pub async fn sent_since(

@@ -92,7 +92,8 @@ async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail
     for line in [
         "postern_relay_messages_accepted_total 3",
         "postern_relay_auth_successes_total 2",
-        "postern_delivery_attempts_total{connection=\"fake\",outcome=\"sent\"} 3",
+        "postern_delivery_attempts_total{outcome=\"sent\"} 3",
+        "postern_connection_status{connection=\"fake\",status=\"authorized\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
