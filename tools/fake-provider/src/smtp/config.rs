@@ -67,6 +67,9 @@ pub struct SmtpConfig {
     pub keep_bodies: bool,
     /// Advertise CHUNKING (BDAT), as Exchange Online and Gmail do; BDAT is accepted either way.
     pub chunking: bool,
+    /// Wait this long before each batch of replies (one per round trip): a provider that
+    /// costs what a real one does, so mail piles up in the client's queue.
+    pub reply_delay: Duration,
 }
 
 impl Default for SmtpConfig {
@@ -81,6 +84,7 @@ impl Default for SmtpConfig {
             cert_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             max_size: 157_286_400,
             chunking: true,
+            reply_delay: Duration::ZERO,
             read_timeout: Duration::from_secs(60),
             audiences: None,
             fast: false,

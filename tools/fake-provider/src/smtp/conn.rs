@@ -40,6 +40,8 @@ pub(crate) struct Conn {
     pos: usize,
     output: Vec<u8>,
     timeout: Duration,
+    /// Waited before each batch of replies goes out (a provider slower than the client).
+    reply_delay: Duration,
 }
 
 impl Conn {
@@ -50,7 +52,13 @@ impl Conn {
             pos: 0,
             output: Vec::with_capacity(1024),
             timeout,
+            reply_delay: Duration::ZERO,
         }
+    }
+
+    pub fn with_reply_delay(mut self, delay: Duration) -> Self {
+        self.reply_delay = delay;
+        self
     }
 
     pub fn is_tls(&self) -> bool {
@@ -67,6 +75,9 @@ impl Conn {
     pub async fn flush(&mut self) -> Result<(), ConnError> {
         if self.output.is_empty() {
             return Ok(());
+        }
+        if !self.reply_delay.is_zero() {
+            tokio::time::sleep(self.reply_delay).await;
         }
         let out = std::mem::take(&mut self.output);
         let write = async {
