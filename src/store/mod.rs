@@ -3,6 +3,7 @@
 
 mod access;
 mod admins;
+mod api_key_scope;
 mod api_keys;
 pub mod attempts;
 pub mod backup;
@@ -33,6 +34,7 @@ use sqlx::sqlite::{
 
 pub use access::AccessError;
 pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
+pub use api_key_scope::ScopedConnection;
 pub use api_keys::{ApiKey, ApiRole, NewApiKey};
 pub use connections::ConnectionRow;
 pub use keyfile::{KeyError, KeySource};

@@ -1,5 +1,6 @@
 //! `/api/v1/connections`: the SMTP OAuth connections. Secrets are write-only: responses say
-//! `set` / `not set`, never the value.
+//! `set` / `not set`, never the value. Admin keys manage them; a `send` key scoped to
+//! connections may list and read its own (see `http/auth/scope.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::json::{JsonBody, number_or_string, secret};
 use crate::domain::{ConnectionInput, ConnectionView};
 use crate::http::AppState;
-use crate::http::auth::AdminKey;
+use crate::http::auth::{AdminKey, ApiCaller};
 use crate::http::error::{ApiResult, Problem};
 use crate::store::Store;
 
@@ -152,8 +153,12 @@ pub(crate) async fn save_secrets(
     responses(
         (status = 200, description = "Every connection, by name", body = Vec<ConnectionDoc>),
         (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list(_caller: AdminKey, State(state): State<AppState>) -> ApiResult<Response> {
-    let all = state.store().list_connections().await?;
+pub async fn list(caller: ApiCaller, State(state): State<AppState>) -> ApiResult<Response> {
+    let scope = caller.readable_connections()?;
+    let mut all = state.store().list_connections().await?;
+    if let Some(scope) = scope {
+        all.retain(|c| scope.iter().any(|s| s.id == c.id));
+    }
     let views: Vec<ConnectionView> = all.iter().map(ConnectionView::from).collect();
     Ok(axum::Json(views).into_response())
 }
@@ -201,10 +206,12 @@ pub async fn create(
         (status = 200, body = ConnectionDoc),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn show(
-    _caller: AdminKey,
+    caller: ApiCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
+    caller.readable_connections()?;
+    caller.check_connection_name(&name)?;
     let conn = state.store().connection(&name).await?;
     Ok(axum::Json(ConnectionView::from(&conn)).into_response())
 }
