@@ -14,7 +14,7 @@ use crate::domain::{
 /// Re-exported for callers that list connections without decoding them.
 pub type ConnectionRow = SqliteRow;
 
-const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
+pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
     c.ca_file, c.enabled, c.max_concurrent, c.status, c.status_reason, c.created_at, c.updated_at, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
@@ -29,7 +29,7 @@ fn opt_url(v: Option<String>, what: &str) -> Result<Option<url::Url>, StoreError
         .transpose()
 }
 
-fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
+pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(StoreError::from);
     let get_o = |c: &str| {
         row.try_get::<Option<String>, _>(c)

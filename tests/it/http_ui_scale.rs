@@ -58,3 +58,67 @@ async fn the_keys_page_creates_and_shows_scoped_keys() {
     let row = list.body.split("<tr><td>cust</td>").nth(1).unwrap();
     assert!(row.starts_with("<td>send</td><td>contoso</td>"), "{row}");
 }
+
+#[tokio::test]
+async fn the_connection_list_searches_filters_by_status_with_counts_and_pages() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    crate::seed::connections(&ui.store, 120).await;
+
+    let first = ui.get("/admin", Some(&session)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first
+            .body
+            .matches("<tr>\n  <td><a href=\"/admin/connections/")
+            .count(),
+        50
+    );
+    // Counts per status: 17 of the fixture's 120 are disabled (i % 7 == 3).
+    assert!(first.body.contains(">any (120)</option>"), "{}", first.body);
+    assert!(
+        first.body.contains(">disabled (17)</option>"),
+        "{}",
+        first.body
+    );
+    assert!(first.body.contains(">new (103)</option>"), "{}", first.body);
+    let next = first
+        .body
+        .split("href=\"")
+        .filter_map(|s| s.split('"').next())
+        .find(|h| h.contains("cursor="))
+        .expect("a next page link")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    let second = ui.get(&next, Some(&session)).await;
+    assert!(
+        second.body.contains("cust-050") && !second.body.contains("cust-049\""),
+        "{next}: {}",
+        second.body
+    );
+    assert!(second.body.contains("First page"));
+
+    // Search and status together; the counts follow the search.
+    let found = ui
+        .get("/admin?search=CUSTOMER11&status=disabled", Some(&session))
+        .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(
+        found.body.contains("/admin/connections/cust-115\""),
+        "{}",
+        found.body
+    );
+    assert!(!found.body.contains("/admin/connections/cust-114\""));
+    assert!(found.body.contains("value=\"CUSTOMER11\""));
+    assert!(found.body.contains("value=\"disabled\" selected"));
+    assert!(found.body.contains(">any (11)</option>"), "{}", found.body);
+    assert!(!found.body.contains("rel=\"next\""));
+
+    let bad = ui.get("/admin?status=broken", Some(&session)).await;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert!(
+        bad.body.contains("status `broken` is not known"),
+        "{}",
+        bad.body
+    );
+}

@@ -1,9 +1,11 @@
 //! Integration tests: the real `postern` binary and library against real sockets on 127.0.0.1.
 
 mod cli_connection;
+mod cli_connection_list;
 mod cli_send;
 mod helpers;
 mod http_api;
+mod http_api_list;
 mod http_api_scope;
 mod http_helpers;
 mod http_ui;
@@ -11,3 +13,4 @@ mod http_ui_scale;
 mod oauth;
 mod outbox;
 mod relay;
+mod seed;
