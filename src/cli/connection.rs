@@ -27,6 +27,13 @@ pub enum ConnectionCommand {
         after_help = "Examples:\n  postern connection list --status needs-reauthorization\n  postern connection list --search contoso --limit 50\n  postern connection list --limit 50 --cursor <the cursor printed after the previous page>"
     )]
     List(super::connection_list::ListArgs),
+    /// Create or update many connections from a JSON, CSV or TOML file, in one transaction.
+    #[command(
+        after_help = "Example:\n  postern connection import customers.csv --dry-run\n  postern connection import customers.csv\n\nOne row per connection with the fields of `connection add` (see `connection export --format csv`).\nSecrets are never in the file: client_secret_file / client_secret_env (and refresh_token_file /\nrefresh_token_env) name where to read them; a relative file is read beside the import file.\nAn existing name is updated (blank fields keep their value); every row is checked first and\nnothing is written unless all pass."
+    )]
+    Import(super::connection_import::ImportArgs),
+    /// Write every connection (without secrets) as JSON, CSV or TOML that `import` takes back.
+    Export(super::connection_import::ExportArgs),
     /// Show one connection (secrets appear as set / not set).
     Show {
         name: String,
@@ -166,6 +173,8 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
     match cmd {
         ConnectionCommand::Add { name, fields } => add(ctx, name, fields).await,
         ConnectionCommand::List(args) => super::connection_list::list(ctx, args).await,
+        ConnectionCommand::Import(args) => super::connection_import::import(ctx, args).await,
+        ConnectionCommand::Export(args) => super::connection_import::export(ctx, args).await,
         ConnectionCommand::Show { name, json } => show(ctx, &name, json).await,
         ConnectionCommand::Edit {
             name,

@@ -5,6 +5,7 @@ mod api_key;
 mod authorize;
 mod backup;
 mod connection;
+mod connection_import;
 mod connection_list;
 mod connection_test;
 mod messages;

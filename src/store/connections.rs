@@ -90,7 +90,7 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds the settings' columns, in the order both INSERT and UPDATE name them.
-fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
+pub(super) fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
     q.bind(s.name.as_str())
         .bind(&s.display_name)
         .bind(s.provider.as_str())
@@ -111,6 +111,18 @@ fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
         .bind(s.enabled)
         .bind(i64::from(s.max_concurrent))
 }
+
+/// A new connection: the settings' columns, then created_at and updated_at.
+pub(super) const INSERT: &str = "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
+     tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
+     max_concurrent, status, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)";
+
+/// New settings: the settings' columns, then updated_at and the id.
+pub(super) const UPDATE: &str = "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
+     tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
+     authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
+     updated_at = ? WHERE id = ?";
 
 impl Store {
     /// The stored connection after an insert or update, or why it could not be saved.
@@ -133,16 +145,11 @@ impl Store {
         s: &ConnectionSettings,
     ) -> Result<Connection, StoreError> {
         let t = now();
-        let res = bind_settings(sqlx::query(
-            "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
-             tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-             max_concurrent, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
-        ), s)
-        .bind(t)
-        .bind(t)
-        .execute(&self.pool)
-        .await;
+        let res = bind_settings(sqlx::query(INSERT), s)
+            .bind(t)
+            .bind(t)
+            .execute(&self.pool)
+            .await;
         self.saved(res, s).await
     }
 
@@ -152,16 +159,11 @@ impl Store {
         id: i64,
         s: &ConnectionSettings,
     ) -> Result<Connection, StoreError> {
-        let res = bind_settings(sqlx::query(
-            "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
-             tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
-             authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-             updated_at = ? WHERE id = ?",
-        ), s)
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await;
+        let res = bind_settings(sqlx::query(UPDATE), s)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await;
         self.saved(res, s).await
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real `postern` binary and library against real sockets on 127.0.0.1.
 
 mod cli_connection;
+mod cli_connection_import;
 mod cli_connection_list;
 mod cli_send;
 mod helpers;
