@@ -311,6 +311,16 @@ pub fn export_row(
         _ => serde_json::Map::new(),
     };
     row.retain(|_, v| !v.is_null());
+    // Numbers as numbers in JSON and TOML (the input type holds them as text, as typed).
+    for key in ["port", "max_concurrent"] {
+        if let Some(n) = row
+            .get(key)
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            row.insert(key.into(), n.into());
+        }
+    }
     let set = |b: bool| serde_json::Value::from(if b { "set" } else { "not set" });
     row.insert("client_secret".into(), set(client_secret_set));
     row.insert("refresh_token".into(), set(refresh_token_set));
