@@ -433,3 +433,51 @@ fn the_cli_creates_and_lists_scoped_keys() {
     assert_eq!(bad.code, 2, "{}", bad.all());
     assert!(bad.stderr.contains("`gamma`"), "{}", bad.all());
 }
+
+/// A guard for endpoints added later: every route, aimed at another customer's connection or
+/// message, is refused or shows nothing of it.
+#[tokio::test]
+async fn no_route_reaches_another_customers_connection_or_message() {
+    let World { app, admin, key } = world().await;
+    let (_, gamma_msg) = submit(&app, &admin, Some("gamma")).await;
+    let gamma_id = gamma_msg["id"].as_str().unwrap();
+    for r in postern::http::api_routes() {
+        if r.path == "/api/v1/openapi.json" {
+            continue;
+        }
+        let path = r.path.replace("{name}", "gamma").replace("{id}", gamma_id);
+        let body = if r.path == "/api/v1/messages" && r.method == "post" {
+            serde_json::json!({"connection": "gamma", "to": ["a@example.com"], "subject": "x", "text": "x"})
+        } else {
+            serde_json::json!({})
+        };
+        let m = Method::from_bytes(r.method.to_ascii_uppercase().as_bytes()).unwrap();
+        let resp = app
+            .request(m, &path, Some(&key))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, text) = json(resp).await;
+        if (200..300).contains(&status) {
+            assert_eq!(
+                r.method, "get",
+                "{} {path} answered {status}: {text}",
+                r.method
+            );
+            assert!(
+                !text.contains("gamma") && !text.contains(gamma_id),
+                "{path}: {text}"
+            );
+        } else {
+            assert!(
+                status == 403 || status == 404,
+                "{} {path} answered {status}: {text}",
+                r.method
+            );
+        }
+    }
+    // gamma's message is still queued, gamma still exists.
+    assert!(app.store.message_detail(gamma_id).await.unwrap().is_some());
+    assert!(app.store.find_connection("gamma").await.unwrap().is_some());
+}
