@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::output::{print_json, print_table};
+use super::output::print_json;
 use super::secret_input;
 use super::{CliError, CliResult, Ctx};
 use crate::domain::{ConnectionInput, ConnectionView};
@@ -22,11 +22,18 @@ pub enum ConnectionCommand {
         #[command(flatten)]
         fields: FieldArgs,
     },
-    /// List connections with their status.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    /// List connections with their status; filter and page through many.
+    #[command(
+        after_help = "Examples:\n  postern connection list --status needs-reauthorization\n  postern connection list --search contoso --limit 50\n  postern connection list --limit 50 --cursor <the cursor printed after the previous page>"
+    )]
+    List(super::connection_list::ListArgs),
+    /// Create or update many connections from a JSON, CSV or TOML file, in one transaction.
+    #[command(
+        after_help = "Example:\n  postern connection import customers.csv --dry-run\n  postern connection import customers.csv\n\nOne row per connection with the fields of `connection add` (see `connection export --format csv`).\nSecrets are never in the file: client_secret_file / client_secret_env (and refresh_token_file /\nrefresh_token_env) name where to read them; a relative file is read beside the import file.\nAn existing name is updated (blank fields keep their value); every row is checked first and\nnothing is written unless all pass."
+    )]
+    Import(super::connection_import::ImportArgs),
+    /// Write every connection (without secrets) as JSON, CSV or TOML that `import` takes back.
+    Export(super::connection_import::ExportArgs),
     /// Show one connection (secrets appear as set / not set).
     Show {
         name: String,
@@ -170,7 +177,9 @@ impl FieldArgs {
 pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
     match cmd {
         ConnectionCommand::Add { name, fields } => add(ctx, name, fields).await,
-        ConnectionCommand::List { json } => list(ctx, json).await,
+        ConnectionCommand::List(args) => super::connection_list::list(ctx, args).await,
+        ConnectionCommand::Import(args) => super::connection_import::import(ctx, args).await,
+        ConnectionCommand::Export(args) => super::connection_import::export(ctx, args).await,
         ConnectionCommand::Show { name, json } => show(ctx, &name, json).await,
         ConnectionCommand::Edit {
             name,
@@ -228,39 +237,6 @@ async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
         println!("Register this redirect URI on the app, exactly: {r}");
     }
     println!("Next: postern connection authorize {}", conn.name());
-    Ok(())
-}
-
-async fn list(ctx: &Ctx, json: bool) -> CliResult {
-    let store = ctx.store().await?;
-    let conns = store.list_connections().await?;
-    let views: Vec<ConnectionView> = conns.iter().map(ConnectionView::from).collect();
-    if json {
-        return Ok(print_json(&views)?);
-    }
-    if views.is_empty() {
-        println!(
-            "No connections yet. Create one with `postern connection add NAME --provider microsoft ...`."
-        );
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = views
-        .iter()
-        .map(|v| {
-            let status = match &v.status_reason {
-                Some(r) if v.status == "needs-reauthorization" => format!("{}: {r}", v.status),
-                _ => v.status.clone(),
-            };
-            vec![
-                v.name.clone(),
-                v.provider.clone(),
-                v.user.clone(),
-                status,
-                if v.enabled { "yes" } else { "no" }.into(),
-            ]
-        })
-        .collect();
-    print_table(&["NAME", "PROVIDER", "USER", "STATUS", "ENABLED"], &rows);
     Ok(())
 }
 

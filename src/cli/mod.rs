@@ -5,6 +5,8 @@ mod api_key;
 mod authorize;
 mod backup;
 mod connection;
+mod connection_import;
+mod connection_list;
 mod connection_test;
 mod man;
 mod messages;

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionInput {
     pub name: Option<String>,

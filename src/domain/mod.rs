@@ -1,7 +1,9 @@
 //! Newtypes that parse at the edge: nothing raw gets past the CLI, HTTP, SMTP or config.
 
 mod connection;
+pub mod connection_file;
 mod connection_input;
+mod csv;
 mod email;
 mod from_policy;
 mod host;

@@ -20,6 +20,7 @@ use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::access::{AccessError, is_unique_violation, random_token};
+use super::api_key_scope::{ScopedConnection, resolve_scope};
 use super::{Store, StoreError, now};
 use crate::domain::ConnectionName;
 
@@ -102,6 +103,9 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// `None`: any connection (the key's role decides). `Some`: only these connections, by name;
+    /// empty once all of them were removed (the key then may use none).
+    pub scope: Option<Vec<ScopedConnection>>,
 }
 
 /// A key just created: the only moment its secret exists in clear.
@@ -122,6 +126,8 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, AccessError> {
         prefix: row.try_get("prefix")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        // Filled in by the caller from `api_key_connections` (see `api_key_scope.rs`).
+        scope: row.try_get::<bool, _>("scoped")?.then(Vec::new),
     })
 }
 
@@ -131,11 +137,13 @@ impl Store {
         Ok(ApiKeyHasher(self.server_secret(HMAC_SECRET_NAME).await?))
     }
 
-    /// Creates a key; its secret is returned once and never stored.
+    /// Creates a key; its secret is returned once and never stored. A non-empty `connections`
+    /// scopes a `send` key to those connections (all must exist; see `api_key_scope.rs`).
     pub async fn create_api_key(
         &self,
         name: &str,
         role: ApiRole,
+        connections: &[String],
     ) -> Result<NewApiKey, AccessError> {
         let name = ConnectionName::parse(name)
             .map_err(|e| AccessError::Invalid(e.to_string()))?
@@ -143,36 +151,52 @@ impl Store {
         let secret = format!("{KEY_PREFIX}{}", random_token());
         let prefix: String = secret.chars().take(KEY_PREFIX.len() + 8).collect();
         let secret = SecretString::from(secret);
+        // Before the transaction: the first call writes the HMAC key.
         let hash = self
             .api_key_hasher()
             .await?
             .hash(&secret)
             .expect("a new key has the key shape");
+        // One transaction: the scope's connections cannot vanish between the check and the insert.
+        let mut tx = self.pool().begin().await?;
+        let scope = resolve_scope(&mut tx, role, connections).await?;
         let res = sqlx::query(
-            "INSERT INTO api_keys (name, role, hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (name, role, hash, prefix, created_at, scoped) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&name)
         .bind(role.as_str())
         .bind(hash)
         .bind(&prefix)
         .bind(now())
-        .execute(self.pool())
+        .bind(scope.is_some())
+        .execute(&mut *tx)
         .await;
-        match res {
-            Err(e) if is_unique_violation(&e) => Err(AccessError::DuplicateKey(name)),
-            Err(e) => Err(e.into()),
-            Ok(done) => Ok(NewApiKey {
-                key: ApiKey {
-                    id: done.last_insert_rowid(),
-                    name,
-                    role,
-                    prefix,
-                    created_at: now(),
-                    last_used_at: None,
-                },
-                secret,
-            }),
+        let id = match res {
+            Err(e) if is_unique_violation(&e) => return Err(AccessError::DuplicateKey(name)),
+            Err(e) => return Err(e.into()),
+            Ok(done) => done.last_insert_rowid(),
+        };
+        for c in scope.iter().flatten() {
+            sqlx::query("INSERT INTO api_key_connections (key_id, connection_id) VALUES (?, ?)")
+                .bind(id)
+                .bind(c.id)
+                .execute(&mut *tx)
+                .await?;
         }
+        tx.commit().await?;
+        Ok(NewApiKey {
+            key: ApiKey {
+                id,
+                name,
+                role,
+                prefix,
+                created_at: now(),
+                last_used_at: None,
+                scope,
+            },
+            secret,
+        })
     }
 
     /// The live key whose secret is `presented`, if any; records its use.
@@ -195,7 +219,7 @@ impl Store {
     ) -> Result<Option<ApiKey>, AccessError> {
         // Lookup by keyed hash: timing reveals nothing usable about other keys.
         let row = sqlx::query(
-            "SELECT id, name, role, prefix, created_at, last_used_at FROM api_keys \
+            "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
              WHERE hash = ? AND revoked_at IS NULL",
         )
         .bind(hash)
@@ -217,18 +241,23 @@ impl Store {
             .await?;
             key.last_used_at = Some(at);
         }
+        if key.scope.is_some() {
+            key.scope = Some(self.key_scope(key.id).await?);
+        }
         Ok(Some(key))
     }
 
     /// Live keys, by name.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, AccessError> {
         let rows = sqlx::query(
-            "SELECT id, name, role, prefix, created_at, last_used_at FROM api_keys \
+            "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
              WHERE revoked_at IS NULL ORDER BY name",
         )
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(decode).collect()
+        let mut keys = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        self.fill_scopes(&mut keys).await?;
+        Ok(keys)
     }
 
     /// Revokes the live key `name`: it stops working at once.
@@ -261,7 +290,7 @@ mod tests {
     async fn a_key_authenticates_until_revoked_and_only_its_hash_is_stored() {
         let (dir, store) = store().await;
         let created = store
-            .create_api_key("billing", ApiRole::Send)
+            .create_api_key("billing", ApiRole::Send, &[])
             .await
             .unwrap();
         let secret = created.secret.expose_secret().to_string();
@@ -286,7 +315,7 @@ mod tests {
         let store = Store::open(dir.path(), None).await.unwrap();
 
         assert!(matches!(
-            store.create_api_key("billing", ApiRole::Admin).await,
+            store.create_api_key("billing", ApiRole::Admin, &[]).await,
             Err(AccessError::DuplicateKey(_))
         ));
         store.revoke_api_key("billing").await.unwrap();
@@ -303,7 +332,7 @@ mod tests {
         ));
         // The name is free again once revoked.
         store
-            .create_api_key("billing", ApiRole::Admin)
+            .create_api_key("billing", ApiRole::Admin, &[])
             .await
             .unwrap();
         assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
@@ -312,7 +341,10 @@ mod tests {
     #[tokio::test]
     async fn keys_survive_a_data_key_rotation() {
         let (_dir, mut store) = store().await;
-        let created = store.create_api_key("ops", ApiRole::Admin).await.unwrap();
+        let created = store
+            .create_api_key("ops", ApiRole::Admin, &[])
+            .await
+            .unwrap();
         store.rotate_key(None).await.unwrap();
         assert!(
             store
@@ -326,7 +358,10 @@ mod tests {
     #[tokio::test]
     async fn wrong_keys_are_refused_by_shape_or_one_read_and_last_used_is_written_once_a_minute() {
         let (_dir, store) = store().await;
-        let created = store.create_api_key("ops", ApiRole::Send).await.unwrap();
+        let created = store
+            .create_api_key("ops", ApiRole::Send, &[])
+            .await
+            .unwrap();
         let hasher = store.api_key_hasher().await.unwrap();
         for wrong in ["", "Bearer", "pk_short", &format!("pk_{}", "A".repeat(43))] {
             let wrong = SecretString::from(wrong.to_string());

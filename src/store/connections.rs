@@ -14,7 +14,7 @@ use crate::domain::{
 /// Re-exported for callers that list connections without decoding them.
 pub type ConnectionRow = SqliteRow;
 
-const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
+pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
     c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
@@ -29,7 +29,7 @@ fn opt_url(v: Option<String>, what: &str) -> Result<Option<url::Url>, StoreError
         .transpose()
 }
 
-fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
+pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(StoreError::from);
     let get_o = |c: &str| {
         row.try_get::<Option<String>, _>(c)
@@ -91,7 +91,7 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds the settings' columns, in the order both INSERT and UPDATE name them.
-fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
+pub(super) fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
     q.bind(s.name.as_str())
         .bind(&s.display_name)
         .bind(s.provider.as_str())
@@ -114,6 +114,18 @@ fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
         .bind(s.limits.to_string())
 }
 
+/// A new connection: the settings' columns, then created_at and updated_at.
+pub(super) const INSERT: &str = "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
+     tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
+     max_concurrent, limits, status, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)";
+
+/// New settings: the settings' columns, then updated_at and the id.
+pub(super) const UPDATE: &str = "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
+     tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
+     authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
+     limits = ?, updated_at = ? WHERE id = ?";
+
 impl Store {
     /// The stored connection after an insert or update, or why it could not be saved.
     async fn saved(
@@ -135,16 +147,11 @@ impl Store {
         s: &ConnectionSettings,
     ) -> Result<Connection, StoreError> {
         let t = now();
-        let res = bind_settings(sqlx::query(
-            "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
-             tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-             max_concurrent, limits, status, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)",
-        ), s)
-        .bind(t)
-        .bind(t)
-        .execute(&self.pool)
-        .await;
+        let res = bind_settings(sqlx::query(INSERT), s)
+            .bind(t)
+            .bind(t)
+            .execute(&self.pool)
+            .await;
         self.saved(res, s).await
     }
 
@@ -154,16 +161,11 @@ impl Store {
         id: i64,
         s: &ConnectionSettings,
     ) -> Result<Connection, StoreError> {
-        let res = bind_settings(sqlx::query(
-            "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
-             tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
-             authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-             limits = ?, updated_at = ? WHERE id = ?",
-        ), s)
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await;
+        let res = bind_settings(sqlx::query(UPDATE), s)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await;
         self.saved(res, s).await
     }
 

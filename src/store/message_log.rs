@@ -60,6 +60,15 @@ impl Store {
         if f.submitter.is_some() {
             sql.push_str(" AND m.submitter = ?");
         }
+        if let Some(ids) = &f.connection_ids {
+            // Ids are integers from the store itself, never caller text: written inline.
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            if list.is_empty() {
+                sql.push_str(" AND 0");
+            } else {
+                sql.push_str(&format!(" AND m.connection_id IN ({})", list.join(",")));
+            }
+        }
         if f.before_id.is_some() {
             sql.push_str(" AND m.id < ?");
         }

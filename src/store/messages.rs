@@ -220,6 +220,8 @@ pub struct MessageFilter {
     pub since: Option<i64>,
     pub recipient: Option<String>,
     pub submitter: Option<String>,
+    /// Only messages of these connections (a scoped API key's); empty matches nothing.
+    pub connection_ids: Option<Vec<i64>>,
     /// Return messages older than this id (cursor paging).
     pub before_id: Option<String>,
     pub limit: Option<u32>,

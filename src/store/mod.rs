@@ -3,11 +3,14 @@
 
 mod access;
 mod admins;
+mod api_key_scope;
 mod api_keys;
 pub mod attempts;
 pub mod backup;
+mod connection_query;
 mod connections;
 mod due;
+mod import;
 pub mod keyfile;
 mod message_log;
 pub mod messages;
@@ -34,8 +37,11 @@ use sqlx::sqlite::{
 
 pub use access::AccessError;
 pub use admins::{Admin, MIN_PASSWORD_CHARS, check_admin_name};
+pub use api_key_scope::ScopedConnection;
 pub use api_keys::{ApiKey, ApiRole, NewApiKey};
+pub use connection_query::{ConnectionPage, ConnectionQuery, ListQueryError, STATUSES};
 pub use connections::ConnectionRow;
+pub use import::{ImportCounts, ImportItem};
 pub use keyfile::{KeyError, KeySource};
 pub use seal::{DataKey, SealError, Sealer};
 pub use secrets::{SecretKind, StoredSecret};

@@ -104,7 +104,7 @@ async fn connections_round_trip_and_never_return_secrets() {
     .await;
     seen.push_str(&text);
     assert_eq!(status, 200);
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1);
 
     // PATCH: only the given fields change; a refresh token may be written, never read.
     let (status, patched, text) = json(

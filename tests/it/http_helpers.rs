@@ -94,7 +94,7 @@ impl HttpApp {
 
     /// A fresh API key with `role`; returns the secret.
     pub async fn key(&self, name: &str, role: ApiRole) -> String {
-        let k = self.store.create_api_key(name, role).await.unwrap();
+        let k = self.store.create_api_key(name, role, &[]).await.unwrap();
         k.secret.expose_secret().to_string()
     }
 

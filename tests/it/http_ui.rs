@@ -12,16 +12,16 @@ use crate::http_helpers::{ADMIN_PASSWORD, test_settings};
 
 const SECRET: &str = "Zx8Q~client-secret-never-shown";
 
-struct Ui {
+pub(crate) struct Ui {
     router: Router,
-    store: Store,
+    pub(crate) store: Store,
     _dir: tempfile::TempDir,
 }
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     headers: axum::http::HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
@@ -38,7 +38,7 @@ impl Page {
     }
 
     /// The value of the first hidden `csrf` field.
-    fn csrf(&self) -> String {
+    pub(crate) fn csrf(&self) -> String {
         let at = self
             .body
             .find("name=\"csrf\" value=\"")
@@ -52,7 +52,7 @@ fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap().to_string()
 }
 
-fn form(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         s.append_pair(k, v);
@@ -61,7 +61,7 @@ fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Ui {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = test_settings(dir.path());
         let store = Store::open(&settings.store.data_dir, None).await.unwrap();
@@ -94,7 +94,7 @@ impl Ui {
         }
     }
 
-    async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
+    pub(crate) async fn get(&self, path: &str, cookie: Option<&str>) -> Page {
         let mut req = Request::get(path).header(header::HOST, "127.0.0.1:8025");
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
@@ -102,7 +102,7 @@ impl Ui {
         self.send(req.body(Body::empty()).unwrap()).await
     }
 
-    async fn post(&self, path: &str, cookie: Option<&str>, body: String) -> Page {
+    pub(crate) async fn post(&self, path: &str, cookie: Option<&str>, body: String) -> Page {
         let mut req = Request::post(path)
             .header(header::HOST, "127.0.0.1:8025")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
@@ -113,7 +113,7 @@ impl Ui {
     }
 
     /// Logs in as alice; returns the session cookie (`name=value`).
-    async fn login(&self) -> String {
+    pub(crate) async fn login(&self) -> String {
         let page = self.get("/admin/login", None).await;
         let csrf_cookie = cookie_pair(&page.set_cookies()[0]);
         let done = self
@@ -138,7 +138,7 @@ impl Ui {
     }
 }
 
-fn connection_form(csrf: &str) -> String {
+pub(crate) fn connection_form(csrf: &str) -> String {
     form(&[
         ("csrf", csrf),
         ("provider", "microsoft"),

@@ -61,6 +61,9 @@ pub async fn list(
 pub struct NewKeyForm {
     name: String,
     role: String,
+    /// Connection names separated by commas or spaces; empty for an unscoped key.
+    #[serde(default)]
+    connections: String,
 }
 
 /// Shows the new key in the response itself (not after a redirect), so it is never in a URL
@@ -70,7 +73,15 @@ pub async fn create(
     CsrfForm { session, form }: CsrfForm<NewKeyForm>,
 ) -> Result<Response, PageError> {
     let created = match form.role.parse::<ApiRole>() {
-        Ok(role) => state.store().create_api_key(&form.name, role).await,
+        Ok(role) => {
+            let scope: Vec<String> = form
+                .connections
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            state.store().create_api_key(&form.name, role, &scope).await
+        }
         Err(e) => Err(e),
     };
     match created {

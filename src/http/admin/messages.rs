@@ -108,7 +108,7 @@ pub async fn list(
         cursor: q.cursor.clone(),
         limit: Some(PAGE),
     };
-    let (rows, error, next_page) = match filter(&params, None) {
+    let (rows, error, next_page) = match filter(&params) {
         Ok(f) => {
             let found = state.store().list_messages(&f).await?;
             let next = (found.len() == PAGE as usize)

@@ -1,7 +1,8 @@
 //! `/api/v1/connections`: the SMTP OAuth connections. Secrets are write-only: responses say
-//! `set` / `not set`, never the value.
+//! `set` / `not set`, never the value. Admin keys manage them; a `send` key scoped to
+//! connections may list and read its own (see `http/auth/scope.rs`).
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
@@ -10,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::json::{JsonBody, number_or_string, secret};
 use crate::domain::{ConnectionInput, ConnectionView};
 use crate::http::AppState;
-use crate::http::auth::AdminKey;
-use crate::http::error::{ApiResult, Problem};
-use crate::store::Store;
+use crate::http::auth::{AdminKey, ApiCaller};
+use crate::http::error::{ApiError, ApiResult, Problem};
+use crate::store::{ConnectionQuery, Store};
 
 /// The connection form as JSON. On create, omitted fields take the provider's preset; on
 /// update, omitted fields keep their value and `""` clears an optional one.
@@ -157,15 +158,61 @@ pub(crate) async fn save_secrets(
     Ok(())
 }
 
+/// Filters and paging for the connection list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// `new`, `authorized`, `needs-reauthorization` or `disabled` (as `status` shows it).
+    pub status: Option<String>,
+    /// `microsoft`, `microsoft-us-gov`, `microsoft-china`, `outlook`, `google` or `custom`.
+    pub provider: Option<String>,
+    /// Text found, in any case, in the name, display name, user or domain.
+    pub search: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of connections, by name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionPageDoc {
+    #[schema(value_type = Vec<ConnectionDoc>)]
+    pub connections: Vec<ConnectionView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Default page size of the connection list.
+pub const DEFAULT_PAGE: u32 = 50;
+
 #[utoipa::path(get, path = "/api/v1/connections", tag = "connections",
-    security(("api_key" = [])),
+    security(("api_key" = [])), params(ListParams),
     responses(
-        (status = 200, description = "Every connection, by name", body = Vec<ConnectionDoc>),
+        (status = 200, description = "A page of connections, by name (a scoped key sees only its own)", body = ConnectionPageDoc),
+        (status = 400, description = "A filter or cursor is not valid", body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list(_caller: AdminKey, State(state): State<AppState>) -> ApiResult<Response> {
-    let all = state.store().list_connections().await?;
-    let views: Vec<ConnectionView> = all.iter().map(ConnectionView::from).collect();
-    Ok(axum::Json(views).into_response())
+pub async fn list(
+    caller: ApiCaller,
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Response> {
+    let scope = caller.readable_connections()?;
+    let mut q = ConnectionQuery::parse(
+        p.status.as_deref(),
+        p.provider.as_deref(),
+        p.search.as_deref(),
+        p.cursor.as_deref(),
+        Some(p.limit.unwrap_or(DEFAULT_PAGE)),
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    q.ids = scope.map(|s| s.iter().map(|c| c.id).collect());
+    let page = state.store().query_connections(&q).await?;
+    Ok(axum::Json(ConnectionPageDoc {
+        connections: page.connections.iter().map(ConnectionView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/connections", tag = "connections",
@@ -211,10 +258,12 @@ pub async fn create(
         (status = 200, body = ConnectionDoc),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn show(
-    _caller: AdminKey,
+    caller: ApiCaller,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
+    caller.readable_connections()?;
+    caller.check_connection_name(&name)?;
     let conn = state.store().connection(&name).await?;
     Ok(axum::Json(ConnectionView::from(&conn)).into_response())
 }

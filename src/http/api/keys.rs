@@ -22,6 +22,9 @@ pub struct ApiKeyView {
     pub prefix: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// The connections a scoped `send` key may use; absent for an unscoped key (any connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<String>>,
 }
 
 fn time(t: i64) -> String {
@@ -38,6 +41,10 @@ impl From<&ApiKey> for ApiKeyView {
             prefix: k.prefix.clone(),
             created_at: time(k.created_at),
             last_used_at: k.last_used_at.map(time),
+            connections: k
+                .scope
+                .as_ref()
+                .map(|s| s.iter().map(|c| c.name.clone()).collect()),
         }
     }
 }
@@ -49,6 +56,10 @@ pub struct NewKeyBody {
     pub name: String,
     #[schema(value_type = String, example = "send")]
     pub role: ApiRole,
+    /// Scope a `send` key to these connections: it may then only send through them and read
+    /// their messages and status. Empty or absent: any connection.
+    #[serde(default)]
+    pub connections: Vec<String>,
 }
 
 /// A key just created: `key` is shown this once and never again.
@@ -78,7 +89,10 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<NewKeyBody>,
 ) -> ApiResult<Response> {
-    let created = state.store().create_api_key(&body.name, body.role).await?;
+    let created = state
+        .store()
+        .create_api_key(&body.name, body.role, &body.connections)
+        .await?;
     tracing::info!(key = %created.key.name, role = %created.key.role, by = %caller.key.name, "API key created");
     let out = CreatedKey {
         view: ApiKeyView::from(&created.key),

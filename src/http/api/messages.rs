@@ -1,5 +1,6 @@
 //! `/api/v1/messages`: submit mail (structured JSON or a raw `message/rfc822` body), read the
-//! sent-mail log, retry or delete queued mail. `send` keys see only what they submitted.
+//! sent-mail log, retry or delete queued mail. `send` keys see only what they submitted; a key
+//! scoped to connections sees, retries and deletes the messages of those connections.
 //!
 //! A submission reserves room in the message memory budget before its body is read (see
 //! [`crate::http::budget`]), and drops each copy of the message as soon as the next one exists:
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Connection, EmailAddress};
 use crate::http::AppState;
-use crate::http::auth::{AdminKey, ApiCaller};
+use crate::http::auth::ApiCaller;
 use crate::http::budget::Reservation;
 use crate::http::error::{ApiError, ApiResult, FieldProblem, Problem};
 use crate::outbox::QueueError;
@@ -114,15 +115,37 @@ fn addresses(name: &str, list: &[String]) -> Result<Vec<EmailAddress>, ApiError>
         .collect()
 }
 
-/// The connection named, or the only one.
-async fn pick_connection(state: &AppState, name: Option<&str>) -> ApiResult<Connection> {
-    match name {
-        Some(n) => state
+/// The connection named, or the only one (of the key's scope, for a scoped key).
+async fn pick_connection(
+    state: &AppState,
+    caller: &ApiCaller,
+    name: Option<&str>,
+) -> ApiResult<Connection> {
+    if let Some(n) = name {
+        caller.check_connection_name(n)?;
+    }
+    match (name, caller.scope()) {
+        (None, Some([only])) => Ok(state.store().connection_by_id(only.id).await?),
+        (None, Some(scope)) => {
+            let names: Vec<String> = scope.iter().map(|c| format!("`{}`", c.name)).collect();
+            Err(field(
+                "connection",
+                format!(
+                    "this key may send through {}: name the one to use",
+                    if names.is_empty() {
+                        "no connection any more".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ))
+        }
+        (Some(n), _) => state
             .store()
             .find_connection(n)
             .await?
             .ok_or_else(|| field("connection", format!("connection `{n}` does not exist"))),
-        None => {
+        (None, None) => {
             let mut all = state.store().list_connections().await?;
             match all.len() {
                 1 => Ok(all.remove(0)),
@@ -341,12 +364,12 @@ pub async fn submit(
                         ApiError::BadRequest(format!("field `{}`: {}", e.path(), e.inner()))
                     })?;
             drop(body);
-            let conn = pick_connection(&state, parsed.connection.as_deref()).await?;
+            let conn = pick_connection(&state, &caller, parsed.connection.as_deref()).await?;
             let built = compose(&mut parsed, &conn)?;
             (conn, built)
         }
         "message/rfc822" => {
-            let conn = pick_connection(&state, params.connection.as_deref()).await?;
+            let conn = pick_connection(&state, &caller, params.connection.as_deref()).await?;
             let built = raw(&params, &conn, body)?;
             (conn, built)
         }
@@ -418,8 +441,21 @@ pub struct MessagePage {
 
 pub const DEFAULT_PAGE: u32 = 50;
 
-/// The store filter for `params`, restricted to the caller's own messages for `send` keys.
-pub fn filter(params: &ListParams, submitter: Option<String>) -> ApiResult<MessageFilter> {
+/// The store filter for `params`, restricted to what the caller may read: its own messages for
+/// an unscoped `send` key, its connections' messages for a scoped one.
+fn caller_filter(params: &ListParams, caller: &ApiCaller) -> ApiResult<MessageFilter> {
+    if let Some(c) = params.connection.as_deref().filter(|s| !s.is_empty()) {
+        caller.check_connection_name(c)?;
+    }
+    Ok(MessageFilter {
+        submitter: own(caller),
+        connection_ids: caller.scope_ids(),
+        ..filter(params)?
+    })
+}
+
+/// The store filter for `params`, unrestricted (the admin UI's).
+pub fn filter(params: &ListParams) -> ApiResult<MessageFilter> {
     let status = params
         .status
         .as_deref()
@@ -446,14 +482,17 @@ pub fn filter(params: &ListParams, submitter: Option<String>) -> ApiResult<Messa
         connection: params.connection.clone().filter(|s| !s.is_empty()),
         since,
         recipient: params.recipient.clone().filter(|s| !s.is_empty()),
-        submitter,
+        submitter: None,
+        connection_ids: None,
         before_id: params.cursor.clone().filter(|s| !s.is_empty()),
         limit: Some(params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, 200)),
     })
 }
 
+/// An unscoped `send` key reads only what it submitted; a scoped one, everything of its
+/// connections (the scope is the boundary there).
 fn own(caller: &ApiCaller) -> Option<String> {
-    (!caller.is_admin()).then(|| caller.submitter())
+    (!caller.is_admin() && caller.scope().is_none()).then(|| caller.submitter())
 }
 
 #[utoipa::path(get, path = "/api/v1/messages", tag = "messages", security(("api_key" = [])),
@@ -465,7 +504,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let f = filter(&params, own(&caller))?;
+    let f = caller_filter(&params, &caller)?;
     let limit = f.limit.unwrap_or(DEFAULT_PAGE) as usize;
     let messages = state.store().list_messages(&f).await?;
     let next_cursor = (messages.len() == limit)
@@ -493,9 +532,17 @@ pub async fn show(
         .await?
         // Another key's message is "not found" to a send key: its existence is not theirs to know.
         .filter(|d| {
-            caller.is_admin() || d.summary.submitter.as_deref() == Some(&caller.submitter())
+            caller.is_admin()
+                || caller.scope().is_some()
+                || d.summary.submitter.as_deref() == Some(&caller.submitter())
         })
         .ok_or_else(|| ApiError::NotFound(format!("message `{id}` does not exist")))?;
+    if caller.scope().is_some() {
+        let conn = state.store().message_connection_id(&id).await?;
+        if !conn.is_some_and(|c| caller.may_use(c)) {
+            return Err(ApiError::NotFound(format!("message `{id}` does not exist")));
+        }
+    }
     Ok(axum::Json(detail).into_response())
 }
 
@@ -505,10 +552,11 @@ pub async fn show(
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "Already sent", body = Problem)))]
 pub async fn retry(
-    caller: AdminKey,
+    caller: ApiCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
+    caller.check_message_action(&id, state.store().message_connection_id(&id).await?)?;
     state
         .store()
         .retry_messages(&RetryTarget::One(id.clone()))
@@ -552,10 +600,11 @@ pub(crate) fn queue_error(e: QueueAdminError) -> ApiError {
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, description = "Not waiting (being sent or already sent)", body = Problem)))]
 pub async fn remove(
-    caller: AdminKey,
+    caller: ApiCaller,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    caller.check_message_action(&id, state.store().message_connection_id(&id).await?)?;
     state
         .store()
         .delete_queued_message(&id)

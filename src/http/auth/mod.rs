@@ -11,6 +11,7 @@ mod api_key;
 mod cookies;
 mod csrf;
 mod limit;
+mod scope;
 mod session;
 
 pub use api_key::{AdminKey, ApiCaller, ApiKeyCheck};

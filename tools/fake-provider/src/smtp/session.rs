@@ -42,7 +42,8 @@ struct Session {
 }
 
 pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
-    let conn = Conn::new(tcp, shared.config.read_timeout).with_reply_delay(shared.config.reply_delay);
+    let conn =
+        Conn::new(tcp, shared.config.read_timeout).with_reply_delay(shared.config.reply_delay);
     let mut s = Session {
         shared,
         conn,
