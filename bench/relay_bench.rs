@@ -7,7 +7,13 @@
 //! cargo bench --bench relay                # 3 runs, medians at the end
 //! cargo bench --bench relay -- --runs 1 --quick
 //! cargo bench --bench relay -- --runs 1 --only many/c16   # one mode (or `burst`)
+//! cargo bench --bench relay -- --provider-delay 2          # the backlog path (below)
 //! ```
+//!
+//! `--provider-delay MS`: the fake provider waits MS milliseconds before each batch of replies
+//! and offers no CHUNKING, like a real one that is slower than the apps; the lanes fill and
+//! most mail goes through the store (claimed back in batches), which is the path production
+//! takes when Exchange Online accepts 30 messages a minute per mailbox.
 //!
 //! Figures: accepted msg/s (the client got its 250), end-to-end delivered msg/s (first
 //! submission to the last message arriving at the fake provider), p50/p99 latency (the whole
@@ -241,12 +247,22 @@ fn main() {
         let idp = FakeIdp::start(IdpConfig::default())
             .await
             .expect("fake IdP");
-        let smtp = FakeSmtp::start(
-            SmtpConfig::office365().fast(),
-            TokenValidator::Idp(idp.clone()),
-        )
-        .await
-        .expect("fake SMTP");
+        let delay = args
+            .iter()
+            .position(|a| a == "--provider-delay")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse::<u64>().ok());
+        let mut config = SmtpConfig::office365().fast();
+        if let Some(ms) = delay {
+            config.reply_delay = Duration::from_millis(ms);
+            config.chunking = false;
+            println!(
+                "provider: {ms} ms before each batch of replies, no CHUNKING (the backlog path)"
+            );
+        }
+        let smtp = FakeSmtp::start(config, TokenValidator::Idp(idp.clone()))
+            .await
+            .expect("fake SMTP");
         let token = direct_token(&idp).await;
         let direct_target = Target {
             addr: smtp.addr(),
