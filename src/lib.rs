@@ -7,6 +7,7 @@
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
+//! - [`explain`]: the catalogue of provider errors (AADSTS, SMTP, OAuth, Graph) with cause and remedy.
 //! - [`store`]: every query in one place (SQLite), and secret sealing (XChaCha20-Poly1305).
 //! - [`oauth`]: consent flows and the token manager that keeps access tokens fresh.
 //! - [`http`]: the JSON API, the admin web UI and the OAuth redirect endpoint, behind one router.
@@ -19,6 +20,7 @@
 pub mod app;
 pub mod cli;
 pub mod domain;
+pub mod explain;
 pub mod http;
 pub mod metrics;
 pub mod oauth;
