@@ -58,6 +58,8 @@ pub struct Application {
     relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
     /// The LAN-only cleartext listener (`server.plain_listen`), when configured.
     relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
+    /// The relay's certificate file, read at scrape time for its expiry.
+    relay_cert: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Application {
@@ -190,15 +192,15 @@ impl Application {
         let stats = RelayStats::default();
 
         let config = listener_config(&settings)?;
-        let acceptor = match (&settings.server.tls_cert, &settings.server.tls_key) {
-            (Some(cert), Some(key)) => tls::acceptor_from_pem_files(cert, key)?,
+        let (acceptor, relay_cert) = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => (tls::acceptor_from_pem_files(cert, key)?, cert.clone()),
             _ => {
                 let s = tls::self_signed_acceptor(&settings.store.data_dir, &config.hostname)?;
                 tracing::warn!(
                     cert = %s.cert_path.display(),
                     "the relay uses a self-signed certificate: apps must trust it (or set server.tls_cert and server.tls_key)"
                 );
-                s.acceptor
+                (s.acceptor, s.cert_path)
             }
         };
         let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
@@ -243,6 +245,7 @@ impl Application {
             relay_addr,
             relay_tls,
             relay_plain,
+            relay_cert,
         })
     }
 
@@ -323,6 +326,7 @@ impl Application {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
+            relay_cert: self.relay_cert.clone(),
         };
         let router = crate::http::router(state).merge(
             Router::new()
@@ -381,6 +385,7 @@ struct MetricsState {
     store: Store,
     metrics: Metrics,
     stats: RelayStats,
+    relay_cert: std::path::PathBuf,
 }
 
 async fn metrics(
@@ -391,7 +396,13 @@ async fn metrics(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     })?;
     let passwords = s.store.password_checks().counters();
-    let body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
+    let mut body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
+    let conns = s.store.list_connections().await.map_err(|e| {
+        tracing::error!(error = %e, "metrics: cannot list connections");
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    })?;
+    let cert = tls::certificate_not_after(&s.relay_cert);
+    body.push_str(&crate::metrics::render_expiry(&conns, cert));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
