@@ -40,6 +40,8 @@ pub enum StartError {
     Setting { key: &'static str, message: String },
     #[error("token manager: {0}")]
     Tokens(#[from] crate::oauth::TokenError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Everything `serve` runs, bound and ready.
@@ -60,6 +62,7 @@ pub struct Application {
     relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
     /// The relay's certificate file, read at scrape time for its expiry.
     relay_cert: std::path::PathBuf,
+    notifier: crate::notify::Notifier,
 }
 
 impl std::fmt::Debug for Application {
@@ -191,6 +194,13 @@ impl Application {
         let intake = Arc::new(RelayIntake::new(store.clone(), outbox.clone()));
         let stats = RelayStats::default();
 
+        // Built here so that a missing webhook secret stops start-up, not a notification later.
+        let notifier = crate::notify::Notifier::new(
+            store.clone(),
+            settings.notifications.clone(),
+            tokens.clone(),
+            settings.delivery.clone(),
+        )?;
         let config = listener_config(&settings)?;
         let (acceptor, relay_cert) = match (&settings.server.tls_cert, &settings.server.tls_key) {
             (Some(cert), Some(key)) => (tls::acceptor_from_pem_files(cert, key)?, cert.clone()),
@@ -246,6 +256,7 @@ impl Application {
             relay_tls,
             relay_plain,
             relay_cert,
+            notifier,
         })
     }
 
@@ -289,6 +300,7 @@ impl Application {
         );
         tasks.spawn(delivery.run(stop.clone()));
         tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
+        tasks.spawn(self.notifier.run(stop.clone()));
         let relay_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = self.relay.run(relay_stop).await {

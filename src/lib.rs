@@ -14,6 +14,7 @@
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
 //! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
+//! - [`notify`]: tells the admin about state changes (webhook, e-mail, command) before mail stops.
 //! - [`roots`]: the platform's trusted CA certificates, read once.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod domain;
 pub mod explain;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod oauth;
 pub mod outbox;
 pub mod roots;

@@ -7,6 +7,7 @@ mod backup;
 mod connection;
 mod connection_test;
 mod messages;
+mod notifications;
 mod output;
 mod queue;
 mod relay_user;
@@ -86,6 +87,9 @@ pub enum Command {
     /// The outbox: list, retry, delete, hold and release waiting mail (like mailq/postqueue).
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// What Postern told the admin (events and delivery attempts); `test` tries every channel.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
     /// Write a consistent copy of the store to FILE, while serve runs (the data key is not in it).
     Backup {
         /// The new file (never overwritten).
@@ -242,6 +246,7 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
+        Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,
         Command::Completions { shell } => completions(shell),
