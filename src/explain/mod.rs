@@ -80,6 +80,19 @@ impl Entry {
     }
 }
 
+/// What to do about a connection that needs re-authorization, from its status reason: the
+/// catalogue's explanation when it knows the error, else the generic step.
+pub fn reauthorization_fix(connection: &str, reason: &str) -> String {
+    let cx = Context {
+        connection: Some(connection),
+        redirect_uri: None,
+    };
+    match lookup(reason) {
+        Some(entry) => entry.explain(cx),
+        None => format!("Run `postern connection authorize {connection}` to sign in again."),
+    }
+}
+
 /// The entry for a Microsoft Entra (AADSTS) code.
 pub fn aadsts(code: u32) -> Option<&'static Entry> {
     ENTRIES

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 
 use crate::domain::Connection;
-use crate::explain::{self, Context};
+use crate::explain::{self, Context, reauthorization_fix};
 use crate::store::notifications::{MailWatch, NewNotification};
 
 /// A state to record, with the event it causes (if any).
@@ -22,18 +22,6 @@ pub type States = HashMap<(String, String), String>;
 
 /// The days before a secret's expiry at which the admin is warned, latest first.
 const SECRET_WARNINGS: [i64; 3] = [1, 7, 30];
-
-/// The fix for a connection that needs re-authorization, from the catalogue when it knows the reason.
-pub fn reauthorization_fix(name: &str, reason: &str) -> String {
-    let cx = Context {
-        connection: Some(name),
-        redirect_uri: None,
-    };
-    match explain::lookup(reason) {
-        Some(entry) => entry.explain(cx),
-        None => format!("Run `postern connection authorize {name}` to sign in again."),
-    }
-}
 
 fn event(
     kind: &str,

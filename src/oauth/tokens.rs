@@ -384,7 +384,7 @@ impl TokenManager {
             reason.push('…');
         }
         // The same explanation as `connection token`, notifications and the UI give.
-        let fix = crate::notify::detect::reauthorization_fix(conn.name().as_str(), &reason);
+        let fix = crate::explain::reauthorization_fix(conn.name().as_str(), &reason);
         tracing::error!(connection = %conn.name(), error = %reason, fix = %fix, "the provider refused the grant: the connection needs re-authorization");
         let status = ConnectionStatus::NeedsReauthorization {
             reason: reason.clone(),

@@ -6,6 +6,7 @@ mod helpers;
 mod http_api;
 mod http_helpers;
 mod http_ui;
+mod notify;
 mod oauth;
 mod outbox;
 mod relay;
