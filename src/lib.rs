@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line, one file per command group; thin over the library.
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
+//! - [`doctor`]: every health check of the installation (CLI `doctor`, the Health page).
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
 //! - [`explain`]: the catalogue of provider errors (AADSTS, SMTP, OAuth, Graph) with cause and remedy.
 //! - [`store`]: every query in one place (SQLite), and secret sealing (XChaCha20-Poly1305).
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod doctor;
 pub mod domain;
 pub mod explain;
 pub mod http;

@@ -6,6 +6,7 @@ mod authorize;
 mod backup;
 mod connection;
 mod connection_test;
+mod doctor;
 mod messages;
 mod notifications;
 mod output;
@@ -87,6 +88,8 @@ pub enum Command {
     /// The outbox: list, retry, delete, hold and release waiting mail (like mailq/postqueue).
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Check the whole installation: one line per check with ok/warn/fail and the fix.
+    Doctor(doctor::DoctorArgs),
     /// What Postern told the admin (events and delivery attempts); `test` tries every channel.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
@@ -143,6 +146,8 @@ fn completions(shell: Shell) -> CliResult {
 pub enum CliError {
     Usage(String),
     Failed(anyhow::Error),
+    /// Exit with this code; the command has printed everything already (`doctor`).
+    Exit(i32),
 }
 
 impl CliError {
@@ -150,6 +155,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Exit(code) => *code,
         }
     }
 }
@@ -159,6 +165,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Usage(m) => f.write_str(m),
             CliError::Failed(e) => write!(f, "{e:#}"),
+            CliError::Exit(code) => write!(f, "exit status {code}"),
         }
     }
 }
@@ -246,6 +253,7 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
         Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,

@@ -98,6 +98,29 @@ impl Store {
         })
     }
 
+    /// `PRAGMA quick_check`: `ok`, or the first problems found.
+    pub async fn quick_check(&self) -> Result<String, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.join("; "))
+    }
+
+    /// A connection's held messages, and those failed in the last 24 hours.
+    pub async fn held_and_failed(&self, connection_id: i64) -> Result<(i64, i64), StoreError> {
+        let since_ms = (now() - 86_400) * 1000;
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(status = 'held'), 0) AS held, \
+             COALESCE(SUM(status = 'failed' AND done_at >= ?), 0) AS failed \
+             FROM messages WHERE connection_id = ?",
+        )
+        .bind(since_ms)
+        .bind(connection_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("held")?, row.try_get("failed")?))
+    }
+
     /// Every state the notifier has recorded: (subject, topic) → state.
     pub async fn notification_states(
         &self,

@@ -2,6 +2,7 @@
 
 mod cli_connection;
 mod cli_send;
+mod doctor;
 mod helpers;
 mod http_api;
 mod http_helpers;

@@ -17,7 +17,7 @@ use crate::helpers::{CLIENT_ID, Run, TestHome};
 const SECRET: &str = "fake~client~secret~notify~0123456789";
 const WEBHOOK_SECRET: &str = "whsec-notify-test-5f0c2a9e";
 const MAILER: &str = "ops@contoso.com";
-const BROKEN: &str = "sales@contoso.com";
+pub(crate) const BROKEN: &str = "sales@contoso.com";
 const SCOPE: &str = "https://outlook.office.com/SMTP.Send offline_access";
 
 /// Calls the receiver got: (Postern-Signature header, body).
@@ -70,15 +70,15 @@ fn verify(sig: &str, body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap()
 }
 
-struct World {
-    home: TestHome,
-    idp: FakeIdp,
+pub(crate) struct World {
+    pub(crate) home: TestHome,
+    pub(crate) idp: FakeIdp,
     smtp: FakeSmtp,
     calls: Calls,
 }
 
 impl World {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let idp = FakeIdp::start(
             IdpConfig::default().with_client(ClientRegistration::confidential(CLIENT_ID, SECRET)),
         )
@@ -122,7 +122,18 @@ impl World {
         home.add_connection(
             "broken",
             SECRET,
-            &["--token-url", &token_url, "--refresh-token-file", &rt],
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--ca-file",
+                &ca,
+                "--token-url",
+                &token_url,
+                "--refresh-token-file",
+                &rt,
+            ],
         )
         .ok();
         home.run(&["connection", "edit", "broken", "--user", BROKEN])
@@ -144,7 +155,7 @@ impl World {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         tokio::task::block_in_place(|| self.home.run(args))
     }
 
