@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need from Debian and npm, non-interactively, with one
 # `apt-get update`: the third-party peers of tests/prove, and Chromium with playwright-core for
-# the admin UI's browser test. Makes sure no package daemon keeps running (the tests start their
+# the admin UI's browser test, and promtool for the example alerting rules. Makes sure no package daemon keeps running (the tests start their
 # own instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ perl -MAuthen::SASL -e1 2>/dev/null || missing+=(libauthen-sasl-perl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v chromium >/dev/null || missing+=(chromium)
+# promtool checks the example alerting rules (monitoring/alerts.yml).
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"
@@ -33,6 +35,7 @@ fi
 # Package scripts may start the system daemons; the tests run their own on other ports.
 service dovecot stop >/dev/null 2>&1 || true
 postfix stop >/dev/null 2>&1 || true
+service prometheus stop >/dev/null 2>&1 || true
 
 echo "== npm ci tests/interop (oauth2-mock-server) and browser (playwright-core, no browser download)"
 npm ci --prefix tests/interop --no-audit --no-fund --silent

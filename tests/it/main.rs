@@ -7,6 +7,7 @@ mod helpers;
 mod http_api;
 mod http_helpers;
 mod http_ui;
+mod monitoring;
 mod notify;
 mod oauth;
 mod outbox;
