@@ -812,3 +812,37 @@ async fn the_health_page_shows_the_doctor_checks_and_what_the_admin_was_told() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_form_takes_the_secret_expiry_and_refuses_a_bad_date() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let csrf = ui.get("/admin", Some(&session)).await.csrf();
+    let bad = connection_form(&csrf) + "&secret_expires=31%2F03%2F2027";
+    let page = ui.post("/admin/connections", Some(&session), bad).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("is not a date"), "{}", page.body);
+    assert!(
+        ui.store.connection("contoso").await.is_err(),
+        "nothing saved"
+    );
+
+    let good = connection_form(&csrf) + "&secret_expires=2027-03-31";
+    let page = ui.post("/admin/connections", Some(&session), good).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let shown = ui.get("/admin/connections/contoso", Some(&session)).await;
+    assert!(
+        shown.body.contains("Secret expires</dt><dd>2027-03-31"),
+        "{}",
+        shown.body
+    );
+    let edit = ui
+        .get("/admin/connections/contoso/edit", Some(&session))
+        .await;
+    assert!(
+        edit.body
+            .contains("name=\"secret_expires\" value=\"2027-03-31\""),
+        "{}",
+        edit.body
+    );
+}
