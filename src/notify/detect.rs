@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
-use crate::domain::Connection;
+use crate::domain::{Connection, OAuthFlow};
 use crate::explain::{self, Context, reauthorization_fix};
 use crate::store::notifications::{MailWatch, NewNotification};
 
@@ -19,6 +19,9 @@ pub struct Transition {
 }
 
 pub type States = HashMap<(String, String), String>;
+
+/// Microsoft ends a refresh token unused for 90 days: tell the admin at 60.
+const REFRESH_IDLE_DAYS: i64 = 60;
 
 /// The days before a secret's expiry at which the admin is warned, latest first.
 const SECRET_WARNINGS: [i64; 3] = [1, 7, 30];
@@ -102,6 +105,40 @@ pub fn transitions(
                 )
             });
             push(name, "secret_expiry", state, ev);
+        }
+    }
+    for c in conns
+        .iter()
+        .filter(|c| c.settings.enabled && c.settings.flow == OAuthFlow::AuthorizationCode)
+    {
+        let Some(t) = c.expiry.refresh_obtained_at else {
+            continue;
+        };
+        let name = c.name().as_str();
+        let age = (now_ms / 1000 - t.timestamp()) / 86_400;
+        let idle = age >= REFRESH_IDLE_DAYS;
+        let ev = idle
+            .then(|| {
+                event(
+                    "refresh_token.idle",
+                    Some(name),
+                    format!(
+                        "the refresh token of `{name}` was last renewed {age} days ago: Microsoft ends it after 90 idle days"
+                    ),
+                    format!(
+                        "Check that `postern serve` runs (its keep-alive renews idle tokens), or run `postern connection token {name}`."
+                    ),
+                )
+            })
+            .flatten();
+        let seen = states.contains_key(&(name.to_string(), "refresh_idle".to_string()));
+        if idle || seen {
+            push(
+                name,
+                "refresh_idle",
+                if idle { "idle" } else { "ok" }.into(),
+                ev,
+            );
         }
     }
     let seen_failed: i64 = states

@@ -196,3 +196,21 @@ fn failed_messages_and_old_mail() {
     mail.oldest_waiting_ms = None;
     assert!(step(&c, &mail, &mut states, 62 * 60_000).is_empty());
 }
+
+#[test]
+fn an_idle_refresh_token_is_told_once_and_renewal_is_quiet() {
+    let mut states = States::new();
+    let mail = MailWatch::default();
+    let now = chrono::Utc::now();
+    let mut c = conn("c", ConnectionStatus::Authorized, None);
+    c.expiry.refresh_obtained_at = Some(now - chrono::Duration::days(59));
+    assert!(step(&[c.clone()], &mail, &mut states, now.timestamp_millis()).is_empty());
+    c.expiry.refresh_obtained_at = Some(now - chrono::Duration::days(61));
+    let events = step(&[c.clone()], &mail, &mut states, now.timestamp_millis());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event, "refresh_token.idle");
+    assert!(events[0].reason.contains("61 days"), "{}", events[0].reason);
+    assert!(step(&[c.clone()], &mail, &mut states, now.timestamp_millis()).is_empty());
+    c.expiry.refresh_obtained_at = Some(now);
+    assert!(step(&[c], &mail, &mut states, now.timestamp_millis()).is_empty());
+}
