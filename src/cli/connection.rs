@@ -270,10 +270,21 @@ async fn list(ctx: &Ctx, json: bool) -> CliResult {
                 v.user.clone(),
                 status,
                 if v.enabled { "yes" } else { "no" }.into(),
+                v.secret_expires.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    print_table(&["NAME", "PROVIDER", "USER", "STATUS", "ENABLED"], &rows);
+    print_table(
+        &[
+            "NAME",
+            "PROVIDER",
+            "USER",
+            "STATUS",
+            "ENABLED",
+            "SECRET EXPIRES",
+        ],
+        &rows,
+    );
     Ok(())
 }
 

@@ -392,6 +392,12 @@ fn secret_expiry_is_kept_shown_and_cleared_and_a_bad_date_is_refused() {
         serde_json::from_str(&out.stdout).unwrap()
     };
     assert_eq!(show(&home)["secret_expires"], "2027-03-31");
+    let list = home.run(&["connection", "list"]).ok();
+    assert!(
+        list.stdout.contains("SECRET EXPIRES") && list.stdout.contains("2027-03-31"),
+        "{}",
+        list.stdout
+    );
     let text = home.run(&["connection", "show", "contoso"]).ok();
     assert!(
         text.stdout.contains("Secret expires         2027-03-31"),

@@ -352,3 +352,64 @@ async fn a_secret_expiring_in_6_days_gets_the_7_day_warning_once_and_shows_in_me
     w.quiet(1).await;
     stop(serve);
 }
+
+#[test]
+fn notifications_test_runs_the_command_with_the_event_on_stdin_and_kills_a_slow_one() {
+    let home = TestHome::new();
+    let none = home.run(&["notifications", "test"]);
+    assert_eq!(none.code, 2, "{}", none.all());
+    assert!(
+        none.stderr
+            .contains("no notification channel is configured"),
+        "{}",
+        none.stderr
+    );
+
+    home.file(
+        "postern.toml",
+        "[notifications]\ncommand = [\"sh\", \"-c\", \"cat > event.json\"]\n",
+    );
+    let out = home.run(&["notifications", "test"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("command  ok: exit status 0"),
+        "{}",
+        out.stdout
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.path().join("event.json")).unwrap())
+            .unwrap();
+    assert_eq!(event["schema_version"], 1);
+    assert_eq!(event["event"], "test");
+
+    home.file(
+        "postern.toml",
+        "[notifications]\ncommand = [\"sleep\", \"30\"]\ncommand_timeout_secs = 1\n",
+    );
+    let started = Instant::now();
+    let out = home.run(&["notifications", "test"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("command  FAILED: `sleep` killed after 1s"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not waited for"
+    );
+
+    // A webhook without its secret stops at the settings, naming the key.
+    home.file(
+        "postern.toml",
+        "[notifications]\nwebhook_url = \"http://127.0.0.1:9/hook\"\n",
+    );
+    let out = home.run(&["notifications", "test"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("notifications.webhook_secret_file"),
+        "{}",
+        out.stderr
+    );
+}
