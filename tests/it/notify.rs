@@ -413,3 +413,50 @@ fn notifications_test_runs_the_command_with_the_event_on_stdin_and_kills_a_slow_
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_client_secret_is_explained_the_same_everywhere() {
+    let w = World::start().await;
+    w.idp.inject(
+        1,
+        fake_provider::idp::InjectedError::oauth(
+            401,
+            "invalid_client",
+            "AADSTS7000222: The provided client secret keys for app '1b2c3d4e-0000-1111-2222-333344445555' are expired. Visit the Azure portal to create new keys for your app.",
+        ),
+    );
+    let token = w.run(&["connection", "token", "broken"]);
+    assert_eq!(token.code, 1, "{}", token.all());
+    assert!(
+        token.stderr.contains("has expired") && token.stderr.contains("--secret-expires"),
+        "{}",
+        token.stderr
+    );
+    let show = w.run(&["connection", "show", "broken", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(v["status"], "needs-reauthorization");
+    assert!(
+        v["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("AADSTS7000222"),
+        "{v}"
+    );
+    let doctor = w.run(&["doctor", "broken", "--json"]);
+    assert_eq!(doctor.code, 2, "{}", doctor.all());
+    let d: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
+    let status = d["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "connection broken: status")
+        .unwrap();
+    assert_eq!(status["level"], "fail");
+    assert!(
+        status["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Certificates & secrets"),
+        "{status}"
+    );
+}
