@@ -14,6 +14,8 @@ use crate::store::notifications::{MailWatch, NewNotification};
 pub struct Transition {
     pub subject: String,
     pub topic: &'static str,
+    /// The state this change starts from (none recorded yet: `None`).
+    pub prev: Option<String>,
     pub state: String,
     pub event: Option<NewNotification>,
 }
@@ -51,10 +53,12 @@ pub fn transitions(
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     let mut push = |subject: &str, topic: &'static str, state: String, event| {
-        if states.get(&(subject.to_string(), topic.to_string())) != Some(&state) {
+        let prev = states.get(&(subject.to_string(), topic.to_string()));
+        if prev != Some(&state) {
             out.push(Transition {
                 subject: subject.to_string(),
                 topic,
+                prev: prev.cloned(),
                 state,
                 event,
             });

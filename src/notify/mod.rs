@@ -127,10 +127,17 @@ impl Notifier {
         );
         let mut events = 0;
         for t in changes {
-            events += usize::from(t.event.is_some());
-            self.store
-                .record_transition(&t.subject, t.topic, &t.state, t.event.as_ref())
+            let moved = self
+                .store
+                .record_transition(
+                    &t.subject,
+                    t.topic,
+                    t.prev.as_deref(),
+                    &t.state,
+                    t.event.as_ref(),
+                )
                 .await?;
+            events += usize::from(moved && t.event.is_some());
         }
         Ok(events)
     }

@@ -138,26 +138,44 @@ impl Store {
             .collect()
     }
 
-    /// Records a new state for (subject, topic), and the event it causes if any, atomically.
+    /// Moves (subject, topic) from `prev` to `state` and records the event it causes, atomically.
+    /// Compare-and-set: if another process moved it first, nothing is written and the answer is
+    /// false, so two notifiers on one store still send one event per change.
     pub async fn record_transition(
         &self,
         subject: &str,
         topic: &str,
+        prev: Option<&str>,
         state: &str,
         event: Option<&NewNotification>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let t = now();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO notification_state (subject, topic, state, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (subject, topic) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-        )
-        .bind(subject)
-        .bind(topic)
-        .bind(state)
-        .bind(t)
+        let moved = match prev {
+            None => sqlx::query(
+                "INSERT INTO notification_state (subject, topic, state, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (subject, topic) DO NOTHING",
+            )
+            .bind(subject)
+            .bind(topic)
+            .bind(state)
+            .bind(t),
+            Some(p) => sqlx::query(
+                "UPDATE notification_state SET state = ?, updated_at = ? \
+                 WHERE subject = ? AND topic = ? AND state = ?",
+            )
+            .bind(state)
+            .bind(t)
+            .bind(subject)
+            .bind(topic)
+            .bind(p),
+        }
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if moved == 0 {
+            return Ok(false);
+        }
         if let Some(e) = event {
             sqlx::query(
                 "INSERT INTO notifications (event, connection, reason, fix, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -171,7 +189,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Events not yet delivered through every channel, oldest first.
@@ -262,9 +280,15 @@ mod tests {
             fix: "authorize".into(),
         };
         store
-            .record_transition("contoso", "status", "needs-reauthorization", Some(&e))
+            .record_transition("contoso", "status", None, "needs-reauthorization", Some(&e))
             .await
             .unwrap();
+        // A second notifier that saw the same old state records nothing.
+        let again = store
+            .record_transition("contoso", "status", None, "needs-reauthorization", Some(&e))
+            .await
+            .unwrap();
+        assert!(!again);
         let states = store.notification_states().await.unwrap();
         assert_eq!(
             states

@@ -788,7 +788,13 @@ async fn the_health_page_shows_the_doctor_checks_and_what_the_admin_was_told() {
         fix: "Run `postern connection authorize contoso` to sign in again.".into(),
     };
     ui.store
-        .record_transition("contoso", "status", "needs-reauthorization", Some(&event))
+        .record_transition(
+            "contoso",
+            "status",
+            None,
+            "needs-reauthorization",
+            Some(&event),
+        )
         .await
         .unwrap();
     let id = ui.store.pending_notifications(1).await.unwrap()[0].id;
