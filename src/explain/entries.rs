@@ -199,8 +199,9 @@ pub static ENTRIES: &[Entry] = &[
     },
     Entry {
         key: Key::Smtp(0, (4, 7, 0)),
-        cause: "The provider is limiting this client for now (too many logins or messages).",
-        remedy: "Postern retries later; if it persists, lower the sending rate.",
+        cause: "The provider refused for now (Gmail 421/454 4.7.0: too many logins or messages; \
+                Exchange 451 4.7.0: a temporary server error).",
+        remedy: "Postern retries later; if it persists, lower the sending rate or check the provider's status page.",
         needs_admin: false,
     },
     // ---- OAuth `error` values (Google, generic, Microsoft without a known code) ----
