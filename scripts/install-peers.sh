@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need from Debian and npm, non-interactively, with one
 # `apt-get update`: the third-party peers of tests/prove, Chromium with playwright-core for
-# the admin UI's browser test, and what scripts/package-test.sh uses. Makes sure no package
-# daemon keeps running (the tests start their own instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
+# the admin UI's browser test, what scripts/package-test.sh uses, and promtool for the example
+# alerting rules. Makes sure no package daemon keeps running (the tests start their own
+# instances). Used by .ci/run and scripts/interop.sh. Needs root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,8 @@ command -v groff >/dev/null || missing+=(groff-base)
 # scripts/container-test.sh: podman builds and runs the image; runc, as crun cannot run here.
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
+# promtool checks the example alerting rules (monitoring/alerts.yml).
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]}"
@@ -42,6 +45,7 @@ fi
 # Package scripts may start the system daemons; the tests run their own on other ports.
 service dovecot stop >/dev/null 2>&1 || true
 postfix stop >/dev/null 2>&1 || true
+service prometheus stop >/dev/null 2>&1 || true
 
 echo "== npm ci tests/interop (oauth2-mock-server) and browser (playwright-core, no browser download)"
 npm ci --prefix tests/interop --no-audit --no-fund --silent

@@ -40,6 +40,8 @@ pub enum StartError {
     Setting { key: &'static str, message: String },
     #[error("token manager: {0}")]
     Tokens(#[from] crate::oauth::TokenError),
+    #[error("notifications: {0}")]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Everything `serve` runs, bound and ready.
@@ -58,6 +60,9 @@ pub struct Application {
     relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
     /// The LAN-only cleartext listener (`server.plain_listen`), when configured.
     relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
+    /// The relay's certificate file, read at scrape time for its expiry.
+    relay_cert: std::path::PathBuf,
+    notifier: crate::notify::Notifier,
 }
 
 impl std::fmt::Debug for Application {
@@ -189,16 +194,23 @@ impl Application {
         let intake = Arc::new(RelayIntake::new(store.clone(), outbox.clone()));
         let stats = RelayStats::default();
 
+        // Built here so that a missing webhook secret stops start-up, not a notification later.
+        let notifier = crate::notify::Notifier::new(
+            store.clone(),
+            settings.notifications.clone(),
+            tokens.clone(),
+            settings.delivery.clone(),
+        )?;
         let config = listener_config(&settings)?;
-        let acceptor = match (&settings.server.tls_cert, &settings.server.tls_key) {
-            (Some(cert), Some(key)) => tls::acceptor_from_pem_files(cert, key)?,
+        let (acceptor, relay_cert) = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => (tls::acceptor_from_pem_files(cert, key)?, cert.clone()),
             _ => {
                 let s = tls::self_signed_acceptor(&settings.store.data_dir, &config.hostname)?;
                 tracing::warn!(
                     cert = %s.cert_path.display(),
                     "the relay uses a self-signed certificate: apps must trust it (or set server.tls_cert and server.tls_key)"
                 );
-                s.acceptor
+                (s.acceptor, s.cert_path)
             }
         };
         let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
@@ -243,6 +255,8 @@ impl Application {
             relay_addr,
             relay_tls,
             relay_plain,
+            relay_cert,
+            notifier,
         })
     }
 
@@ -286,6 +300,7 @@ impl Application {
         );
         tasks.spawn(delivery.run(stop.clone()));
         tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
+        tasks.spawn(self.notifier.run(stop.clone()));
         let relay_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = self.relay.run(relay_stop).await {
@@ -323,6 +338,7 @@ impl Application {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
+            relay_cert: self.relay_cert.clone(),
         };
         let router = crate::http::router(state).merge(
             Router::new()
@@ -381,6 +397,7 @@ struct MetricsState {
     store: Store,
     metrics: Metrics,
     stats: RelayStats,
+    relay_cert: std::path::PathBuf,
 }
 
 async fn metrics(
@@ -391,7 +408,13 @@ async fn metrics(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     })?;
     let passwords = s.store.password_checks().counters();
-    let body = s.metrics.render(&store, &s.stats.snapshot(), &passwords);
+    let mut body = s.metrics.render(&store, &s.stats.snapshot(), &passwords);
+    let conns = s.store.list_connections().await.map_err(|e| {
+        tracing::error!(error = %e, "metrics: cannot list connections");
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    })?;
+    let cert = tls::certificate_not_after(&s.relay_cert);
+    body.push_str(&crate::metrics::render_expiry(&conns, cert));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

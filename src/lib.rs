@@ -6,21 +6,27 @@
 //! - [`cli`]: the command line, one file per command group; thin over the library.
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
+//! - [`doctor`]: every health check of the installation (CLI `doctor`, the Health page).
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
+//! - [`explain`]: the catalogue of provider errors (AADSTS, SMTP, OAuth, Graph) with cause and remedy.
 //! - [`store`]: every query in one place (SQLite), and secret sealing (XChaCha20-Poly1305).
 //! - [`oauth`]: consent flows and the token manager that keeps access tokens fresh.
 //! - [`http`]: the JSON API, the admin web UI and the OAuth redirect endpoint, behind one router.
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
 //! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
+//! - [`notify`]: tells the admin about state changes (webhook, e-mail, command) before mail stops.
 //! - [`roots`]: the platform's trusted CA certificates, read once.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;
+pub mod doctor;
 pub mod domain;
+pub mod explain;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod oauth;
 pub mod outbox;
 pub mod roots;

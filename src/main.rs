@@ -32,7 +32,9 @@ async fn start() {
     };
     postern::telemetry::init(settings.log.format, &level);
     if let Err(e) = run(cli, settings).await {
-        eprintln!("error: {e}");
+        if !matches!(e, postern::cli::CliError::Exit(_)) {
+            eprintln!("error: {e}");
+        }
         std::process::exit(e.exit_code());
     }
 }

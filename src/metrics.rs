@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::domain::{LIMIT_NAMES, LimitOverrides, Limits};
+use crate::domain::{Connection, LIMIT_NAMES, LimitOverrides, Limits};
 use crate::smtp::server::StatsSnapshot;
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -229,6 +229,73 @@ fn overridden(o: &LimitOverrides) -> Vec<(&'static str, u32)> {
     .into_iter()
     .filter_map(|(n, v)| Some((n, v?)))
     .collect()
+}
+
+/// The expiry timestamps (unix seconds) of each connection and of the relay's certificate, so
+/// alerting rules can compute what is left (`... - time() < 7 * 86400`).
+pub fn render_expiry(conns: &[Connection], relay_cert_not_after: Option<i64>) -> String {
+    let mut out = String::new();
+    type Family = (&'static str, &'static str, fn(&Connection) -> Option<i64>);
+    let families: [Family; 4] = [
+        (
+            "connection_secret_expiry_timestamp_seconds",
+            "When the connection's client secret expires (as entered with --secret-expires).",
+            |c| {
+                c.expiry
+                    .secret_expires
+                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp())
+            },
+        ),
+        (
+            "connection_refresh_token_obtained_timestamp_seconds",
+            "When the connection's current refresh token was obtained.",
+            |c| c.expiry.refresh_obtained_at.map(|t| t.timestamp()),
+        ),
+        (
+            "connection_access_token_expiry_timestamp_seconds",
+            "When the connection's cached access token expires.",
+            |c| c.expiry.access_expires_at.map(|t| t.timestamp()),
+        ),
+        (
+            "connection_last_used_timestamp_seconds",
+            "The last time a token was obtained for the connection.",
+            |c| c.expiry.last_used_at.map(|t| t.timestamp()),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(
+            out,
+            "# HELP postern_{name} {help}\n# TYPE postern_{name} gauge"
+        );
+        for c in conns {
+            if let Some(v) = value(c) {
+                let _ = writeln!(
+                    out,
+                    "postern_{name}{{connection=\"{}\"}} {v}",
+                    escape(c.name().as_str())
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP postern_connection_needs_reauthorization 1 when the connection needs an admin to sign in again.\n# TYPE postern_connection_needs_reauthorization gauge"
+    );
+    for c in conns {
+        let v = u8::from(c.status.as_str() == "needs-reauthorization");
+        let _ = writeln!(
+            out,
+            "postern_connection_needs_reauthorization{{connection=\"{}\"}} {v}",
+            escape(c.name().as_str())
+        );
+    }
+    if let Some(t) = relay_cert_not_after {
+        let _ = writeln!(
+            out,
+            "# HELP postern_relay_certificate_expiry_timestamp_seconds When the relay's TLS certificate expires.\n# TYPE postern_relay_certificate_expiry_timestamp_seconds gauge\npostern_relay_certificate_expiry_timestamp_seconds {t}"
+        );
+    }
+    out
 }
 
 fn escape(s: &str) -> String {

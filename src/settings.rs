@@ -19,6 +19,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub tokens: TokenSettings,
     pub delivery: DeliverySettings,
+    pub notifications: crate::notify::NotificationSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -395,6 +396,9 @@ impl Settings {
             origin: origin_of(key),
             message: message.to_string(),
         };
+        if let Some((key, message)) = self.notifications.problem() {
+            return Err(invalid(key, &message));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 "server.tls_key",

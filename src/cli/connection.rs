@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use super::output::print_json;
 use super::secret_input;
 use super::{CliError, CliResult, Ctx};
-use crate::domain::{ConnectionInput, ConnectionView};
+use crate::domain::{ConnectionInput, ConnectionView, parse_expiry_date};
 use crate::store::SecretKind;
 
 #[derive(Debug, Subcommand)]
@@ -142,12 +142,26 @@ pub struct FieldArgs {
     /// Read an existing refresh token from this environment variable.
     #[arg(long, value_name = "VAR")]
     refresh_token_env: Option<String>,
+    /// The client secret's expiry date, YYYY-MM-DD (Azure portal: Certificates & secrets,
+    /// "Expires"), or `none` to clear it: Postern warns 30, 7 and 1 days before.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    secret_expires: Option<String>,
     /// Create the connection disabled.
     #[arg(long)]
     disabled: bool,
 }
 
 impl FieldArgs {
+    /// `Some(date or None)` when `--secret-expires` was given.
+    fn secret_expiry(&self) -> Result<Option<Option<chrono::NaiveDate>>, CliError> {
+        self.secret_expires
+            .as_deref()
+            .map(|t| {
+                parse_expiry_date(t).map_err(|m| CliError::Usage(format!("--secret-expires: {m}")))
+            })
+            .transpose()
+    }
+
     fn input(&self, name: Option<String>) -> ConnectionInput {
         ConnectionInput {
             name,
@@ -197,6 +211,7 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
 
 async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
     let (settings, notices) = fields.input(Some(name)).validate()?;
+    let expires = fields.secret_expiry()?;
     let mut secret = secret_input::from_file_or_env(
         "client secret",
         fields.client_secret_file.as_deref(),
@@ -214,6 +229,9 @@ async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
     )?;
     let store = ctx.store().await?;
     let conn = store.insert_connection(&settings).await?;
+    if let Some(date) = expires {
+        store.set_secret_expiry(conn.id, date).await?;
+    }
     if let Some(s) = &secret {
         store
             .put_secret(conn.id, SecretKind::ClientSecret, s, None)
@@ -281,11 +299,24 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
                 format!("{} (set here: {})", v.limits, v.limit_overrides)
             },
         ),
+        (
+            "Secret expires",
+            v.secret_expires.clone().unwrap_or_else(none),
+        ),
+        (
+            "Refresh token obtained",
+            v.refresh_token_obtained_at.clone().unwrap_or_else(none),
+        ),
+        (
+            "Access token expires",
+            v.access_token_expires_at.clone().unwrap_or_else(none),
+        ),
+        ("Last used", v.last_used_at.clone().unwrap_or_else(none)),
         ("Created", v.created_at.clone()),
         ("Updated", v.updated_at.clone()),
     ];
     for (k, val) in rows {
-        println!("{k:<15} {val}");
+        println!("{k:<22} {val}");
     }
     Ok(())
 }
@@ -308,6 +339,7 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
     let (settings, notices) = ConnectionInput::from_settings(&current.settings)
         .overlay(changes)
         .validate()?;
+    let expires = fields.secret_expiry()?;
     let secret = secret_input::from_file_or_env(
         "client secret",
         fields.client_secret_file.as_deref(),
@@ -319,6 +351,9 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
         fields.refresh_token_env.as_deref(),
     )?;
     let conn = store.update_connection(current.id, &settings).await?;
+    if let Some(date) = expires {
+        store.set_secret_expiry(conn.id, date).await?;
+    }
     let reauthorized = store
         .put_credentials(conn.id, secret.as_ref(), refresh.as_ref())
         .await?;

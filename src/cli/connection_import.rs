@@ -89,7 +89,7 @@ fn check_row(
         read_secret(what, source, base).unwrap_or_else(|e| {
             errors.push(match e {
                 CliError::Usage(m) => m,
-                CliError::Failed(e) => e.to_string(),
+                other => other.to_string(),
             });
             None
         })

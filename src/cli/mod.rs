@@ -8,8 +8,10 @@ mod connection;
 mod connection_import;
 mod connection_list;
 mod connection_test;
+mod doctor;
 mod man;
 mod messages;
+mod notifications;
 mod output;
 mod queue;
 mod relay_user;
@@ -89,6 +91,11 @@ pub enum Command {
     /// The outbox: list, retry, delete, hold and release waiting mail (like mailq/postqueue).
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Check the whole installation: one line per check with ok/warn/fail and the fix.
+    Doctor(doctor::DoctorArgs),
+    /// What Postern told the admin (events and delivery attempts); `test` tries every channel.
+    #[command(subcommand)]
+    Notifications(notifications::NotificationsCommand),
     /// Write a consistent copy of the store to FILE, while serve runs (the data key is not in it).
     Backup {
         /// The new file (never overwritten).
@@ -148,6 +155,8 @@ fn completions(shell: Shell) -> CliResult {
 pub enum CliError {
     Usage(String),
     Failed(anyhow::Error),
+    /// Exit with this code; the command has printed everything already (`doctor`).
+    Exit(i32),
 }
 
 impl CliError {
@@ -155,6 +164,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Exit(code) => *code,
         }
     }
 }
@@ -164,6 +174,7 @@ impl std::fmt::Display for CliError {
         match self {
             CliError::Usage(m) => f.write_str(m),
             CliError::Failed(e) => write!(f, "{e:#}"),
+            CliError::Exit(code) => write!(f, "exit status {code}"),
         }
     }
 }
@@ -251,6 +262,8 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Messages(cmd) => messages::run(&ctx, cmd).await,
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
+        Command::Doctor(args) => doctor::run(&ctx, args).await,
+        Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,
         Command::Completions { shell } => completions(shell),

@@ -97,6 +97,38 @@ pub struct Connection {
     pub refresh_token_set: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub expiry: Expiry,
+}
+
+/// A `--secret-expires` value: `YYYY-MM-DD`, or `none` to clear it.
+pub fn parse_expiry_date(text: &str) -> Result<Option<chrono::NaiveDate>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("none") || t.is_empty() {
+        return Ok(None);
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| {
+            format!(
+                "`{t}` is not a date: write the secret's expiry as YYYY-MM-DD (the Azure portal shows it \
+                 beside the secret under Certificates & secrets), or `none` to clear it"
+            )
+        })
+}
+
+/// What runs out, and when: the dates an admin must act before (secret) or that show a
+/// connection going stale (refresh token age, last use).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expiry {
+    /// The client secret's expiry date, as entered by the admin (the Azure portal shows it).
+    pub secret_expires: Option<chrono::NaiveDate>,
+    /// When the current refresh token was obtained (Microsoft rotates it on every refresh,
+    /// so this is also its idle age).
+    pub refresh_obtained_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When the cached access token runs out.
+    pub access_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last time a token was obtained for this connection.
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Connection {

@@ -16,7 +16,7 @@ mod tenant;
 mod tls_mode;
 mod view;
 
-pub use connection::{Connection, ConnectionSettings, ConnectionStatus};
+pub use connection::{Connection, ConnectionSettings, ConnectionStatus, Expiry, parse_expiry_date};
 pub use connection_input::{ConnectionInput, FieldError, ValidationErrors};
 pub use email::{EmailAddress, EmailError};
 pub use from_policy::{

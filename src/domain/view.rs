@@ -39,6 +39,14 @@ pub struct ConnectionView {
     pub refresh_token: &'static str,
     pub created_at: String,
     pub updated_at: String,
+    /// The client secret's expiry date (`YYYY-MM-DD`), if the admin entered it.
+    pub secret_expires: Option<String>,
+    /// When the current refresh token was obtained (RFC 3339).
+    pub refresh_token_obtained_at: Option<String>,
+    /// When the cached access token expires (RFC 3339).
+    pub access_token_expires_at: Option<String>,
+    /// The last time a token was obtained (RFC 3339).
+    pub last_used_at: Option<String>,
 }
 
 fn set(b: bool) -> &'static str {
@@ -77,6 +85,10 @@ impl From<&Connection> for ConnectionView {
             refresh_token: set(c.refresh_token_set),
             created_at: c.created_at.to_rfc3339(),
             updated_at: c.updated_at.to_rfc3339(),
+            secret_expires: c.expiry.secret_expires.map(|d| d.to_string()),
+            refresh_token_obtained_at: c.expiry.refresh_obtained_at.map(|t| t.to_rfc3339()),
+            access_token_expires_at: c.expiry.access_expires_at.map(|t| t.to_rfc3339()),
+            last_used_at: c.expiry.last_used_at.map(|t| t.to_rfc3339()),
         }
     }
 }

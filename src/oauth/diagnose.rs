@@ -1,7 +1,8 @@
-//! What an admin should do about a provider error: a catalogue of the common AADSTS codes and
-//! OAuth `error` values, each with the fix in Postern's own terms.
+//! What an admin should do about a provider's OAuth error: the catalogue's entry
+//! ([`crate::explain`]) for its AADSTS code or `error` value, worded for this connection.
 
 use super::error::ProviderError;
+use crate::explain::{self, Context, Entry};
 
 /// What the hint may mention.
 #[derive(Debug, Clone, Copy)]
@@ -12,103 +13,25 @@ pub struct HintContext<'a> {
     pub redirect_uri: Option<&'a str>,
 }
 
-/// A sentence or two on how to fix `err`, if Postern knows the case.
-pub fn hint(err: &ProviderError, cx: HintContext<'_>) -> Option<String> {
-    let name = cx.connection;
-    let reauthorize = format!("run `postern connection authorize {name}` to sign in again");
-    let edit_secret = format!("`postern connection edit {name} --client-secret-file FILE`");
-    // These `error` values say more than the AADSTS code that comes with them.
-    if matches!(
+/// The catalogue entry for `err`: its AADSTS code when known, else its `error` value. A few
+/// `error` values say more than the AADSTS code that comes with them (a declined sign-in).
+pub fn entry(err: &ProviderError) -> Option<&'static Entry> {
+    let declined = matches!(
         err.error.as_str(),
         "access_denied" | "authorization_declined" | "expired_token"
-    ) {
-        return by_error(err, name, &reauthorize);
-    }
-    if let Some(code) = err.aadsts() {
-        let text = match code {
-            50011 | 500112 | 500113 => match cx.redirect_uri {
-                Some(uri) => format!(
-                    "the redirect URI is not registered on the app. In Entra: App registrations > your app > \
-                     Authentication > Add a platform (Mobile and desktop applications), add exactly `{uri}` \
-                     (for http://localhost Entra ignores the port)"
-                ),
-                None => "the redirect URI is not registered on the app: add the connection's redirect URI \
-                         under App registrations > Authentication"
-                    .to_string(),
-            },
-            7000215 => format!(
-                "the client secret is wrong: use the secret's Value (shown once when created), not its \
-                 Secret ID; store it with {edit_secret}"
-            ),
-            7000222 => format!(
-                "the client secret has expired: create a new one under Certificates & secrets, then \
-                 {edit_secret}"
-            ),
-            7000218 => format!(
-                "the app is a confidential client and no client secret is stored: {edit_secret}, or enable \
-                 'Allow public client flows' on the app"
-            ),
-            65001 => "consent is missing: in Entra, API permissions > add the delegated permission SMTP.Send \
-                      (Office 365 Exchange Online) and offline_access, then 'Grant admin consent'"
-                .to_string(),
-            65004 => format!("the user declined consent: {reauthorize} and accept"),
-            50076 | 50079 => format!(
-                "multi-factor authentication is required: {reauthorize} interactively and complete MFA"
-            ),
-            53003 => "a Conditional Access policy blocked the sign-in: ask the tenant admin to allow it"
-                .to_string(),
-            70000 | 70008 | 700082 | 50173 | 54005 | 9002313 => {
-                format!("the stored refresh token (or code) is no longer valid: {reauthorize}")
-            }
-            700016 => format!(
-                "the application (client) id is not known in this tenant: check --client-id and --tenant \
-                 with `postern connection edit {name}`"
-            ),
-            90002 | 900023 => format!("the tenant is not known: check --tenant with `postern connection edit {name}`"),
-            50059 => format!(
-                "client credentials need a specific tenant (its GUID or domain), not common/organizations: \
-                 `postern connection edit {name} --tenant ...`"
-            ),
-            1002012 => "app-only (client credentials) tokens need the scope \
-                        `https://outlook.office365.com/.default` (GCC High/DoD: \
-                        `https://outlook.office365.us/.default`; 21Vianet: \
-                        `https://partner.outlook.cn/.default`)"
-                .to_string(),
-            28000 => "the scope mixes two resources (e.g. Graph and Outlook): use only \
-                      `https://outlook.office.com/SMTP.Send offline_access` (GCC High/DoD: \
-                      `https://outlook.office365.us/SMTP.Send offline_access`; 21Vianet: \
-                      `https://partner.outlook.cn/SMTP.Send offline_access`)"
-                .to_string(),
-            _ => return by_error(err, name, &reauthorize),
-        };
-        return Some(text);
-    }
-    by_error(err, name, &reauthorize)
+    );
+    let by_code = err.aadsts().and_then(explain::aadsts).filter(|_| !declined);
+    by_code.or_else(|| explain::oauth_error(&err.error))
 }
 
-/// Hints by the OAuth `error` code, for providers without AADSTS codes (Google, custom).
-fn by_error(err: &ProviderError, name: &str, reauthorize: &str) -> Option<String> {
-    let text = match err.error.as_str() {
-        "invalid_grant" => format!("the refresh token or code was refused: {reauthorize}"),
-        "invalid_client" | "unauthorized_client" => format!(
-            "the provider does not accept the client id or secret: check them with \
-             `postern connection show {name}` and fix with `postern connection edit {name}`"
-        ),
-        "access_denied" | "authorization_declined" => {
-            format!("the sign-in was declined: {reauthorize} and accept the consent screen")
-        }
-        "expired_token" => format!("the code expired before the sign-in finished: {reauthorize}"),
-        "invalid_scope" => format!(
-            "the provider refused the scope: check it with `postern connection show {name}`"
-        ),
-        "redirect_uri_mismatch" => {
-            "the redirect URI is not registered on the app (Google: Credentials > \
-                                    OAuth client > Authorized redirect URIs)"
-                .to_string()
-        }
-        _ => return None,
-    };
-    Some(text)
+/// A sentence or two on the cause of `err` and how to fix it, if Postern knows the case.
+pub fn hint(err: &ProviderError, cx: HintContext<'_>) -> Option<String> {
+    entry(err).map(|e| {
+        e.explain(Context {
+            connection: Some(cx.connection),
+            redirect_uri: cx.redirect_uri,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -145,7 +68,7 @@ mod tests {
         assert!(
             hint(&ms("invalid_grant", 50076), cx)
                 .unwrap()
-                .contains("multi-factor")
+                .contains("ulti-factor")
         );
         for code in [70000, 70008, 700082, 50173] {
             assert!(

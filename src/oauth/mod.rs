@@ -37,7 +37,7 @@ pub use consent::Authorized;
 pub use device::{DeviceAuthorization, DevicePolling, PollEvent};
 pub use error::{ProviderError, TokenError};
 pub use exchange::{Grant, TokenClient, TokenResponse};
-pub use http::HttpClientError;
+pub use http::{HttpClientError, client as http_client};
 pub use keepalive::KeepaliveReport;
 pub use loopback::LoopbackListener;
 pub use retry::RetryPolicy;

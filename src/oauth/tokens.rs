@@ -387,7 +387,9 @@ impl TokenManager {
             reason.truncate(cut);
             reason.push('…');
         }
-        tracing::error!(connection = %conn.name(), error = %reason, "the provider refused the grant: the connection needs re-authorization");
+        // The same explanation as `connection token`, notifications and the UI give.
+        let fix = crate::explain::reauthorization_fix(conn.name().as_str(), &reason);
+        tracing::error!(connection = %conn.name(), error = %reason, fix = %fix, "the provider refused the grant: the connection needs re-authorization");
         let status = ConnectionStatus::NeedsReauthorization {
             reason: reason.clone(),
         };

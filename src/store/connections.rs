@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Store, StoreError, now};
 use crate::domain::{
-    ClientId, Connection, ConnectionName, ConnectionSettings, ConnectionStatus, EmailAddress, Host,
-    LimitOverrides, Port, RedirectUri, ScopeList, Tenant,
+    ClientId, Connection, ConnectionName, ConnectionSettings, ConnectionStatus, EmailAddress,
+    Expiry, Host, LimitOverrides, Port, RedirectUri, ScopeList, Tenant,
 };
 
 /// Re-exported for callers that list connections without decoding them.
@@ -18,7 +18,10 @@ pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.fl
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
     c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
-    EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh";
+    EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh, \
+    c.secret_expires_at, c.last_used_at, \
+    (SELECT s.updated_at FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS refresh_obtained_at, \
+    (SELECT s.expires_at FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'access_token') AS access_expires_at";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -38,6 +41,11 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let ts = |c: &str| -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
         let v: i64 = row.try_get(c)?;
         chrono::DateTime::from_timestamp(v, 0).ok_or_else(|| corrupt(c, v))
+    };
+    let opt_ts = |c: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let v: Option<i64> = row.try_get(c)?;
+        v.map(|v| chrono::DateTime::from_timestamp(v, 0).ok_or_else(|| corrupt(c, v)))
+            .transpose()
     };
     let settings = ConnectionSettings {
         name: ConnectionName::parse(&get_s("name")?).map_err(|e| corrupt("name", e))?,
@@ -77,6 +85,12 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         refresh_token_set: row.try_get("has_refresh")?,
         created_at: ts("created_at")?,
         updated_at: ts("updated_at")?,
+        expiry: Expiry {
+            secret_expires: opt_ts("secret_expires_at")?.map(|t| t.date_naive()),
+            refresh_obtained_at: opt_ts("refresh_obtained_at")?,
+            access_expires_at: opt_ts("access_expires_at")?,
+            last_used_at: opt_ts("last_used_at")?,
+        },
     })
 }
 
@@ -232,6 +246,22 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Records (or clears) the date the connection's client secret expires.
+    pub async fn set_secret_expiry(
+        &self,
+        id: i64,
+        date: Option<chrono::NaiveDate>,
+    ) -> Result<(), StoreError> {
+        let at = date.map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp());
+        sqlx::query("UPDATE connections SET secret_expires_at = ?, updated_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

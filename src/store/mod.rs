@@ -14,6 +14,7 @@ mod import;
 pub mod keyfile;
 mod message_log;
 pub mod messages;
+pub mod notifications;
 pub mod outbox_batch;
 pub mod password_check;
 pub mod queue_admin;

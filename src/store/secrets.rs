@@ -139,7 +139,8 @@ impl Store {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ? WHERE id = ?")
+        sqlx::query("UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ?, last_used_at = ? WHERE id = ?")
+            .bind(t)
             .bind(t)
             .bind(connection_id)
             .execute(&mut *tx)

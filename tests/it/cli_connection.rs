@@ -381,3 +381,50 @@ fn completion_scripts_cover_the_commands_and_bash_parses_them() {
     let wrong = home.run(&["completions", "tcsh"]);
     assert_eq!(wrong.code, 2, "{}", wrong.all());
 }
+
+#[test]
+fn secret_expiry_is_kept_shown_and_cleared_and_a_bad_date_is_refused() {
+    let home = TestHome::new();
+    home.add_connection("contoso", SECRET, &["--secret-expires", "2027-03-31"])
+        .ok();
+    let show = |home: &TestHome| -> serde_json::Value {
+        let out = home.run(&["connection", "show", "contoso", "--json"]).ok();
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    assert_eq!(show(&home)["secret_expires"], "2027-03-31");
+    let list = home.run(&["connection", "list"]).ok();
+    assert!(
+        list.stdout.contains("SECRET EXPIRES") && list.stdout.contains("2027-03-31"),
+        "{}",
+        list.stdout
+    );
+    let text = home.run(&["connection", "show", "contoso"]).ok();
+    assert!(
+        text.stdout.contains("Secret expires         2027-03-31"),
+        "{}",
+        text.stdout
+    );
+
+    let bad = home.run(&[
+        "connection",
+        "edit",
+        "contoso",
+        "--secret-expires",
+        "31/03/2027",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.stderr.contains("--secret-expires") && bad.stderr.contains("YYYY-MM-DD"),
+        "{}",
+        bad.stderr
+    );
+    assert_eq!(
+        show(&home)["secret_expires"],
+        "2027-03-31",
+        "a refused edit changes nothing"
+    );
+
+    home.run(&["connection", "edit", "contoso", "--secret-expires", "none"])
+        .ok();
+    assert!(show(&home)["secret_expires"].is_null());
+}

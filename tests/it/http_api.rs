@@ -953,3 +953,54 @@ async fn a_refused_consent_is_explained_and_changes_nothing() {
         .unwrap();
     assert_eq!(page.status(), 400);
 }
+
+#[tokio::test]
+async fn the_api_keeps_the_secret_expiry_and_names_a_bad_date() {
+    let app = spawn_http().await;
+    let key = app.admin_key().await;
+    let mut body = connection_json("contoso", "s3cret-value-0123456789");
+    body["secret_expires"] = "2027-03-31".into();
+    let resp = app
+        .request(Method::POST, "/api/v1/connections", Some(&key))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, v, _) = json(resp).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["secret_expires"], "2027-03-31");
+
+    let resp = app
+        .request(Method::PATCH, "/api/v1/connections/contoso", Some(&key))
+        .json(&serde_json::json!({"secret_expires": "next year"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, v, text) = json(resp).await;
+    assert_eq!(status, 422, "{text}");
+    assert!(
+        text.contains("secret_expires") && text.contains("YYYY-MM-DD"),
+        "{text}"
+    );
+    let (_, v2, _) = json(
+        app.request(Method::GET, "/api/v1/connections/contoso", Some(&key))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        v2["secret_expires"], "2027-03-31",
+        "unchanged after a refused edit: {v}"
+    );
+
+    let resp = app
+        .request(Method::PATCH, "/api/v1/connections/contoso", Some(&key))
+        .json(&serde_json::json!({"secret_expires": ""}))
+        .send()
+        .await
+        .unwrap();
+    let (status, v, _) = json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["secret_expires"].is_null(), "{v}");
+}

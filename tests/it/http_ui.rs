@@ -773,3 +773,82 @@ async fn browser_end_to_end() {
     stop.cancel();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(30), server).await;
 }
+
+#[tokio::test]
+async fn the_health_page_shows_the_doctor_checks_and_what_the_admin_was_told() {
+    let ui = Ui::new().await;
+    assert_eq!(
+        ui.get("/admin/health", None).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let event = postern::store::notifications::NewNotification {
+        event: "connection.needs_reauthorization".into(),
+        connection: Some("contoso".into()),
+        reason: "invalid_grant: AADSTS700082: expired".into(),
+        fix: "Run `postern connection authorize contoso` to sign in again.".into(),
+    };
+    ui.store
+        .record_transition(
+            "contoso",
+            "status",
+            None,
+            "needs-reauthorization",
+            Some(&event),
+        )
+        .await
+        .unwrap();
+    let id = ui.store.pending_notifications(1).await.unwrap()[0].id;
+    ui.store
+        .record_notification_attempt(id, "webhook", false, "attempt 1/4: HTTP 500")
+        .await
+        .unwrap();
+    let session = ui.login().await;
+    let page = ui.get("/admin/health", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(body.contains("aria-current=\"page\">Health"), "{body}");
+    assert!(
+        body.contains("<td>store</td><td>PRAGMA quick_check: ok</td>"),
+        "{body}"
+    );
+    assert!(body.contains("No channel configured"), "{body}");
+    assert!(body.contains("connection.needs_reauthorization") && body.contains("AADSTS700082"));
+    assert!(
+        body.contains("webhook failed: attempt 1/4: HTTP 500"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn the_form_takes_the_secret_expiry_and_refuses_a_bad_date() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let csrf = ui.get("/admin", Some(&session)).await.csrf();
+    let bad = connection_form(&csrf) + "&secret_expires=31%2F03%2F2027";
+    let page = ui.post("/admin/connections", Some(&session), bad).await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("is not a date"), "{}", page.body);
+    assert!(
+        ui.store.connection("contoso").await.is_err(),
+        "nothing saved"
+    );
+
+    let good = connection_form(&csrf) + "&secret_expires=2027-03-31";
+    let page = ui.post("/admin/connections", Some(&session), good).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let shown = ui.get("/admin/connections/contoso", Some(&session)).await;
+    assert!(
+        shown.body.contains("Secret expires</dt><dd>2027-03-31"),
+        "{}",
+        shown.body
+    );
+    let edit = ui
+        .get("/admin/connections/contoso/edit", Some(&session))
+        .await;
+    assert!(
+        edit.body
+            .contains("name=\"secret_expires\" value=\"2027-03-31\""),
+        "{}",
+        edit.body
+    );
+}

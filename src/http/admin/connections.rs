@@ -79,6 +79,7 @@ pub struct ConnectionForm {
     max_concurrent: Option<String>,
     limits: Option<String>,
     enabled: Option<String>,
+    secret_expires: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionForm {
@@ -123,6 +124,17 @@ impl ConnectionForm {
         }
     }
 
+    /// The expiry date typed (`Some(None)` when emptied), or the field's error.
+    fn secret_expiry(&self) -> Result<Option<Option<chrono::NaiveDate>>, ValidationErrors> {
+        self.secret_expires
+            .as_deref()
+            .map(|t| {
+                crate::domain::parse_expiry_date(t)
+                    .map_err(|m| ValidationErrors::single("secret_expires", m))
+            })
+            .transpose()
+    }
+
     /// Secrets given in the form; empty fields keep what is stored.
     fn secrets(&self) -> (Option<SecretString>, Option<SecretString>) {
         (
@@ -141,12 +153,18 @@ fn form_page(
     values: &ConnectionInput,
     errors: Option<&ValidationErrors>,
     secrets: SecretsSet,
+    secret_expires: Option<&str>,
 ) -> Result<Response, PageError> {
     let provider = values
         .provider
         .clone()
         .unwrap_or_else(|| "microsoft".into());
-    let (fields, advanced) = form::fields(values, errors, secrets);
+    let (mut fields, advanced) = form::fields(values, errors, secrets);
+    let at = fields
+        .iter()
+        .position(|f| f.name == "client_secret")
+        .map_or(fields.len(), |i| i + 1);
+    fields.insert(at, form::secret_expires_field(secret_expires, errors));
     let title = match existing {
         Some(name) => format!("Edit connection {name}"),
         None => "New connection".to_string(),
@@ -216,6 +234,7 @@ pub async fn new_form(
         &values,
         None,
         SecretsSet::default(),
+        None,
     )
 }
 
@@ -225,7 +244,7 @@ pub async fn create(
     CsrfForm { session, form }: CsrfForm<ConnectionForm>,
 ) -> Result<Response, PageError> {
     let input = form.input();
-    let (settings, notices) = match input.validate() {
+    let (settings, notices) = match form.secret_expiry().and(input.validate()) {
         Ok(ok) => ok,
         Err(errors) => {
             return form_page(
@@ -236,6 +255,7 @@ pub async fn create(
                 &input,
                 Some(&errors),
                 SecretsSet::default(),
+                form.secret_expires.as_deref(),
             );
         }
     };
@@ -251,6 +271,7 @@ pub async fn create(
                 &input,
                 Some(&name_taken(&n)),
                 SecretsSet::default(),
+                form.secret_expires.as_deref(),
             );
         }
         Err(e) => return Err(e.into()),
@@ -286,6 +307,10 @@ async fn saved(
 ) -> Result<Response, PageError> {
     let (secret, refresh) = form.secrets();
     save_secrets(state.store(), conn.id, secret.as_ref(), refresh.as_ref()).await?;
+    // Checked before anything was saved.
+    if let Ok(Some(date)) = form.secret_expiry() {
+        state.store().set_secret_expiry(conn.id, date).await?;
+    }
     let what = if done == "created" {
         "created"
     } else {
@@ -308,6 +333,7 @@ pub async fn edit_form(
 ) -> Result<Response, PageError> {
     let conn = state.store().connection(&name).await?;
     let values = ConnectionInput::from_settings(&conn.settings);
+    let expires = conn.expiry.secret_expires.map(|d| d.to_string());
     let secrets = SecretsSet {
         client_secret: conn.client_secret_set,
         refresh_token: conn.refresh_token_set,
@@ -320,6 +346,7 @@ pub async fn edit_form(
         &values,
         None,
         secrets,
+        expires.as_deref(),
     )
 }
 
@@ -336,7 +363,7 @@ pub async fn update(
         refresh_token: current.refresh_token_set,
     };
     let input = ConnectionInput::from_settings(&current.settings).overlay(form.input());
-    let (settings, notices) = match input.validate() {
+    let (settings, notices) = match form.secret_expiry().and(input.validate()) {
         Ok(ok) => ok,
         Err(errors) => {
             return form_page(
@@ -347,6 +374,7 @@ pub async fn update(
                 &input,
                 Some(&errors),
                 secrets,
+                form.secret_expires.as_deref(),
             );
         }
     };
@@ -361,6 +389,7 @@ pub async fn update(
                 &input,
                 Some(&name_taken(&n)),
                 secrets,
+                form.secret_expires.as_deref(),
             );
         }
         Err(e) => return Err(e.into()),

@@ -112,6 +112,19 @@ pub struct SecretsSet {
     pub refresh_token: bool,
 }
 
+/// The client secret's expiry date, kept beside the connection rather than in its settings.
+pub fn secret_expires_field(value: Option<&str>, errors: Option<&ValidationErrors>) -> FormField {
+    let mut f = FormField::new("secret_expires", "Client secret expires", "date", value).help(
+        "The date Azure shows beside the secret (Certificates & secrets › Expires): Postern warns 30, 7 and 1 days before. Empty to clear.",
+    );
+    f.error = errors.and_then(|e| {
+        e.0.iter()
+            .find(|x| x.field == "secret_expires")
+            .map(|x| x.message.clone())
+    });
+    f
+}
+
 /// The main fields and the advanced ones, with `errors` placed on their fields.
 pub fn fields(
     v: &ConnectionInput,

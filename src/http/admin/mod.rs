@@ -7,6 +7,7 @@ mod connections;
 mod dashboard;
 mod form;
 mod guide;
+mod health;
 mod keys;
 mod login;
 mod messages;
@@ -183,6 +184,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/logout", post(login::logout))
         .route("/admin", get(dashboard::page))
         .route("/admin/guide", get(guide::page))
+        .route("/admin/health", get(health::page))
         .route("/admin/connections/new", get(connections::new_form))
         .route("/admin/connections", post(connections::create))
         .route(

@@ -66,6 +66,24 @@ pub struct ConnectionBody {
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
     pub refresh_token: Option<SecretString>,
+    /// The client secret's expiry date, `YYYY-MM-DD` (Azure portal: Certificates & secrets);
+    /// `""` clears it. Postern warns 30, 7 and 1 days before.
+    pub secret_expires: Option<String>,
+}
+
+impl ConnectionBody {
+    /// `Some(date or None)` when `secret_expires` was sent.
+    fn secret_expiry(
+        &self,
+    ) -> Result<Option<Option<chrono::NaiveDate>>, crate::domain::ValidationErrors> {
+        self.secret_expires
+            .as_deref()
+            .map(|t| {
+                crate::domain::parse_expiry_date(t)
+                    .map_err(|m| crate::domain::ValidationErrors::single("secret_expires", m))
+            })
+            .transpose()
+    }
 }
 
 impl ConnectionBody {
@@ -133,6 +151,14 @@ pub struct ConnectionDoc {
     refresh_token: String,
     created_at: String,
     updated_at: String,
+    /// The client secret's expiry date (`YYYY-MM-DD`), if entered.
+    secret_expires: Option<String>,
+    /// When the current refresh token was obtained (RFC 3339).
+    refresh_token_obtained_at: Option<String>,
+    /// When the cached access token expires (RFC 3339).
+    access_token_expires_at: Option<String>,
+    /// The last time a token was obtained (RFC 3339).
+    last_used_at: Option<String>,
     /// Only after create and update: what Postern adjusted (e.g. added `offline_access`).
     notices: Option<Vec<String>>,
 }
@@ -228,8 +254,12 @@ pub async fn create(
     JsonBody(body): JsonBody<ConnectionBody>,
 ) -> ApiResult<Response> {
     let (settings, notices) = body.input().validate()?;
+    let expires = body.secret_expiry()?;
     let store = state.store();
     let conn = store.insert_connection(&settings).await?;
+    if let Some(date) = expires {
+        store.set_secret_expiry(conn.id, date).await?;
+    }
     save_secrets(
         store,
         conn.id,
@@ -286,7 +316,11 @@ pub async fn update(
     let (settings, notices) = ConnectionInput::from_settings(&current.settings)
         .overlay(body.input())
         .validate()?;
+    let expires = body.secret_expiry()?;
     let conn = store.update_connection(current.id, &settings).await?;
+    if let Some(date) = expires {
+        store.set_secret_expiry(conn.id, date).await?;
+    }
     save_secrets(
         store,
         conn.id,

@@ -233,7 +233,7 @@ impl SmtpError {
     }
 
     /// What to tell the admin, for the replies that deserve more than their own text.
-    pub fn explanation(&self) -> Option<&'static str> {
+    pub fn explanation(&self) -> Option<String> {
         explain::explain(self)
     }
 

@@ -1,37 +1,10 @@
 //! Plain-language hints for the failures an admin cannot decode from the reply alone
-//! (PROTOCOL.md, "Errors worth a human explanation").
+//! (PROTOCOL.md, "Errors worth a human explanation"). Provider replies are explained by the
+//! catalogue ([`crate::explain`]); only Postern's own refusals (TLS, STARTTLS) are worded here.
 
 use super::error::SmtpError;
 use super::reply::Reply;
-
-pub(super) const TOKEN_REJECTED: &str = "The server rejected the access token even after a refresh. \
-Check that the connection's scope is https://outlook.office.com/SMTP.Send (GCC High/DoD: \
-https://outlook.office365.us/SMTP.Send; 21Vianet: https://partner.outlook.cn/SMTP.Send; a Microsoft \
-Graph token is refused by SMTP with 535 5.7.3; for Gmail: https://mail.google.com/), that the user name is the \
-mailbox that consented, then re-authorize the connection.";
-
-pub(super) const SMTP_AUTH_DISABLED: &str = "SMTP AUTH is disabled for this mailbox or tenant \
-(535 5.7.139); a new token will not help. Enable it for the mailbox with \
-`Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false` (or tenant-wide with \
-`Set-TransportConfig -SmtpClientAuthenticationDisabled $false`), and make sure Entra ID security \
-defaults are off, since they disable SMTP AUTH.";
-
-const NOT_AUTHENTICATED: &str = "The server says the client is not authenticated at MAIL FROM \
-(530 5.7.57): AUTH did not happen or did not succeed on this connection.";
-
-const SEND_AS_DENIED: &str = "The From address is not the authenticated mailbox, and that mailbox \
-has no SendAs right on it. Send as the mailbox itself, or grant the right in Exchange: \
-`Add-RecipientPermission -Identity <from address> -Trustee <mailbox> -AccessRights SendAs`.";
-
-const CONCURRENCY_LIMIT: &str = "Too many simultaneous connections for this mailbox (Exchange \
-Online allows 3 per mailbox). Postern will back off; lower this connection's concurrency.";
-
-const QUOTA_EXCEEDED: &str = "The mailbox reached its sending limit (Exchange Online: 10,000 \
-recipients per day, 30 messages per minute). Wait for the quota to recover, or spread the load \
-over several mailboxes.";
-
-const BASIC_AUTH_UNSUPPORTED: &str = "The server refuses basic authentication (550 5.7.30): this \
-connection must authenticate with OAuth (XOAUTH2).";
+use crate::explain::{self as catalogue, Context};
 
 const STARTTLS_MISSING: &str = "The server did not offer STARTTLS, so Postern refused to continue \
 rather than send the token in cleartext. Check the host and port (587 uses STARTTLS, 465 implicit \
@@ -56,11 +29,15 @@ fn is_old_tls(e: &rustls::Error) -> bool {
     )
 }
 
-pub(super) fn explain(error: &SmtpError) -> Option<&'static str> {
+pub(super) fn explain(error: &SmtpError) -> Option<String> {
     match error {
-        SmtpError::Tls { source, .. } if is_old_tls(source) => Some(OLD_TLS),
-        SmtpError::TokenRejected { .. } => Some(TOKEN_REJECTED),
-        SmtpError::StartTlsNotOffered { .. } => Some(STARTTLS_MISSING),
+        SmtpError::Tls { source, .. } if is_old_tls(source) => Some(OLD_TLS.to_string()),
+        SmtpError::TokenRejected { reply } => {
+            // Whatever the server's code, a refused token after a refresh means scope or mailbox.
+            let entry = catalogue::smtp(535, Some((5, 7, 3)), "")?;
+            Some(explain_reply(reply).unwrap_or_else(|| entry.explain(Context::default())))
+        }
+        SmtpError::StartTlsNotOffered { .. } => Some(STARTTLS_MISSING.to_string()),
         SmtpError::Rejected { reply, .. } => explain_reply(reply),
         SmtpError::RecipientsRefused { report } => report
             .recipients
@@ -70,27 +47,10 @@ pub(super) fn explain(error: &SmtpError) -> Option<&'static str> {
     }
 }
 
-/// The hint for a reply, if it is one of the known ones.
-pub fn explain_reply(reply: &Reply) -> Option<&'static str> {
-    // Text first: Exchange sends SendAsDenied and quota errors under several enhanced codes.
-    if reply.text_contains("SubmissionQuotaExceeded") {
-        return Some(QUOTA_EXCEEDED);
-    }
-    if reply.text_contains("SendAsDenied") {
-        return Some(SEND_AS_DENIED);
-    }
-    match (
-        reply.code,
-        reply.enhanced.map(|e| (e.class, e.subject, e.detail)),
-    ) {
-        (535, Some((5, 7, 139))) => Some(SMTP_AUTH_DISABLED),
-        (535, Some((5, 7, 3))) => Some(TOKEN_REJECTED),
-        (530, Some((5, 7, 57))) => Some(NOT_AUTHENTICATED),
-        (554, Some((5, 2, 252))) => Some(SEND_AS_DENIED),
-        (432, Some((4, 3, 2))) => Some(CONCURRENCY_LIMIT),
-        (550, Some((5, 7, 30))) => Some(BASIC_AUTH_UNSUPPORTED),
-        _ => None,
-    }
+/// The catalogue's explanation of a reply, if it is one of the known ones.
+pub fn explain_reply(reply: &Reply) -> Option<String> {
+    let enhanced = reply.enhanced.map(|e| (e.class, e.subject, e.detail));
+    catalogue::smtp(reply.code, enhanced, &reply.text()).map(|e| e.explain(Context::default()))
 }
 
 #[cfg(test)]

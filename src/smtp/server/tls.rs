@@ -71,6 +71,13 @@ pub fn acceptor_from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, T
     Ok(TlsAcceptor::from(server_config(certs, key)?))
 }
 
+/// When the first certificate in a PEM file expires (unix seconds), if it can be read.
+pub fn certificate_not_after(path: &Path) -> Option<i64> {
+    let certs = load_certs(path).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    Some(parsed.validity().not_after.timestamp())
+}
+
 /// A self-signed certificate kept on disk.
 pub struct SelfSigned {
     pub acceptor: TlsAcceptor,
