@@ -16,10 +16,13 @@ use crate::domain::Host;
 use crate::metrics::Metrics;
 use crate::oauth::TokenManager;
 use crate::outbox::{Delivery, Outbox, RelayIntake, Wakers};
+use crate::reload::{Live, Reloader, SettingsSource};
 use crate::settings::Settings;
-use crate::smtp::server::{IpNetwork, ListenerConfig, RelayServer, RelayStats, tls};
+use crate::smtp::server::{IpNetwork, ListenerConfig, LiveCert, RelayServer, RelayStats, tls};
 use crate::store::Store;
 use crate::store::password_check::{self, PasswordChecks};
+use crate::systemd::Notifier;
+use crate::telemetry::LogControl;
 
 /// How often idle connections are checked for a keep-alive refresh.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(3600);
@@ -58,6 +61,11 @@ pub struct Application {
     relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
     /// The LAN-only cleartext listener (`server.plain_listen`), when configured.
     relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
+    /// What a reload may change in the running listeners.
+    live: Live,
+    /// Where a reload reads the settings again; without it SIGHUP keeps its default (exit).
+    reload: Option<(SettingsSource, Option<LogControl>)>,
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Application {
@@ -93,7 +101,7 @@ async fn bind(
     Ok((l, bound))
 }
 
-fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
+pub(crate) fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
     let s = &settings.server;
     let hostname = Host::parse(&s.hostname).map_err(|e| StartError::Setting {
         key: "server.hostname",
@@ -140,7 +148,7 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
 /// The plain listener's policy: no TLS at all (a device that sees STARTTLS offered tries its
 /// TLS 1.0 and fails rather than go on in clear), and AUTH without TLS only from
 /// `server.plain_networks` (others get `538 5.7.11`), whatever `allow_cleartext_auth` says.
-fn plain_listener_config(
+pub(crate) fn plain_listener_config(
     settings: &Settings,
     base: &ListenerConfig,
 ) -> Result<ListenerConfig, StartError> {
@@ -190,17 +198,19 @@ impl Application {
         let stats = RelayStats::default();
 
         let config = listener_config(&settings)?;
-        let acceptor = match (&settings.server.tls_cert, &settings.server.tls_key) {
-            (Some(cert), Some(key)) => tls::acceptor_from_pem_files(cert, key)?,
+        // A live certificate, so that a reload can renew it for new handshakes.
+        let cert = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => LiveCert::from_pem_files(cert, key)?,
             _ => {
                 let s = tls::self_signed_acceptor(&settings.store.data_dir, &config.hostname)?;
                 tracing::warn!(
                     cert = %s.cert_path.display(),
                     "the relay uses a self-signed certificate: apps must trust it (or set server.tls_cert and server.tls_key)"
                 );
-                s.acceptor
+                LiveCert::from_pem_files(&s.cert_path, &s.key_path)?
             }
         };
+        let acceptor = cert.acceptor()?;
         let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
         let relay = RelayServer::new(l, config.clone(), intake.clone())
             .with_starttls(acceptor.clone())
@@ -229,6 +239,12 @@ impl Application {
             None => None,
         };
         let (http, http_addr) = bind(settings.server.http_listen, "HTTP").await?;
+        let live = Live {
+            cert,
+            relay: relay.live_config(),
+            relay_tls: relay_tls.as_ref().map(|(r, _)| r.live_config()),
+            relay_plain: relay_plain.as_ref().map(|(r, _)| r.live_config()),
+        };
         Ok(Self {
             settings,
             store,
@@ -243,7 +259,23 @@ impl Application {
             relay_addr,
             relay_tls,
             relay_plain,
+            live,
+            reload: None,
+            notify: Notifier::default(),
         })
+    }
+
+    /// Reload the settings from `source` on SIGHUP (`postern reload`), and the log level with
+    /// `log` when the level comes from the settings.
+    pub fn with_reload(mut self, source: SettingsSource, log: Option<LogControl>) -> Self {
+        self.reload = Some((source, log));
+        self
+    }
+
+    /// Tell systemd when serve is ready, reloading and stopping.
+    pub fn with_notifier(mut self, notify: Notifier) -> Self {
+        self.notify = notify;
+        self
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -340,7 +372,20 @@ impl Application {
             }
         });
 
-        shutdown.await;
+        self.notify.ready();
+        match self.reload {
+            None => shutdown.await,
+            Some((source, log)) => {
+                let reloader = Reloader {
+                    source,
+                    current: self.settings.clone(),
+                    live: self.live.clone(),
+                    log,
+                };
+                reload_until(reloader, &self.notify, shutdown).await;
+            }
+        }
+        self.notify.stopping();
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: no new sessions; finishing what is in flight"
@@ -360,6 +405,34 @@ impl Application {
         let _ = self.committer.await;
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Reloads on every SIGHUP until `shutdown` completes.
+async fn reload_until(
+    mut reloader: Reloader,
+    notify: &Notifier,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
+            return shutdown.await;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            Some(()) = hangups.recv() => {
+                notify.reloading();
+                // Reading files and parsing PEM: quick, and no other task waits on it.
+                reloader.reload_and_log();
+                notify.reloaded();
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`app`]: start-up as a type: binds the listeners, starts the workers, serves until stopped.
 //! - [`cli`]: the command line, one file per command group; thin over the library.
+//! - [`reload`]: re-reading the settings in a running serve (SIGHUP, `postern reload`).
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
@@ -14,6 +15,7 @@
 //! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
 //! - [`roots`]: the platform's trusted CA certificates, read once.
+//! - [`systemd`]: readiness notifications for a `Type=notify` unit (`sd_notify`).
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -23,8 +25,10 @@ pub mod http;
 pub mod metrics;
 pub mod oauth;
 pub mod outbox;
+pub mod reload;
 pub mod roots;
 pub mod settings;
 pub mod smtp;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
