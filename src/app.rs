@@ -318,6 +318,12 @@ impl Application {
         );
         tasks.spawn(delivery.run(stop.clone()));
         tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
+        tasks.spawn(crate::retention::run(
+            self.store.clone(),
+            self.settings.retention.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        ));
         let relay_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = self.relay.run(relay_stop).await {
@@ -464,7 +470,11 @@ async fn metrics(
         axum::http::StatusCode::INTERNAL_SERVER_ERROR
     })?;
     let passwords = s.store.password_checks().counters();
-    let body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
+    let mut body = s.metrics.render(&queue, &s.stats.snapshot(), &passwords);
+    match s.store.store_bytes().await {
+        Ok(bytes) => body.push_str(&s.metrics.render_store(bytes)),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's size"),
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -5,6 +5,7 @@
 //! - [`app`]: start-up as a type: binds the listeners, starts the workers, serves until stopped.
 //! - [`cli`]: the command line, one file per command group; thin over the library.
 //! - [`reload`]: re-reading the settings in a running serve (SIGHUP, `postern reload`).
+//! - [`retention`]: the background pruning of the sent-mail log (`retention.log_days`).
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod outbox;
 pub mod reload;
+pub mod retention;
 pub mod roots;
 pub mod settings;
 pub mod smtp;

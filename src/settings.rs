@@ -19,6 +19,23 @@ pub struct Settings {
     pub server: ServerSettings,
     pub tokens: TokenSettings,
     pub delivery: DeliverySettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Delete finished messages (sent or failed) from the sent-mail log, with their recipient
+    /// results and attempts, this many days after they finished; 0 keeps them forever. Mail not
+    /// yet finished (queued, deferred, held) is never deleted; failed mail keeps its content
+    /// until then, so it can be sent again.
+    pub log_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { log_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -305,8 +322,9 @@ impl Loader {
                     return Err(SettingsError::Invalid {
                         key: section,
                         origin,
-                        message: "expected a [section] (store, log, server, tokens, delivery)"
-                            .into(),
+                        message:
+                            "expected a [section] (store, log, server, tokens, delivery, retention)"
+                                .into(),
                     });
                 }
             }
@@ -362,7 +380,9 @@ impl Loader {
                         .find(|(k, _)| k.starts_with(&format!("{section}.")))
                         .map(|(_, o)| o.clone())
                         .unwrap_or(Origin::Default),
-                    message: "unknown section: use store, log, server, tokens or delivery".into(),
+                    message:
+                        "unknown section: use store, log, server, tokens, delivery or retention"
+                            .into(),
                 });
             };
             for (key, value) in keys {
@@ -633,6 +653,25 @@ mod tests {
         assert_eq!(s.server.plain_listen, Some("0.0.0.0:2526".parse().unwrap()));
         assert_eq!(s.server.plain_networks, ["192.168.1.0/24"]);
         assert_eq!(Settings::default().server.plain_listen, None);
+    }
+
+    #[test]
+    fn retention_is_its_own_section_with_a_90_day_default() {
+        assert_eq!(Settings::default().retention.log_days, 90);
+        let s = Loader::new()
+            .env(env(&[("POSTERN_RETENTION__LOG_DAYS", "0")]))
+            .build()
+            .unwrap();
+        assert_eq!(s.retention.log_days, 0);
+        let err = Loader::new()
+            .env(env(&[("POSTERN_RETENTION__BODY_DAYS", "7")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("body_days") && err.contains("POSTERN_RETENTION__BODY_DAYS"),
+            "{err}"
+        );
     }
 
     #[test]

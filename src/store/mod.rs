@@ -13,6 +13,7 @@ pub mod messages;
 pub mod outbox_batch;
 pub mod password_check;
 pub mod queue_admin;
+pub mod retention;
 mod rotate;
 pub use rotate::Rotation;
 pub mod relay_users;
