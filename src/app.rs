@@ -41,6 +41,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsSetupError),
     #[error("setting {key}: {message}")]
     Setting { key: &'static str, message: String },
+    #[error("settings file connections: {0}")]
+    Declared(#[from] crate::declared::DeclaredError),
     #[error("token manager: {0}")]
     Tokens(#[from] crate::oauth::TokenError),
 }
@@ -191,6 +193,7 @@ impl Application {
         let store = Store::open(&settings.store.data_dir, settings.store.key_file.as_deref())
             .await?
             .with_password_checks(password_checks(&settings));
+        crate::declared::sync(&store, &settings.connections).await?;
         let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
         let wakers = Wakers::default();
         let (outbox, committer) = Outbox::start(store.clone(), wakers);
@@ -383,6 +386,7 @@ impl Application {
             None => shutdown.await,
             Some((source, log)) => {
                 let reloader = Reloader {
+                    store: self.store.clone(),
                     source,
                     current: self.settings.clone(),
                     live: self.live.clone(),
@@ -435,7 +439,7 @@ async fn reload_until(
             Some(()) = hangups.recv() => {
                 notify.reloading();
                 // Reading files and parsing PEM: quick, and no other task waits on it.
-                reloader.reload_and_log();
+                reloader.reload_and_log().await;
                 notify.reloaded();
             }
         }

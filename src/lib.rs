@@ -6,6 +6,7 @@
 //! - [`cli`]: the command line, one file per command group; thin over the library.
 //! - [`reload`]: re-reading the settings in a running serve (SIGHUP, `postern reload`).
 //! - [`retention`]: the background pruning of the sent-mail log (`retention.log_days`).
+//! - [`declared`]: connections declared in postern.toml, kept in the store at start and reload.
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
 //! - [`domain`]: newtypes that parse at the edge (names, addresses, tenants, scopes, the connection record).
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod declared;
 pub mod domain;
 pub mod http;
 pub mod metrics;

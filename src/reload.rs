@@ -41,6 +41,10 @@ pub enum ReloadError {
     },
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
+    #[error(transparent)]
+    Declared(#[from] crate::declared::DeclaredError),
+    #[error("connections: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// What a reload did, for the log line and the tests.
@@ -65,6 +69,7 @@ pub(crate) struct Live {
 
 /// Holds the settings in effect and applies new ones.
 pub(crate) struct Reloader {
+    pub store: crate::store::Store,
     pub source: SettingsSource,
     pub current: Settings,
     pub live: Live,
@@ -79,8 +84,11 @@ impl std::fmt::Debug for Reloader {
 
 impl Reloader {
     /// Reads, checks, then applies; on any error nothing changed.
-    pub fn reload(&mut self) -> Result<Outcome, ReloadError> {
+    pub async fn reload(&mut self) -> Result<Outcome, ReloadError> {
         let next = (self.source)()?;
+        // Declared connections are checked (secrets read) before anything changes, and written
+        // in one transaction first: if that fails, nothing else changes either.
+        let declared = crate::declared::resolve(&next.connections)?;
         // Paths that need a restart are checked against what runs, not the new file.
         let data_dir = &self.current.store.data_dir;
         let (cert_key, cert, key) = match (&next.server.tls_cert, &next.server.tls_key) {
@@ -105,6 +113,12 @@ impl Reloader {
             ReloadError::Tls { key, source }
         })?;
 
+        let synced = self.store.sync_declared(&declared).await?;
+        for name in &synced.released {
+            tracing::warn!(
+                "connection `{name}` is no longer in postern.toml: kept, and no longer managed by the file"
+            );
+        }
         let before = self.live.cert.fingerprint();
         self.live.cert.set(certified);
         let after = self.live.cert.fingerprint();
@@ -113,6 +127,9 @@ impl Reloader {
             new_certificate: (before != after).then_some(after),
             ..Outcome::default()
         };
+        for name in synced.created.iter().chain(&synced.updated) {
+            outcome.applied.push(format!("connections.{name}"));
+        }
         for key in changed_keys(&self.current, &next) {
             if LIVE_KEYS.contains(&key.as_str()) {
                 outcome.applied.push(key);
@@ -149,8 +166,8 @@ impl Reloader {
     }
 
     /// Runs a reload and logs its outcome: one summary line, one line per key needing a restart.
-    pub fn reload_and_log(&mut self) {
-        match self.reload() {
+    pub async fn reload_and_log(&mut self) {
+        match self.reload().await {
             Err(e) => tracing::error!(
                 error = %e,
                 "reload refused: the running settings stay as they were; fix the setting named and reload again"

@@ -176,9 +176,9 @@ impl std::fmt::Display for CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchConnection(_) | StoreError::DuplicateConnection(_) => {
-                CliError::Usage(e.to_string())
-            }
+            StoreError::NoSuchConnection(_)
+            | StoreError::DuplicateConnection(_)
+            | StoreError::ManagedByFile(_) => CliError::Usage(e.to_string()),
             other => CliError::Failed(other.into()),
         }
     }

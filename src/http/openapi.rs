@@ -117,6 +117,7 @@ mod tests {
             status: crate::domain::ConnectionStatus::New,
             client_secret_set: false,
             refresh_token_set: false,
+            managed_by_file: false,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         };

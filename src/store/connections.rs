@@ -14,9 +14,9 @@ use crate::domain::{
 /// Re-exported for callers that list connections without decoding them.
 pub type ConnectionRow = SqliteRow;
 
-const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
+pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
-    c.ca_file, c.enabled, c.max_concurrent, c.status, c.status_reason, c.created_at, c.updated_at, \
+    c.ca_file, c.enabled, c.max_concurrent, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh";
 
@@ -29,7 +29,7 @@ fn opt_url(v: Option<String>, what: &str) -> Result<Option<url::Url>, StoreError
         .transpose()
 }
 
-fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
+pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
     let get_s = |c: &str| row.try_get::<String, _>(c).map_err(StoreError::from);
     let get_o = |c: &str| {
         row.try_get::<Option<String>, _>(c)
@@ -74,6 +74,7 @@ fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         status: ConnectionStatus::from_parts(&get_s("status")?, get_o("status_reason")?),
         client_secret_set: row.try_get("has_secret")?,
         refresh_token_set: row.try_get("has_refresh")?,
+        managed_by_file: row.try_get("managed_by_file")?,
         created_at: ts("created_at")?,
         updated_at: ts("updated_at")?,
     })
@@ -87,10 +88,10 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
     v.as_ref().map(ToString::to_string)
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds the settings' columns, in the order both INSERT and UPDATE name them.
-fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
+pub(super) fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
     q.bind(s.name.as_str())
         .bind(&s.display_name)
         .bind(s.provider.as_str())
@@ -156,12 +157,18 @@ impl Store {
             "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
              authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-             updated_at = ? WHERE id = ?",
+             updated_at = ? WHERE id = ? AND managed_by_file = 0",
         ), s)
         .bind(now())
         .bind(id)
         .execute(&self.pool)
         .await;
+        if matches!(&res, Ok(r) if r.rows_affected() == 0) {
+            let current = self.connection_by_id(id).await?;
+            if current.managed_by_file {
+                return Err(StoreError::ManagedByFile(current.settings.name.to_string()));
+            }
+        }
         self.saved(res, s).await
     }
 
@@ -205,15 +212,17 @@ impl Store {
     }
 
     pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Connection, StoreError> {
-        let n = sqlx::query("UPDATE connections SET enabled = ?, updated_at = ? WHERE name = ?")
-            .bind(enabled)
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE connections SET enabled = ?, updated_at = ? WHERE name = ? AND managed_by_file = 0",
+        )
+        .bind(enabled)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if n == 0 {
-            return Err(StoreError::NoSuchConnection(name.to_string()));
+            return Err(self.why_unchanged(name).await);
         }
         self.connection(name).await
     }
@@ -232,14 +241,23 @@ impl Store {
     }
 
     pub async fn remove_connection(&self, name: &str) -> Result<(), StoreError> {
-        let n = sqlx::query("DELETE FROM connections WHERE name = ?")
+        let n = sqlx::query("DELETE FROM connections WHERE name = ? AND managed_by_file = 0")
             .bind(name)
             .execute(&self.pool)
             .await?
             .rows_affected();
         if n == 0 {
-            return Err(StoreError::NoSuchConnection(name.to_string()));
+            return Err(self.why_unchanged(name).await);
         }
         Ok(())
+    }
+
+    /// Why a statement on connection `name` changed no row: it is managed by the file, or absent.
+    async fn why_unchanged(&self, name: &str) -> StoreError {
+        match self.find_connection(name).await {
+            Ok(Some(c)) if c.managed_by_file => StoreError::ManagedByFile(name.to_string()),
+            Ok(_) => StoreError::NoSuchConnection(name.to_string()),
+            Err(e) => e,
+        }
     }
 }

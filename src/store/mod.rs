@@ -7,6 +7,7 @@ mod api_keys;
 pub mod attempts;
 pub mod backup;
 mod connections;
+pub mod declared;
 pub mod keyfile;
 mod message_log;
 pub mod messages;
@@ -65,6 +66,11 @@ pub enum StoreError {
         "a connection named `{0}` already exists: choose another name or use `postern connection edit {0}`"
     )]
     DuplicateConnection(String),
+    #[error(
+        "connection `{0}` is managed by postern.toml ([[connections]] name = \"{0}\"): change it \
+         there and run `postern reload`, or remove it from the file to manage it here"
+    )]
+    ManagedByFile(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     /// The error of a batch written for several callers at once (group commit).

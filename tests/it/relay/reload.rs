@@ -147,3 +147,66 @@ fn reload_without_a_running_serve_says_so() {
         out.stderr
     );
 }
+
+fn declared(home: &Path, user: Option<&str>) {
+    let secret = home.join("filed.secret");
+    std::fs::write(&secret, "declared-secret-value\n").unwrap();
+    let entry = user
+        .map(|u| {
+            format!(
+                "[[connections]]\nname = \"filed\"\nprovider = \"microsoft\"\nuser = \"{u}\"\n\
+                 tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\n",
+                crate::helpers::CLIENT_ID,
+                secret.display()
+            )
+        })
+        .unwrap_or_default();
+    std::fs::write(home.join("postern.toml"), entry).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_declared_in_the_file_are_created_updated_on_reload_and_not_edited_elsewhere() {
+    let w = World::new(Flow::ClientCredentials).await;
+    let home = w.home.path().to_path_buf();
+    declared(&home, Some("ops@contoso.com"));
+    let _serve = w.serve().await;
+
+    let c = w.json(&["connection", "show", "filed"]).await;
+    assert_eq!(c["user"], "ops@contoso.com", "{c}");
+    assert_ne!(c["client_secret"], "not set", "{c}");
+    assert!(
+        !crate::helpers::contains_bytes(&w.home.data_bytes(), "declared-secret-value"),
+        "the secret is sealed in the store"
+    );
+
+    for args in [
+        &["connection", "edit", "filed", "--display-name", "Ops"][..],
+        &["connection", "remove", "filed", "--yes"][..],
+        &["connection", "disable", "filed"][..],
+    ] {
+        let out = w.postern(args).await;
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(
+            out.stderr.contains("managed by postern.toml") && out.stderr.contains("postern reload"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+
+    declared(&home, Some("sales@contoso.com"));
+    w.postern(&["reload"]).await.ok();
+    let log = wait_log(&w, "settings reloaded", 1).await;
+    assert!(log.contains("connections.filed"), "{log}");
+    let c = w.json(&["connection", "show", "filed"]).await;
+    assert_eq!(c["user"], "sales@contoso.com", "{c}");
+
+    // Out of the file: kept, and the CLI may manage it again.
+    declared(&home, None);
+    w.postern(&["reload"]).await.ok();
+    let log = wait_log(&w, "settings reloaded", 2).await;
+    assert!(
+        log.contains("connection `filed` is no longer in postern.toml"),
+        "{log}"
+    );
+    w.postern(&["connection", "disable", "filed"]).await.ok();
+}
