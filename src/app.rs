@@ -381,18 +381,31 @@ impl Application {
             }
         });
 
+        // Signal handlers first, READY after: systemd may send SIGHUP or SIGTERM as soon as it
+        // hears READY, and a signal without a handler ends the process.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let stopped = futures::poll!(shutdown.as_mut()).is_ready();
+        let reload = self.reload.map(|(source, log)| {
+            let reloader = Reloader {
+                store: self.store.clone(),
+                source,
+                current: self.settings.clone(),
+                live: self.live.clone(),
+                log,
+            };
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            (reloader, hangups)
+        });
         self.notify.ready();
-        match self.reload {
+        match reload {
+            _ if stopped => {}
             None => shutdown.await,
-            Some((source, log)) => {
-                let reloader = Reloader {
-                    store: self.store.clone(),
-                    source,
-                    current: self.settings.clone(),
-                    live: self.live.clone(),
-                    log,
-                };
-                reload_until(reloader, &self.notify, shutdown).await;
+            Some((_, Err(e))) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
+                shutdown.await
+            }
+            Some((reloader, Ok(hangups))) => {
+                reload_until(reloader, hangups, &self.notify, shutdown).await
             }
         }
         self.notify.stopping();
@@ -421,18 +434,10 @@ impl Application {
 /// Reloads on every SIGHUP until `shutdown` completes.
 async fn reload_until(
     mut reloader: Reloader,
+    mut hangups: tokio::signal::unix::Signal,
     notify: &Notifier,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
-            return shutdown.await;
-        }
-    };
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => return,

@@ -131,7 +131,9 @@ impl Reloader {
             outcome.applied.push(format!("connections.{name}"));
         }
         for key in changed_keys(&self.current, &next) {
-            if LIVE_KEYS.contains(&key.as_str()) {
+            if key == "log.level" && self.log.is_none() {
+                tracing::info!("log.level changed, but -v, -q or RUST_LOG chose the level: kept");
+            } else if LIVE_KEYS.contains(&key.as_str()) {
                 outcome.applied.push(key);
             } else {
                 outcome.need_restart.push(key);
@@ -143,14 +145,22 @@ impl Reloader {
         {
             tracing::warn!(error = %e, "log.level: kept the current level");
         }
-        // Keys that need a restart keep their running values, so that the next reload compares
-        // against what really runs.
-        let mut kept = next;
-        kept.store = self.current.store.clone();
-        kept.server.smtp_listen = self.current.server.smtp_listen;
-        kept.server.smtps_listen = self.current.server.smtps_listen;
-        kept.server.plain_listen = self.current.server.plain_listen;
-        kept.server.http_listen = self.current.server.http_listen;
+        // Only what was applied moves into the running settings: a key that needs a restart
+        // keeps its running value, so the next reload names it again.
+        let mut kept = self.current.clone();
+        let (to, from) = (&mut kept.server, &next.server);
+        to.tls_cert.clone_from(&from.tls_cert);
+        to.tls_key.clone_from(&from.tls_key);
+        to.max_message_size = from.max_message_size;
+        to.max_recipients = from.max_recipients;
+        to.trusted_networks.clone_from(&from.trusted_networks);
+        to.bare_lf_networks.clone_from(&from.bare_lf_networks);
+        to.plain_networks.clone_from(&from.plain_networks);
+        to.allow_cleartext_auth = from.allow_cleartext_auth;
+        to.cleartext_auth_on_loopback = from.cleartext_auth_on_loopback;
+        to.received_header = from.received_header;
+        kept.log.level.clone_from(&next.log.level);
+        kept.connections = next.connections;
         self.current = kept;
         Ok(outcome)
     }

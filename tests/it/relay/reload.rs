@@ -134,6 +134,59 @@ async fn a_reload_serves_the_renewed_certificate_keeps_old_settings_on_a_bad_fil
         (250, 452),
         "the new limit, for new sessions"
     );
+
+    // Until the restart, every reload names it again; what was applied is not repeated.
+    w.postern(&["reload"]).await.ok();
+    let log = wait_log(&w, "settings reloaded", 3).await;
+    assert_eq!(
+        log.matches("server.smtps_listen changed: needs a restart")
+            .count(),
+        2,
+        "{log}"
+    );
+    let summary = log
+        .lines()
+        .rfind(|l| l.contains("settings reloaded"))
+        .unwrap();
+    assert!(summary.contains("applied none"), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_tells_systemd_ready_reloading_and_stopping() {
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("notify");
+    let systemd = tokio::net::UnixDatagram::bind(&socket).unwrap();
+    let w = World::new(Flow::ClientCredentials)
+        .await
+        .setting("NOTIFY_SOCKET", socket.to_str().unwrap());
+    let serve = w.serve().await;
+    // Signals follow each notification at once, as systemd may send them: serve must already
+    // handle them (a SIGHUP without a handler ends the process).
+    let next = async || {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(30), systemd.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no notification: {}", w.log()))
+            .unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    };
+    let signal = |sig| {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(serve.pid() as i32).unwrap(),
+            sig,
+        )
+        .unwrap()
+    };
+    assert!(next().await.lines().any(|l| l == "READY=1"));
+    signal(rustix::process::Signal::HUP);
+    let reloading = next().await;
+    assert!(
+        reloading.contains("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert!(next().await.lines().any(|l| l == "READY=1"));
+    signal(rustix::process::Signal::TERM);
+    assert!(next().await.lines().any(|l| l == "STOPPING=1"));
 }
 
 #[test]
