@@ -39,6 +39,8 @@ pub enum ReloadError {
         key: &'static str,
         source: TlsSetupError,
     },
+    #[error("setting {key}: {message}")]
+    Setting { key: &'static str, message: String },
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
     #[error(transparent)]
@@ -89,9 +91,22 @@ impl Reloader {
         // Declared connections are checked (secrets read) before anything changes, and written
         // in one transaction first: if that fails, nothing else changes either.
         let declared = crate::declared::resolve(&next.connections)?;
-        // Paths that need a restart are checked against what runs, not the new file.
-        let data_dir = &self.current.store.data_dir;
-        let (cert_key, cert, key) = match (&next.server.tls_cert, &next.server.tls_key) {
+        // What will run: the keys a reload applies from the new settings, every other key as it
+        // runs now (so the listeners do not take a new hostname or budget half-way, and the
+        // next reload names a key that needs a restart again).
+        let running = with_live_keys(&self.current, &next);
+        if running.server.max_message_size > running.server.message_memory_budget {
+            return Err(ReloadError::Setting {
+                key: "server.max_message_size",
+                message: format!(
+                    "{} is more than the running server.message_memory_budget ({}), which changes only \
+                     with a restart: no message of that size would fit",
+                    running.server.max_message_size, running.server.message_memory_budget
+                ),
+            });
+        }
+        let data_dir = &running.store.data_dir;
+        let (cert_key, cert, key) = match (&running.server.tls_cert, &running.server.tls_key) {
             (Some(c), Some(k)) => ("server.tls_cert", c.clone(), k.clone()),
             _ => (
                 "server.tls_cert",
@@ -100,9 +115,9 @@ impl Reloader {
             ),
         };
         // Everything is built before anything is swapped.
-        let relay = crate::app::listener_config(&next)?;
+        let relay = crate::app::listener_config(&running)?;
         let plain = match self.live.relay_plain {
-            Some(_) => Some(crate::app::plain_listener_config(&next, &relay)?),
+            Some(_) => Some(crate::app::plain_listener_config(&running, &relay)?),
             None => None,
         };
         let certified = crate::smtp::server::tls::certified_key(&cert, &key).map_err(|source| {
@@ -145,23 +160,7 @@ impl Reloader {
         {
             tracing::warn!(error = %e, "log.level: kept the current level");
         }
-        // Only what was applied moves into the running settings: a key that needs a restart
-        // keeps its running value, so the next reload names it again.
-        let mut kept = self.current.clone();
-        let (to, from) = (&mut kept.server, &next.server);
-        to.tls_cert.clone_from(&from.tls_cert);
-        to.tls_key.clone_from(&from.tls_key);
-        to.max_message_size = from.max_message_size;
-        to.max_recipients = from.max_recipients;
-        to.trusted_networks.clone_from(&from.trusted_networks);
-        to.bare_lf_networks.clone_from(&from.bare_lf_networks);
-        to.plain_networks.clone_from(&from.plain_networks);
-        to.allow_cleartext_auth = from.allow_cleartext_auth;
-        to.cleartext_auth_on_loopback = from.cleartext_auth_on_loopback;
-        to.received_header = from.received_header;
-        kept.log.level.clone_from(&next.log.level);
-        kept.connections = next.connections;
-        self.current = kept;
+        self.current = running;
         Ok(outcome)
     }
 
@@ -208,6 +207,25 @@ impl Reloader {
             }
         }
     }
+}
+
+/// `current` with the keys a reload applies taken from `next`.
+fn with_live_keys(current: &Settings, next: &Settings) -> Settings {
+    let mut running = current.clone();
+    let (to, from) = (&mut running.server, &next.server);
+    to.tls_cert.clone_from(&from.tls_cert);
+    to.tls_key.clone_from(&from.tls_key);
+    to.max_message_size = from.max_message_size;
+    to.max_recipients = from.max_recipients;
+    to.trusted_networks.clone_from(&from.trusted_networks);
+    to.bare_lf_networks.clone_from(&from.bare_lf_networks);
+    to.plain_networks.clone_from(&from.plain_networks);
+    to.allow_cleartext_auth = from.allow_cleartext_auth;
+    to.cleartext_auth_on_loopback = from.cleartext_auth_on_loopback;
+    to.received_header = from.received_header;
+    running.log.level.clone_from(&next.log.level);
+    running.connections.clone_from(&next.connections);
+    running
 }
 
 /// `section.key` of every setting whose value differs.
@@ -258,5 +276,29 @@ mod tests {
             ]
         );
         assert!(changed_keys(&old, &old.clone()).is_empty());
+    }
+
+    #[test]
+    fn only_live_keys_reach_the_running_settings() {
+        let current = Settings::default();
+        let mut next = current.clone();
+        next.server.max_recipients = 5;
+        next.server.hostname = "relay.example".into();
+        next.server.max_connections = 10;
+        next.delivery.max_retry_secs = 60;
+        let running = with_live_keys(&current, &next);
+        assert_eq!(running.server.max_recipients, 5);
+        assert_eq!(running.server.hostname, "localhost");
+        assert_eq!(running.server.max_connections, 2048);
+        assert_eq!(running.delivery, current.delivery);
+        assert_eq!(
+            changed_keys(&running, &next),
+            [
+                "delivery.max_retry_secs",
+                "server.hostname",
+                "server.max_connections"
+            ],
+            "named again at the next reload"
+        );
     }
 }
