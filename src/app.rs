@@ -16,10 +16,13 @@ use crate::domain::Host;
 use crate::metrics::{ConnectionGauge, Metrics, StoreGauges};
 use crate::oauth::TokenManager;
 use crate::outbox::{Delivery, Outbox, RelayIntake, Wakers};
+use crate::reload::{Live, Reloader, SettingsSource};
 use crate::settings::Settings;
-use crate::smtp::server::{IpNetwork, ListenerConfig, RelayServer, RelayStats, tls};
+use crate::smtp::server::{IpNetwork, ListenerConfig, LiveCert, RelayServer, RelayStats, tls};
 use crate::store::Store;
 use crate::store::password_check::{self, PasswordChecks};
+use crate::systemd::Notifier;
+use crate::telemetry::LogControl;
 
 /// How often idle connections are checked for a keep-alive refresh.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(3600);
@@ -38,6 +41,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsSetupError),
     #[error("setting {key}: {message}")]
     Setting { key: &'static str, message: String },
+    #[error("settings file connections: {0}")]
+    Declared(#[from] crate::declared::DeclaredError),
     #[error("token manager: {0}")]
     Tokens(#[from] crate::oauth::TokenError),
     #[error("notifications: {0}")]
@@ -63,6 +68,11 @@ pub struct Application {
     /// The relay's certificate file, read at scrape time for its expiry.
     relay_cert: std::path::PathBuf,
     notifier: crate::notify::Notifier,
+    /// What a reload may change in the running listeners.
+    live: Live,
+    /// Where a reload reads the settings again; without it SIGHUP keeps its default (exit).
+    reload: Option<(SettingsSource, Option<LogControl>)>,
+    notify: Notifier,
 }
 
 impl std::fmt::Debug for Application {
@@ -98,7 +108,7 @@ async fn bind(
     Ok((l, bound))
 }
 
-fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
+pub(crate) fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
     let s = &settings.server;
     let hostname = Host::parse(&s.hostname).map_err(|e| StartError::Setting {
         key: "server.hostname",
@@ -145,7 +155,7 @@ fn listener_config(settings: &Settings) -> Result<ListenerConfig, StartError> {
 /// The plain listener's policy: no TLS at all (a device that sees STARTTLS offered tries its
 /// TLS 1.0 and fails rather than go on in clear), and AUTH without TLS only from
 /// `server.plain_networks` (others get `538 5.7.11`), whatever `allow_cleartext_auth` says.
-fn plain_listener_config(
+pub(crate) fn plain_listener_config(
     settings: &Settings,
     base: &ListenerConfig,
 ) -> Result<ListenerConfig, StartError> {
@@ -188,6 +198,7 @@ impl Application {
         let store = Store::open(&settings.store.data_dir, settings.store.key_file.as_deref())
             .await?
             .with_password_checks(password_checks(&settings));
+        crate::declared::sync(&store, &settings.connections).await?;
         let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
         let wakers = Wakers::default();
         let (outbox, committer) = Outbox::start(store.clone(), wakers);
@@ -202,17 +213,22 @@ impl Application {
             settings.delivery.clone(),
         )?;
         let config = listener_config(&settings)?;
-        let (acceptor, relay_cert) = match (&settings.server.tls_cert, &settings.server.tls_key) {
-            (Some(cert), Some(key)) => (tls::acceptor_from_pem_files(cert, key)?, cert.clone()),
+        // A live certificate, so that a reload can renew it for new handshakes.
+        let (cert, relay_cert) = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => (LiveCert::from_pem_files(cert, key)?, cert.clone()),
             _ => {
                 let s = tls::self_signed_acceptor(&settings.store.data_dir, &config.hostname)?;
                 tracing::warn!(
                     cert = %s.cert_path.display(),
                     "the relay uses a self-signed certificate: apps must trust it (or set server.tls_cert and server.tls_key)"
                 );
-                (s.acceptor, s.cert_path)
+                (
+                    LiveCert::from_pem_files(&s.cert_path, &s.key_path)?,
+                    s.cert_path,
+                )
             }
         };
+        let acceptor = cert.acceptor()?;
         let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
         let relay = RelayServer::new(l, config.clone(), intake.clone())
             .with_starttls(acceptor.clone())
@@ -241,6 +257,12 @@ impl Application {
             None => None,
         };
         let (http, http_addr) = bind(settings.server.http_listen, "HTTP").await?;
+        let live = Live {
+            cert,
+            relay: relay.live_config(),
+            relay_tls: relay_tls.as_ref().map(|(r, _)| r.live_config()),
+            relay_plain: relay_plain.as_ref().map(|(r, _)| r.live_config()),
+        };
         Ok(Self {
             settings,
             store,
@@ -257,7 +279,23 @@ impl Application {
             relay_plain,
             relay_cert,
             notifier,
+            live,
+            reload: None,
+            notify: Notifier::default(),
         })
+    }
+
+    /// Reload the settings from `source` on SIGHUP (`postern reload`), and the log level with
+    /// `log` when the level comes from the settings.
+    pub fn with_reload(mut self, source: SettingsSource, log: Option<LogControl>) -> Self {
+        self.reload = Some((source, log));
+        self
+    }
+
+    /// Tell systemd when serve is ready, reloading and stopping.
+    pub fn with_notifier(mut self, notify: Notifier) -> Self {
+        self.notify = notify;
+        self
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -301,6 +339,12 @@ impl Application {
         tasks.spawn(delivery.run(stop.clone()));
         tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
         tasks.spawn(self.notifier.run(stop.clone()));
+        tasks.spawn(crate::retention::run(
+            self.store.clone(),
+            self.settings.retention.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        ));
         let relay_stop = stop.clone();
         tasks.spawn(async move {
             if let Err(e) = self.relay.run(relay_stop).await {
@@ -356,7 +400,34 @@ impl Application {
             }
         });
 
-        shutdown.await;
+        // Signal handlers first, READY after: systemd may send SIGHUP or SIGTERM as soon as it
+        // hears READY, and a signal without a handler ends the process.
+        let mut shutdown = std::pin::pin!(shutdown);
+        let stopped = futures::poll!(shutdown.as_mut()).is_ready();
+        let reload = self.reload.map(|(source, log)| {
+            let reloader = Reloader {
+                store: self.store.clone(),
+                source,
+                current: self.settings.clone(),
+                live: self.live.clone(),
+                log,
+            };
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            (reloader, hangups)
+        });
+        self.notify.ready();
+        match reload {
+            _ if stopped => {}
+            None => shutdown.await,
+            Some((_, Err(e))) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: reloads need a restart");
+                shutdown.await
+            }
+            Some((reloader, Ok(hangups))) => {
+                reload_until(reloader, hangups, &self.notify, shutdown).await
+            }
+        }
+        self.notify.stopping();
         tracing::info!(
             grace_secs = grace.as_secs(),
             "shutting down: no new sessions; finishing what is in flight"
@@ -376,6 +447,26 @@ impl Application {
         let _ = self.committer.await;
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Reloads on every SIGHUP until `shutdown` completes.
+async fn reload_until(
+    mut reloader: Reloader,
+    mut hangups: tokio::signal::unix::Signal,
+    notify: &Notifier,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) {
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            Some(()) = hangups.recv() => {
+                notify.reloading();
+                // Reading files and parsing PEM: quick, and no other task waits on it.
+                reloader.reload_and_log().await;
+                notify.reloaded();
+            }
+        }
     }
 }
 
@@ -415,6 +506,10 @@ async fn metrics(
     })?;
     let cert = tls::certificate_not_after(&s.relay_cert);
     body.push_str(&crate::metrics::render_expiry(&conns, cert));
+    match s.store.store_bytes().await {
+        Ok(bytes) => body.push_str(&s.metrics.render_store(bytes)),
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's size"),
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -4,6 +4,9 @@
 //!
 //! - [`app`]: start-up as a type: binds the listeners, starts the workers, serves until stopped.
 //! - [`cli`]: the command line, one file per command group; thin over the library.
+//! - [`reload`]: re-reading the settings in a running serve (SIGHUP, `postern reload`).
+//! - [`retention`]: the background pruning of the sent-mail log (`retention.log_days`).
+//! - [`declared`]: connections declared in postern.toml, kept in the store at start and reload.
 //! - [`settings`]: the typed settings tree (defaults < file < `POSTERN_*` env < flags).
 //! - [`telemetry`]: logging set-up.
 //! - [`doctor`]: every health check of the installation (CLI `doctor`, the Health page).
@@ -17,10 +20,12 @@
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
 //! - [`notify`]: tells the admin about state changes (webhook, e-mail, command) before mail stops.
 //! - [`roots`]: the platform's trusted CA certificates, read once.
+//! - [`systemd`]: readiness notifications for a `Type=notify` unit (`sd_notify`).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;
+pub mod declared;
 pub mod doctor;
 pub mod domain;
 pub mod explain;
@@ -29,8 +34,11 @@ pub mod metrics;
 pub mod notify;
 pub mod oauth;
 pub mod outbox;
+pub mod reload;
+pub mod retention;
 pub mod roots;
 pub mod settings;
 pub mod smtp;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

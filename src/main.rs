@@ -30,8 +30,10 @@ async fn start() {
         (false, 1) => "debug".to_string(),
         (false, _) => "trace".to_string(),
     };
-    postern::telemetry::init(settings.log.format, &level);
-    if let Err(e) = run(cli, settings).await {
+    let control = postern::telemetry::init(settings.log.format, &level);
+    // A reload changes the level only when the settings chose it.
+    let follows_settings = !cli.quiet && cli.verbose == 0 && std::env::var_os("RUST_LOG").is_none();
+    if let Err(e) = run(cli, settings, control.filter(|_| follows_settings)).await {
         if !matches!(e, postern::cli::CliError::Exit(_)) {
             eprintln!("error: {e}");
         }

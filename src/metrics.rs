@@ -32,6 +32,9 @@ struct Inner {
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
+    /// Messages the retention passes deleted, and the passes run.
+    retention_deleted: AtomicU64,
+    retention_passes: AtomicU64,
 }
 
 /// Shared, cheap to clone.
@@ -61,6 +64,27 @@ impl Metrics {
             .sessions
             .store(u64::from(sessions), Ordering::Relaxed);
         self.0.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// A retention pass finished, having deleted `deleted` messages.
+    pub fn retention_pass(&self, deleted: u64) {
+        self.0
+            .retention_deleted
+            .fetch_add(deleted, Ordering::Relaxed);
+        self.0.retention_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The store's size and the retention counters.
+    pub fn render_store(&self, store_bytes: u64) -> String {
+        format!(
+            "# HELP postern_store_bytes Bytes the store takes on disk (database pages and write-ahead log).\n\
+             # TYPE postern_store_bytes gauge\npostern_store_bytes {store_bytes}\n\
+             # HELP postern_retention_deleted_messages_total Finished messages deleted by retention.log_days.\n\
+             # TYPE postern_retention_deleted_messages_total counter\npostern_retention_deleted_messages_total {}\n\
+             # TYPE postern_retention_passes_total counter\npostern_retention_passes_total {}\n",
+            self.0.retention_deleted.load(Ordering::Relaxed),
+            self.0.retention_passes.load(Ordering::Relaxed),
+        )
     }
 
     /// Renders everything; `store` is read from the store at scrape time.

@@ -20,6 +20,65 @@ pub struct Settings {
     pub tokens: TokenSettings,
     pub delivery: DeliverySettings,
     pub notifications: crate::notify::NotificationSettings,
+    pub retention: RetentionSettings,
+    /// Connections declared in the file (`[[connections]]`), kept in the store as written here.
+    pub connections: Vec<DeclaredConnection>,
+}
+
+/// A `[[connections]]` entry: the fields of `connection add`. The client secret is named by a
+/// file or an environment variable, never written here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredConnection {
+    /// The connection's name (`contoso`).
+    pub name: String,
+    pub display_name: Option<String>,
+    /// microsoft, outlook, google, custom…
+    pub provider: Option<String>,
+    /// authorization-code or client-credentials.
+    pub flow: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// starttls or implicit.
+    pub tls: Option<String>,
+    pub domain: Option<String>,
+    /// The mailbox (`ops@contoso.com`).
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub device_url: Option<String>,
+    pub ca_file: Option<String>,
+    pub enabled: Option<bool>,
+    pub max_concurrent: Option<u32>,
+    /// Overrides of the provider's sending limits: `"messages-per-minute=10,recipients-per-day=5000"`.
+    pub limits: Option<String>,
+    /// A file holding the client secret (mode 0600).
+    pub client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret.
+    pub client_secret_env: Option<String>,
+    /// Refused: present only to say so clearly instead of "unknown field".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Delete finished messages (sent or failed) from the sent-mail log, with their recipient
+    /// results and attempts, this many days after they finished; 0 keeps them forever. Mail not
+    /// yet finished (queued, deferred, held) is never deleted; failed mail keeps its content
+    /// until then, so it can be sent again.
+    pub log_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { log_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -256,6 +315,8 @@ pub enum SettingsError {
 #[derive(Debug, Default)]
 pub struct Loader {
     table: toml::Table,
+    /// `[[connections]]` of the file, an array of tables.
+    connections: Option<Vec<toml::Value>>,
     origins: BTreeMap<String, Origin>,
 }
 
@@ -301,6 +362,10 @@ impl Loader {
         for (section, value) in table {
             let origin = Origin::File(path.to_path_buf());
             match value {
+                toml::Value::Array(entries) if section == "connections" => {
+                    self.connections = Some(entries);
+                    self.origins.insert("connections".into(), origin);
+                }
                 toml::Value::Table(keys) => {
                     for (key, v) in keys {
                         self.set(&section, &key, v, origin.clone());
@@ -310,8 +375,9 @@ impl Loader {
                     return Err(SettingsError::Invalid {
                         key: section,
                         origin,
-                        message: "expected a [section] (store, log, server, tokens, delivery)"
-                            .into(),
+                        message:
+                            "expected a [section] (store, log, server, tokens, delivery, retention)"
+                                .into(),
                     });
                 }
             }
@@ -354,8 +420,18 @@ impl Loader {
 
     pub fn build(self) -> Result<Settings, SettingsError> {
         let origins = self.origins;
-        let origin_of = |path: &str| origins.get(path).cloned().unwrap_or(Origin::Default);
+        let origin_of = |path: &str| {
+            let key = if path.starts_with("connections") {
+                "connections"
+            } else {
+                path
+            };
+            origins.get(key).cloned().unwrap_or(Origin::Default)
+        };
         let mut merged = toml::Table::try_from(Settings::default()).expect("defaults serialize");
+        if let Some(entries) = self.connections {
+            merged.insert("connections".into(), toml::Value::Array(entries));
+        }
         for (section, v) in self.table {
             let (toml::Value::Table(keys), Some(toml::Value::Table(base))) =
                 (v, merged.get_mut(&section))
@@ -367,7 +443,9 @@ impl Loader {
                         .find(|(k, _)| k.starts_with(&format!("{section}.")))
                         .map(|(_, o)| o.clone())
                         .unwrap_or(Origin::Default),
-                    message: "unknown section: use store, log, server, tokens or delivery".into(),
+                    message:
+                        "unknown section: use store, log, server, tokens, delivery or retention"
+                            .into(),
                 });
             };
             for (key, value) in keys {
@@ -497,10 +575,77 @@ impl Settings {
                 "use 1 to 80 days: Microsoft refresh tokens die after 90 idle days",
             ));
         }
+        for (i, c) in self.connections.iter().enumerate() {
+            let key = |field: &str| format!("connections[{i}].{field}");
+            let bad = |field: &str, message: String| SettingsError::Invalid {
+                key: key(field),
+                origin: origin_of("connections"),
+                message,
+            };
+            if c.client_secret.is_some() {
+                return Err(bad(
+                    "client_secret",
+                    format!(
+                        "connection `{}`: a secret is never written in the settings file (it would sit \
+                         in clear wherever the file is read or copied): put it in a file only Postern \
+                         can read and name it with client_secret_file, or name an environment \
+                         variable with client_secret_env",
+                        c.name
+                    ),
+                ));
+            }
+            if c.client_secret_file.is_some() && c.client_secret_env.is_some() {
+                return Err(bad(
+                    "client_secret_env",
+                    "give client_secret_file or client_secret_env, not both".into(),
+                ));
+            }
+            if let Err(errors) = c.input().validate() {
+                let first = &errors.0[0];
+                return Err(bad(
+                    first.field,
+                    format!("connection `{}`: {errors}", c.name),
+                ));
+            }
+            if self.connections[..i].iter().any(|o| o.name == c.name) {
+                return Err(bad(
+                    "name",
+                    format!("connection `{}` is declared twice", c.name),
+                ));
+            }
+        }
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", "use a level such as info or debug"));
         }
         Ok(())
+    }
+}
+
+impl DeclaredConnection {
+    /// The same fields as `connection add` would give.
+    pub fn input(&self) -> crate::domain::ConnectionInput {
+        crate::domain::ConnectionInput {
+            name: Some(self.name.clone()),
+            display_name: self.display_name.clone(),
+            provider: self.provider.clone(),
+            flow: self.flow.clone(),
+            host: self.host.clone(),
+            port: self.port.map(|p| p.to_string()),
+            tls: self.tls.clone(),
+            domain: self.domain.clone(),
+            user: self.user.clone(),
+            tenant: self.tenant.clone(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            authorize_url: self.authorize_url.clone(),
+            token_url: self.token_url.clone(),
+            device_url: self.device_url.clone(),
+            ca_file: self.ca_file.clone(),
+            enabled: self.enabled,
+            max_concurrent: self.max_concurrent.map(|n| n.to_string()),
+            limits: self.limits.clone(),
+        }
     }
 }
 
@@ -641,6 +786,71 @@ mod tests {
         assert_eq!(s.server.plain_listen, Some("0.0.0.0:2526".parse().unwrap()));
         assert_eq!(s.server.plain_networks, ["192.168.1.0/24"]);
         assert_eq!(Settings::default().server.plain_listen, None);
+    }
+
+    #[test]
+    fn retention_is_its_own_section_with_a_90_day_default() {
+        assert_eq!(Settings::default().retention.log_days, 90);
+        let s = Loader::new()
+            .env(env(&[("POSTERN_RETENTION__LOG_DAYS", "0")]))
+            .build()
+            .unwrap();
+        assert_eq!(s.retention.log_days, 0);
+        let err = Loader::new()
+            .env(env(&[("POSTERN_RETENTION__BODY_DAYS", "7")]))
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("body_days") && err.contains("POSTERN_RETENTION__BODY_DAYS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn declared_connections_refuse_inline_secrets_and_name_bad_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("postern.toml");
+        let entry = "[[connections]]\nname = \"contoso\"\nuser = \"ops@contoso.com\"\n\
+                     client_id = \"1b2c3d4e-0000-1111-2222-333344445555\"\n";
+        let ok = "provider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\n";
+        let load = |extra: &str| {
+            std::fs::write(
+                &file,
+                format!("[server]\nmax_recipients = 5\n{entry}{extra}"),
+            )
+            .unwrap();
+            Loader::new().file(&file, true).unwrap().build()
+        };
+        let s = load(&format!(
+            "{ok}client_secret_file = \"/etc/postern/contoso.secret\"\nport = 587\n"
+        ))
+        .unwrap();
+        assert_eq!(s.connections.len(), 1);
+        assert_eq!(s.connections[0].port, Some(587));
+        assert_eq!(s.server.max_recipients, 5);
+
+        let err = load(&format!("{ok}client_secret = \"hunter2\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("connections[0].client_secret")
+                && err.contains("client_secret_file")
+                && err.contains("postern.toml")
+                && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = load("provider = \"yahoo\"\ntenant = \"contoso.onmicrosoft.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connections[0]"), "{err}");
+        let err = load("provider = \"microsoft\"\ntenant = \"not a tenant!\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("connections[0].tenant") && err.contains("contoso"),
+            "{err}"
+        );
     }
 
     #[test]

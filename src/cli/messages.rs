@@ -149,6 +149,18 @@ async fn list(ctx: &Ctx, args: ListArgs) -> CliResult {
     Ok(())
 }
 
+/// Whether the message's content is still in the store, and why not.
+fn content(status: &str, stored: bool) -> String {
+    match (stored, status) {
+        (true, "failed") => {
+            "kept (`postern queue retry` sends it again) until the log retention deletes the message".into()
+        }
+        (true, _) => "kept until it is sent".into(),
+        (false, "sent") => "not kept: dropped when the provider accepted the message".into(),
+        (false, _) => "no longer stored".into(),
+    }
+}
+
 /// `2025-01-31T08:00:00.123+00:00` → `2025-01-31 08:00:00`.
 fn short_time(rfc3339: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
@@ -185,18 +197,25 @@ fn row(m: &MessageSummary) -> Vec<String> {
 async fn show(ctx: &Ctx, id: &str, json: bool) -> CliResult {
     let store = ctx.store().await?;
     let Some(d) = store.message_detail(id.trim()).await? else {
+        let retention = match ctx.settings.retention.log_days {
+            0 => String::new(),
+            days => format!(
+                "; finished messages are deleted {days} days after they finish (retention.log_days)"
+            ),
+        };
         return Err(CliError::Usage(format!(
-            "no message `{id}` in the sent-mail log (see `postern messages list`)"
+            "no message `{id}` in the sent-mail log (see `postern messages list`){retention}"
         )));
     };
     if json {
         return Ok(print_json(&d)?);
     }
-    print_detail(&d);
+    let stored = store.message_body_stored(&d.summary.id).await?;
+    print_detail(&d, stored);
     Ok(())
 }
 
-fn print_detail(d: &MessageDetail) {
+fn print_detail(d: &MessageDetail, content_stored: bool) {
     let m = &d.summary;
     let none = || "-".to_string();
     let time = |t: &Option<String>| t.as_deref().map(short_time).unwrap_or_else(none);
@@ -221,6 +240,7 @@ fn print_detail(d: &MessageDetail) {
         ("Subject", m.subject.clone().unwrap_or_else(none)),
         ("Message-ID", m.message_id.clone().unwrap_or_else(none)),
         ("Size", format!("{} bytes", m.size)),
+        ("Content", content(&m.status, content_stored)),
         ("Status", status),
         ("Attempts", m.attempts.to_string()),
         ("Queued", short_time(&m.queued_at)),

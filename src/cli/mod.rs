@@ -15,17 +15,21 @@ mod notifications;
 mod output;
 mod queue;
 mod relay_user;
+mod reload;
 mod secret_input;
 mod secrets;
 mod send;
 mod serve;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::reload::SettingsSource;
 use crate::settings::{Loader, Settings, SettingsError};
 use crate::store::{Store, StoreError};
+use crate::telemetry::LogControl;
 
 pub use output::print_json;
 
@@ -101,6 +105,16 @@ pub enum Command {
         /// The new file (never overwritten).
         file: PathBuf,
     },
+    /// Make a running serve re-read its settings (same as SIGHUP): certificate, limits, networks.
+    #[command(after_help = "\
+Examples:
+  postern reload
+  postern --data-dir /var/lib/postern reload
+
+Applies the relay's TLS certificate and key (new handshakes), max_message_size, max_recipients,
+the networks and log.level to new sessions; other changed keys are logged as needing a restart.
+The result is in serve's log.")]
+    Reload,
     /// Replace the store with a backup (serve must be stopped; the old store is kept aside).
     Restore {
         /// A file made by `postern backup`.
@@ -182,9 +196,9 @@ impl std::fmt::Display for CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchConnection(_) | StoreError::DuplicateConnection(_) => {
-                CliError::Usage(e.to_string())
-            }
+            StoreError::NoSuchConnection(_)
+            | StoreError::DuplicateConnection(_)
+            | StoreError::ManagedByFile(_) => CliError::Usage(e.to_string()),
             other => CliError::Failed(other.into()),
         }
     }
@@ -213,31 +227,50 @@ pub type CliResult = Result<(), CliError>;
 impl Cli {
     /// Defaults < settings file < `POSTERN_*` environment < flags.
     pub fn settings(&self) -> Result<Settings, SettingsError> {
+        (self.settings_source())()
+    }
+
+    /// Reads the settings as [`Cli::settings`] does, again at each call (a reload).
+    pub fn settings_source(&self) -> SettingsSource {
         let (path, required) = match &self.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from("postern.toml"), false),
         };
-        let mut loader = Loader::new()
-            .file(&path, required)?
-            .env(std::env::vars())
-            .flag(
-                "store",
-                "data_dir",
-                self.data_dir.as_ref().map(|p| p.display().to_string()),
-                "--data-dir",
-            )
-            .flag("log", "format", self.log_format.clone(), "--log-format");
-        if let Command::Serve(args) = &self.command {
-            loader = args.apply(loader);
-        }
-        loader.build()
+        let data_dir = self.data_dir.as_ref().map(|p| p.display().to_string());
+        let log_format = self.log_format.clone();
+        let serve = match &self.command {
+            Command::Serve(args) => Some(args.clone()),
+            _ => None,
+        };
+        Arc::new(move || {
+            let mut loader = Loader::new()
+                .file(&path, required)?
+                .env(std::env::vars())
+                .flag("store", "data_dir", data_dir.clone(), "--data-dir")
+                .flag("log", "format", log_format.clone(), "--log-format");
+            if let Some(args) = &serve {
+                loader = args.apply(loader);
+            }
+            loader.build()
+        })
     }
 }
 
 /// What every command handler gets.
-#[derive(Debug)]
 pub struct Ctx {
     pub settings: Settings,
+    /// Reads the settings again (serve's reloads).
+    pub(crate) source: SettingsSource,
+    /// Changes the log level (None when `-v`, `-q` or `RUST_LOG` chose it).
+    pub(crate) log: Option<LogControl>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ctx {
@@ -250,8 +283,14 @@ impl Ctx {
     }
 }
 
-pub async fn run(cli: Cli, settings: Settings) -> CliResult {
-    let ctx = Ctx { settings };
+/// Runs the command; `log` changes the log level on serve's reloads (pass None when the level
+/// did not come from the settings).
+pub async fn run(cli: Cli, settings: Settings, log: Option<LogControl>) -> CliResult {
+    let ctx = Ctx {
+        settings,
+        source: cli.settings_source(),
+        log,
+    };
     match cli.command {
         Command::Serve(args) => serve::run(&ctx, args).await,
         Command::Connection(cmd) => connection::run(&ctx, cmd).await,
@@ -266,6 +305,7 @@ pub async fn run(cli: Cli, settings: Settings) -> CliResult {
         Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,
+        Command::Reload => reload::run(&ctx),
         Command::Completions { shell } => completions(shell),
         Command::Man { dir } => man::write_pages(&dir),
     }

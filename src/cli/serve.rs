@@ -6,7 +6,7 @@ use super::{CliError, CliResult, Ctx};
 use crate::app::{Application, shutdown_signal};
 use crate::settings::Loader;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Relay submission listener (STARTTLS), e.g. 127.0.0.1:2525.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -54,10 +54,15 @@ impl ServeArgs {
 pub async fn run(ctx: &Ctx, _args: ServeArgs) -> CliResult {
     let app = Application::build(ctx.settings.clone())
         .await
-        .map_err(|e| CliError::Failed(e.into()))?;
+        .map_err(|e| CliError::Failed(e.into()))?
+        .with_reload(ctx.source.clone(), ctx.log.clone())
+        .with_notifier(crate::systemd::Notifier::from_env());
     // A restore must not replace the store under a running serve.
     let _lock = crate::store::backup::lock_for_serve(&ctx.settings.store.data_dir)
         .map_err(|e| CliError::Failed(anyhow::anyhow!("data directory lock: {e}")))?;
+    // `postern reload` finds this serve by it.
+    let _pid = super::reload::PidFile::write(&ctx.settings.store.data_dir)
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("PID file: {e}")))?;
     tracing::info!(data_dir = %ctx.settings.store.data_dir.display(), "store opened");
     println!(
         "postern: SMTP relay on {} (STARTTLS; AUTH PLAIN/LOGIN)",

@@ -95,6 +95,8 @@ pub struct Connection {
     pub status: ConnectionStatus,
     pub client_secret_set: bool,
     pub refresh_token_set: bool,
+    /// Declared in postern.toml (`[[connections]]`): changed there, never by the CLI, API or UI.
+    pub managed_by_file: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub expiry: Expiry,

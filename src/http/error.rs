@@ -164,6 +164,7 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateConnection(name) => {
                 ApiError::Conflict(format!("a connection named `{name}` already exists"))
             }
+            e @ StoreError::ManagedByFile(_) => ApiError::Conflict(e.to_string()),
             e if e.is_disk_full() => {
                 ApiError::Unavailable("the server's disk is full: try again later".into())
             }

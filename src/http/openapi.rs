@@ -118,6 +118,7 @@ mod tests {
             client_secret_set: false,
             refresh_token_set: false,
             expiry: Default::default(),
+            managed_by_file: false,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         };

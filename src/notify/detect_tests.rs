@@ -25,6 +25,7 @@ fn conn(name: &str, status: ConnectionStatus, secret_expires: Option<&str>) -> C
         },
         created_at: chrono::Utc::now(),
         updated_at: chrono::Utc::now(),
+        managed_by_file: false,
     }
 }
 

@@ -16,7 +16,7 @@ pub type ConnectionRow = SqliteRow;
 
 pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
-    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, \
+    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh, \
     c.secret_expires_at, c.last_used_at, \
@@ -83,6 +83,7 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         status: ConnectionStatus::from_parts(&get_s("status")?, get_o("status_reason")?),
         client_secret_set: row.try_get("has_secret")?,
         refresh_token_set: row.try_get("has_refresh")?,
+        managed_by_file: row.try_get("managed_by_file")?,
         created_at: ts("created_at")?,
         updated_at: ts("updated_at")?,
         expiry: Expiry {
@@ -102,7 +103,7 @@ fn opt_str<T: ToString>(v: &Option<T>) -> Option<String> {
     v.as_ref().map(ToString::to_string)
 }
 
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds the settings' columns, in the order both INSERT and UPDATE name them.
 pub(super) fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Query<'q> {
@@ -138,7 +139,7 @@ pub(super) const INSERT: &str = "INSERT INTO connections (name, display_name, pr
 pub(super) const UPDATE: &str = "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
      tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
      authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-     limits = ?, updated_at = ? WHERE id = ?";
+     limits = ?, updated_at = ? WHERE id = ? AND managed_by_file = 0";
 
 impl Store {
     /// The stored connection after an insert or update, or why it could not be saved.
@@ -180,6 +181,12 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await;
+        if matches!(&res, Ok(r) if r.rows_affected() == 0) {
+            let current = self.connection_by_id(id).await?;
+            if current.managed_by_file {
+                return Err(StoreError::ManagedByFile(current.settings.name.to_string()));
+            }
+        }
         self.saved(res, s).await
     }
 
@@ -223,15 +230,17 @@ impl Store {
     }
 
     pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Connection, StoreError> {
-        let n = sqlx::query("UPDATE connections SET enabled = ?, updated_at = ? WHERE name = ?")
-            .bind(enabled)
-            .bind(now())
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE connections SET enabled = ?, updated_at = ? WHERE name = ? AND managed_by_file = 0",
+        )
+        .bind(enabled)
+        .bind(now())
+        .bind(name)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if n == 0 {
-            return Err(StoreError::NoSuchConnection(name.to_string()));
+            return Err(self.why_unchanged(name).await);
         }
         self.connection(name).await
     }
@@ -266,14 +275,23 @@ impl Store {
     }
 
     pub async fn remove_connection(&self, name: &str) -> Result<(), StoreError> {
-        let n = sqlx::query("DELETE FROM connections WHERE name = ?")
+        let n = sqlx::query("DELETE FROM connections WHERE name = ? AND managed_by_file = 0")
             .bind(name)
             .execute(&self.pool)
             .await?
             .rows_affected();
         if n == 0 {
-            return Err(StoreError::NoSuchConnection(name.to_string()));
+            return Err(self.why_unchanged(name).await);
         }
         Ok(())
+    }
+
+    /// Why a statement on connection `name` changed no row: it is managed by the file, or absent.
+    async fn why_unchanged(&self, name: &str) -> StoreError {
+        match self.find_connection(name).await {
+            Ok(Some(c)) if c.managed_by_file => StoreError::ManagedByFile(name.to_string()),
+            Ok(_) => StoreError::NoSuchConnection(name.to_string()),
+            Err(e) => e,
+        }
     }
 }

@@ -39,11 +39,16 @@ impl Store {
             let s = &item.settings;
             let res = match item.existing_id {
                 Some(id) => {
-                    bind_settings(sqlx::query(UPDATE), s)
+                    let res = bind_settings(sqlx::query(UPDATE), s)
                         .bind(now())
                         .bind(id)
                         .execute(&mut *tx)
-                        .await
+                        .await;
+                    // The only row an UPDATE by id misses: one postern.toml manages.
+                    if matches!(&res, Ok(r) if r.rows_affected() == 0) {
+                        return Err(StoreError::ManagedByFile(s.name.to_string()));
+                    }
+                    res
                 }
                 None => {
                     bind_settings(sqlx::query(INSERT), s)

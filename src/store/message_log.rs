@@ -161,6 +161,17 @@ impl Store {
         }))
     }
 
+    /// Whether the message's content is still stored (without reading it).
+    pub async fn message_body_stored(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, bool>("SELECT body IS NOT NULL FROM messages WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(false),
+        )
+    }
+
     /// The raw message (None once it was sent and its body dropped).
     pub async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(

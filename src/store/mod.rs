@@ -9,6 +9,7 @@ pub mod attempts;
 pub mod backup;
 mod connection_query;
 mod connections;
+pub mod declared;
 mod due;
 mod import;
 pub mod keyfile;
@@ -18,6 +19,7 @@ pub mod notifications;
 pub mod outbox_batch;
 pub mod password_check;
 pub mod queue_admin;
+pub mod retention;
 mod rotate;
 pub use rotate::Rotation;
 pub mod relay_users;
@@ -72,6 +74,11 @@ pub enum StoreError {
         "a connection named `{0}` already exists: choose another name or use `postern connection edit {0}`"
     )]
     DuplicateConnection(String),
+    #[error(
+        "connection `{0}` is managed by postern.toml ([[connections]] name = \"{0}\"): change it \
+         there and run `postern reload`, or remove it from the file to manage it here"
+    )]
+    ManagedByFile(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     /// The error of a batch written for several callers at once (group commit).

@@ -225,10 +225,23 @@ async fn connection_test_and_send_deliver_byte_exact_messages() {
     );
     assert!(show.stdout.contains("250 2.6.0"), "{}", show.stdout);
     assert!(show.stdout.contains("not tracked"), "{}", show.stdout);
+    assert!(
+        show.stdout
+            .contains("not kept: dropped when the provider accepted the message"),
+        "{}",
+        show.stdout
+    );
     let table = w.run(&["messages", "list", "--to", "d@example.org"]).ok();
     assert!(table.stdout.contains("Built"), "{}", table.stdout);
     assert!(!table.stdout.contains("exact"), "{}", table.stdout);
-    assert_eq!(w.run(&["messages", "show", "nope"]).code, 2);
+    let gone = w.run(&["messages", "show", "nope"]);
+    assert_eq!(gone.code, 2);
+    assert!(
+        gone.stderr
+            .contains("deleted 90 days after they finish (retention.log_days)"),
+        "{}",
+        gone.stderr
+    );
     assert_eq!(w.run(&["messages", "list", "--since", "soon"]).code, 2);
 }
 

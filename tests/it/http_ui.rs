@@ -413,6 +413,70 @@ async fn the_connection_pages_never_show_secrets() {
 }
 
 #[tokio::test]
+async fn a_connection_managed_by_postern_toml_is_read_only_here() {
+    let ui = Ui::new().await;
+    let session = ui.login().await;
+    let (settings, _) = postern::domain::ConnectionInput {
+        name: Some("contoso".into()),
+        provider: Some("microsoft".into()),
+        user: Some("ops@contoso.com".into()),
+        tenant: Some("contoso.onmicrosoft.com".into()),
+        client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let declared = postern::store::declared::Declared {
+        settings,
+        client_secret: None,
+    };
+    ui.store.sync_declared(&[declared]).await.unwrap();
+
+    let page = ui.get("/admin/connections/contoso", Some(&session)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Managed by postern.toml"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("/admin/connections/contoso/edit"),
+        "no Edit button"
+    );
+
+    let csrf = page.csrf();
+    let edit = ui
+        .post(
+            "/admin/connections/contoso",
+            Some(&session),
+            connection_form(&csrf),
+        )
+        .await;
+    let remove = ui
+        .post(
+            "/admin/connections/contoso/delete",
+            Some(&session),
+            form(&[("csrf", &csrf), ("confirm", "yes")]),
+        )
+        .await;
+    for page in [edit, remove] {
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+        assert!(
+            page.body.contains("managed by postern.toml"),
+            "{}",
+            page.body
+        );
+    }
+    assert!(
+        ui.store
+            .connection("contoso")
+            .await
+            .unwrap()
+            .managed_by_file
+    );
+}
+
+#[tokio::test]
 async fn the_form_explains_wrong_values_like_the_cli_and_labels_every_input() {
     let ui = Ui::new().await;
     let session = ui.login().await;

@@ -55,6 +55,7 @@ fn every_metric_in_the_rules_is_exported() {
         },
         created_at: now,
         updated_at: now,
+        managed_by_file: false,
     };
     let m = Metrics::default();
     m.delivery("failed", Duration::from_millis(5));

@@ -2,6 +2,7 @@
 //! in-process, and a small SMTP client playing the legacy app.
 
 mod client;
+mod reload;
 mod world;
 
 use std::time::Duration;
@@ -97,6 +98,19 @@ async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
+    let store_bytes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("postern_store_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("postern_store_bytes in {metrics}"));
+    let db = std::fs::metadata(w.home.data_dir().join("postern.db"))
+        .unwrap()
+        .len();
+    assert!(
+        store_bytes >= db,
+        "{store_bytes} bytes, the database file alone {db}"
+    );
+    assert!(metrics.contains("postern_retention_deleted_messages_total 0"));
     // The queue is empty now.
     assert_eq!(w.json(&["queue", "list"]).await, serde_json::json!([]));
 }

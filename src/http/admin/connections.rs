@@ -52,6 +52,8 @@ pub(super) struct ConnectionPage {
     pub callback_uri: String,
     pub test_to: String,
     pub steps: Vec<StepView>,
+    /// Declared in postern.toml: shown read-only.
+    pub managed_by_file: bool,
 }
 
 /// What the admin posted; secrets become `SecretString` before anything else sees them.
@@ -487,6 +489,7 @@ pub(super) fn connection_page(
             test_to
         },
         steps,
+        managed_by_file: conn.managed_by_file,
         c,
     }
 }

@@ -116,6 +116,7 @@ impl From<crate::store::StoreError> for PageError {
             crate::store::StoreError::NoSuchConnection(n) => {
                 PageError::NotFound(format!("There is no connection `{n}`."))
             }
+            e @ crate::store::StoreError::ManagedByFile(_) => PageError::BadRequest(e.to_string()),
             other => PageError::internal(other),
         }
     }

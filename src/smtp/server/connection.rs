@@ -54,11 +54,13 @@ pub(crate) async fn serve<B: RelayBackend>(
     _slot: Slot,
 ) {
     let _open = shared.stats.session_opened();
+    // The policy as it is now: a reload during the session does not change it.
+    let policy = shared.live.get();
     let peer = PeerInfo {
         addr,
         tls_active: matches!(shared.tls, TlsSetup::Implicit(_)),
-        trusted: shared.config.is_trusted(addr.ip()),
-        lenient: shared.config.is_bare_lf_allowed(addr.ip()),
+        trusted: policy.config.is_trusted(addr.ip()),
+        lenient: policy.config.is_bare_lf_allowed(addr.ip()),
     };
     let device = timeout(DEVICE_LOOKUP_TIMEOUT, shared.backend.device(&peer))
         .await
@@ -66,7 +68,7 @@ pub(crate) async fn serve<B: RelayBackend>(
             warn!(peer = %addr, "relay device lookup timed out");
             None
         });
-    let mut session = Session::new(Arc::clone(&shared.session_config), peer);
+    let mut session = Session::new(Arc::clone(&policy.session), peer);
     if let Some(device) = device {
         session.bind_device(device);
     }

@@ -20,6 +20,7 @@ use super::config::{
 };
 use super::connection;
 use super::guard::FailureMemory;
+use super::live::LiveConfig;
 use super::load::Load;
 use super::network::IpNetwork;
 use super::stats::RelayStats;
@@ -119,7 +120,7 @@ impl ListenerConfig {
         self.bare_lf_networks.iter().any(|net| net.contains(ip))
     }
 
-    fn session_config(&self, starttls_available: bool) -> SessionConfig {
+    pub(crate) fn session_config(&self, starttls_available: bool) -> SessionConfig {
         let mut c = SessionConfig::new(self.hostname.clone());
         c.max_message_size = self.max_message_size;
         c.max_recipients = self.max_recipients;
@@ -146,8 +147,10 @@ pub(crate) enum TlsSetup {
 /// What every session of one listener shares.
 pub(crate) struct Shared<B> {
     pub backend: Arc<B>,
+    /// As the listener started: timeouts, budget and limits that size shared structures.
     pub config: ListenerConfig,
-    pub session_config: Arc<SessionConfig>,
+    /// What new sessions start from; a reload replaces it.
+    pub live: LiveConfig,
     pub tls: TlsSetup,
     pub stats: RelayStats,
     /// Failed AUTHs by client address, across this listener's connections.
@@ -177,6 +180,7 @@ pub(crate) struct Shared<B> {
 pub struct RelayServer<B> {
     listener: TcpListener,
     config: ListenerConfig,
+    live: LiveConfig,
     backend: Arc<B>,
     tls: TlsSetup,
     stats: RelayStats,
@@ -194,6 +198,7 @@ impl<B> std::fmt::Debug for RelayServer<B> {
 impl<B: RelayBackend> RelayServer<B> {
     pub fn new(listener: TcpListener, config: ListenerConfig, backend: Arc<B>) -> Self {
         Self {
+            live: LiveConfig::new(config.clone(), false),
             listener,
             config,
             backend,
@@ -215,6 +220,7 @@ impl<B: RelayBackend> RelayServer<B> {
     /// Offer STARTTLS with this certificate (submission port 587).
     pub fn with_starttls(mut self, acceptor: TlsAcceptor) -> Self {
         self.tls = TlsSetup::StartTls(acceptor);
+        self.live = LiveConfig::new(self.config.clone(), true);
         self
     }
 
@@ -228,6 +234,12 @@ impl<B: RelayBackend> RelayServer<B> {
     pub fn with_stats(mut self, stats: RelayStats) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// The handle a reload uses to change what new sessions start from (take it after the TLS
+    /// mode is set).
+    pub fn live_config(&self) -> LiveConfig {
+        self.live.clone()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -251,10 +263,7 @@ impl<B: RelayBackend> RelayServer<B> {
         let budget = Budget::new(self.config.message_memory_budget);
         let shared = Arc::new(Shared {
             backend: self.backend,
-            session_config: Arc::new(
-                self.config
-                    .session_config(matches!(self.tls, TlsSetup::StartTls(_))),
-            ),
+            live: self.live,
             config: self.config,
             tls: self.tls,
             stats: self.stats,

@@ -24,6 +24,7 @@ mod fuzz_auth;
 mod guard;
 mod identity;
 mod listener;
+mod live;
 mod load;
 mod message;
 mod network;
@@ -51,6 +52,7 @@ pub use identity::{AllowedFrom, AllowedFromError, AuthOutcome, Identity, Rewrite
 pub use listener::{
     DEFAULT_MESSAGE_MEMORY_BUDGET, DEFAULT_MIN_DATA_RATE, ListenerConfig, RelayServer,
 };
+pub use live::{LiveCert, LiveConfig};
 pub use network::{IpNetwork, IpNetworkError};
 pub use reply::Reply;
 pub use session::{Action, Session};

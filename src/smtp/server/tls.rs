@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::server::ResolvesServerCert;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -29,6 +31,11 @@ pub enum TlsSetupError {
     Certificate { path: PathBuf, source: pem::Error },
     #[error("{} holds no usable PEM private key: {source}", path.display())]
     Key { path: PathBuf, source: pem::Error },
+    #[error(
+        "the private key in {} is not the key of the certificate in {}: give the key that was issued with it",
+        key.display(), cert.display()
+    )]
+    Mismatch { cert: PathBuf, key: PathBuf },
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[from] rustls::Error),
     #[error("cannot generate a self-signed certificate: {0}")]
@@ -52,23 +59,50 @@ pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+    let key = CertifiedKey::from_der(certs, key, &provider())?;
+    server_config_with(Arc::new(SingleCertAndKey::from(key)))
+}
+
+/// Like [`server_config`], with the certificate chosen at each handshake by `resolver` (one a
+/// reload can change).
+pub fn server_config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(resolver);
     config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 
+fn provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+}
+
+/// A certificate chain and its private key from PEM files, checked to belong together.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsSetupError> {
+    let certs = load_certs(cert)?;
+    let der = load_key(key)?;
+    CertifiedKey::from_der(certs, der, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsSetupError::Mismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        },
+        other => TlsSetupError::Config(other),
+    })
+}
+
 /// An acceptor from an admin-provided certificate chain and private key (PEM).
 pub fn acceptor_from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsSetupError> {
-    let certs = load_certs(cert)?;
-    let key = load_key(key)?;
-    Ok(TlsAcceptor::from(server_config(certs, key)?))
+    let key = certified_key(cert, key)?;
+    Ok(TlsAcceptor::from(server_config_with(Arc::new(
+        SingleCertAndKey::from(key),
+    ))?))
 }
 
 /// When the first certificate in a PEM file expires (unix seconds), if it can be read.
@@ -236,7 +270,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
     })
 }
 
-fn fingerprint(cert: &CertificateDer<'_>) -> String {
+pub(crate) fn fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = Sha256::digest(cert.as_ref());
     let mut out = String::with_capacity(digest.len() * 3);
     for (i, byte) in digest.iter().enumerate() {

@@ -230,6 +230,11 @@ impl Serve {
         body
     }
 
+    /// The server's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("serve is running")
+    }
+
     /// SIGKILL: no graceful shutdown, as in a crash or power loss.
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();
