@@ -60,7 +60,17 @@ pub async fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
         println!("No connection matches.");
     } else {
         let rows: Vec<Vec<String>> = views.iter().map(row).collect();
-        print_table(&["NAME", "PROVIDER", "USER", "STATUS", "ENABLED"], &rows);
+        print_table(
+            &[
+                "NAME",
+                "PROVIDER",
+                "USER",
+                "STATUS",
+                "ENABLED",
+                "SECRET EXPIRES",
+            ],
+            &rows,
+        );
     }
     if let Some(next) = page.next_cursor {
         eprintln!("more: add --cursor {next} for the next page");
@@ -79,5 +89,6 @@ fn row(v: &ConnectionView) -> Vec<String> {
         v.user.clone(),
         status,
         if v.enabled { "yes" } else { "no" }.into(),
+        v.secret_expires.clone().unwrap_or_else(|| "-".into()),
     ]
 }

@@ -114,7 +114,7 @@ pub struct SecretsSet {
 
 /// The client secret's expiry date, kept beside the connection rather than in its settings.
 pub fn secret_expires_field(value: Option<&str>, errors: Option<&ValidationErrors>) -> FormField {
-    let mut f = FormField::new("secret_expires", "Client secret expires", "date", value).help(
+    let mut f = FormField::new("secret_expires", "Secret expires on", "date", value).help(
         "The date Azure shows beside the secret (Certificates & secrets › Expires): Postern warns 30, 7 and 1 days before. Empty to clear.",
     );
     f.error = errors.and_then(|e| {
