@@ -80,6 +80,10 @@ impl<F: TokenFactory> Delivery<F> {
                 }
                 let plan = s.plan(now);
                 self.inner.metrics.scheduler(s.sessions(), s.waiting());
+                if s.waiting() > 0 {
+                    // Every session is taken: the lingering ones are better given away.
+                    self.inner.pressure.notify_waiters();
+                }
                 plan
             };
             for c in plan.wake {
@@ -202,6 +206,7 @@ impl<F: TokenFactory> Delivery<F> {
             }
             let pushed = lane.pushed.notified();
             let woken = lane.wake.notified();
+            let pressed = self.inner.pressure.notified();
             if cached.as_ref().is_none_or(|(_, at)| at.elapsed() >= REREAD) {
                 match store.connection_by_id(connection_id).await {
                     Ok(c) => cached = Some((c, Instant::now())),
@@ -272,8 +277,13 @@ impl<F: TokenFactory> Delivery<F> {
                 self.inner.kick.notify_one();
                 continue;
             }
+            if self.schedule().waiting() > 0 {
+                // Idle while other connections wait for a session: give ours up now.
+                break End::idle(None);
+            }
             tokio::select! {
                 () = stop.cancelled() => break End::idle(None),
+                () = pressed => break End::idle(None),
                 () = pushed => {}
                 () = woken => check_store = true,
                 () = tokio::time::sleep_until((idle_since + LINGER).into()) => break End::idle(None),

@@ -90,6 +90,8 @@ struct Inner<F> {
     schedule: std::sync::Mutex<Schedule>,
     /// Tells the dispatcher to plan again (a sender ended or asked for company).
     kick: tokio::sync::Notify,
+    /// Connections wait for a session: idle senders end now instead of lingering.
+    pressure: tokio::sync::Notify,
 }
 
 /// The delivery side of the outbox.
@@ -152,6 +154,7 @@ impl<F: TokenFactory> Delivery<F> {
                 usage: Default::default(),
                 schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
                 kick: tokio::sync::Notify::new(),
+                pressure: tokio::sync::Notify::new(),
                 settings,
             }),
         }

@@ -18,4 +18,5 @@ mod notify;
 mod oauth;
 mod outbox;
 mod relay;
+mod scale;
 mod seed;
