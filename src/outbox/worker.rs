@@ -272,12 +272,18 @@ impl<F: TokenFactory> Delivery<F> {
                 status
             };
             self.inner.metrics.delivery(status.as_str(), sent.upstream);
+            // Why it did not go, in the log too (the store has it per message).
+            let reason = match &sent.attempt.record {
+                AttemptRecord::Whole(r) => Some(r.as_str()),
+                AttemptRecord::Recipients(_) => None,
+            };
             tracing::info!(
                 message = %msg.id,
                 connection = %conn.name(),
                 status = %status,
                 attempt = msg.attempts,
                 upstream_ms = sent.upstream.as_millis() as u64,
+                reason,
                 "delivery attempt"
             );
             done.push((msg.id, status));
