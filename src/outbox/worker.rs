@@ -72,6 +72,24 @@ struct Sent {
     upstream: Duration,
 }
 
+impl Sent {
+    /// `msg` waits for a provider limit until `until`, with the connection's other mail:
+    /// deferred, never failed.
+    fn paused(msg: &ClaimedMessage, until: i64, reason: String, upstream: Duration) -> Self {
+        Sent {
+            attempt: Attempt {
+                id: msg.id.clone(),
+                record: AttemptRecord::Whole(reason.clone()),
+                retry_at_ms: until,
+                give_up: false,
+            },
+            hold: None,
+            pause: Some((until, reason)),
+            upstream,
+        }
+    }
+}
+
 /// How long Exchange Online blocks a mailbox that passed its daily recipient limit.
 const QUOTA_BLOCK_MS: i64 = 24 * 3_600_000;
 
@@ -356,17 +374,7 @@ impl<F: TokenFactory> Delivery<F> {
                  for 24 hours; its mail waits and goes after that (lower the connection's \
                  recipients-per-day limit if this recurs)"
             );
-            return Sent {
-                attempt: Attempt {
-                    id: msg.id.clone(),
-                    record: AttemptRecord::Whole(reason.clone()),
-                    retry_at_ms: until,
-                    give_up: false,
-                },
-                hold: None,
-                pause: Some((until, reason)),
-                upstream,
-            };
+            return Sent::paused(msg, until, reason, upstream);
         }
         let (record, retry_at_ms, give_up, hold) = match classify(result, part) {
             AttemptResult::Recipients(mut outcomes) => {
@@ -493,17 +501,7 @@ impl<F: TokenFactory> Delivery<F> {
             conn.limits(),
             crate::store::messages::rfc3339_ms(until)
         );
-        Sent {
-            attempt: Attempt {
-                id: msg.id.clone(),
-                record: AttemptRecord::Whole(reason.clone()),
-                retry_at_ms: until,
-                give_up: false,
-            },
-            hold: None,
-            pause: Some((until, reason)),
-            upstream: Duration::ZERO,
-        }
+        Sent::paused(msg, until, reason, Duration::ZERO)
     }
 }
 
