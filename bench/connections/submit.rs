@@ -67,14 +67,16 @@ pub struct Arrivals {
 pub type Shared = Arc<Mutex<Arrivals>>;
 
 fn subject(data: &[u8]) -> Option<String> {
-    let head = &data[..data
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(data.len())];
-    let text = String::from_utf8_lossy(head);
-    text.split("\r\n")
-        .find_map(|l| l.strip_prefix("Subject: "))
-        .map(str::to_string)
+    let text = String::from_utf8_lossy(&data[..data.len().min(4096)]);
+    let found = text
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| l.len() > 8 && l[..8].eq_ignore_ascii_case("subject:"))
+        .map(|l| l[8..].trim().to_string());
+    if found.is_none() && std::env::var_os("CONNECTIONS_BENCH_DEBUG").is_some() {
+        eprintln!("no Subject in: {:?}", &text[..text.len().min(600)]);
+    }
+    found
 }
 
 /// Installs the hook on `smtp`; the returned record fills as mail arrives.

@@ -251,6 +251,11 @@ impl Shared {
         Some(reply)
     }
 
+    /// Bodies are read when kept, or when an arrival hook wants to see them.
+    fn wants_bodies(&self) -> bool {
+        self.config.keep_bodies || lock(&self.on_arrival).is_some()
+    }
+
     fn record(&self, msg: ReceivedMessage) {
         bump(&self.counters.messages);
         let hook = lock(&self.on_arrival).clone();
@@ -405,6 +410,7 @@ impl FakeSmtp {
 
     /// Call `f` with every message accepted from now on, as it arrives (before `keep_bodies`
     /// decides whether to keep it): arrival times for latency figures without keeping bodies.
+    /// With a hook the content is read even when `keep_bodies` is false.
     /// Replaces an earlier hook.
     pub fn on_arrival(&self, f: impl Fn(&ReceivedMessage) + Send + Sync + 'static) {
         *lock(&self.shared.on_arrival) = Some(Arc::new(f));
