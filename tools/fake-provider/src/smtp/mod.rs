@@ -6,6 +6,7 @@ mod sasl;
 mod session;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +69,9 @@ struct Injection {
     reply: String,
     left: u32,
 }
+
+/// Called with every accepted message as it arrives (see [`FakeSmtp::on_arrival`]).
+pub type ArrivalFn = Arc<dyn Fn(&ReceivedMessage) + Send + Sync>;
 
 /// A custom token check: `(user, token) -> accepted`.
 pub type CheckFn = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
@@ -187,6 +191,43 @@ struct Shared {
     messages: Mutex<Vec<ReceivedMessage>>,
     counters: CounterCells,
     arrived: Notify,
+    on_arrival: Mutex<Option<ArrivalFn>>,
+    /// Per authenticated user (lower case): sessions open now and the most seen at once.
+    user_sessions: Mutex<HashMap<String, SessionCount>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionCount {
+    open: u32,
+    peak: u32,
+}
+
+/// One authenticated session of a user, counted while it lives.
+struct UserSession {
+    shared: Arc<Shared>,
+    user: String,
+}
+
+impl UserSession {
+    fn start(shared: &Arc<Shared>, user: &str) -> Self {
+        let user = user.to_ascii_lowercase();
+        let mut map = lock(&shared.user_sessions);
+        let c = map.entry(user.clone()).or_default();
+        c.open += 1;
+        c.peak = c.peak.max(c.open);
+        UserSession {
+            shared: shared.clone(),
+            user,
+        }
+    }
+}
+
+impl Drop for UserSession {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.shared.user_sessions).get_mut(&self.user) {
+            c.open = c.open.saturating_sub(1);
+        }
+    }
 }
 
 impl Shared {
@@ -210,8 +251,17 @@ impl Shared {
         Some(reply)
     }
 
+    /// Bodies are read when kept, or when an arrival hook wants to see them.
+    fn wants_bodies(&self) -> bool {
+        self.config.keep_bodies || lock(&self.on_arrival).is_some()
+    }
+
     fn record(&self, msg: ReceivedMessage) {
         bump(&self.counters.messages);
+        let hook = lock(&self.on_arrival).clone();
+        if let Some(hook) = hook {
+            hook(&msg);
+        }
         if self.config.keep_bodies {
             lock(&self.messages).push(msg);
         }
@@ -270,6 +320,8 @@ impl FakeSmtp {
             messages: Mutex::default(),
             counters: CounterCells::default(),
             arrived: Notify::new(),
+            on_arrival: Mutex::default(),
+            user_sessions: Mutex::default(),
         });
         let tasks = Arc::new(Tasks {
             accept: Mutex::new(None),
@@ -354,6 +406,31 @@ impl FakeSmtp {
     /// Forget the recorded messages (counters stay).
     pub fn clear_messages(&self) {
         lock(&self.shared.messages).clear();
+    }
+
+    /// Call `f` with every message accepted from now on, as it arrives (before `keep_bodies`
+    /// decides whether to keep it): arrival times for latency figures without keeping bodies.
+    /// With a hook the content is read even when `keep_bodies` is false.
+    /// Replaces an earlier hook.
+    pub fn on_arrival(&self, f: impl Fn(&ReceivedMessage) + Send + Sync + 'static) {
+        *lock(&self.shared.on_arrival) = Some(Arc::new(f));
+    }
+
+    /// Per authenticated user (lower case): the most sessions open at once since the start or
+    /// the last [`reset_session_peaks`](Self::reset_session_peaks). A session counts from its
+    /// successful AUTH until it closes.
+    pub fn session_peaks(&self) -> HashMap<String, u32> {
+        lock(&self.shared.user_sessions)
+            .iter()
+            .map(|(u, c)| (u.clone(), c.peak))
+            .collect()
+    }
+
+    /// Start counting peaks afresh: each user's peak becomes the sessions open now.
+    pub fn reset_session_peaks(&self) {
+        for c in lock(&self.shared.user_sessions).values_mut() {
+            c.peak = c.open;
+        }
     }
 
     /// Counters so far.

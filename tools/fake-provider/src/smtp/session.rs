@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use super::config::{AuthAdvert, Flavor, SmtpTls};
 use super::conn::{Conn, ConnError};
 use super::sasl::{Bearer, gmail_challenge, parse_oauthbearer, parse_xoauth2};
-use super::{Shared, Stage, bump};
+use super::{Shared, Stage, UserSession, bump};
 
 /// RFC 5321 command line limit; AUTH lines may be longer (RFC 4954 §4: 12,288).
 const COMMAND_MAX: usize = 512;
@@ -38,6 +38,8 @@ struct Session {
     peer: SocketAddr,
     ehlo: bool,
     user: Option<String>,
+    /// Counts this session for `user` in the per-user session peaks while it lives.
+    counted: Option<UserSession>,
     tx: Option<Tx>,
 }
 
@@ -50,6 +52,7 @@ pub(super) async fn run(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
         peer,
         ehlo: false,
         user: None,
+        counted: None,
         tx: None,
     };
     if let Err(e) = s.serve().await {
@@ -239,6 +242,7 @@ impl Session {
         // RFC 3207 §4.2: forget everything learnt before TLS.
         self.ehlo = false;
         self.user = None;
+        self.counted = None;
         self.tx = None;
         Ok(Flow::Continue)
     }
@@ -302,6 +306,7 @@ impl Session {
         if let Some(reply) = self.shared.take_injection(&Stage::Auth) {
             if code_of(&reply) / 100 == 2 {
                 self.user = bearer.and_then(|b| b.user);
+                self.count_session();
                 bump(&self.shared.counters.auth_successes);
             } else {
                 bump(&self.shared.counters.auth_failures);
@@ -316,6 +321,7 @@ impl Session {
         match accepted {
             Some(user) => {
                 self.user = Some(user);
+                self.count_session();
                 bump(&self.shared.counters.auth_successes);
                 Ok(self.send("235 2.7.0 Authentication successful"))
             }
@@ -323,6 +329,12 @@ impl Session {
                 bump(&self.shared.counters.auth_failures);
                 self.reject_token().await
             }
+        }
+    }
+
+    fn count_session(&mut self) {
+        if let Some(user) = &self.user {
+            self.counted = Some(UserSession::start(&self.shared, user));
         }
     }
 

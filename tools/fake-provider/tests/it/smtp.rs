@@ -381,3 +381,59 @@ async fn bdat_size_limit_and_stop_listening() {
     }
     assert!(refused, "listener closed");
 }
+
+#[tokio::test]
+async fn sessions_are_counted_per_mailbox_and_arrivals_reach_the_hook() {
+    let (idp, smtp) = office().await;
+    let arrived = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    smtp.on_arrival(move |m| seen.lock().unwrap().push(m.data.clone()));
+    let other = "other@contoso.example";
+    let login = |user: &'static str| {
+        let (idp, smtp) = (idp.clone(), smtp.clone());
+        async move {
+            let token = idp.issue_access_token(DEFAULT_CLIENT_ID, user, OUTLOOK);
+            let (mut c, _) = secure(&smtp).await;
+            let auth = format!("AUTH XOAUTH2 {}", xoauth2(user, &token));
+            assert_eq!(c.cmd(&auth).await.code, 235);
+            c
+        }
+    };
+    // An unauthenticated session counts for nobody.
+    let (_anonymous, _) = secure(&smtp).await;
+    let mut a1 = login(USER).await;
+    let a2 = login(USER).await;
+    let b = login(other).await;
+    let peaks = smtp.session_peaks();
+    assert_eq!((peaks[USER], peaks[other], peaks.len()), (2, 1, 2));
+
+    assert_eq!(a1.cmd(&format!("MAIL FROM:<{USER}>")).await.code, 250);
+    assert_eq!(a1.cmd("RCPT TO:<a@example.net>").await.code, 250);
+    assert_eq!(a1.cmd("DATA").await.code, 354);
+    assert_eq!(a1.cmd("Subject: hook\r\n\r\nbody\r\n.").await.code, 250);
+    assert_eq!(
+        arrived.lock().unwrap().as_slice(),
+        [b"Subject: hook\r\n\r\nbody\r\n".to_vec()]
+    );
+
+    // Closed sessions stop counting: after a reset the peak is what is open now.
+    for mut c in [a1, a2, b] {
+        assert_eq!(c.cmd("QUIT").await.code, 221);
+        assert!(c.closed().await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        smtp.reset_session_peaks();
+        if smtp.session_peaks().values().all(|&p| p == 0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = login(other).await;
+    assert_eq!(smtp.session_peaks()[other], 1);
+    assert_eq!(again.cmd("QUIT").await.code, 221);
+}

@@ -107,7 +107,7 @@ impl Session {
         self.conn
             .reply("354 Start mail input; end with <CRLF>.<CRLF>");
         let max = usize::try_from(self.shared.config.max_size).unwrap_or(usize::MAX);
-        let keep = self.shared.config.keep_bodies;
+        let keep = self.shared.wants_bodies();
         let mut data = Vec::new();
         let size = self.conn.data(&mut data, keep, max).await?;
         if size > max {
@@ -149,7 +149,7 @@ impl Session {
             return Ok(self.send(&format!("250 2.0.0 {size} bytes received")));
         }
         let data = tx.bdat.take().unwrap_or_default();
-        let data = if self.shared.config.keep_bodies {
+        let data = if self.shared.wants_bodies() {
             data
         } else {
             Vec::new()
