@@ -13,9 +13,8 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::load::{Auth, Target};
-use crate::postern::process_cpu;
+use crate::postern::{postern, process_cpu, run, status_fields};
 
-const POSTERN: &str = env!("CARGO_BIN_EXE_postern");
 /// The environment variable the import file names for the client secret.
 const SECRET_ENV: &str = "CONNECTIONS_BENCH_CLIENT_SECRET";
 
@@ -49,27 +48,6 @@ pub fn mailbox(i: usize) -> String {
 pub struct DataDir {
     dir: tempfile::TempDir,
     pub import_time: Duration,
-}
-
-fn postern(dir: &Path) -> Command {
-    let mut c = Command::new(POSTERN);
-    c.arg("--data-dir").arg(dir.join("data")).current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("POSTERN_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().expect("run postern");
-    assert!(
-        out.status.success(),
-        "postern failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl DataDir {
@@ -207,16 +185,7 @@ impl Serve {
     }
 
     pub fn memory(&self) -> Memory {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = status_fields(self.pid());
         Memory {
             rss_kib: field("VmRSS:"),
             peak_kib: field("VmHWM:"),

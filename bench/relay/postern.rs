@@ -48,12 +48,26 @@ pub fn process_cpu(pid: u32) -> (Duration, Duration) {
 }
 
 /// CPU time (user + system) of this benchmark process: the load generator and the fake provider.
+/// A reader of `/proc/PID/status` fields (`VmRSS:` …, in kB; 0 when absent).
+pub fn status_fields(pid: u32) -> impl Fn(&str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    move |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 pub fn own_cpu() -> Duration {
     let (u, s) = process_cpu(std::process::id());
     u + s
 }
 
-fn postern(dir: &Path) -> Command {
+/// `postern` with a data dir under `dir` and none of this shell's POSTERN_* settings.
+pub fn postern(dir: &Path) -> Command {
     let mut c = Command::new(POSTERN);
     c.arg("--data-dir").arg(dir.join("data")).current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -64,7 +78,8 @@ fn postern(dir: &Path) -> Command {
     c
 }
 
-fn run(cmd: &mut Command) -> String {
+/// Runs `cmd` to its end; its stdout, or a panic with its stderr.
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().expect("run postern");
     assert!(
         out.status.success(),
@@ -166,16 +181,7 @@ impl Postern {
 
     /// Resident memory now, from /proc/PID/status.
     pub fn memory(&self) -> Memory {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = status_fields(self.pid());
         Memory {
             peak_kib: field("VmHWM:"),
             rss_kib: field("VmRSS:"),
