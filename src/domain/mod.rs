@@ -27,7 +27,7 @@ pub use limits::{LIMIT_NAMES, LimitOverrides, Limits};
 pub use name::{ConnectionName, NameError};
 pub use provider::{FlowError, OAuthFlow, Preset, Provider, ProviderError};
 pub use redirect::{RedirectUri, RedirectUriError};
-pub use scope::{ScopeError, ScopeList, ScopeNotice};
+pub use scope::{ScopeError, ScopeList, ScopeNotice, has_gmail_scope};
 pub use tenant::{ClientId, ClientIdError, Tenant, TenantError, is_guid};
 pub use tls_mode::{TlsMode, TlsModeError};
 pub use view::ConnectionView;

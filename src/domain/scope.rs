@@ -30,6 +30,9 @@ const OUTLOOK_RESOURCES: [&str; 5] = [
     "https://partner.outlook.cn",
 ];
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
+/// The prefix of Gmail API scopes (`gmail.send`, `gmail.compose`, …): Gmail's SMTP server
+/// refuses their tokens, only [`GOOGLE_SCOPE`] opens SMTP.
+const GMAIL_API_SCOPE_PREFIX: &str = "https://www.googleapis.com/auth/gmail.";
 pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// A space-separated list of scopes, deduplicated, order kept.
@@ -75,6 +78,13 @@ pub enum ScopeError {
         "Google does not know the scope `{0}`: use `{GOOGLE_SCOPE}` (Postern asks for offline access itself)"
     )]
     GoogleScope(String),
+    #[error(
+        "scope `{0}` is a Gmail API scope: Google rejects its tokens for SMTP (the AUTH fails with \
+         `535 5.7.8`). SMTP needs the full-mailbox scope `{GOOGLE_SCOPE}`: use `--scope {GOOGLE_SCOPE}` \
+         and add that scope to the OAuth consent screen (Google Cloud console > OAuth consent screen > \
+         Data access)"
+    )]
+    GmailApiScope(String),
     #[error("scope `{0}` contains a control character or quote")]
     BadCharacter(String),
 }
@@ -148,7 +158,7 @@ impl ScopeList {
                     });
                     if resource.is_some_and(|r| !own.contains(r)) {
                         let fix = match flow {
-                            OAuthFlow::ClientCredentials => provider
+                            OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount => provider
                                 .preset()
                                 .app_only_scope
                                 .unwrap_or(MS_APP_ONLY_SCOPE),
@@ -163,7 +173,7 @@ impl ScopeList {
                 }
                 reject_offline_access_typos(&self)?;
                 match flow {
-                    OAuthFlow::ClientCredentials => {
+                    OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount => {
                         if let Some(bad) = self
                             .0
                             .iter()
@@ -191,6 +201,9 @@ impl ScopeList {
             Provider::Google => {
                 reject_offline_access_typos(&self)?;
                 if let Some(bad) = self.0.iter().find(|s| s.as_str() != GOOGLE_SCOPE) {
+                    if is_gmail_api_scope(bad) {
+                        return Err(ScopeError::GmailApiScope(bad.clone()));
+                    }
                     return Err(ScopeError::GoogleScope(bad.clone()));
                 }
             }
@@ -198,6 +211,24 @@ impl ScopeList {
         }
         Ok((self, notices))
     }
+}
+
+/// `gmail.send`, `https://www.googleapis.com/auth/gmail.send` and their siblings (any case).
+pub fn is_gmail_api_scope(scope: &str) -> bool {
+    let lower = scope.to_ascii_lowercase();
+    lower.starts_with(GMAIL_API_SCOPE_PREFIX)
+        || lower.strip_prefix("gmail.").is_some_and(|rest| {
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+        })
+}
+
+/// Whether a scope list asks for Gmail (SMTP or API): Google's device flow refuses these.
+pub fn has_gmail_scope(scopes: &ScopeList) -> Option<&str> {
+    scopes.iter().find(|s| {
+        s.eq_ignore_ascii_case(GOOGLE_SCOPE)
+            || s.eq_ignore_ascii_case(GOOGLE_SCOPE.trim_end_matches('/'))
+            || is_gmail_api_scope(s)
+    })
 }
 
 fn reject_offline_access_typos(list: &ScopeList) -> Result<(), ScopeError> {
@@ -340,6 +371,32 @@ mod tests {
             Err(ScopeError::GoogleScope(_))
         ));
         assert!(matches!(ScopeList::parse("  "), Err(ScopeError::Empty)));
+    }
+
+    #[test]
+    fn gmail_api_scopes_are_refused_for_smtp_with_the_right_scope_named() {
+        for bad in [
+            "https://www.googleapis.com/auth/gmail.send",
+            "https://www.googleapis.com/auth/gmail.compose",
+            "https://www.googleapis.com/auth/GMAIL.MODIFY",
+            "gmail.send",
+        ] {
+            let err = check(bad, Provider::Google, OAuthFlow::AuthorizationCode).unwrap_err();
+            assert_eq!(err, ScopeError::GmailApiScope(bad.into()));
+            let msg = err.to_string();
+            assert!(msg.contains("rejects its tokens for SMTP"), "{msg}");
+            assert!(msg.contains("--scope https://mail.google.com/"), "{msg}");
+        }
+        // Other mistakes keep the general message.
+        assert!(matches!(
+            check("email", Provider::Google, OAuthFlow::AuthorizationCode),
+            Err(ScopeError::GoogleScope(_))
+        ));
+        let gmail = ScopeList::parse("openid https://mail.google.com/").unwrap();
+        assert_eq!(has_gmail_scope(&gmail), Some(GOOGLE_SCOPE));
+        let send = ScopeList::parse("https://www.googleapis.com/auth/gmail.send").unwrap();
+        assert!(has_gmail_scope(&send).is_some());
+        assert!(has_gmail_scope(&ScopeList::parse(MS_SMTP_SCOPE).unwrap()).is_none());
         assert_eq!(ScopeList::parse("a,b a").unwrap().to_string(), "a b");
     }
 

@@ -11,7 +11,7 @@ use super::error::ProviderError;
 use super::exchange::{
     ExchangeError, Grant, TokenClient, TokenResponse, classify, number_or_string,
 };
-use crate::domain::ConnectionSettings;
+use crate::domain::{ConnectionSettings, has_gmail_scope};
 
 /// What the device endpoint answered: the code for the user and the secret one for polling.
 #[derive(Debug)]
@@ -77,11 +77,28 @@ const DEFAULT_INTERVAL: u64 = 5;
 /// RFC 8628 leaves `expires_in` required; guard against a provider that omits it.
 const DEFAULT_EXPIRES_IN: u64 = 900;
 
+/// Refuses, before anything goes on the wire, a device flow Google would refuse: its device
+/// endpoint answers `invalid_scope` for every Gmail scope, after the admin already went looking for
+/// a second device.
+pub fn check_device_allowed(settings: &ConnectionSettings) -> Result<(), AuthorizeError> {
+    match has_gmail_scope(&settings.scopes) {
+        Some(scope) => Err(AuthorizeError::Config(format!(
+            "connection `{}` asks for the Gmail scope `{scope}`, and Google's device flow does not allow \
+             the Gmail scopes (its device endpoint answers `invalid_scope`). Authorize in a browser \
+             instead: `postern connection authorize {}` (a loopback redirect on this machine), or \
+             `postern connection authorize {} --paste` on a server without a browser",
+            settings.name, settings.name, settings.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Asks the device endpoint for a user code.
 pub async fn start(
     client: &TokenClient,
     settings: &ConnectionSettings,
 ) -> Result<DeviceAuthorization, AuthorizeError> {
+    check_device_allowed(settings)?;
     let url = settings.device_endpoint().ok_or_else(|| {
         AuthorizeError::Config(format!(
             "connection `{}` has no device-code endpoint: set one with --device-url, or authorize without --device",

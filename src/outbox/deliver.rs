@@ -20,7 +20,12 @@ pub fn client_config(conn: &Connection, delivery: &DeliverySettings) -> SmtpClie
     c.ca_file = s.ca_file.clone();
     c.insecure_skip_tls_verify = delivery.insecure_skip_tls_verify;
     c.mechanism = AuthMechanism::Xoauth2;
-    if s.provider == Provider::Custom && s.host.as_str().ends_with("gmail.com") {
+    if s.provider == Provider::Google {
+        // Gmail offers both; OAUTHBEARER is the standard (RFC 7628). XOAUTH2 when a server
+        // (or a proxy in front of Gmail) offers only that.
+        c.mechanism = AuthMechanism::OAuthBearer;
+        c.fallback_mechanism = Some(AuthMechanism::Xoauth2);
+    } else if s.provider == Provider::Custom && s.host.as_str().ends_with("gmail.com") {
         c.mechanism = AuthMechanism::OAuthBearer;
     }
     c

@@ -22,8 +22,8 @@ impl SmtpConnection {
         token: &SecretString,
         trace: &mut Trace<'_>,
     ) -> Result<(), SmtpError> {
-        let mechanism = config.mechanism;
-        let result = self.exchange(config, token, trace).await;
+        let mechanism = self.pick_mechanism(config);
+        let result = self.exchange(config, mechanism, token, trace).await;
         if let Err(e) = &result {
             // After a plain refusal the server waits for the next command (AUTH may be retried);
             // after a network failure or a timeout the session is unknown.
@@ -35,13 +35,26 @@ impl SmtpConnection {
         Ok(())
     }
 
+    /// The configured mechanism, or its fallback when the server offers only that.
+    fn pick_mechanism(&self, config: &SmtpClientConfig) -> AuthMechanism {
+        match config.fallback_mechanism {
+            Some(fallback)
+                if !self.caps.supports_auth(config.mechanism.as_str())
+                    && self.caps.supports_auth(fallback.as_str()) =>
+            {
+                fallback
+            }
+            _ => config.mechanism,
+        }
+    }
+
     async fn exchange(
         &mut self,
         config: &SmtpClientConfig,
+        mechanism: AuthMechanism,
         token: &SecretString,
         trace: &mut Trace<'_>,
     ) -> Result<Reply, SmtpError> {
-        let mechanism = config.mechanism;
         if !self.caps.supports_auth(mechanism.as_str()) {
             return Err(SmtpError::AuthNotOffered {
                 host: config.host.clone(),

@@ -63,6 +63,9 @@ pub struct SmtpClientConfig {
     /// The mailbox the token was issued for: the SASL user name.
     pub username: String,
     pub mechanism: AuthMechanism,
+    /// Used instead of `mechanism` when the server does not offer it (Gmail offers both
+    /// OAUTHBEARER and XOAUTH2; a Google connection prefers the standard one).
+    pub fallback_mechanism: Option<AuthMechanism>,
     /// The name sent with EHLO: the system host name unless set.
     pub hello_name: String,
     /// Extra trusted CA certificates (PEM), added to the platform roots.
@@ -93,6 +96,7 @@ impl SmtpClientConfig {
             tls,
             username: username.into(),
             mechanism: AuthMechanism::default(),
+            fallback_mechanism: None,
             hello_name: default_hello_name(),
             ca_file: None,
             insecure_skip_tls_verify: false,

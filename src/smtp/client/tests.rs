@@ -365,6 +365,28 @@ async fn oauthbearer_when_chosen() {
     );
 }
 
+#[tokio::test]
+async fn oauthbearer_preferred_falls_back_to_xoauth2_when_not_offered() {
+    let both = TestServer::start(Options {
+        auth_mechanisms: "XOAUTH2 OAUTHBEARER",
+        ..Options::default()
+    })
+    .await;
+    let xoauth_only = TestServer::start(Options::default()).await;
+    for (server, want) in [(&both, "AUTH OAUTHBEARER"), (&xoauth_only, "AUTH XOAUTH2")] {
+        let mut cfg = config(server);
+        cfg.mechanism = AuthMechanism::OAuthBearer;
+        cfg.fallback_mechanism = Some(AuthMechanism::Xoauth2);
+        let conn = SmtpClient::new(cfg, FakeTokens::good())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        conn.quit().await.unwrap();
+        assert_eq!(server.record().commands()[3], want);
+    }
+}
+
 async fn one_bad_recipient_of_three(pipelining: bool) {
     let server = TestServer::start(Options {
         pipelining,
