@@ -70,13 +70,26 @@ fn explain(conn: &Connection, redirect_uri: Option<&str>, e: AuthorizeError) -> 
             if let Some(code) = p.aadsts() {
                 msg.push_str(&format!("\n  AADSTS code: {code}"));
             }
-            if let Some(h) = hint(
-                &p,
-                HintContext {
-                    connection: name,
-                    redirect_uri,
-                },
-            ) {
+            let diagnosed = crate::explain::diagnose_refusal(
+                conn.settings.provider,
+                conn.settings.flow,
+                &p.error,
+                None,
+            );
+            let cx = HintContext {
+                connection: name,
+                redirect_uri,
+            };
+            let h = match &diagnosed {
+                Some(note) => crate::explain::lookup(note).map(|e| {
+                    e.explain(crate::explain::Context {
+                        connection: Some(name),
+                        redirect_uri,
+                    })
+                }),
+                None => hint(&p, cx),
+            };
+            if let Some(h) = h {
                 msg.push_str(&format!("\nhint: {h}"));
             }
             failed(msg)
@@ -117,10 +130,10 @@ pub async fn authorize(ctx: &Ctx, args: AuthorizeArgs) -> CliResult {
     }
     let timeout = Duration::from_secs(args.timeout.max(1));
     let (result, redirect_uri) = match conn.settings.flow {
-        OAuthFlow::ClientCredentials => {
+        flow @ (OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount) => {
             if args.paste || args.device {
                 eprintln!(
-                    "note: app-only (client-credentials) connections need no sign-in; checking the app's credentials."
+                    "note: app-only ({flow}) connections need no sign-in; checking the app's credentials."
                 );
             }
             (manager.authorize_client_credentials(&conn).await, None)
@@ -129,6 +142,11 @@ pub async fn authorize(ctx: &Ctx, args: AuthorizeArgs) -> CliResult {
             (device_flow(&manager, &conn, timeout).await, None)
         }
         OAuthFlow::AuthorizationCode => {
+            if let Some(w) =
+                crate::explain::consent_warning(conn.settings.provider, conn.settings.flow)
+            {
+                eprintln!("warning: {w}");
+            }
             let redirect = conn.settings.redirect_uri.clone().ok_or_else(|| {
                 CliError::Usage(format!(
                     "connection `{}` has no redirect URI: set the one registered on the app with \

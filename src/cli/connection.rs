@@ -8,7 +8,10 @@ use clap::{Args, Subcommand};
 use super::output::print_json;
 use super::secret_input;
 use super::{CliError, CliResult, Ctx};
-use crate::domain::{ConnectionInput, ConnectionView, parse_expiry_date};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::{ConnectionInput, ConnectionView, OAuthFlow, parse_expiry_date};
+use crate::oauth::service_account::ServiceAccountKey;
 use crate::store::SecretKind;
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +110,11 @@ pub struct FieldArgs {
     /// Read the client secret from this environment variable.
     #[arg(long, value_name = "VAR")]
     client_secret_env: Option<String>,
+    /// Google Workspace app-only: the service account's JSON key file (Google Cloud console >
+    /// IAM & Admin > Service accounts > Keys). Stored sealed; implies --flow service-account and
+    /// the key's client id.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["client_secret_file", "client_secret_env"])]
+    service_account_key: Option<PathBuf>,
     /// Scopes, space separated (preset: https://outlook.office.com/SMTP.Send offline_access;
     /// each national cloud has its own, see --provider).
     #[arg(long)]
@@ -114,7 +122,8 @@ pub struct FieldArgs {
     /// The redirect URI registered on the app (default http://localhost).
     #[arg(long)]
     redirect_uri: Option<String>,
-    /// authorization-code (delegated, default) or client-credentials (app-only).
+    /// authorization-code (delegated, default), client-credentials (app-only, Microsoft) or
+    /// service-account (app-only, Google Workspace: domain-wide delegation).
     #[arg(long)]
     flow: Option<String>,
     /// Override the authorize endpoint (sovereign clouds, tests).
@@ -160,6 +169,34 @@ impl FieldArgs {
                 parse_expiry_date(t).map_err(|m| CliError::Usage(format!("--secret-expires: {m}")))
             })
             .transpose()
+    }
+
+    /// The key file of `--service-account-key`, checked: Google's JSON key of a service account.
+    fn service_account_key(&self) -> Result<Option<(ServiceAccountKey, SecretString)>, CliError> {
+        let Some(path) = &self.service_account_key else {
+            return Ok(None);
+        };
+        let json = secret_input::from_file_or_env("service account key", Some(path), None)?
+            .ok_or_else(|| CliError::Usage("the service account key is empty".into()))?;
+        let key = ServiceAccountKey::parse(json.expose_secret())
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        Ok(Some((key, json)))
+    }
+
+    /// The input, with what a service account key implies (flow, client id) unless given.
+    fn input_with_key(
+        &self,
+        name: Option<String>,
+        key: Option<&ServiceAccountKey>,
+    ) -> ConnectionInput {
+        let mut input = self.input(name);
+        if let Some(k) = key {
+            input
+                .flow
+                .get_or_insert_with(|| OAuthFlow::ServiceAccount.to_string());
+            input.client_id.get_or_insert_with(|| k.client_id.clone());
+        }
+        input
     }
 
     fn input(&self, name: Option<String>) -> ConnectionInput {
@@ -210,14 +247,22 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> CliResult {
 }
 
 async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
-    let (settings, notices) = fields.input(Some(name)).validate()?;
+    let key = fields.service_account_key()?;
+    let (settings, notices) = fields
+        .input_with_key(Some(name), key.as_ref().map(|(k, _)| k))
+        .validate()?;
     let expires = fields.secret_expiry()?;
-    let mut secret = secret_input::from_file_or_env(
-        "client secret",
-        fields.client_secret_file.as_deref(),
-        fields.client_secret_env.as_deref(),
-    )?;
-    if secret.is_none() {
+    let mut secret = match key {
+        Some((_, json)) => Some(json),
+        None => secret_input::from_file_or_env(
+            "client secret",
+            fields.client_secret_file.as_deref(),
+            fields.client_secret_env.as_deref(),
+        )?,
+    };
+    if settings.flow == OAuthFlow::ServiceAccount {
+        check_service_account_secret(&settings.name.to_string(), secret.as_ref(), true)?;
+    } else if secret.is_none() {
         secret = secret_input::prompt(
             "Client secret (Value column in Certificates & secrets; empty for none): ",
         )?;
@@ -324,7 +369,8 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
 async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) -> CliResult {
     let store = ctx.store().await?;
     let current = store.connection(name).await?;
-    let mut changes = fields.input(rename);
+    let key = fields.service_account_key()?;
+    let mut changes = fields.input_with_key(rename, key.as_ref().map(|(k, _)| k));
     // `--disabled` is for add; on edit use `connection disable`.
     changes.enabled = None;
     // `--limit` changes the limits it names; the other overrides stay.
@@ -340,11 +386,21 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
         .overlay(changes)
         .validate()?;
     let expires = fields.secret_expiry()?;
-    let secret = secret_input::from_file_or_env(
-        "client secret",
-        fields.client_secret_file.as_deref(),
-        fields.client_secret_env.as_deref(),
-    )?;
+    let secret = match key {
+        Some((_, json)) => Some(json),
+        None => secret_input::from_file_or_env(
+            "client secret",
+            fields.client_secret_file.as_deref(),
+            fields.client_secret_env.as_deref(),
+        )?,
+    };
+    if settings.flow == OAuthFlow::ServiceAccount {
+        let stored = store
+            .secret(current.id, SecretKind::ClientSecret)
+            .await?
+            .is_some();
+        check_service_account_secret(name, secret.as_ref(), !stored)?;
+    }
     let refresh = secret_input::from_file_or_env(
         "refresh token",
         fields.refresh_token_file.as_deref(),
@@ -367,6 +423,26 @@ async fn edit(ctx: &Ctx, name: &str, rename: Option<String>, fields: FieldArgs) 
         );
     }
     Ok(())
+}
+
+/// A service-account connection's "client secret" is its JSON key: refuse anything else before
+/// it is stored, and a connection without one.
+fn check_service_account_secret(
+    name: &str,
+    secret: Option<&SecretString>,
+    required: bool,
+) -> Result<(), CliError> {
+    match secret {
+        Some(s) => ServiceAccountKey::parse(s.expose_secret())
+            .map(|_| ())
+            .map_err(|e| CliError::Usage(format!("the service account key of `{name}`: {e}"))),
+        None if required => Err(CliError::Usage(format!(
+            "a service-account connection needs the service account's JSON key: add \
+             --service-account-key FILE (Google Cloud console > IAM & Admin > Service accounts > \
+             your account > Keys > Add key > JSON) to `{name}`"
+        ))),
+        None => Ok(()),
+    }
 }
 
 async fn set_enabled(ctx: &Ctx, name: &str, enabled: bool) -> CliResult {

@@ -235,9 +235,20 @@ impl ConnectionInput {
                     message: "client-credentials (app-only) connections need the Directory (tenant) ID or a verified domain, not `organizations`/`common`/`consumers`".into(),
                 });
             }
-            if matches!(provider, Provider::Google | Provider::Outlook) {
+            if provider == Provider::Google {
+                c.0.push(FieldError { field: "flow", message: "Google has no client-credentials grant: for app-only sending in Google Workspace use --flow service-account with --service-account-key FILE (a service account with domain-wide delegation)".into() });
+            } else if provider == Provider::Outlook {
                 c.0.push(FieldError { field: "flow", message: format!("{provider} does not offer client-credentials for SMTP: use authorization-code") });
             }
+        }
+        if flow == OAuthFlow::ServiceAccount && provider != Provider::Google {
+            c.0.push(FieldError {
+                field: "flow",
+                message: format!(
+                    "service-account (a Google service account with domain-wide delegation) is for the google provider, not {provider}{}",
+                    if provider.is_microsoft() { ": Microsoft's app-only flow is client-credentials" } else { "" }
+                ),
+            });
         }
         let client_id = match blank_to_none(&self.client_id) {
             Some(id) if provider.is_microsoft() => c.field("client_id", ClientId::parse_microsoft(id)),
@@ -245,7 +256,8 @@ impl ConnectionInput {
             None => c.field("client_id", Err("the Application (client) ID is required (Azure portal > App registrations > your app > Overview)")),
         };
         let default_scope = match flow {
-            OAuthFlow::AuthorizationCode => preset.delegated_scope,
+            // A service account asks for the same Gmail scope a person consents to.
+            OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount => preset.delegated_scope,
             OAuthFlow::ClientCredentials => preset.app_only_scope,
         };
         let mut notices = Vec::new();

@@ -220,11 +220,15 @@ pub enum OAuthFlow {
     AuthorizationCode,
     /// App-only: the app's own credentials, no consent and no refresh token.
     ClientCredentials,
+    /// Google Workspace app-only: a service account with domain-wide delegation signs a JWT
+    /// impersonating the mailbox (RFC 7523); its JSON key is stored sealed, like a secret.
+    ServiceAccount,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "flow `{0}` is not known: use authorization-code (delegated, with consent) or client-credentials (app-only)"
+    "flow `{0}` is not known: use authorization-code (delegated, with consent), client-credentials \
+     (app-only, Microsoft) or service-account (app-only, Google Workspace)"
 )]
 pub struct FlowError(String);
 
@@ -233,7 +237,16 @@ impl OAuthFlow {
         match self {
             OAuthFlow::AuthorizationCode => "authorization-code",
             OAuthFlow::ClientCredentials => "client-credentials",
+            OAuthFlow::ServiceAccount => "service-account",
         }
+    }
+
+    /// App-only flows: no sign-in and no refresh token; a token is requested whenever one is due.
+    pub fn is_app_only(self) -> bool {
+        matches!(
+            self,
+            OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount
+        )
     }
 }
 
@@ -243,6 +256,7 @@ impl FromStr for OAuthFlow {
         match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "authorization-code" | "auth-code" | "delegated" => Ok(OAuthFlow::AuthorizationCode),
             "client-credentials" | "app-only" => Ok(OAuthFlow::ClientCredentials),
+            "service-account" | "jwt-bearer" => Ok(OAuthFlow::ServiceAccount),
             _ => Err(FlowError(s.to_string())),
         }
     }
@@ -273,6 +287,11 @@ mod tests {
             "client_credentials".parse::<OAuthFlow>(),
             Ok(OAuthFlow::ClientCredentials)
         );
+        assert_eq!(
+            "service_account".parse::<OAuthFlow>(),
+            Ok(OAuthFlow::ServiceAccount)
+        );
+        assert!(OAuthFlow::ServiceAccount.is_app_only());
         assert!("implicit".parse::<OAuthFlow>().is_err());
         assert_eq!(
             Provider::Outlook.preset().host,

@@ -270,6 +270,29 @@ pub static ENTRIES: &[Entry] = &[
         remedy: "Register {redirect_uri} (Google: Credentials > OAuth client > Authorized redirect URIs).",
         needs_admin: true,
     },
+    // ---- Google causes Postern diagnoses itself (see `diagnose_refusal`) ----
+    Entry {
+        key: Key::Postern(super::GOOGLE_TESTING_PHRASE),
+        cause: "Google refused a refresh token about 7 days after it was issued: apps whose publishing \
+                status is 'Testing' get refresh tokens that expire after 7 days.",
+        remedy: "Publish the app: Google Cloud console > Google Auth Platform > Audience (older consoles: \
+                 APIs & Services > OAuth consent screen) > Publishing status > 'Publish app' (In \
+                 production; the https://mail.google.com/ scope may then need Google's verification, \
+                 or use an 'Internal' app in Google Workspace). Then run \
+                 `postern connection authorize {connection}` once more.",
+        needs_admin: true,
+    },
+    Entry {
+        key: Key::Postern(super::DELEGATION_PHRASE),
+        cause: "Google refused the service account's assertion: the Workspace has not granted \
+                domain-wide delegation to this client id for https://mail.google.com/ (or the grant \
+                names another scope).",
+        remedy: "In the Google Workspace Admin console: Security > Access and data control > API controls > \
+                 Manage Domain Wide Delegation > Add new: the service account's Client ID (`postern \
+                 connection show {connection}`) and the scope https://mail.google.com/ exactly. It can \
+                 take a few minutes (up to 24 hours) to apply; then `postern connection authorize {connection}`.",
+        needs_admin: true,
+    },
     // ---- Microsoft Graph error codes ----
     Entry {
         key: Key::Graph("ErrorSendAsDenied"),

@@ -11,6 +11,8 @@ mod tests;
 
 pub use entries::ENTRIES;
 
+use crate::domain::{OAuthFlow, Provider};
+
 /// An RFC 3463 enhanced status code: class, subject, detail.
 pub type Enhanced = (u8, u16, u16);
 
@@ -27,6 +29,10 @@ pub enum Key {
     OAuth(&'static str),
     /// A Microsoft Graph error `code` (`ErrorSendAsDenied`).
     Graph(&'static str),
+    /// A cause Postern diagnosed itself from what it knows beside the provider's answer (a
+    /// refresh token's age, the flow), found by this phrase in the status reason; see
+    /// [`diagnose_refusal`].
+    Postern(&'static str),
 }
 
 /// One known error: why it happens and what the admin does about it.
@@ -75,9 +81,55 @@ impl Entry {
             Key::Aadsts(codes) => format!("AADSTS{}", codes[0]),
             Key::Smtp(0, (c, s, d)) => format!("{c}.{s}.{d}"),
             Key::Smtp(code, (c, s, d)) => format!("{code} {c}.{s}.{d}"),
-            Key::SmtpText(t) | Key::OAuth(t) | Key::Graph(t) => t.to_string(),
+            Key::SmtpText(t) | Key::OAuth(t) | Key::Graph(t) | Key::Postern(t) => t.to_string(),
         }
     }
+}
+
+/// Google's 'Testing' publishing status, said at every Google sign-in: Postern cannot see the
+/// app's status, and the 7-day death of the refresh token otherwise comes as a surprise a week
+/// later.
+pub const GOOGLE_TESTING_STATUS_WARNING: &str = "if the Google app's publishing status is \
+'Testing' (Google Cloud console > Google Auth Platform > Audience; older consoles: OAuth consent \
+screen), Google lets its refresh tokens expire after 7 days and the connection then stops. Press \
+'Publish app' there (Testing > In production) before signing in, or sign in again each week.";
+
+/// Phrases [`diagnose_refusal`] puts in a status reason, and its entries are found by.
+pub const GOOGLE_TESTING_PHRASE: &str = "the Google app is probably in 'Testing' publishing status";
+pub const DELEGATION_PHRASE: &str = "domain-wide delegation is not granted";
+
+/// Google's 'Testing' apps get refresh tokens that die after 7 days: a refusal of one that old
+/// (give or take half a day) is most likely that, not a revocation.
+const TESTING_TOKEN_AGE: std::ops::RangeInclusive<i64> = (13 * 86_400 / 2)..=(15 * 86_400 / 2);
+
+/// What Postern can tell about a refused grant beyond the provider's words: a sentence to add to
+/// the status reason (it carries the phrase of a catalogue entry), or `None`.
+/// `refresh_token_age_secs`: how long ago the refused refresh token was obtained.
+pub fn diagnose_refusal(
+    provider: Provider,
+    flow: OAuthFlow,
+    error: &str,
+    refresh_token_age_secs: Option<i64>,
+) -> Option<String> {
+    match (provider, flow, error) {
+        (Provider::Google, OAuthFlow::AuthorizationCode, "invalid_grant") => {
+            let age = refresh_token_age_secs.filter(|a| TESTING_TOKEN_AGE.contains(a))?;
+            Some(format!(
+                "The refresh token was {:.1} days old: {GOOGLE_TESTING_PHRASE}.",
+                age as f64 / 86_400.0
+            ))
+        }
+        (Provider::Google, OAuthFlow::ServiceAccount, "unauthorized_client") => Some(format!(
+            "For a service account this means {DELEGATION_PHRASE} for its client id and scope."
+        )),
+        _ => None,
+    }
+}
+
+/// What to say before a sign-in, for a provider and flow.
+pub fn consent_warning(provider: Provider, flow: OAuthFlow) -> Option<&'static str> {
+    (provider == Provider::Google && flow == OAuthFlow::AuthorizationCode)
+        .then_some(GOOGLE_TESTING_STATUS_WARNING)
 }
 
 /// What to do about a connection that needs re-authorization, from its status reason: the
@@ -132,6 +184,13 @@ pub fn smtp(code: u16, enhanced: Option<Enhanced>, text: &str) -> Option<&'stati
 /// The entry for an error as it appears in a log line, a status reason or a provider's answer:
 /// an AADSTS code, a Graph code, an SMTP reply (`535 5.7.139 ...`) or an OAuth `error` word.
 pub fn lookup(raw: &str) -> Option<&'static Entry> {
+    // Postern's own diagnosis says more than the provider's error word beside it.
+    if let Some(e) = ENTRIES
+        .iter()
+        .find(|e| matches!(e.key, Key::Postern(p) if raw.contains(p)))
+    {
+        return Some(e);
+    }
     // The error words that say more than the AADSTS code that comes with them.
     for word in ["access_denied", "authorization_declined", "expired_token"] {
         if starts_with_word(raw, word) {

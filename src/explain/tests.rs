@@ -5,6 +5,14 @@ use super::*;
 /// (raw error as a provider or Postern's log writes it, the label of the entry it must find)
 const CASES: &[(&str, &str)] = &[
     (
+        "invalid_grant: Token has been expired or revoked. The refresh token was 7.0 days old: the Google app is probably in 'Testing' publishing status.",
+        "the Google app is probably in 'Testing' publishing status",
+    ),
+    (
+        "unauthorized_client: Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested. For a service account this means domain-wide delegation is not granted for its client id and scope.",
+        "domain-wide delegation is not granted",
+    ),
+    (
         "invalid_request: AADSTS50011: The redirect URI 'http://localhost:5' specified in the request does not match",
         "AADSTS50011",
     ),
@@ -282,5 +290,62 @@ fn smtp_text_markers_win_over_codes() {
     assert_eq!(
         oauth_error("invalid_grant").map(|e| e.needs_admin),
         Some(true)
+    );
+}
+
+#[test]
+fn google_refusals_are_diagnosed_from_the_token_age_and_the_flow() {
+    use crate::domain::{OAuthFlow, Provider};
+    let day = 86_400;
+    let testing = |age: Option<i64>| {
+        diagnose_refusal(
+            Provider::Google,
+            OAuthFlow::AuthorizationCode,
+            "invalid_grant",
+            age,
+        )
+    };
+    for age in [13 * day / 2, 7 * day, 7 * day + 3600, 15 * day / 2] {
+        let note = testing(Some(age)).expect("about 7 days");
+        let entry = lookup(&format!(
+            "invalid_grant: Token has been expired or revoked. {note}"
+        ))
+        .unwrap();
+        assert!(entry.remedy.contains("Publish app"), "{}", entry.remedy);
+    }
+    for age in [None, Some(6 * day), Some(8 * day), Some(3600)] {
+        assert_eq!(testing(age), None, "{age:?}");
+    }
+    // Only Google's delegated refresh tokens die at 7 days.
+    assert_eq!(
+        diagnose_refusal(
+            Provider::Microsoft,
+            OAuthFlow::AuthorizationCode,
+            "invalid_grant",
+            Some(7 * day)
+        ),
+        None
+    );
+    let note = diagnose_refusal(
+        Provider::Google,
+        OAuthFlow::ServiceAccount,
+        "unauthorized_client",
+        None,
+    )
+    .unwrap();
+    let entry = lookup(&note).unwrap();
+    assert!(entry.remedy.contains("Manage Domain Wide Delegation"));
+    assert!(entry.remedy.contains("https://mail.google.com/"));
+    assert_eq!(
+        consent_warning(Provider::Google, OAuthFlow::AuthorizationCode),
+        Some(GOOGLE_TESTING_STATUS_WARNING)
+    );
+    assert_eq!(
+        consent_warning(Provider::Google, OAuthFlow::ServiceAccount),
+        None
+    );
+    assert_eq!(
+        consent_warning(Provider::Microsoft, OAuthFlow::AuthorizationCode),
+        None
     );
 }

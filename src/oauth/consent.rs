@@ -106,15 +106,30 @@ impl TokenManager {
         &self,
         conn: &Connection,
     ) -> Result<Authorized, AuthorizeError> {
-        if conn.settings.flow != OAuthFlow::ClientCredentials {
+        if !conn.settings.flow.is_app_only() {
             return Err(AuthorizeError::Config(format!(
                 "connection `{}` uses the authorization-code flow: it needs a sign-in",
                 conn.name()
             )));
         }
         let secret = self.client_secret(conn).await?;
+        let assertion = match conn.settings.flow {
+            OAuthFlow::ServiceAccount => Some(
+                super::service_account::assertion_for(
+                    &conn.settings,
+                    secret.as_ref(),
+                    super::tokens::now(),
+                )
+                .map_err(AuthorizeError::Config)?,
+            ),
+            _ => None,
+        };
+        let grant = match &assertion {
+            Some(a) => Grant::JwtBearer(a),
+            None => Grant::ClientCredentials,
+        };
         match self
-            .request_with_retries(conn, secret.as_ref(), Grant::ClientCredentials)
+            .request_with_retries(conn, secret.as_ref(), grant)
             .await
         {
             Ok(tokens) => self.finish(conn, tokens).await,

@@ -23,6 +23,8 @@ pub enum Grant<'a> {
     RefreshToken(&'a SecretString),
     ClientCredentials,
     DeviceCode(&'a SecretString),
+    /// RFC 7523: a signed JWT (a Google service account's) in place of any client secret.
+    JwtBearer(&'a SecretString),
 }
 
 impl Grant<'_> {
@@ -32,6 +34,7 @@ impl Grant<'_> {
             Grant::RefreshToken(_) => "refresh_token",
             Grant::ClientCredentials => "client_credentials",
             Grant::DeviceCode(_) => DEVICE_CODE_GRANT,
+            Grant::JwtBearer(_) => super::service_account::JWT_BEARER_GRANT,
         }
     }
 
@@ -39,7 +42,7 @@ impl Grant<'_> {
     fn secrets(&self) -> Vec<&SecretString> {
         match self {
             Grant::AuthorizationCode { code, verifier, .. } => vec![code, verifier],
-            Grant::RefreshToken(t) | Grant::DeviceCode(t) => vec![t],
+            Grant::RefreshToken(t) | Grant::DeviceCode(t) | Grant::JwtBearer(t) => vec![t],
             Grant::ClientCredentials => vec![],
         }
     }
@@ -148,7 +151,11 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
 /// Google's token endpoint wants no `scope` on code and refresh requests; everyone else does
 /// (Microsoft's v2 endpoint requires it on refresh).
 fn sends_scope(settings: &ConnectionSettings, grant: &Grant<'_>) -> bool {
-    matches!(grant, Grant::ClientCredentials) || settings.provider != Provider::Google
+    match grant {
+        Grant::ClientCredentials => true,
+        Grant::JwtBearer(_) => false,
+        _ => settings.provider != Provider::Google,
+    }
 }
 
 /// Default lifetime when the provider leaves `expires_in` out (RFC 6749 only recommends it).
@@ -174,10 +181,12 @@ impl TokenClient {
                 settings.name
             ))
         })?;
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", grant.grant_type()),
-            ("client_id", settings.client_id.as_str()),
-        ];
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", grant.grant_type())];
+        // The assertion names the client and the scope itself (RFC 7523 §2.1).
+        let client_secret = client_secret.filter(|_| !matches!(grant, Grant::JwtBearer(_)));
+        if !matches!(grant, Grant::JwtBearer(_)) {
+            form.push(("client_id", settings.client_id.as_str()));
+        }
         let scope = settings.scopes.to_string();
         if sends_scope(settings, &grant) {
             form.push(("scope", &scope));
@@ -194,6 +203,7 @@ impl TokenClient {
             }
             Grant::RefreshToken(t) => form.push(("refresh_token", t.expose_secret())),
             Grant::DeviceCode(c) => form.push(("device_code", c.expose_secret())),
+            Grant::JwtBearer(a) => form.push(("assertion", a.expose_secret())),
             Grant::ClientCredentials => {}
         }
         if let Some(s) = client_secret {

@@ -28,6 +28,7 @@ mod keepalive;
 pub mod loopback;
 pub mod paste;
 mod retry;
+pub mod service_account;
 mod source;
 mod tokens;
 

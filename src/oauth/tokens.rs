@@ -305,7 +305,7 @@ impl TokenManager {
             .map_err(store_error)?
             .map(|s| s.value);
         let refresh_token = match conn.settings.flow {
-            OAuthFlow::ClientCredentials => None,
+            OAuthFlow::ClientCredentials | OAuthFlow::ServiceAccount => None,
             OAuthFlow::AuthorizationCode => {
                 let stored = store
                     .secret(id, SecretKind::RefreshToken)
@@ -318,9 +318,17 @@ impl TokenManager {
                 })?)
             }
         };
-        let grant = match &refresh_token {
-            Some(rt) => Grant::RefreshToken(rt),
-            None => Grant::ClientCredentials,
+        let assertion = match conn.settings.flow {
+            OAuthFlow::ServiceAccount => Some(
+                super::service_account::assertion_for(&conn.settings, secret.as_ref(), now())
+                    .map_err(TokenError::NotUsable)?,
+            ),
+            _ => None,
+        };
+        let grant = match (&refresh_token, &assertion) {
+            (Some(rt), _) => Grant::RefreshToken(rt),
+            (None, Some(a)) => Grant::JwtBearer(a),
+            (None, None) => Grant::ClientCredentials,
         };
         let tokens = match self
             .request_with_retries(conn, secret.as_ref(), grant)
@@ -386,6 +394,25 @@ impl TokenManager {
             }
             reason.truncate(cut);
             reason.push('…');
+        }
+        // What Postern knows beside the provider's words (a Google refresh token 7 days old).
+        let age = match used {
+            Some(_) => store
+                .secret_updated_at(conn.id, SecretKind::RefreshToken)
+                .await
+                .ok()
+                .flatten()
+                .map(|obtained| now() - obtained),
+            None => None,
+        };
+        if let Some(note) = crate::explain::diagnose_refusal(
+            conn.settings.provider,
+            conn.settings.flow,
+            &p.error,
+            age,
+        ) {
+            reason.push(' ');
+            reason.push_str(&note);
         }
         // The same explanation as `connection token`, notifications and the UI give.
         let fix = crate::explain::reauthorization_fix(conn.name().as_str(), &reason);

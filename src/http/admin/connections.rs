@@ -49,6 +49,8 @@ pub(super) struct ConnectionPage {
     pub status_help: String,
     pub can_connect: bool,
     pub connect_label: &'static str,
+    /// Said before the admin signs in (Google's 'Testing' publishing status).
+    pub consent_warning: Option<&'static str>,
     pub callback_uri: String,
     pub test_to: String,
     pub steps: Vec<StepView>,
@@ -438,6 +440,10 @@ pub(super) fn status_text(v: &ConnectionView) -> (&'static str, String) {
             "disabled",
             "Mail for this connection waits in the queue until the connection is enabled again.".into(),
         ),
+        _ if v.flow == OAuthFlow::ServiceAccount.as_str() => (
+            "new",
+            "App-only Google Workspace connection: Postern signs a JWT with the service account's key (domain-wide delegation); no sign-in is needed. Send a test e-mail to check it.".into(),
+        ),
         _ if v.flow == OAuthFlow::ClientCredentials.as_str() => (
             "new",
             "App-only connection: Postern asks for tokens with the client secret; no sign-in is needed. Send a test e-mail to check it.".into(),
@@ -482,6 +488,10 @@ pub(super) fn connection_page(
         status_help,
         can_connect: conn.settings.flow == OAuthFlow::AuthorizationCode,
         connect_label,
+        consent_warning: crate::explain::consent_warning(
+            conn.settings.provider,
+            conn.settings.flow,
+        ),
         callback_uri: callback_uri(parts, state, c.redirect_uri.as_deref()),
         test_to: if test_to.is_empty() {
             c.user.clone()

@@ -212,6 +212,7 @@ pub fn fields(
             .options(&[
                 ("authorization-code", "Authorization code (delegated: sign in as the mailbox)"),
                 ("client-credentials", "Client credentials (app-only, Microsoft 365)"),
+                ("service-account", "Service account (app-only, Google Workspace: paste the JSON key as the client secret)"),
             ])
             .help("Delegated (normal) needs SMTP.Send and offline_access; app-only needs the Exchange service principal set up by your admin."),
         FormField::new("tls", "TLS mode", "select", v.tls.as_deref().or(Some("starttls")))
