@@ -24,6 +24,11 @@ impl OAuthError {
         }
     }
 
+    /// Google's shape: `{"error","error_description"}`, no AADSTS code.
+    pub fn plain(status: u16, error: &str, description: impl Into<String>) -> Self {
+        Self::new(status, error, 0, description)
+    }
+
     /// 400 `invalid_grant`.
     pub fn grant(code: u32, description: impl Into<String>) -> Self {
         Self::new(400, "invalid_grant", code, description)
@@ -59,7 +64,11 @@ pub(crate) fn error_body(error: &str, codes: &[u32], description: &str) -> serde
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = error_body(&self.error, &[self.code], &self.description);
+        let body = if self.code == 0 {
+            serde_json::json!({"error": self.error, "error_description": self.description})
+        } else {
+            error_body(&self.error, &[self.code], &self.description)
+        };
         (status, axum::Json(body)).into_response()
     }
 }

@@ -50,6 +50,7 @@ pub(crate) fn token(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &[
             "refresh_token" => "refresh_token",
             "client_credentials" => "client_credentials",
             DEVICE_GRANT => DEVICE_GRANT,
+            super::jwt::JWT_BEARER_GRANT => super::jwt::JWT_BEARER_GRANT,
             _ => "other",
         }));
     let basic = basic_credentials(headers);
@@ -81,7 +82,11 @@ pub(crate) fn token(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &[
         let secret = basic
             .map(|(_, s)| s)
             .or_else(|| form.get("client_secret").cloned());
-        let result = authenticate(shared, client_id.as_deref(), secret.as_deref()).and_then(|id| {
+        // A service account's assertion is its own client authentication (RFC 7523 §3).
+        let result = if grant_type == super::jwt::JWT_BEARER_GRANT {
+            required(&form, "assertion").and_then(|a| super::jwt::jwt_bearer(shared, tenant, a))
+        } else {
+            authenticate(shared, client_id.as_deref(), secret.as_deref()).and_then(|id| {
             let tid = shared.tid_for(tenant);
             match grant_type.as_str() {
                 "authorization_code" => authorization_code(shared, &id, &form),
@@ -99,7 +104,8 @@ pub(crate) fn token(shared: &Shared, tenant: &str, headers: &HeaderMap, body: &[
                     format!("AADSTS70003: The app requested an unsupported grant type '{other}'."),
                 )),
             }
-        });
+        })
+        };
         match result {
             Ok(body) => axum::Json(body).into_response(),
             Err(e) => {

@@ -8,6 +8,7 @@ mod config;
 mod device;
 mod error;
 mod grants;
+mod jwt;
 mod routes;
 mod tokens;
 
@@ -27,6 +28,7 @@ pub use config::{
 };
 pub use device::DeviceStatus;
 pub use error::InjectedError;
+pub use jwt::ServiceAccount;
 pub use tokens::{RefreshState, TokenInfo};
 
 use crate::Error;
@@ -47,6 +49,8 @@ pub struct IdpCounters {
     pub client_credentials: u64,
     /// `grant_type=urn:ietf:params:oauth:grant-type:device_code` (polls).
     pub device_code: u64,
+    /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` (service accounts).
+    pub jwt_bearer: u64,
     /// Authorize endpoint requests.
     pub authorize: u64,
     /// Device authorization (devicecode endpoint) requests.
@@ -92,6 +96,7 @@ pub(crate) struct CounterCells {
     refresh_token: AtomicU64,
     client_credentials: AtomicU64,
     device_code: AtomicU64,
+    jwt_bearer: AtomicU64,
     authorize: AtomicU64,
     devicecode: AtomicU64,
     introspect: AtomicU64,
@@ -116,6 +121,7 @@ impl CounterCells {
                     "refresh_token" => &self.refresh_token,
                     "client_credentials" => &self.client_credentials,
                     grants::DEVICE_GRANT => &self.device_code,
+                    jwt::JWT_BEARER_GRANT => &self.jwt_bearer,
                     _ => return,
                 }
             }
@@ -134,6 +140,7 @@ impl CounterCells {
             refresh_token: g(&self.refresh_token),
             client_credentials: g(&self.client_credentials),
             device_code: g(&self.device_code),
+            jwt_bearer: g(&self.jwt_bearer),
             authorize: g(&self.authorize),
             devicecode: g(&self.devicecode),
             introspect: g(&self.introspect),
@@ -153,6 +160,7 @@ pub(crate) struct Shared {
     pub consent_denied: AtomicBool,
     pub grants: Mutex<Grants>,
     pub devices: Mutex<Devices>,
+    pub service_accounts: Mutex<jwt::Registry>,
     pub injected: Mutex<VecDeque<InjectedError>>,
     pub requests: Mutex<Vec<TokenRequest>>,
     pub counters: CounterCells,
@@ -219,6 +227,7 @@ impl FakeIdp {
             consent_denied: AtomicBool::new(false),
             grants: Mutex::default(),
             devices: Mutex::default(),
+            service_accounts: Mutex::default(),
             injected: Mutex::default(),
             requests: Mutex::default(),
             counters: CounterCells::default(),
@@ -308,6 +317,12 @@ impl FakeIdp {
         for rec in lock(&self.shared.grants).access.values_mut() {
             rec.revoked = true;
         }
+    }
+
+    /// Know `account` (its public key) and grant domain-wide delegation of `delegated_scopes` to
+    /// its client id; no scopes: the Workspace admin has not granted delegation.
+    pub fn register_service_account(&self, account: &ServiceAccount, delegated_scopes: &[&str]) {
+        jwt::register(&self.shared, account, delegated_scopes);
     }
 
     /// Seed a refresh token as if `user` had consented (new token family), without the browser flow.
