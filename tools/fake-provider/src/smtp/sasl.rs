@@ -58,9 +58,14 @@ fn strip_bearer(auth: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Gmail's failure challenge: `334 <base64 JSON>`; the client must answer with an empty line.
-pub(crate) fn gmail_challenge() -> String {
-    STANDARD.encode(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#)
+/// Gmail's failure challenge: `334 <base64 JSON>`, as Gmail words it after XOAUTH2 and after
+/// OAUTHBEARER.
+pub(crate) fn gmail_challenge(oauthbearer: bool) -> String {
+    STANDARD.encode(if oauthbearer {
+        r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#
+    } else {
+        r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#
+    })
 }
 
 #[cfg(test)]
@@ -91,8 +96,12 @@ mod tests {
 
     #[test]
     fn gmail_challenge_decodes_to_json() {
-        let json = STANDARD.decode(gmail_challenge()).unwrap();
+        let json = STANDARD.decode(gmail_challenge(false)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["status"], "401");
+        let json = STANDARD.decode(gmail_challenge(true)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["status"], "400");
+        assert_eq!(v["scope"], "https://mail.google.com/");
     }
 }

@@ -327,7 +327,7 @@ impl Session {
             }
             None => {
                 bump(&self.shared.counters.auth_failures);
-                self.reject_token().await
+                self.reject_token(&mech).await
             }
         }
     }
@@ -338,16 +338,23 @@ impl Session {
         }
     }
 
-    async fn reject_token(&mut self) -> Result<Flow, ConnError> {
+    async fn reject_token(&mut self, mech: &str) -> Result<Flow, ConnError> {
         match self.shared.config.flavor {
             Flavor::Office365 => Ok(self.send(&format!(
                 "535 5.7.3 Authentication unsuccessful [{}]",
                 self.shared.config.hostname
             ))),
             Flavor::Gmail => {
-                // Gmail first sends a JSON error challenge; the client answers with an empty line.
-                self.conn.reply(&format!("334 {}", gmail_challenge()));
-                let _ = self.conn.line(AUTH_MAX).await?;
+                // Gmail first sends a JSON error challenge; the client must answer it (an empty
+                // line after XOAUTH2, `%x01` after OAUTHBEARER: RFC 7628 §3.2.3) to get the 535.
+                let oauthbearer = mech == "OAUTHBEARER";
+                self.conn
+                    .reply(&format!("334 {}", gmail_challenge(oauthbearer)));
+                let answer = self.conn.line(AUTH_MAX).await?;
+                let expected = if oauthbearer { "AQ==" } else { "" };
+                if String::from_utf8_lossy(&answer).trim_end() != expected {
+                    return Ok(self.send("501 5.5.2 Cannot Decode response"));
+                }
                 Ok(self.send(
                     "535-5.7.8 Username and Password not accepted. For more information, go to\r\n\
                      535 5.7.8  https://support.google.com/mail/?p=BadCredentials fake - gsmtp",

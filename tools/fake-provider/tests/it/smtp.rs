@@ -229,6 +229,27 @@ async fn gmail_mode_challenges_then_535_and_accepts_oauthbearer() {
 }
 
 #[tokio::test]
+async fn gmail_mode_oauthbearer_refusal_wants_the_x01_answer() {
+    let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
+    let smtp = FakeSmtp::start(SmtpConfig::gmail(), TokenValidator::Idp(idp.clone()))
+        .await
+        .unwrap();
+    let bad = format!("n,a={USER},\x01host=localhost\x01port=587\x01auth=Bearer expired\x01\x01");
+    for (answer, code) in [("AQ==", 535), ("", 501)] {
+        let (mut c, _) = secure(&smtp).await;
+        assert_eq!(c.cmd("AUTH OAUTHBEARER").await.code, 334);
+        let r = c.cmd(&STANDARD.encode(&bad)).await;
+        assert_eq!(r.code, 334);
+        let json: serde_json::Value =
+            serde_json::from_slice(&STANDARD.decode(&r.text).unwrap()).unwrap();
+        assert_eq!(json["status"], "400");
+        assert_eq!(json["schemes"], "Bearer");
+        assert_eq!(json["scope"], "https://mail.google.com/");
+        assert_eq!(c.cmd(answer).await.code, code, "answer {answer:?}");
+    }
+}
+
+#[tokio::test]
 async fn injected_replies() {
     let smtp = FakeSmtp::start(SmtpConfig::default(), TokenValidator::AcceptAny)
         .await
