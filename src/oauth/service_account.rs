@@ -254,4 +254,39 @@ mod tests {
                 .contains("PKCS#1")
         );
     }
+
+    #[test]
+    fn assertion_carries_the_claims_google_checks() {
+        let account = fake_provider::idp::ServiceAccount::generate(
+            "sa@p.iam.gserviceaccount.com",
+            "1234567890",
+            "https://oauth2.googleapis.com/token",
+        );
+        let key = ServiceAccountKey::parse(&account.key_json).unwrap();
+        assert_eq!(key.client_id, "1234567890");
+        assert!(!format!("{key:?}").contains("PRIVATE KEY"));
+        let jwt = key
+            .assertion(&AssertionClaims {
+                subject: "ops@example.com",
+                scope: "https://mail.google.com/",
+                audience: "https://oauth2.googleapis.com/token",
+                issued_at: 1_700_000_000,
+            })
+            .unwrap();
+        let parts: Vec<&str> = jwt.expose_secret().split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let json = |p: &str| -> serde_json::Value {
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+        };
+        let (header, claims) = (json(parts[0]), json(parts[1]));
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(claims["iss"], "sa@p.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], "ops@example.com");
+        assert_eq!(claims["scope"], "https://mail.google.com/");
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["iat"], 1_700_000_000);
+        assert_eq!(claims["exp"], 1_700_000_000 + 3600);
+        // RS256 with a 2048-bit key: a 256-byte signature.
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 256);
+    }
 }

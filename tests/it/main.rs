@@ -6,6 +6,7 @@ mod cli_connection_list;
 mod cli_package;
 mod cli_send;
 mod doctor;
+mod google;
 mod helpers;
 mod http_api;
 mod http_api_list;

@@ -185,7 +185,7 @@ pub fn fields(
         FormField::new("client_secret", "Client Secret", "password", None)
             .placeholder(secret_placeholder(secrets.client_secret))
             .help(if google {
-                "Google Cloud console › Credentials › your OAuth client › Client secret."
+                "Google Cloud console › Google Auth Platform › Clients › your OAuth client › Client secret. For the flow 'Service account': paste the service account's whole JSON key file here."
             } else {
                 "Azure portal › your app › Certificates & secrets › Client secrets › the Value column (not the Secret ID); Azure shows it only once."
             }),

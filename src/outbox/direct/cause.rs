@@ -77,6 +77,16 @@ fn token_cause(t: &TokenError, conn: &Connection) -> Option<String> {
                 connection: name,
                 redirect_uri: conn.settings.redirect_uri.as_ref().map(RedirectUri::as_str),
             };
+            // Postern's own diagnosis (a Google refresh token dead at 7 days) says more than
+            // the provider's error word.
+            if let Some(entry) = crate::explain::lookup(reason)
+                .filter(|e| matches!(e.key, crate::explain::Key::Postern(_)))
+            {
+                return Some(entry.explain(crate::explain::Context {
+                    connection: Some(name),
+                    redirect_uri: context.redirect_uri,
+                }));
+            }
             Some(
                 hint(&ProviderError::from_reason(reason), context).unwrap_or_else(|| {
                     format!("run `postern connection authorize {name}` to sign in again")
