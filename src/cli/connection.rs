@@ -261,7 +261,7 @@ async fn add(ctx: &Ctx, name: String, fields: FieldArgs) -> CliResult {
         )?,
     };
     if settings.flow == OAuthFlow::ServiceAccount {
-        check_service_account_secret(&settings.name.to_string(), secret.as_ref(), true)?;
+        check_service_account_secret(settings.name.as_str(), secret.as_ref(), true)?;
     } else if secret.is_none() {
         secret = secret_input::prompt(
             "Client secret (Value column in Certificates & secrets; empty for none): ",
