@@ -267,8 +267,8 @@ impl ConnectionInput {
                 message: super::ScopeError::GraphNotOffered(provider.as_str()).to_string(),
             });
         }
-        let graph_url = blank_to_none(&self.graph_url)
-            .and_then(|u| c.field("graph_url", parse_graph_url(u)));
+        let graph_url =
+            blank_to_none(&self.graph_url).and_then(|u| c.field("graph_url", parse_graph_url(u)));
         let default_scope = match (transport, flow) {
             (Transport::Smtp, OAuthFlow::AuthorizationCode) => preset.delegated_scope,
             (Transport::Smtp, OAuthFlow::ClientCredentials) => preset.app_only_scope,
@@ -454,12 +454,16 @@ mod tests {
         .unwrap();
         assert!(s.scopes.contains("offline_access") && notices.len() == 1);
         // The SMTP scope on a Graph connection: refused, with the Graph scope as the fix.
-        let err = graph(Some("https://outlook.office.com/SMTP.Send offline_access"), None)
-            .validate()
-            .unwrap_err()
-            .to_string();
+        let err = graph(
+            Some("https://outlook.office.com/SMTP.Send offline_access"),
+            None,
+        )
+        .validate()
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains("scope: ") && err.contains("https://graph.microsoft.com/Mail.Send offline_access"),
+            err.contains("scope: ")
+                && err.contains("https://graph.microsoft.com/Mail.Send offline_access"),
             "{err}"
         );
         // And today's refusal of a Graph scope on an SMTP connection stays.
@@ -479,7 +483,10 @@ mod tests {
         .validate()
         .unwrap_err()
         .to_string();
-        assert!(err.contains("max_concurrent") && err.contains("at most 4"), "{err}");
+        assert!(
+            err.contains("max_concurrent") && err.contains("at most 4"),
+            "{err}"
+        );
         // Google has no Graph.
         let err = ConnectionInput {
             provider: Some("google".into()),

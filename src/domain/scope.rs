@@ -267,7 +267,9 @@ impl ScopeList {
                 if let Some(bad) = self.0.iter().find(|s| !s.eq_ignore_ascii_case(&app_only)) {
                     return Err(ScopeError::AppOnlyScope {
                         scope: bad.clone(),
-                        fix: provider.graph_app_only_scope().unwrap_or(GRAPH_APP_ONLY_SCOPE),
+                        fix: provider
+                            .graph_app_only_scope()
+                            .unwrap_or(GRAPH_APP_ONLY_SCOPE),
                     });
                 }
             }

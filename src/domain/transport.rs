@@ -8,7 +8,9 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 
 /// `smtp` (AUTH XOAUTH2 to the provider's SMTP server) or `graph` (`POST /v1.0/users/{user}/sendMail`),
 /// for tenants where SMTP AUTH is off (`535 5.7.139`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]
@@ -53,8 +55,9 @@ impl FromStr for Transport {
 /// A Graph base URL: `https://` only (a bearer token never crosses cleartext), no path, query or
 /// credentials.
 pub fn parse_graph_url(s: &str) -> Result<url::Url, String> {
-    let u = url::Url::parse(s.trim())
-        .map_err(|e| format!("`{s}` is not an absolute URL ({e}): write e.g. {DEFAULT_GRAPH_URL}"))?;
+    let u = url::Url::parse(s.trim()).map_err(|e| {
+        format!("`{s}` is not an absolute URL ({e}): write e.g. {DEFAULT_GRAPH_URL}")
+    })?;
     if u.scheme() != "https" {
         return Err(format!(
             "`{s}` must be an https URL: Graph is only reached over TLS (e.g. {DEFAULT_GRAPH_URL})"

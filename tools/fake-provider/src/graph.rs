@@ -18,8 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::FakeIdp;
 use crate::Error;
+use crate::FakeIdp;
 use crate::smtp::tls::TestCa;
 
 /// The audience Graph tokens carry.
@@ -232,7 +232,11 @@ impl FakeGraph {
 
     /// The next `n` requests get `reply` (after the token check passes).
     pub fn inject(&self, reply: GraphReply, n: usize) {
-        let mut q = self.shared.injected.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self
+            .shared
+            .injected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         q.extend(std::iter::repeat_n(reply, n));
     }
 
@@ -330,12 +334,7 @@ async fn send_mail(
     };
     if info.aud != GRAPH_AUDIENCE {
         s.bad_tokens.fetch_add(1, Ordering::Relaxed);
-        return error(
-            401,
-            "InvalidAuthenticationToken",
-            "Invalid audience.",
-            None,
-        );
+        return error(401, "InvalidAuthenticationToken", "Invalid audience.", None);
     }
     let injected = {
         let mut q = s.injected.lock().unwrap_or_else(|e| e.into_inner());
