@@ -152,3 +152,33 @@ async fn graph_403_fails_with_its_explanation_and_a_5_mb_message_fails_unsent_an
     );
     assert!(graph.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_test_on_graph_prints_each_step_and_names_the_cause_of_a_403() {
+    let w = World::graph().await;
+    let graph = w.graph.as_ref().unwrap();
+    let out = w
+        .postern(&["connection", "test", "fake", "--to", TO])
+        .await
+        .ok();
+    let text = out.all();
+    for step in ["dns", "tls", "token", "sendMail"] {
+        assert!(text.contains(step), "{step} in {text}");
+    }
+    assert!(
+        text.contains("audience https://graph.microsoft.com")
+            && text.contains("scp: Mail.Send")
+            && text.contains("202 Accepted"),
+        "{text}"
+    );
+    assert_eq!(graph.messages().len(), 1);
+
+    graph.inject(replies::ACCESS_DENIED, 1);
+    let out = w.postern(&["connection", "test", "fake", "--to", TO]).await;
+    assert_ne!(out.code, 0, "{}", out.all());
+    let text = out.all();
+    assert!(
+        text.contains("ErrorAccessDenied") && text.contains("Grant admin consent"),
+        "the likely cause: {text}"
+    );
+}
