@@ -17,6 +17,9 @@ pub struct Prepared {
     pub removed: Vec<String>,
 }
 
+/// A header field's byte range and what replaces it (`None`: the field is dropped).
+type Rewrite = ((usize, usize), Option<Vec<u8>>);
+
 const RECIPIENT_FIELDS: [&str; 3] = ["to", "cc", "bcc"];
 
 /// The header block's fields as byte ranges (each with its folded continuation lines and CRLF),
@@ -103,7 +106,7 @@ pub fn prepare(mime: &[u8], recipients: &[String]) -> Prepared {
     let mut seen: Vec<String> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
     // Rewritten fields: (range, replacement or None to drop).
-    let mut rewrites: Vec<((usize, usize), Option<Vec<u8>>)> = Vec::new();
+    let mut rewrites: Vec<Rewrite> = Vec::new();
     for &(start, end) in &ranges {
         let raw = &mime[start..end];
         let Some(name) = field_name(raw) else {

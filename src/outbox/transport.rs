@@ -11,6 +11,8 @@ use crate::smtp::client::{SmtpError, Transport};
 use crate::store::messages::RecipientOutcome;
 
 /// A connection's transport, as its `transport` setting says.
+// One per sender, held for its life: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum MailTransport<S: TokenSource> {
     Smtp(Transport<S>),
