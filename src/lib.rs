@@ -16,6 +16,7 @@
 //! - [`oauth`]: consent flows and the token manager that keeps access tokens fresh.
 //! - [`http`]: the JSON API, the admin web UI and the OAuth redirect endpoint, behind one router.
 //! - [`smtp`]: the upstream client that delivers with XOAUTH2, and the relay server for legacy apps.
+//! - [`graph`]: the Microsoft Graph transport: sendMail over HTTPS, envelope-wins MIME, reply classes.
 //! - [`outbox`]: the durable queue (group commit), the relay intake, and the delivery workers.
 //! - [`metrics`]: counters and histograms for `/metrics` (Prometheus text).
 //! - [`notify`]: tells the admin about state changes (webhook, e-mail, command) before mail stops.
@@ -29,6 +30,7 @@ pub mod declared;
 pub mod doctor;
 pub mod domain;
 pub mod explain;
+pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod notify;

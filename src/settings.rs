@@ -56,6 +56,10 @@ pub struct DeclaredConnection {
     pub max_concurrent: Option<u32>,
     /// Overrides of the provider's sending limits: `"messages-per-minute=10,recipients-per-day=5000"`.
     pub limits: Option<String>,
+    /// `smtp` (default) or `graph` (Microsoft Graph sendMail).
+    pub transport: Option<String>,
+    /// The Microsoft Graph base URL (default: the provider cloud's).
+    pub graph_url: Option<String>,
     /// A file holding the client secret (mode 0600).
     pub client_secret_file: Option<PathBuf>,
     /// An environment variable holding the client secret.
@@ -645,6 +649,8 @@ impl DeclaredConnection {
             enabled: self.enabled,
             max_concurrent: self.max_concurrent.map(|n| n.to_string()),
             limits: self.limits.clone(),
+            transport: self.transport.clone(),
+            graph_url: self.graph_url.clone(),
         }
     }
 }

@@ -145,6 +145,13 @@ pub struct FieldArgs {
     /// recipients-per-day or recipients-per-message; N=0 for none, `preset` to undo (repeatable).
     #[arg(long = "limit", value_name = "NAME=N")]
     limits: Vec<String>,
+    /// How mail leaves: smtp (SMTP AUTH with XOAUTH2, default) or graph (Microsoft Graph
+    /// sendMail, for tenants where SMTP AUTH is off: `535 5.7.139`).
+    #[arg(long, value_name = "smtp|graph")]
+    transport: Option<String>,
+    /// The Microsoft Graph base URL (default: the provider cloud's, https://graph.microsoft.com).
+    #[arg(long, value_name = "URL")]
+    graph_url: Option<String>,
     /// Read an existing refresh token from this file (normally `authorize` obtains it).
     #[arg(long, value_name = "FILE")]
     refresh_token_file: Option<PathBuf>,
@@ -221,6 +228,8 @@ impl FieldArgs {
             enabled: self.disabled.then_some(false),
             max_concurrent: self.max_concurrent.clone(),
             limits: (!self.limits.is_empty()).then(|| self.limits.join(",")),
+            transport: self.transport.clone(),
+            graph_url: self.graph_url.clone(),
         }
     }
 }
@@ -335,6 +344,8 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
         ("Token URL", v.token_url.clone().unwrap_or_else(none)),
         ("Device URL", v.device_url.clone().unwrap_or_else(none)),
         ("CA file", v.ca_file.clone().unwrap_or_else(none)),
+        ("Transport", v.transport.clone()),
+        ("Graph URL", v.graph_url.clone().unwrap_or_else(none)),
         ("Max concurrent", v.max_concurrent.to_string()),
         (
             "Limits",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{
     ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, Limits, OAuthFlow, Port,
-    Provider, RedirectUri, ScopeList, Tenant, TlsMode,
+    Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport,
 };
 
 /// A validated connection's settings (no secrets: those live sealed in the store).
@@ -35,6 +35,10 @@ pub struct ConnectionSettings {
     pub max_concurrent: u32,
     /// Overrides of the provider's sending limits.
     pub limits: LimitOverrides,
+    /// How mail leaves: SMTP (default) or Microsoft Graph.
+    pub transport: Transport,
+    /// The Graph base URL set for this connection (`None`: the provider cloud's Graph).
+    pub graph_url: Option<url::Url>,
 }
 
 /// Where a connection stands, as shown to the admin.
@@ -156,6 +160,17 @@ impl Connection {
 }
 
 impl ConnectionSettings {
+    /// The Graph base URL in force: the one set, else the provider cloud's.
+    pub fn graph_base(&self) -> url::Url {
+        self.graph_url.clone().unwrap_or_else(|| {
+            let base = self
+                .provider
+                .graph_resource()
+                .unwrap_or(super::DEFAULT_GRAPH_URL);
+            url::Url::parse(base).expect("the Graph presets are URLs")
+        })
+    }
+
     fn fill(&self, template: &str) -> Option<url::Url> {
         let tenant = self.tenant.as_ref().map(Tenant::as_str).unwrap_or("common");
         url::Url::parse(&template.replace("{tenant}", tenant)).ok()

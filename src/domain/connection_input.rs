@@ -10,7 +10,7 @@ use super::connection::ConnectionSettings;
 use super::scope::ScopeNotice;
 use super::{
     ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, OAuthFlow, Port, Provider,
-    RedirectUri, ScopeList, Tenant, TlsMode,
+    RedirectUri, ScopeList, Tenant, TlsMode, Transport, parse_graph_url,
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
@@ -38,6 +38,10 @@ pub struct ConnectionInput {
     pub max_concurrent: Option<String>,
     /// Overrides of the provider's sending limits, `name=N,…` (see [`LimitOverrides::parse`]).
     pub limits: Option<String>,
+    /// `smtp` (default) or `graph`.
+    pub transport: Option<String>,
+    /// The Microsoft Graph base URL (Graph connections; default: the provider cloud's Graph).
+    pub graph_url: Option<String>,
 }
 
 /// One field that is wrong, named as the admin knows it.
@@ -86,6 +90,9 @@ impl Collector {
     }
 }
 
+/// Microsoft Graph's concurrency limit: 4 requests in flight per app and mailbox.
+pub const GRAPH_MAX_IN_FLIGHT: u32 = 4;
+
 fn blank_to_none(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
@@ -122,6 +129,8 @@ impl ConnectionInput {
             enabled: Some(s.enabled),
             max_concurrent: Some(s.max_concurrent.to_string()),
             limits: Some(s.limits.to_string()),
+            transport: Some(s.transport.to_string()),
+            graph_url: s.graph_url.as_ref().map(ToString::to_string),
         }
     }
 
@@ -150,7 +159,9 @@ impl ConnectionInput {
             ca_file,
             enabled,
             max_concurrent,
-            limits
+            limits,
+            transport,
+            graph_url
         );
         self
     }
@@ -255,17 +266,42 @@ impl ConnectionInput {
             Some(id) => c.field("client_id", ClientId::parse(id)),
             None => c.field("client_id", Err("the Application (client) ID is required (Azure portal > App registrations > your app > Overview)")),
         };
-        let default_scope = match flow {
+        let transport = c
+            .field(
+                "transport",
+                blank_to_none(&self.transport).map_or(Ok(Transport::Smtp), str::parse),
+            )
+            .unwrap_or_default();
+        if transport == Transport::Graph && provider.graph_resource().is_none() {
+            c.0.push(FieldError {
+                field: "transport",
+                message: super::ScopeError::GraphNotOffered(provider.as_str()).to_string(),
+            });
+        }
+        let graph_url =
+            blank_to_none(&self.graph_url).and_then(|u| c.field("graph_url", parse_graph_url(u)));
+        let default_scope = match (transport, flow) {
             // A service account asks for the same Gmail scope a person consents to.
-            OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount => preset.delegated_scope,
-            OAuthFlow::ClientCredentials => preset.app_only_scope,
+            (Transport::Smtp, OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount) => {
+                preset.delegated_scope
+            }
+            (Transport::Smtp, OAuthFlow::ClientCredentials) => preset.app_only_scope,
+            (Transport::Graph, OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount) => {
+                provider.graph_scopes().map(|(d, _)| d)
+            }
+            (Transport::Graph, OAuthFlow::ClientCredentials) => {
+                provider.graph_scopes().map(|(_, a)| a)
+            }
         };
         let mut notices = Vec::new();
         let scopes = match blank_to_none(&self.scope).or(default_scope) {
             Some(s) => c
                 .field(
                     "scope",
-                    ScopeList::parse(s).and_then(|l| l.check(provider, flow)),
+                    ScopeList::parse(s).and_then(|l| match transport {
+                        Transport::Smtp => l.check(provider, flow),
+                        Transport::Graph => l.check_graph(provider, flow),
+                    }),
                 )
                 .map(|(l, n)| {
                     notices = n;
@@ -308,8 +344,21 @@ impl ConnectionInput {
                     .filter(|n| (1..=100).contains(n))
                     .ok_or("use a number from 1 to 100"),
             ),
+            None if transport == Transport::Graph => Some(GRAPH_MAX_IN_FLIGHT),
             None => Some(preset.max_concurrent),
         };
+        if transport == Transport::Graph
+            && let Some(n) = max_concurrent
+            && n > GRAPH_MAX_IN_FLIGHT
+        {
+            c.0.push(FieldError {
+                field: "max_concurrent",
+                message: format!(
+                    "Microsoft Graph allows {GRAPH_MAX_IN_FLIGHT} requests in flight per app and mailbox \
+                     (more are refused with 429): use at most {GRAPH_MAX_IN_FLIGHT}"
+                ),
+            });
+        }
         let limits = c
             .field(
                 "limits",
@@ -368,6 +417,8 @@ impl ConnectionInput {
                 enabled: self.enabled.unwrap_or(true),
                 max_concurrent,
                 limits,
+                transport,
+                graph_url,
             },
             notices,
         ))
@@ -388,6 +439,86 @@ mod tests {
             client_id: Some(GUID.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_graph_connection_takes_graph_scopes_and_refuses_the_smtp_one() {
+        let graph = |scope: Option<&str>, flow: Option<&str>| ConnectionInput {
+            transport: Some("graph".into()),
+            scope: scope.map(Into::into),
+            flow: flow.map(Into::into),
+            tenant: Some(GUID.into()),
+            ..ms()
+        };
+        let (s, _) = graph(None, None).validate().unwrap();
+        assert_eq!(s.transport, Transport::Graph);
+        assert_eq!(
+            s.scopes.to_string(),
+            "https://graph.microsoft.com/Mail.Send offline_access"
+        );
+        assert_eq!(s.graph_base().as_str(), "https://graph.microsoft.com/");
+        assert_eq!(s.max_concurrent, GRAPH_MAX_IN_FLIGHT);
+        let (s, _) = graph(None, Some("client-credentials")).validate().unwrap();
+        assert_eq!(s.scopes.to_string(), "https://graph.microsoft.com/.default");
+        let (s, notices) = graph(
+            Some("https://graph.microsoft.com/Mail.Send https://graph.microsoft.com/Mail.Send.Shared"),
+            None,
+        )
+        .validate()
+        .unwrap();
+        assert!(s.scopes.contains("offline_access") && notices.len() == 1);
+        // The SMTP scope on a Graph connection: refused, with the Graph scope as the fix.
+        let err = graph(
+            Some("https://outlook.office.com/SMTP.Send offline_access"),
+            None,
+        )
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("scope: ")
+                && err.contains("https://graph.microsoft.com/Mail.Send offline_access"),
+            "{err}"
+        );
+        // And today's refusal of a Graph scope on an SMTP connection stays.
+        let err = ConnectionInput {
+            scope: Some("https://graph.microsoft.com/Mail.Send".into()),
+            ..ms()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("535 5.7.3"), "{err}");
+        // Graph allows 4 requests in flight per app and mailbox.
+        let err = ConnectionInput {
+            max_concurrent: Some("5".into()),
+            ..graph(None, None)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max_concurrent") && err.contains("at most 4"),
+            "{err}"
+        );
+        // Google has no Graph.
+        let err = ConnectionInput {
+            provider: Some("google".into()),
+            client_id: Some("42.apps.googleusercontent.com".into()),
+            ..graph(None, None)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--transport smtp"), "{err}");
+        let err = ConnectionInput {
+            graph_url: Some("http://graph.microsoft.com".into()),
+            ..graph(None, None)
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("graph_url") && err.contains("https"), "{err}");
     }
 
     #[test]

@@ -89,6 +89,40 @@ impl Provider {
         }
     }
 
+    /// The Microsoft Graph resource of this provider's cloud (none outside Microsoft): the base
+    /// URL of its Graph endpoint and the resource of its Graph scopes.
+    pub fn graph_resource(self) -> Option<&'static str> {
+        match self {
+            Provider::Microsoft | Provider::Outlook => Some("https://graph.microsoft.com"),
+            Provider::MicrosoftUsGov => Some("https://graph.microsoft.us"),
+            Provider::MicrosoftChina => Some("https://microsoftgraph.chinacloudapi.cn"),
+            Provider::Google | Provider::Custom => None,
+        }
+    }
+
+    /// The default Graph scopes of this cloud: (delegated, app-only).
+    pub fn graph_scopes(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Provider::Microsoft | Provider::Outlook => Some((
+                super::scope::GRAPH_DELEGATED_SCOPE,
+                super::scope::GRAPH_APP_ONLY_SCOPE,
+            )),
+            Provider::MicrosoftUsGov => Some((
+                "https://graph.microsoft.us/Mail.Send offline_access",
+                "https://graph.microsoft.us/.default",
+            )),
+            Provider::MicrosoftChina => Some((
+                "https://microsoftgraph.chinacloudapi.cn/Mail.Send offline_access",
+                "https://microsoftgraph.chinacloudapi.cn/.default",
+            )),
+            Provider::Google | Provider::Custom => None,
+        }
+    }
+
+    pub fn graph_app_only_scope(self) -> Option<&'static str> {
+        self.graph_scopes().map(|(_, a)| a)
+    }
+
     /// The Exchange Online resources whose tokens this provider's sign-in service issues.
     pub(crate) fn outlook_resources(self) -> &'static [&'static str] {
         match self {

@@ -29,6 +29,10 @@ const OUTLOOK_RESOURCES: [&str; 5] = [
     "https://outlook-dod.office365.us",
     "https://partner.outlook.cn",
 ];
+/// Microsoft Graph, delegated: send as the signed-in mailbox (add `Mail.Send.Shared` for a shared one).
+pub const GRAPH_DELEGATED_SCOPE: &str = "https://graph.microsoft.com/Mail.Send offline_access";
+/// Microsoft Graph, app-only: the application permissions granted to the app (Mail.Send).
+pub const GRAPH_APP_ONLY_SCOPE: &str = "https://graph.microsoft.com/.default";
 pub const GOOGLE_SCOPE: &str = "https://mail.google.com/";
 /// The prefix of Gmail API scopes (`gmail.send`, `gmail.compose`, …): Gmail's SMTP server
 /// refuses their tokens, only [`GOOGLE_SCOPE`] opens SMTP.
@@ -85,6 +89,25 @@ pub enum ScopeError {
          Data access)"
     )]
     GmailApiScope(String),
+    #[error(
+        "scope `{scope}` is an SMTP (Outlook resource) scope, but this connection sends through \
+         Microsoft Graph, which refuses an Outlook token with 401. Use `{fix}` (and grant the \
+         Microsoft Graph Mail.Send permission), or keep `--transport smtp`"
+    )]
+    SmtpScopeOnGraph { scope: String, fix: String },
+    #[error(
+        "scope `{scope}` is not a Microsoft Graph scope: a Graph connection asks for \
+         `{fix}` (delegated), or `{graph}/.default` (app-only)"
+    )]
+    NotGraph {
+        scope: String,
+        fix: String,
+        graph: &'static str,
+    },
+    #[error(
+        "the Graph transport is Microsoft's: provider `{0}` has no Microsoft Graph; use `--transport smtp`"
+    )]
+    GraphNotOffered(&'static str),
     #[error("scope `{0}` contains a control character or quote")]
     BadCharacter(String),
 }
@@ -229,6 +252,71 @@ pub fn has_gmail_scope(scopes: &ScopeList) -> Option<&str> {
             || s.eq_ignore_ascii_case(GOOGLE_SCOPE.trim_end_matches('/'))
             || is_gmail_api_scope(s)
     })
+}
+
+/// Scopes Graph connections ask for besides their resource's: refresh and sign-in.
+const GRAPH_EXTRA_SCOPES: [&str; 4] = [OFFLINE_ACCESS, "openid", "profile", "email"];
+
+impl ScopeList {
+    /// The rules for a connection that sends through Microsoft Graph: only Graph scopes (any
+    /// cloud's resource is refused when it is not the provider's), `{graph}/.default` for app-only,
+    /// and `offline_access` added for delegated connections.
+    pub fn check_graph(
+        mut self,
+        provider: Provider,
+        flow: OAuthFlow,
+    ) -> Result<(Self, Vec<ScopeNotice>), ScopeError> {
+        let Some(graph) = provider.graph_resource() else {
+            return Err(ScopeError::GraphNotOffered(provider.as_str()));
+        };
+        reject_offline_access_typos(&self)?;
+        let fix = format!("{graph}/Mail.Send {OFFLINE_ACCESS}");
+        let own = format!("{graph}/").to_ascii_lowercase();
+        for s in &self.0 {
+            let lower = s.to_ascii_lowercase();
+            if GRAPH_EXTRA_SCOPES.contains(&s.as_str()) {
+                continue;
+            }
+            if OUTLOOK_RESOURCES.iter().any(|r| lower.starts_with(r)) || lower == "smtp.send" {
+                return Err(ScopeError::SmtpScopeOnGraph {
+                    scope: s.clone(),
+                    fix,
+                });
+            }
+            if !lower.starts_with(&own) {
+                return Err(ScopeError::NotGraph {
+                    scope: s.clone(),
+                    fix,
+                    graph,
+                });
+            }
+        }
+        let mut notices = Vec::new();
+        match flow {
+            OAuthFlow::ClientCredentials => {
+                let app_only = format!("{graph}/.default");
+                if let Some(bad) = self.0.iter().find(|s| !s.eq_ignore_ascii_case(&app_only)) {
+                    return Err(ScopeError::AppOnlyScope {
+                        scope: bad.clone(),
+                        fix: provider
+                            .graph_app_only_scope()
+                            .unwrap_or(GRAPH_APP_ONLY_SCOPE),
+                    });
+                }
+            }
+            OAuthFlow::AuthorizationCode => {
+                if !self.contains(OFFLINE_ACCESS) {
+                    self.0.push(OFFLINE_ACCESS.to_string());
+                    notices.push(ScopeNotice(format!(
+                        "added `{OFFLINE_ACCESS}` to the scope: without it Microsoft issues no refresh token"
+                    )));
+                }
+            }
+            // Service accounts are Google's, which has no Graph: refused above.
+            OAuthFlow::ServiceAccount => {}
+        }
+        Ok((self, notices))
+    }
 }
 
 fn reject_offline_access_typos(list: &ScopeList) -> Result<(), ScopeError> {

@@ -30,6 +30,10 @@ pub struct ConnectionView {
     pub limits: Limits,
     /// Which of them this connection overrides (`name=N,…`; empty: all from the preset).
     pub limit_overrides: String,
+    /// `smtp` or `graph`.
+    pub transport: String,
+    /// The Microsoft Graph base URL in force (Graph connections; `None` for SMTP ones).
+    pub graph_url: Option<String>,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     pub status: String,
     pub status_reason: Option<String>,
@@ -79,6 +83,9 @@ impl From<&Connection> for ConnectionView {
             max_concurrent: s.max_concurrent,
             limits: c.limits(),
             limit_overrides: s.limits.to_string(),
+            transport: s.transport.to_string(),
+            graph_url: (s.transport == super::Transport::Graph)
+                .then(|| s.graph_base().as_str().trim_end_matches('/').to_string()),
             status: status.as_str().to_string(),
             status_reason: c.status.reason().map(str::to_string),
             client_secret: set(c.client_secret_set),

@@ -297,32 +297,48 @@ pub static ENTRIES: &[Entry] = &[
     Entry {
         key: Key::Graph("ErrorSendAsDenied"),
         cause: "The mailbox has no right to send as the From address.",
-        remedy: "Send as the mailbox itself, or grant SendAs (or Send on Behalf) in Exchange.",
+        remedy: "Send as the connection's mailbox (or through `--from-policy rewrite`), or give the \
+                 mailbox SendAs rights on the From address in Exchange (Exchange admin center > \
+                 Recipients > the From mailbox > Delegation > Send as); a shared mailbox also needs the \
+                 delegated Mail.Send.Shared permission.",
         needs_admin: true,
     },
     Entry {
         key: Key::Graph("ErrorAccessDenied"),
         cause: "Graph refused access to the mailbox (\"Access to OData is disabled\", or a missing \
                 Mail.Send permission or RBAC for Applications scope).",
-        remedy: "Grant Mail.Send to the app for this mailbox and check that REST access is enabled for it.",
+        remedy: "In Entra: API permissions > Microsoft Graph > Mail.Send (delegated, or application for \
+                 app-only) > Grant admin consent, then `postern connection authorize {connection}`. For \
+                 app-only, an RBAC for Applications scope (New-ManagementRoleAssignment -Role \
+                 \"Application Mail.Send\" with a management scope) or an application access policy must \
+                 include this mailbox.",
         needs_admin: true,
     },
     Entry {
         key: Key::Graph("MailboxNotEnabledForRESTAPI"),
         cause: "The mailbox cannot be reached through Graph (on-premises, inactive or unlicensed).",
-        remedy: "Use an Exchange Online mailbox with a license, or the SMTP transport.",
+        remedy: "Give the mailbox an Exchange Online license (or use a cloud mailbox that has one), or \
+                 send through SMTP (`postern connection edit {connection} --transport smtp`).",
         needs_admin: true,
     },
     Entry {
         key: Key::Graph("ErrorInvalidRecipients"),
         cause: "Graph found no valid recipient in the message headers (envelope-only recipients need a Bcc header).",
-        remedy: "Check the message's To/Cc/Bcc headers.",
+        remedy: "Check the recipients' addresses: Graph refuses the whole message when one is not \
+                 a valid address.",
         needs_admin: false,
     },
     Entry {
         key: Key::Graph("ErrorMessageSizeExceeded"),
         cause: "The message is larger than the mailbox accepts.",
         remedy: "Send a smaller message (Graph requests are limited to 4 MB).",
+        needs_admin: false,
+    },
+    Entry {
+        key: Key::Graph("RequestEntityTooLarge"),
+        cause: "The Graph request is larger than 4 MB (the message is sent base64-encoded, a third larger).",
+        remedy: "Send messages under about 3 MB through this connection, or use the SMTP transport for \
+                 large mail (Exchange Online takes up to 35 MB over SMTP).",
         needs_admin: false,
     },
     Entry {

@@ -10,6 +10,7 @@
 mod cause;
 pub mod compose;
 mod connection_test;
+mod graph;
 
 use crate::domain::{Connection, EmailAddress};
 use crate::oauth::TokenSource;
@@ -153,6 +154,15 @@ pub async fn send_now<F: TokenFactory>(
     if let Some(reason) = hold_reason(conn) {
         return Err(DirectError::NotUsable(reason));
     }
+    if conn.settings.transport == crate::domain::Transport::Graph {
+        let client = crate::graph::GraphClient::new(
+            conn,
+            delivery.insecure_skip_tls_verify,
+            tokens.token_source(conn),
+        )
+        .map_err(|e| DirectError::NotUsable(e.to_string()))?;
+        return graph::deliver(store, &client, conn, &message, None).await;
+    }
     let client = SmtpClient::new(client_config(conn, delivery), tokens.token_source(conn))
         .map_err(|source| DirectError::Settings {
             connection: conn.name().to_string(),
@@ -170,6 +180,25 @@ pub(crate) async fn deliver<T: TokenSource>(
     message: &Outgoing,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
+    let (id, recipients) = record(store, conn, message).await?;
+    let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
+    let result = transact(client, &envelope, &message.bytes, steps).await;
+    let failure = match &result {
+        Err(e) if !matches!(e, SmtpError::RecipientsRefused { .. }) => {
+            Some(Failure::from_error(e, conn))
+        }
+        _ => None,
+    };
+    let positions: Vec<(i64, String)> = (0i64..).zip(recipients).collect();
+    finish(store, id, classify(result, &positions), failure).await
+}
+
+/// Puts `message` in the sent-mail log and claims it for this process: its id and recipients.
+pub(crate) async fn record(
+    store: &Store,
+    conn: &Connection,
+    message: &Outgoing,
+) -> Result<(String, Vec<String>), DirectError> {
     let recipients: Vec<String> = message.recipients.iter().map(|a| a.to_string()).collect();
     let queued = store
         .insert_messages(&[NewMessage {
@@ -192,19 +221,19 @@ pub(crate) async fn deliver<T: TokenSource>(
     if !store.claim_message(&id, LEASE_MS).await? {
         return Err(DirectError::TakenByOutbox { id });
     }
+    Ok((id, recipients))
+}
 
-    let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
-    let result = transact(client, &envelope, &message.bytes, steps).await;
-    let failure = match &result {
-        Err(e) if !matches!(e, SmtpError::RecipientsRefused { .. }) => {
-            Some(Failure::from_error(e, conn))
-        }
-        _ => None,
-    };
-    let positions: Vec<(i64, String)> = (0i64..).zip(recipients).collect();
+/// Records the one attempt's outcome and reads the message back from the log.
+pub(crate) async fn finish(
+    store: &Store,
+    id: String,
+    result: AttemptResult,
+    failure: Option<Failure>,
+) -> Result<SendOutcome, DirectError> {
     let now = now_ms();
     // `give_up`: a direct send is one attempt; deferred recipients become failed, not retried.
-    let status = match classify(result, &positions) {
+    let status = match result {
         AttemptResult::Recipients(outcomes) => {
             store.record_attempt(&id, &outcomes, now, true).await?
         }

@@ -6,6 +6,7 @@
 //! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
+//! - [`transport`]: the delivery seam: SMTP or Microsoft Graph, outcomes classified the same way.
 //! - [`from_rewrite`]: the `rewrite` From policy, sending a device's mail as the mailbox.
 //! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
 //! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
@@ -18,6 +19,7 @@ pub mod lanes;
 pub mod queue;
 pub mod retry;
 pub mod schedule;
+pub mod transport;
 pub mod usage;
 pub mod worker;
 
@@ -25,4 +27,5 @@ pub use deliver::{TokenFactory, client_config};
 pub use intake::RelayIntake;
 pub use queue::{Outbox, QueueError, Wakers};
 pub use retry::RetryPolicy;
+pub use transport::MailTransport;
 pub use worker::{Delivery, Outcome};

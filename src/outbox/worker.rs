@@ -17,15 +17,17 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::deliver::{AttemptResult, TokenFactory, classify, client_config, envelope};
+use super::deliver::{AttemptResult, TokenFactory, client_config};
 use super::queue::{LEASE_MS, Outbox};
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
+use super::transport::{MailTransport, TransportError};
 use super::usage::Window;
+use crate::domain::Transport as TransportKind;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
-use crate::smtp::client::{SmtpClient, Transport};
+use crate::smtp::client::SmtpClient;
 use crate::store::attempts::{Attempt, AttemptRecord};
 use crate::store::messages::{
     CLAIM_BYTES, ClaimLimit, ClaimedMessage, MessageStatus, RecipientOutcome, now_ms,
@@ -178,13 +180,20 @@ impl<F: TokenFactory> Delivery<F> {
         }
     }
 
-    /// A transport for `conn` (one reused upstream session).
-    pub fn transport(
-        &self,
-        conn: &Connection,
-    ) -> Result<Transport<F::Source>, crate::smtp::client::SmtpError> {
-        let config = client_config(conn, &self.inner.settings);
-        Ok(SmtpClient::new(config, self.inner.tokens.token_source(conn))?.transport())
+    /// A transport for `conn`: one reused upstream SMTP session, or a Graph client.
+    pub fn transport(&self, conn: &Connection) -> Result<MailTransport<F::Source>, TransportError> {
+        let tokens = self.inner.tokens.token_source(conn);
+        Ok(match conn.settings.transport {
+            TransportKind::Smtp => {
+                let config = client_config(conn, &self.inner.settings);
+                MailTransport::Smtp(SmtpClient::new(config, tokens)?.transport())
+            }
+            TransportKind::Graph => MailTransport::Graph(crate::graph::GraphClient::new(
+                conn,
+                self.inner.settings.insecure_skip_tls_verify,
+                tokens,
+            )?),
+        })
     }
 
     /// Takes up to a batch of `conn`'s mail (from its lane, then the store) and delivers it over
@@ -192,7 +201,7 @@ impl<F: TokenFactory> Delivery<F> {
     pub async fn try_deliver_next(
         &self,
         conn: &Connection,
-        transport: &mut Transport<F::Source>,
+        transport: &mut MailTransport<F::Source>,
         stop: &CancellationToken,
     ) -> Result<Outcome, StoreError> {
         Ok(self.step(conn, transport, stop, true).await?.outcome)
@@ -202,7 +211,7 @@ impl<F: TokenFactory> Delivery<F> {
     async fn step(
         &self,
         conn: &Connection,
-        transport: &mut Transport<F::Source>,
+        transport: &mut MailTransport<F::Source>,
         stop: &CancellationToken,
         check_store: bool,
     ) -> Result<Step, StoreError> {
@@ -345,7 +354,7 @@ impl<F: TokenFactory> Delivery<F> {
     async fn attempt(
         &self,
         conn: &Connection,
-        transport: &mut Transport<F::Source>,
+        transport: &mut MailTransport<F::Source>,
         msg: &ClaimedMessage,
     ) -> Sent {
         let per_message = conn.limits().recipients_per_message as usize;
@@ -355,18 +364,14 @@ impl<F: TokenFactory> Delivery<F> {
             (&msg.recipients[..], &[][..])
         };
         let started = std::time::Instant::now();
-        let result = transport
-            .send(&envelope(&msg.mail_from, part), &msg.body)
-            .await;
+        let delivered = transport.send(&msg.mail_from, part, &msg.body).await;
         let upstream = started.elapsed();
         let now = now_ms();
         let (retry_at_ms, give_up) =
             self.inner
                 .policy
                 .next(msg.attempts.max(1) as u32, msg.queued_at, now);
-        if let Err(e) = &result
-            && e.to_string().contains("SubmissionQuotaExceeded")
-        {
+        if let Some(e) = delivered.quota_blocked {
             // Exchange Online blocks the mailbox for a day: everything waits, nothing fails.
             let until = now + QUOTA_BLOCK_MS;
             let reason = format!(
@@ -376,7 +381,17 @@ impl<F: TokenFactory> Delivery<F> {
             );
             return Sent::paused(msg, until, reason, upstream);
         }
-        let (record, retry_at_ms, give_up, hold) = match classify(result, part) {
+        if let (Some(wait), AttemptResult::Defer(reason)) = (delivered.wait, &delivered.result) {
+            // The provider named the wait (Graph's Retry-After): the connection's mail waits
+            // that long, then goes; it counts as deferred, never failed.
+            let until = now + wait.as_millis() as i64;
+            let reason = format!(
+                "{reason} (waiting {} s as Retry-After asks)",
+                wait.as_secs()
+            );
+            return Sent::paused(msg, until, reason, upstream);
+        }
+        let (record, retry_at_ms, give_up, hold) = match delivered.result {
             AttemptResult::Recipients(mut outcomes) => {
                 let sent = outcomes
                     .iter()

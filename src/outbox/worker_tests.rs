@@ -121,7 +121,7 @@ fn message(conn: &Connection, n: usize, size: usize) -> NewMessage {
 }
 
 /// One step; the ids it attempted, all of which must have been sent.
-async fn step(w: &World, transport: &mut Transport<IdpSource>) -> Vec<String> {
+async fn step(w: &World, transport: &mut crate::outbox::MailTransport<IdpSource>) -> Vec<String> {
     let stop = CancellationToken::new();
     match w
         .delivery

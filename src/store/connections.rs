@@ -16,7 +16,7 @@ pub type ConnectionRow = SqliteRow;
 
 pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
-    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
+    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.transport, c.graph_url, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') AS has_secret, \
     EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') AS has_refresh, \
     c.secret_expires_at, c.last_used_at, \
@@ -76,6 +76,10 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Connection, StoreError> {
         enabled: row.try_get::<bool, _>("enabled")?,
         max_concurrent: row.try_get::<i64, _>("max_concurrent")? as u32,
         limits: LimitOverrides::parse(&get_s("limits")?).map_err(|e| corrupt("limits", e))?,
+        transport: get_s("transport")?
+            .parse()
+            .map_err(|e| corrupt("transport", e))?,
+        graph_url: opt_url(get_o("graph_url")?, "graph_url")?,
     };
     Ok(Connection {
         id: row.try_get("id")?,
@@ -127,19 +131,21 @@ pub(super) fn bind_settings<'q>(q: Query<'q>, s: &'q ConnectionSettings) -> Quer
         .bind(s.enabled)
         .bind(i64::from(s.max_concurrent))
         .bind(s.limits.to_string())
+        .bind(s.transport.as_str())
+        .bind(opt_str(&s.graph_url))
 }
 
 /// A new connection: the settings' columns, then created_at and updated_at.
 pub(super) const INSERT: &str = "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
      tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-     max_concurrent, limits, status, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)";
+     max_concurrent, limits, transport, graph_url, status, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?)";
 
 /// New settings: the settings' columns, then updated_at and the id.
 pub(super) const UPDATE: &str = "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
      tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
      authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-     limits = ?, updated_at = ? WHERE id = ? AND managed_by_file = 0";
+     limits = ?, transport = ?, graph_url = ?, updated_at = ? WHERE id = ? AND managed_by_file = 0";
 
 impl Store {
     /// The stored connection after an insert or update, or why it could not be saved.

@@ -82,6 +82,8 @@ pub struct ConnectionForm {
     ca_file: Option<String>,
     max_concurrent: Option<String>,
     limits: Option<String>,
+    transport: Option<String>,
+    graph_url: Option<String>,
     enabled: Option<String>,
     secret_expires: Option<String>,
 }
@@ -125,6 +127,8 @@ impl ConnectionForm {
             enabled: Some(self.enabled.as_deref() == Some("true")),
             max_concurrent: self.max_concurrent.clone(),
             limits: self.limits.clone(),
+            transport: self.transport.clone(),
+            graph_url: self.graph_url.clone(),
         }
     }
 

@@ -215,6 +215,14 @@ pub fn fields(
                 ("service-account", "Service account (app-only, Google Workspace: paste the JSON key as the client secret)"),
             ])
             .help("Delegated (normal) needs SMTP.Send and offline_access; app-only needs the Exchange service principal set up by your admin."),
+        FormField::new("transport", "Transport", "select", v.transport.as_deref().or(Some("smtp")))
+            .options(&[
+                ("smtp", "SMTP (AUTH XOAUTH2 to the SMTP server above)"),
+                ("graph", "Microsoft Graph (sendMail over HTTPS, when SMTP AUTH is off)"),
+            ])
+            .help("Graph is for Microsoft 365 tenants that refuse SMTP AUTH (535 5.7.139). It needs the Microsoft Graph Mail.Send permission and Graph scopes: https://graph.microsoft.com/Mail.Send offline_access (delegated) or https://graph.microsoft.com/.default (app-only); leave Scope empty for these."),
+        FormField::new("graph_url", "Graph endpoint", "url", v.graph_url.as_deref())
+            .help("Leave empty for the provider's Graph (https://graph.microsoft.com; national clouds have their own); set for tests."),
         FormField::new("tls", "TLS mode", "select", v.tls.as_deref().or(Some("starttls")))
             .options(&[("starttls", "STARTTLS (port 587)"), ("implicit", "Implicit TLS (port 465)")])
             .help("How Postern secures the SMTP connection; it never falls back to cleartext."),

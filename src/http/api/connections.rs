@@ -58,6 +58,11 @@ pub struct ConnectionBody {
     /// `messages-per-minute=N,messages-per-day=N,recipients-per-day=N,recipients-per-message=N`
     /// (any subset; 0: none). `""`: the provider's presets.
     pub limits: Option<String>,
+    /// `smtp` (default: SMTP AUTH with XOAUTH2) or `graph` (Microsoft Graph sendMail, for
+    /// tenants where SMTP AUTH is off; scopes `https://graph.microsoft.com/Mail.Send offline_access`).
+    pub transport: Option<String>,
+    /// The Microsoft Graph base URL (default: the provider cloud's, `https://graph.microsoft.com`).
+    pub graph_url: Option<String>,
     /// Write-only. `""` removes it.
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
@@ -109,6 +114,8 @@ impl ConnectionBody {
             enabled: self.enabled,
             max_concurrent: self.max_concurrent.clone(),
             limits: self.limits.clone(),
+            transport: self.transport.clone(),
+            graph_url: self.graph_url.clone(),
         }
     }
 }
@@ -142,6 +149,10 @@ pub struct ConnectionDoc {
     limits: serde_json::Value,
     /// The overrides set on this connection (`name=N,…`; empty: the provider's presets).
     limit_overrides: String,
+    /// `smtp` or `graph`.
+    transport: String,
+    /// The Graph base URL in force (Graph connections only).
+    graph_url: Option<String>,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     status: String,
     status_reason: Option<String>,

@@ -48,16 +48,23 @@ fn subject(conn: &Connection, at: chrono::DateTime<Utc>) -> String {
 
 fn body(conn: &Connection, at: chrono::DateTime<Utc>) -> String {
     let s = &conn.settings;
+    let server = match s.transport {
+        crate::domain::Transport::Graph => {
+            format!(
+                "{} (Microsoft Graph sendMail)",
+                s.graph_base().as_str().trim_end_matches('/')
+            )
+        }
+        crate::domain::Transport::Smtp => format!("{}:{} ({})", s.host, s.port, s.tls),
+    };
     format!(
         "This is a test message from Postern.\r\n\r\n\
-         Connection: {}\r\nMailbox:    {}\r\nServer:     {}:{} ({})\r\nSent at:    {}\r\n\r\n\
+         Connection: {}\r\nMailbox:    {}\r\nServer:     {}\r\nSent at:    {}\r\n\r\n\
          If you can read this, the connection can authenticate with OAuth and hand mail to the \
          provider. No reply is needed.\r\n",
         conn.name(),
         s.user,
-        s.host,
-        s.port,
-        s.tls,
+        server,
         at.to_rfc3339(),
     )
 }
@@ -127,6 +134,23 @@ pub async fn test_connection(
     };
     message.source = source;
     report.subject = subject_of(&message.bytes);
+    if conn.settings.transport == crate::domain::Transport::Graph {
+        let insecure = delivery.insecure_skip_tls_verify;
+        if let Some(f) = super::graph::preflight(tokens, conn, insecure, &mut report.steps).await {
+            report.failure = Some(f);
+            return Ok(report);
+        }
+        let client =
+            match crate::graph::GraphClient::new(conn, insecure, tokens.for_connection(conn.id)) {
+                Ok(c) => c,
+                Err(e) => return stop(report, "settings", e.to_string()),
+            };
+        let outcome =
+            super::graph::deliver(store, &client, conn, &message, Some(&mut report.steps)).await?;
+        report.failure = outcome.failure.clone().or_else(|| refused(&outcome));
+        report.message = Some(outcome);
+        return Ok(report);
+    }
     let client = match SmtpClient::new(
         client_config(conn, delivery),
         tokens.for_connection(conn.id),

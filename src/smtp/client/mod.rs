@@ -63,6 +63,6 @@ pub use fuzz::fuzz_reply;
 pub use message::Envelope;
 pub use reply::{EnhancedCode, Reply};
 pub use report::{RecipientResult, SendReport};
-pub use tls::fingerprint;
+pub use tls::{client_config as tls_client_config, fingerprint};
 pub use trace::Step;
 pub use transport::Transport;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_USER, IdpConfig};
 use fake_provider::smtp::{SmtpConfig, TokenValidator};
-use fake_provider::{FakeIdp, FakeSmtp};
+use fake_provider::{FakeGraph, FakeIdp, FakeSmtp};
 use postern::store::Store;
 use postern::store::messages::MessageDetail;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -19,6 +19,7 @@ use crate::helpers::{Run, TestHome};
 /// The connection's mailbox (the fake IdP's user).
 pub const USER: &str = DEFAULT_USER;
 pub const SCOPE: &str = "https://outlook.office.com/SMTP.Send offline_access";
+pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/Mail.Send offline_access";
 
 /// How the test connection gets its tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct World {
     pub home: TestHome,
     pub idp: FakeIdp,
     pub smtp: FakeSmtp,
+    /// The fake Microsoft Graph, when the connection sends through Graph.
+    pub graph: Option<FakeGraph>,
     /// The relay user `app`'s generated password.
     pub password: String,
     env: Vec<(String, String)>,
@@ -49,6 +52,16 @@ pub struct Serve {
 
 impl World {
     pub async fn new(flow: Flow) -> Self {
+        Self::build(flow, false).await
+    }
+
+    /// A world whose connection `fake` has `--transport graph` (delegated, with a Graph refresh
+    /// token), pointed at a fake Graph that trusts the fake IdP's tokens.
+    pub async fn graph() -> Self {
+        Self::build(Flow::AuthorizationCode, true).await
+    }
+
+    async fn build(flow: Flow, graph: bool) -> Self {
         let home = TestHome::new();
         let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
         let smtp = FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
@@ -58,6 +71,16 @@ impl World {
         let secret = home.file("client-secret", DEFAULT_CLIENT_SECRET);
         let port = smtp.port().to_string();
         let token_url = idp.token_url("contoso.example");
+        let fake_graph = if graph {
+            Some(FakeGraph::start(idp.clone()).await.unwrap())
+        } else {
+            None
+        };
+        let graph_ca = fake_graph
+            .as_ref()
+            .map(|g| home.file("graph-ca.pem", &g.ca_pem()));
+        let graph_url = fake_graph.as_ref().map(FakeGraph::base_url);
+        let scope = if graph { GRAPH_SCOPE } else { SCOPE };
         let mut args = vec![
             "connection",
             "add",
@@ -79,18 +102,22 @@ impl World {
             "127.0.0.1",
             "--port",
             &port,
-            "--ca-file",
-            &ca,
             "--token-url",
             &token_url,
         ];
+        match (&graph_ca, &graph_url) {
+            (Some(ca), Some(url)) => {
+                args.extend(["--transport", "graph", "--graph-url", url, "--ca-file", ca])
+            }
+            _ => args.extend(["--ca-file", &ca]),
+        }
         let refresh;
         match flow {
             Flow::ClientCredentials => args.extend(["--flow", "client-credentials"]),
             Flow::AuthorizationCode => {
                 refresh = home.file(
                     "refresh-token",
-                    &idp.issue_refresh_token(DEFAULT_CLIENT_ID, USER, SCOPE),
+                    &idp.issue_refresh_token(DEFAULT_CLIENT_ID, USER, scope),
                 );
                 args.extend([
                     "--flow",
@@ -109,6 +136,7 @@ impl World {
             home,
             idp,
             smtp,
+            graph: fake_graph,
             password,
             env: Vec::new(),
         }

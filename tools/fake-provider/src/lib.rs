@@ -11,6 +11,8 @@
 //! - [`smtp`]: [`FakeSmtp`], an Exchange Online or Gmail look-alike over TCP and rustls
 //!   (STARTTLS or implicit TLS, XOAUTH2/OAUTHBEARER checked against the IdP, pipelining,
 //!   DATA/BDAT), with injectable replies and a record of every message.
+//! - [`graph`]: [`FakeGraph`], Microsoft Graph's `sendMail` over HTTPS (tokens checked against
+//!   the IdP for Graph's audience, each MIME message recorded, injectable 429/401/403/413, a 4 MB cap).
 //! - [`smtp::tls`]: the throw-away test CA whose PEM clients must trust.
 //!
 //! # Example
@@ -44,10 +46,12 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod graph;
 pub mod idp;
 pub mod smtp;
 mod util;
 
 pub use error::Error;
+pub use graph::FakeGraph;
 pub use idp::FakeIdp;
 pub use smtp::FakeSmtp;

@@ -1,0 +1,104 @@
+//! How a connection's mail leaves: SMTP with XOAUTH2 (the default) or Microsoft Graph's sendMail.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The Microsoft Graph base URL of the worldwide cloud (national clouds set `--graph-url`).
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+
+/// `smtp` (AUTH XOAUTH2 to the provider's SMTP server) or `graph` (`POST /v1.0/users/{user}/sendMail`),
+/// for tenants where SMTP AUTH is off (`535 5.7.139`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Smtp,
+    Graph,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Smtp => "smtp",
+            Transport::Graph => "graph",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "transport `{0}` is not known: use `smtp` (SMTP AUTH with OAuth) or `graph` (Microsoft Graph \
+     sendMail, for tenants where SMTP AUTH is disabled)"
+)]
+pub struct TransportError(String);
+
+impl FromStr for Transport {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "smtp" => Ok(Transport::Smtp),
+            "graph" => Ok(Transport::Graph),
+            _ => Err(TransportError(s.to_string())),
+        }
+    }
+}
+
+/// A Graph base URL: `https://` only (a bearer token never crosses cleartext), no path, query or
+/// credentials.
+pub fn parse_graph_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s.trim()).map_err(|e| {
+        format!("`{s}` is not an absolute URL ({e}): write e.g. {DEFAULT_GRAPH_URL}")
+    })?;
+    if u.scheme() != "https" {
+        return Err(format!(
+            "`{s}` must be an https URL: Graph is only reached over TLS (e.g. {DEFAULT_GRAPH_URL})"
+        ));
+    }
+    if u.host_str().is_none() || !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("`{s}` needs a host and no user name or password"));
+    }
+    if u.path() != "/" || u.query().is_some() || u.fragment().is_some() {
+        return Err(format!(
+            "`{s}` must be the base URL only (e.g. {DEFAULT_GRAPH_URL}): Postern adds /v1.0/users/…/sendMail"
+        ));
+    }
+    Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_transports_in_any_case() {
+        assert_eq!("SMTP".parse::<Transport>(), Ok(Transport::Smtp));
+        assert_eq!(" graph ".parse::<Transport>(), Ok(Transport::Graph));
+        let err = "rest".parse::<Transport>().unwrap_err().to_string();
+        assert!(err.contains("`rest`") && err.contains("graph"), "{err}");
+    }
+
+    #[test]
+    fn graph_urls_are_https_base_urls() {
+        let u = parse_graph_url("https://graph.microsoft.us").unwrap();
+        assert_eq!(u.as_str(), "https://graph.microsoft.us/");
+        assert!(parse_graph_url("https://127.0.0.1:8443").is_ok());
+        for (bad, why) in [
+            ("http://graph.microsoft.com", "https"),
+            ("https://graph.microsoft.com/v1.0", "base URL"),
+            ("graph.microsoft.com", "absolute"),
+            ("https://u:p@graph.microsoft.com", "password"),
+        ] {
+            let e = parse_graph_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The delivery seam: one connection's way out, SMTP (a reused upstream session) or Microsoft
+//! Graph (HTTPS sendMail). The worker asks it to send and gets the same classes either way
+//! (sent per recipient / deferred, with a time when the provider named one / failed / held).
+
+use std::time::Duration;
+
+use super::deliver::{AttemptResult, classify, envelope};
+use crate::graph::{GraphClient, GraphError, GraphOutcome};
+use crate::oauth::TokenSource;
+use crate::smtp::client::{SmtpError, Transport};
+use crate::store::messages::RecipientOutcome;
+
+/// A connection's transport, as its `transport` setting says.
+// One per sender, held for its life: the size difference costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum MailTransport<S: TokenSource> {
+    Smtp(Transport<S>),
+    Graph(GraphClient<S>),
+}
+
+/// Why a transport could not be set up (bad TLS settings, a CA file that cannot be read).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Smtp(#[from] SmtpError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// One attempt's meaning, with what only some providers say.
+#[derive(Debug)]
+pub struct Delivered {
+    pub result: AttemptResult,
+    /// The provider asked the connection to wait this long (Graph's 429 `Retry-After`).
+    pub wait: Option<Duration>,
+    /// Exchange blocked the mailbox for a day (`SubmissionQuotaExceeded`): the error text.
+    pub quota_blocked: Option<String>,
+}
+
+impl<S: TokenSource> MailTransport<S> {
+    /// Which transport this is (`smtp` or `graph`), as the sent-mail log records it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MailTransport::Smtp(_) => "smtp",
+            MailTransport::Graph(_) => "graph",
+        }
+    }
+
+    /// Sends `body` to the recipients `part` (positions and addresses).
+    pub async fn send(
+        &mut self,
+        mail_from: &str,
+        part: &[(i64, String)],
+        body: &[u8],
+    ) -> Delivered {
+        match self {
+            MailTransport::Smtp(t) => {
+                let result = t.send(&envelope(mail_from, part), body).await;
+                let quota_blocked = match &result {
+                    Err(e) if e.to_string().contains("SubmissionQuotaExceeded") => {
+                        Some(e.to_string())
+                    }
+                    _ => None,
+                };
+                Delivered {
+                    result: classify(result, part),
+                    wait: None,
+                    quota_blocked,
+                }
+            }
+            MailTransport::Graph(g) => {
+                let rcpts: Vec<String> = part.iter().map(|(_, r)| r.clone()).collect();
+                let (result, wait) = match g.send(&rcpts, body).await {
+                    GraphOutcome::Sent(note) => (
+                        AttemptResult::Recipients(
+                            part.iter()
+                                .map(|(p, _)| (*p, RecipientOutcome::Sent(note.clone())))
+                                .collect(),
+                        ),
+                        None,
+                    ),
+                    GraphOutcome::Defer {
+                        reason,
+                        retry_after,
+                    } => (AttemptResult::Defer(reason), retry_after),
+                    GraphOutcome::Hold(reason) => (AttemptResult::Hold(reason), None),
+                    GraphOutcome::Fail(reason) => (AttemptResult::Fail(reason), None),
+                };
+                Delivered {
+                    result,
+                    wait,
+                    quota_blocked: None,
+                }
+            }
+        }
+    }
+
+    /// Ends an upstream session politely (SMTP QUIT); nothing to do for Graph.
+    pub async fn close(&mut self) {
+        if let MailTransport::Smtp(t) = self {
+            t.close().await;
+        }
+    }
+}
