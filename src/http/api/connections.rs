@@ -254,6 +254,7 @@ pub async fn create(
     JsonBody(body): JsonBody<ConnectionBody>,
 ) -> ApiResult<Response> {
     let (settings, notices) = body.input().validate()?;
+    crate::oauth::service_account::check_key_field(settings.flow, body.client_secret.as_ref())?;
     let expires = body.secret_expiry()?;
     let store = state.store();
     let conn = store.insert_connection(&settings).await?;
@@ -316,6 +317,7 @@ pub async fn update(
     let (settings, notices) = ConnectionInput::from_settings(&current.settings)
         .overlay(body.input())
         .validate()?;
+    crate::oauth::service_account::check_key_field(settings.flow, body.client_secret.as_ref())?;
     let expires = body.secret_expiry()?;
     let conn = store.update_connection(current.id, &settings).await?;
     if let Some(date) = expires {
