@@ -10,7 +10,7 @@ use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::ConnectionSettings;
+use crate::domain::{ConnectionSettings, OAuthFlow, ValidationErrors};
 
 /// RFC 7523 §2.1.
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -196,6 +196,20 @@ pub fn assertion_for(
     .map_err(|e| format!("connection `{name}`: {e}"))
 }
 
+/// The API's and the web form's check of a service-account connection's key (its "client
+/// secret") before anything is saved: the same refusal the CLI gives, on the field.
+pub fn check_key_field(
+    flow: OAuthFlow,
+    secret: Option<&SecretString>,
+) -> Result<(), ValidationErrors> {
+    match secret.filter(|s| !s.expose_secret().trim().is_empty()) {
+        Some(s) if flow == OAuthFlow::ServiceAccount => ServiceAccountKey::parse(s.expose_secret())
+            .map(|_| ())
+            .map_err(|e| ValidationErrors::single("client_secret", e.to_string())),
+        _ => Ok(()),
+    }
+}
+
 /// The DER inside `-----BEGIN PRIVATE KEY-----` (Google's keys are PKCS#8).
 fn pem_pkcs8_der(pem: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyFileError> {
     const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
@@ -253,6 +267,17 @@ mod tests {
                 .to_string()
                 .contains("PKCS#1")
         );
+    }
+
+    #[test]
+    fn web_and_api_fields_are_checked_for_service_accounts_only() {
+        let not_a_key = SecretString::from("GOCSPX-plain-client-secret");
+        let err = check_key_field(OAuthFlow::ServiceAccount, Some(&not_a_key)).unwrap_err();
+        assert_eq!(err.0[0].field, "client_secret");
+        assert!(!err.to_string().contains("GOCSPX"), "{err}");
+        assert!(check_key_field(OAuthFlow::AuthorizationCode, Some(&not_a_key)).is_ok());
+        // Nothing typed keeps the stored key.
+        assert!(check_key_field(OAuthFlow::ServiceAccount, None).is_ok());
     }
 
     #[test]

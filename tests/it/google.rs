@@ -368,3 +368,52 @@ async fn service_account_gets_a_token_from_its_signed_assertion_and_delivers() {
     assert!(out.stderr.contains("service_account"), "{}", out.stderr);
     assert!(!out.all().contains("GOCSPX-x"));
 }
+
+#[tokio::test]
+async fn api_checks_a_service_account_key_before_saving_it() {
+    use crate::http_helpers::{json, spawn_http};
+    use reqwest::Method;
+
+    let app = spawn_http().await;
+    let key = app.admin_key().await;
+    let body = |name: &str, secret: &str| {
+        serde_json::json!({
+            "name": name,
+            "provider": "google",
+            "flow": "service-account",
+            "user": USER,
+            "client_id": "109876543210987654321",
+            "client_secret": secret,
+        })
+    };
+    let (status, problem, text) = json(
+        app.request(Method::POST, "/api/v1/connections", Some(&key))
+            .json(&body("sa", SECRET))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert_eq!(problem["errors"][0]["field"], "client_secret", "{text}");
+    assert!(text.contains("service account key"), "{text}");
+    assert!(!text.contains(SECRET));
+
+    let account = ServiceAccount::generate(
+        "postern@fake-project.iam.gserviceaccount.com",
+        "109876543210987654321",
+        "https://oauth2.googleapis.com/token",
+    );
+    let (status, saved, text) = json(
+        app.request(Method::POST, "/api/v1/connections", Some(&key))
+            .json(&body("sa", &account.key_json))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(saved["flow"], "service-account");
+    assert_eq!(saved["client_secret"], "set");
+    assert!(!text.contains("PRIVATE KEY"));
+}

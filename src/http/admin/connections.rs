@@ -252,7 +252,10 @@ pub async fn create(
     CsrfForm { session, form }: CsrfForm<ConnectionForm>,
 ) -> Result<Response, PageError> {
     let input = form.input();
-    let (settings, notices) = match form.secret_expiry().and(input.validate()) {
+    let (settings, notices) = match form.secret_expiry().and(input.validate()).and_then(|ok| {
+        crate::oauth::service_account::check_key_field(ok.0.flow, form.secrets().0.as_ref())?;
+        Ok(ok)
+    }) {
         Ok(ok) => ok,
         Err(errors) => {
             return form_page(
@@ -371,7 +374,10 @@ pub async fn update(
         refresh_token: current.refresh_token_set,
     };
     let input = ConnectionInput::from_settings(&current.settings).overlay(form.input());
-    let (settings, notices) = match form.secret_expiry().and(input.validate()) {
+    let (settings, notices) = match form.secret_expiry().and(input.validate()).and_then(|ok| {
+        crate::oauth::service_account::check_key_field(ok.0.flow, form.secrets().0.as_ref())?;
+        Ok(ok)
+    }) {
         Ok(ok) => ok,
         Err(errors) => {
             return form_page(

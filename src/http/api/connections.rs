@@ -265,6 +265,7 @@ pub async fn create(
     JsonBody(body): JsonBody<ConnectionBody>,
 ) -> ApiResult<Response> {
     let (settings, notices) = body.input().validate()?;
+    crate::oauth::service_account::check_key_field(settings.flow, body.client_secret.as_ref())?;
     let expires = body.secret_expiry()?;
     let store = state.store();
     let conn = store.insert_connection(&settings).await?;
@@ -327,6 +328,7 @@ pub async fn update(
     let (settings, notices) = ConnectionInput::from_settings(&current.settings)
         .overlay(body.input())
         .validate()?;
+    crate::oauth::service_account::check_key_field(settings.flow, body.client_secret.as_ref())?;
     let expires = body.secret_expiry()?;
     let conn = store.update_connection(current.id, &settings).await?;
     if let Some(date) = expires {
