@@ -8,7 +8,12 @@
 //! cargo bench --bench relay -- --runs 1 --quick
 //! cargo bench --bench relay -- --runs 1 --only many/c16   # one mode (or `burst`)
 //! cargo bench --bench relay -- --provider-delay 2          # the backlog path (below)
+//! cargo bench --bench relay -- --transport graph --runs 1   # Graph rows beside SMTP (below)
 //! ```
+//!
+//! `--transport graph`: for each mode, the relay delivering through SMTP (the baseline) and then
+//! through the fake Microsoft Graph (HTTPS sendMail, app-only Graph token), both end to end from
+//! the first submission to the last message at the fake; one row each and their ratio.
 //!
 //! `--provider-delay MS`: the fake provider waits MS milliseconds before each batch of replies
 //! and offers no CHUNKING, like a real one that is slower than the apps; the lanes fill and
@@ -41,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, IdpConfig};
 use fake_provider::smtp::{SmtpConfig, TokenValidator};
-use fake_provider::{FakeIdp, FakeSmtp};
+use fake_provider::{FakeGraph, FakeIdp, FakeSmtp};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -185,6 +190,78 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
     .with_bench_cpu(own)
 }
 
+/// The relay delivering to the fake Graph: the same load and figures as [`relay`].
+async fn relay_graph(idp: &FakeIdp, smtp: &FakeSmtp, graph: &FakeGraph, plan: &Plan) -> Figures {
+    let (idp0, g0) = (idp.counters(), graph.counters());
+    let p = tokio::task::block_in_place(|| Postern::start_with(idp, smtp, Some(graph)));
+    let target = relay_target(&p);
+    let warm = load::run(&target, Mode::ManyPerConnection, 4, 32, LIMIT).await;
+    let warmed = g0.accepted + warm.accepted as u64;
+    assert!(
+        graph.wait_for_count(warmed, LIMIT).await,
+        "warm-up not delivered through Graph; see {}",
+        p.log_path().display()
+    );
+    let cpu0 = p.cpu();
+    let own0 = postern::own_cpu();
+    let t0 = Instant::now();
+    let r = load::run(&target, plan.mode, plan.clients, plan.count, LIMIT).await;
+    let delivered = graph
+        .wait_for_count(warmed + r.accepted as u64, 4 * LIMIT)
+        .await;
+    let e2e = t0.elapsed();
+    let cpu1 = p.cpu();
+    let own = postern::own_cpu().saturating_sub(own0);
+    let cpu = (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1));
+    let memory = p.memory();
+    if !delivered {
+        eprintln!(
+            "warning: not every message was delivered through Graph; see {}",
+            p.log_path().display()
+        );
+    }
+    println!(
+        "  graph: {} requests, at most {} in flight (Graph allows 4 per app and mailbox)",
+        graph.counters().requests - g0.requests,
+        graph.counters().max_in_flight
+    );
+    Figures::from_load(
+        &r,
+        e2e,
+        Some(cpu),
+        Some(memory),
+        idp.counters().total - idp0.total,
+        0,
+    )
+    .with_bench_cpu(own)
+}
+
+/// `--transport graph`: per mode, the relay through SMTP then through Graph, and the ratio.
+async fn graph_rows(idp: &FakeIdp, smtp: &FakeSmtp, plans: &[Plan], only: Option<&str>) {
+    let graph = FakeGraph::start(idp.clone()).await.expect("fake Graph");
+    println!("\n== relay: SMTP (baseline) and Microsoft Graph, end to end ==");
+    println!(
+        "{:<12} {:>16} {:>16} {:>8}",
+        "mode", "smtp msg/s", "graph msg/s", "ratio"
+    );
+    for plan in plans {
+        let name = report::mode_name(plan.mode, plan.clients);
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let s = relay(idp, smtp, plan).await;
+        let g = relay_graph(idp, smtp, &graph, plan).await;
+        let (s_rate, g_rate) = (s.delivered_rate, g.delivered_rate);
+        let cpu = |f: &Figures| f.cpu_ms_per_msg.unwrap_or(0.0);
+        println!(
+            "{name:<12} {s_rate:>16.0} {g_rate:>16.0} {:>7.2}x   (Postern CPU ms/msg: smtp {:.3}, graph {:.3})",
+            g_rate / s_rate.max(f64::MIN_POSITIVE),
+            cpu(&s),
+            cpu(&g)
+        );
+    }
+}
+
 /// `BURST` sessions at once (through STARTTLS), idle for a second: failures and memory.
 async fn burst(idp: &FakeIdp, smtp: &FakeSmtp) -> report::Burst {
     let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
@@ -243,10 +320,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let graph_mode = args
+        .iter()
+        .position(|a| a == "--transport")
+        .and_then(|i| args.get(i + 1))
+        .is_some_and(|t| t == "graph");
     rt.block_on(async {
-        let idp = FakeIdp::start(IdpConfig::default())
-            .await
-            .expect("fake IdP");
+        let mut idp_config = IdpConfig::default();
+        if graph_mode {
+            // App-only Graph tokens carry the Mail.Send application permission.
+            idp_config.app_roles.push("Mail.Send".into());
+        }
+        let idp = FakeIdp::start(idp_config).await.expect("fake IdP");
         let delay = args
             .iter()
             .position(|a| a == "--provider-delay")
@@ -273,6 +358,12 @@ fn main() {
             },
         };
         let plans = plans(quick);
+        if graph_mode {
+            for _ in 0..runs {
+                graph_rows(&idp, &smtp, &plans, only.as_deref()).await;
+            }
+            return;
+        }
         let mut rounds = Vec::new();
         for run in 1..=runs {
             let mut round = Round::default();

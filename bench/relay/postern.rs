@@ -93,9 +93,28 @@ impl Postern {
     /// A fresh data dir with connection `fake` (client credentials against the fake IdP) and
     /// relay user `app`, then `serve` on port 0. Logs (info level) go to a file, as in production.
     pub fn start(idp: &FakeIdp, smtp: &FakeSmtp) -> Self {
+        Self::start_with(idp, smtp, None)
+    }
+
+    /// Like [`Postern::start`]; with `graph`, the connection has `--transport graph` pointed at it.
+    pub fn start_with(
+        idp: &FakeIdp,
+        smtp: &FakeSmtp,
+        graph: Option<&fake_provider::FakeGraph>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = dir.path().join("provider-ca.pem");
-        std::fs::write(&ca, smtp.ca_pem()).unwrap();
+        std::fs::write(&ca, graph.map_or_else(|| smtp.ca_pem(), |g| g.ca_pem())).unwrap();
+        let graph_args: Vec<String> = graph
+            .map(|g| {
+                vec![
+                    "--transport".into(),
+                    "graph".into(),
+                    "--graph-url".into(),
+                    g.base_url(),
+                ]
+            })
+            .unwrap_or_default();
         let secret = dir.path().join("client-secret");
         std::fs::write(&secret, DEFAULT_CLIENT_SECRET).unwrap();
         run(postern(dir.path())
@@ -114,7 +133,8 @@ impl Postern {
             .args(["--host", "127.0.0.1", "--port", &smtp.port().to_string()])
             .arg("--ca-file")
             .arg(&ca)
-            .args(["--token-url", &idp.token_url("contoso.example")]));
+            .args(["--token-url", &idp.token_url("contoso.example")])
+            .args(&graph_args));
         let mut add = postern(dir.path());
         add.args(["relay-user", "add", "app", "--connection", "fake"]);
         // `RELAY_BENCH_CHOSEN_PASSWORD=1`: an admin-chosen password, stored with argon2id, as

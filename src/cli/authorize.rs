@@ -424,7 +424,28 @@ fn show_token(conn: &Connection, t: &AccessToken) {
     );
     println!("user:        {}", or_dash(claims.user.clone()));
     println!("app id:      {}", or_dash(claims.app_id.clone()));
-    if claims.is_graph() {
+    if conn.settings.transport == crate::domain::Transport::Graph {
+        let perms: Vec<&str> = claims
+            .scp
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .chain(claims.roles.iter().map(String::as_str))
+            .collect();
+        if !claims.is_graph() {
+            eprintln!(
+                "warning: this connection sends through Microsoft Graph, but the token is not for Graph: \
+                 Graph refuses it with 401. Use the scope `https://graph.microsoft.com/Mail.Send offline_access`, \
+                 then `postern connection authorize {}`.",
+                conn.name()
+            );
+        } else if !perms.iter().any(|p| p.starts_with("Mail.Send")) {
+            eprintln!(
+                "warning: the token lacks Mail.Send: Graph answers 403 ErrorAccessDenied; grant Microsoft Graph \
+                 Mail.Send (and admin consent), then authorize again."
+            );
+        }
+    } else if claims.is_graph() {
         eprintln!(
             "warning: this token is for Microsoft Graph, not Outlook: SMTP rejects \
              it with `535 5.7.3 Authentication unsuccessful`. Use the scope `{} \

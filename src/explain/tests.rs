@@ -198,6 +198,10 @@ const CASES: &[(&str, &str)] = &[
         "ErrorMessageSizeExceeded",
     ),
     (
+        "HTTP 413: {\"error\":{\"code\":\"RequestEntityTooLarge\",\"message\":\"The request exceeds the maximum size.\"}}",
+        "RequestEntityTooLarge",
+    ),
+    (
         "HTTP 429: {\"error\":{\"code\":\"ApplicationThrottled\",\"message\":\"Application is over its MailboxConcurrency limit.\"}}",
         "ApplicationThrottled",
     ),

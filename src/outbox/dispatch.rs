@@ -224,7 +224,7 @@ impl<F: TokenFactory> Delivery<F> {
                 match self.transport(conn) {
                     Ok(t) => transport = Some(t),
                     Err(e) => {
-                        tracing::error!(connection = %conn.name(), error = %e, "bad SMTP settings");
+                        tracing::error!(connection = %conn.name(), error = %e, "bad delivery settings (SMTP or Graph)");
                         break End::idle(None);
                     }
                 }

@@ -428,3 +428,59 @@ fn secret_expiry_is_kept_shown_and_cleared_and_a_bad_date_is_refused() {
         .ok();
     assert!(show(&home)["secret_expires"].is_null());
 }
+
+#[test]
+fn a_graph_connection_takes_graph_scopes_and_shows_its_transport() {
+    let home = TestHome::new();
+    // The SMTP scope on a Graph connection: refused, with the Graph scope as the fix.
+    let bad = home.add_connection(
+        "graph",
+        SECRET,
+        &[
+            "--transport",
+            "graph",
+            "--scope",
+            "https://outlook.office.com/SMTP.Send offline_access",
+        ],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.all()
+            .contains("https://graph.microsoft.com/Mail.Send offline_access"),
+        "{}",
+        bad.all()
+    );
+    home.add_connection("graph", SECRET, &["--transport", "graph"])
+        .ok();
+    let show = home.run(&["connection", "show", "graph"]).ok().stdout;
+    for line in [
+        "graph",
+        "https://graph.microsoft.com/Mail.Send offline_access",
+        "https://graph.microsoft.com",
+    ] {
+        assert!(show.contains(line), "{line} in {show}");
+    }
+    // Back to SMTP: the Graph scope is refused there, so the SMTP scope comes with it.
+    let bad = home.run(&["connection", "edit", "graph", "--transport", "smtp"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.all().contains("535 5.7.3"), "{}", bad.all());
+    home.run(&[
+        "connection",
+        "edit",
+        "graph",
+        "--transport",
+        "smtp",
+        "--scope",
+        "https://outlook.office.com/SMTP.Send offline_access",
+    ])
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(
+        &home
+            .run(&["connection", "show", "graph", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json["transport"], "smtp");
+    assert_eq!(json["graph_url"], serde_json::Value::Null);
+}

@@ -182,3 +182,28 @@ async fn connection_test_on_graph_prints_each_step_and_names_the_cause_of_a_403(
         "the likely cause: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_connection_keeps_at_most_4_requests_in_flight() {
+    let w = World::graph().await;
+    let view = w.json(&["connection", "show", "fake"]).await;
+    assert_eq!(view["transport"], "graph");
+    assert_eq!(view["max_concurrent"], 4, "Graph's preset: {view}");
+    let serve = w.serve().await;
+    let graph = w.graph.as_ref().unwrap();
+    graph.set_latency(Duration::from_millis(300));
+    let mut c = Client::connect_tls(serve.relay, &w.relay_cert()).await;
+    c.cmd("EHLO app.example").await;
+    assert_eq!(c.auth_plain("app", &w.password).await.code, 235);
+    for n in 0..12 {
+        queued_id(
+            &c.send(USER, &[TO], &message(USER, TO, &format!("m{n}")))
+                .await,
+        );
+    }
+    assert_eq!(c.cmd("QUIT").await.code, 221);
+    let got = graph.wait_for_messages(12, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 12, "{}", w.log());
+    let most = graph.counters().max_in_flight;
+    assert!((1..=4).contains(&most), "at most 4 in flight, saw {most}");
+}

@@ -264,6 +264,18 @@ impl FakeGraph {
         }
     }
 
+    /// Waits until `n` messages in all were accepted (counted, nothing copied); false on timeout.
+    pub async fn wait_for_count(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.shared.accepted.load(Ordering::Relaxed) < n {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Waits until `n` messages were accepted (or `timeout`), and returns them.
     pub async fn wait_for_messages(&self, n: usize, timeout: Duration) -> Vec<GraphMessage> {
         let deadline = tokio::time::Instant::now() + timeout;

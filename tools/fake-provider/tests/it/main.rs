@@ -2,5 +2,6 @@
 
 mod binary;
 mod client;
+mod graph;
 mod idp;
 mod smtp;
