@@ -73,7 +73,7 @@ try {
   await page.getByLabel(/^Name\b/).fill("fake");
   await page.getByLabel("Display Name").fill("Fake provider");
   await page.getByLabel("Address").fill("127.0.0.1");
-  await page.getByLabel("Port").fill(conn.smtpPort);
+  await page.getByLabel("Port", { exact: true }).fill(conn.smtpPort);
   await page.getByLabel(/^User Name \(e-mail\)/).fill(conn.user);
   await page.getByLabel(/^Application \(client\) ID/).fill(conn.clientId);
   await page.getByLabel("Client Secret").fill(conn.clientSecret);
