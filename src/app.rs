@@ -195,7 +195,7 @@ fn password_checks(settings: &Settings) -> PasswordChecks {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store = Store::open(&settings.store.data_dir, settings.store.key_file.as_deref())
+        let store = Store::open_settings(&settings.store)
             .await?
             .with_password_checks(password_checks(&settings));
         crate::declared::sync(&store, &settings.connections).await?;

@@ -88,6 +88,9 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// The data key file (default `<data_dir>/secret.key`); `POSTERN_SECRET_KEY` wins over it.
     pub key_file: Option<PathBuf>,
+    /// `postgres://…`: the PostgreSQL store shared by several instances. Absent: SQLite in
+    /// `data_dir`. The key stays per deployment (every instance needs the same one).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,6 +210,7 @@ impl Default for StoreSettings {
         StoreSettings {
             data_dir: PathBuf::from("./postern-data"),
             key_file: None,
+            url: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
+use crate::store::outbox_batch::WriterConnection;
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::lanes::Wakers;
@@ -123,7 +123,7 @@ impl Outbox {
 /// Writes whatever is waiting (up to `MAX_BATCH` jobs) in one transaction, then hands the new
 /// relay mail to its connection's senders (see [`super::lanes`]).
 async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
-    let mut conn: Option<SqliteConnection> = None;
+    let mut conn: Option<WriterConnection> = None;
     // A job that would have made the last batch too big: it starts the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -214,7 +214,7 @@ type Shared<T> = Result<T, Arc<StoreError>>;
 /// One transaction for everything; if it fails, the new mail and the records are tried apart, so
 /// a bad record cannot refuse new mail (nor the reverse).
 async fn cycle(
-    conn: &mut SqliteConnection,
+    conn: &mut WriterConnection,
     messages: &[NewMessage],
     leases: &[Option<i64>],
     records: &[Attempt],
@@ -237,7 +237,7 @@ async fn cycle(
 }
 
 async fn write(
-    conn: &mut SqliteConnection,
+    conn: &mut WriterConnection,
     messages: &[NewMessage],
     leases: &[Option<i64>],
     records: &[Attempt],
@@ -371,7 +371,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_bad_record_in_the_same_cycle_does_not_refuse_new_mail() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let (outbox, _writer) = Outbox::start(store.clone(), Wakers::default());
         let bogus = Attempt {
             id: "no-such-message".into(),

@@ -305,10 +305,15 @@ async fn the_daily_recipient_limit_defers_the_rest_for_the_window_and_fails_noth
         .defer_connection_mail(w.conn.id, 0, "test")
         .await
         .ok();
-    sqlx::query("UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'")
-        .execute(w.store.pool())
-        .await
-        .unwrap();
+    let due_now = "UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'";
+    match w.store.db() {
+        crate::store::On::Sqlite(pool) => {
+            sqlx::query(due_now).execute(pool).await.unwrap();
+        }
+        crate::store::On::Postgres(pool) => {
+            sqlx::query(due_now).execute(pool).await.unwrap();
+        }
+    }
     let (outbox, _) = Outbox::start(w.store.clone(), Wakers::default());
     let restarted = Delivery::new(
         w.store.clone(),

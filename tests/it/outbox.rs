@@ -59,7 +59,7 @@ async fn world() -> World {
         .unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, smtp.ca_pem()).unwrap();
-    let store = Store::open(&dir.path().join("data"), None).await.unwrap();
+    let store = postern::store::test_store(&dir.path().join("data")).await;
     let input = ConnectionInput {
         name: Some("fake".into()),
         provider: Some("microsoft".into()),

@@ -195,7 +195,7 @@ impl World {
 
     /// The store, opened beside the running server (SQLite WAL allows it).
     pub async fn store(&self) -> Store {
-        Store::open(&self.home.data_dir(), None).await.unwrap()
+        self.home.store().await
     }
 
     /// Waits until message `id` has `status`; returns its detail.
