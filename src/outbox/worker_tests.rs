@@ -63,7 +63,7 @@ async fn world_with(limits: &str) -> World {
         .unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, smtp.ca_pem()).unwrap();
-    let store = Store::open(&dir.path().join("data"), None).await.unwrap();
+    let store = crate::store::test_store(&dir.path().join("data")).await;
     let (settings, _) = ConnectionInput {
         name: Some("fake".into()),
         provider: Some("microsoft".into()),
