@@ -197,7 +197,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = Store::open_settings(&settings.store)
             .await?
-            .with_password_checks(password_checks(&settings));
+            .with_password_checks(password_checks(&settings))
+            .with_lease_secs(settings.delivery.lease_secs);
         crate::declared::sync(&store, &settings.connections).await?;
         let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
         let wakers = Wakers::default();

@@ -201,6 +201,11 @@ pub struct DeliverySettings {
     /// Upstream SMTP sessions open at once across all connections. When connections with due
     /// mail wait for one, busy connections give theirs up batch by batch, in turn.
     pub max_sessions: u32,
+    /// How long a claim on a message lasts before another worker may take it over (the
+    /// claimer died). Senders renew their claims every third of it while they work, so a long
+    /// send keeps its messages. Matters with several instances on one PostgreSQL store; a
+    /// single SQLite instance returns its claims at restart.
+    pub lease_secs: u64,
     /// Skip certificate verification of provider SMTP servers. For tests only.
     pub insecure_skip_tls_verify: bool,
 }
@@ -242,6 +247,7 @@ impl Default for DeliverySettings {
             max_queue_lifetime_hours: 120,
             messages_per_minute: 0,
             max_sessions: 256,
+            lease_secs: 60,
             insecure_skip_tls_verify: false,
         }
     }

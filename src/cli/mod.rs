@@ -281,7 +281,9 @@ impl std::fmt::Debug for Ctx {
 
 impl Ctx {
     pub async fn store(&self) -> Result<Store, CliError> {
-        Ok(Store::open_settings(&self.settings.store).await?)
+        Ok(Store::open_settings(&self.settings.store)
+            .await?
+            .with_lease_secs(self.settings.delivery.lease_secs))
     }
 }
 

@@ -25,10 +25,6 @@ pub use cause::likely_cause;
 pub use compose::{Attachment, Composed, Draft};
 pub use connection_test::{TestReport, test_connection};
 
-/// How long a direct send keeps its claim on the message: if this process dies mid-send, the
-/// outbox (`postern serve`) takes the message over after this.
-const LEASE_MS: i64 = 15 * 60 * 1000;
-
 /// A message to deliver now.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -189,9 +185,12 @@ pub(crate) async fn deliver<T: TokenSource>(
         .map(|q| q.id)
         .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
     // A running `postern serve` may see the message too: only one of us sends it.
-    if !store.claim_message(&id, LEASE_MS).await? {
+    // If this process dies mid-send, the outbox (`postern serve`) takes the message over once
+    // the claim (`delivery.lease_secs`) runs out; it is renewed while the send goes on.
+    if !store.claim_message(&id, store.lease_ms()).await? {
         return Err(DirectError::TakenByOutbox { id });
     }
+    let _claim = store.keep_claims(vec![id.clone()]);
 
     let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
     let result = transact(client, &envelope, &message.bytes, steps).await;

@@ -24,9 +24,6 @@ const MAX_BATCH: usize = 512;
 /// arguments): without this cap, a batch of 200 × 35 MB would hold 14 GB more.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
-/// How long a claim lasts before the message returns to the queue (a worker that died).
-pub const LEASE_MS: i64 = 15 * 60 * 1000;
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// The disk is full: tell the client to try later (`452 4.3.1`).
@@ -165,7 +162,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
                 }
             }
         }
-        let leases = handoff_leases(&messages, &wakers);
+        let leases = handoff_leases(&messages, &wakers, store.lease_ms());
         let (queued, statuses) = match conn.as_mut() {
             Some(c) => cycle(c, &messages, &leases, &records).await,
             None => match store.writer_connection().await {
@@ -255,8 +252,8 @@ async fn write(
 
 /// Which new messages go straight to a sender: relay mail (the API and CLI send their own
 /// immediate mail) for a connection whose lane is open and has room (in messages and bytes).
-fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> {
-    let until = now_ms() + LEASE_MS;
+fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Vec<Option<i64>> {
+    let until = now_ms() + lease_ms;
     // Per connection: messages and body bytes admitted so far in this batch.
     let mut admitted: HashMap<i64, (usize, usize)> = HashMap::new();
     messages

@@ -186,7 +186,11 @@ async fn due_mail_too_big_to_join_the_lane_closes_it_and_goes_next() {
         .insert_messages(&[message(&w.conn, 0, 0)])
         .await
         .unwrap();
-    let handed = w.store.claim_ready(w.conn.id, 1, LEASE_MS).await.unwrap();
+    let handed = w
+        .store
+        .claim_ready(w.conn.id, 1, w.store.lease_ms())
+        .await
+        .unwrap();
     let big = w
         .store
         .insert_messages(&[message(&w.conn, 1, CLAIM_BYTES as usize + MIB)])

@@ -151,6 +151,23 @@ pub struct Store {
     key_source: KeySource,
     /// argon2id checks of admin and relay passwords: a bounded pool shared by all clones.
     passwords: password_check::PasswordChecks,
+    /// How long a claim on a message lasts (`delivery.lease_secs`), in ms.
+    lease_ms: i64,
+}
+
+/// The claim length when no setting says otherwise (`delivery.lease_secs`' default).
+pub const DEFAULT_LEASE_MS: i64 = 60_000;
+
+/// Renews claims while it lives (see [`Store::keep_claims`]).
+#[derive(Debug)]
+pub struct ClaimKeeper(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for ClaimKeeper {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// The data directory holds the database and key: only its owner may enter it.
@@ -245,6 +262,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             key_source,
             passwords: password_check::PasswordChecks::default(),
+            lease_ms: DEFAULT_LEASE_MS,
         };
         store.finish_pending_rotation(&key_path).await?;
         store.check_key().await?;
@@ -269,13 +287,13 @@ impl Store {
         let key_path = key_file
             .map(Path::to_path_buf)
             .unwrap_or_else(|| data_dir.join(KEY_FILE));
-        if std::env::var_os(keyfile::KEY_ENV).is_none() {
-            if let Some(parent) = key_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                create_private_dir(parent).map_err(|source| StoreError::DataDir {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
+        if std::env::var_os(keyfile::KEY_ENV).is_none()
+            && let Some(parent) = key_path.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            create_private_dir(parent).map_err(|source| StoreError::DataDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         let (key, key_source) = keyfile::load_or_create(&key_path)?;
         let pool = PgPoolOptions::new()
@@ -290,6 +308,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             key_source,
             passwords: password_check::PasswordChecks::default(),
+            lease_ms: DEFAULT_LEASE_MS,
         };
         store.check_key().await?;
         Ok(store)
@@ -386,6 +405,56 @@ impl Store {
 
     pub fn password_checks(&self) -> &password_check::PasswordChecks {
         &self.passwords
+    }
+
+    /// Claims last `secs` (`delivery.lease_secs`); set before cloning.
+    pub fn with_lease_secs(mut self, secs: u64) -> Self {
+        self.lease_ms = i64::try_from(secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How long a claim on a message lasts, in ms.
+    pub fn lease_ms(&self) -> i64 {
+        self.lease_ms
+    }
+
+    /// Keeps the claims on `ids` alive while the returned guard lives: renewed every third of
+    /// the lease, so only a claimer that stopped (died, hung) loses them. SQLite needs none:
+    /// one process claims, and it returns its claims only at restart.
+    pub fn keep_claims(&self, ids: Vec<String>) -> ClaimKeeper {
+        if !self.backend().is_postgres() || ids.is_empty() {
+            return ClaimKeeper(None);
+        }
+        let store = self.clone();
+        let every = Duration::from_millis((self.lease_ms / 3).max(100) as u64);
+        ClaimKeeper(Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.extend_claims(&ids).await {
+                    tracing::warn!(error = %e, "could not renew message claims");
+                }
+            }
+        })))
+    }
+
+    /// Moves the end of the claims on `ids` (still `sending`) to a lease from now.
+    pub async fn extend_claims(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for chunk in ids.chunks(500) {
+            n += on!(self.bookkeeping(), |pool, q| {
+                let t = db_now_ms!(q, pool);
+                let sql = format!(
+                    "UPDATE messages SET lease_until = ? WHERE status = 'sending' AND id IN ({})",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query(q.sql_owned(sql)).bind(t + self.lease_ms);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await?.rows_affected()
+            });
+        }
+        Ok(n)
     }
 
     pub async fn close(&self) {
@@ -511,6 +580,7 @@ mod postgres_parity {
                     data_dir: dir.path().to_path_buf(),
                     key_source: KeySource::File(other_key.clone()),
                     passwords: password_check::PasswordChecks::default(),
+                    lease_ms: DEFAULT_LEASE_MS,
                 };
                 store.check_key().await.unwrap_err()
             }

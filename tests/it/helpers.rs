@@ -161,6 +161,24 @@ impl TestHome {
                 all.extend(std::fs::read(&p).unwrap());
             }
         }
+        // A PostgreSQL store: everything it holds, as pg_dump writes it.
+        if let Some(url) = &self.store_url {
+            let pg_dump = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL's programs in /usr/lib/postgresql")
+                .map(|e| e.unwrap().path().join("bin/pg_dump"))
+                .find(|p| p.exists())
+                .expect("pg_dump");
+            let out = Command::new(pg_dump)
+                .arg(format!("--dbname={url}"))
+                .output()
+                .expect("run pg_dump");
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            all.extend(out.stdout);
+        }
         all
     }
 }
