@@ -124,13 +124,6 @@ pub enum DirectError {
         #[source]
         source: SmtpError,
     },
-    /// A running `postern serve` took the message from the log before this process could: it
-    /// delivers it instead (rare; both see the same store).
-    #[error(
-        "message {id} was picked up by the outbox of a running `postern serve`, which will deliver it: \
-         follow it with `postern messages show {id}`"
-    )]
-    TakenByOutbox { id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -167,8 +160,12 @@ pub(crate) async fn deliver<T: TokenSource>(
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
     let recipients: Vec<String> = message.recipients.iter().map(|a| a.to_string()).collect();
+    // Queued already claimed, in one commit: a running `postern serve` (on PostgreSQL, told
+    // of new mail at once) never sees it unclaimed, so only we send it. If this process dies
+    // mid-send, the outbox takes the message over once the claim (`delivery.lease_secs`) runs
+    // out; it is renewed while the send goes on.
     let queued = store
-        .insert_messages(&[NewMessage {
+        .insert_claimed(&[NewMessage {
             connection_id: conn.id,
             connection_name: conn.name().to_string(),
             source: message.source,
@@ -184,12 +181,6 @@ pub(crate) async fn deliver<T: TokenSource>(
         .next()
         .map(|q| q.id)
         .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
-    // A running `postern serve` may see the message too: only one of us sends it.
-    // If this process dies mid-send, the outbox (`postern serve`) takes the message over once
-    // the claim (`delivery.lease_secs`) runs out; it is renewed while the send goes on.
-    if !store.claim_message(&id, store.lease_ms()).await? {
-        return Err(DirectError::TakenByOutbox { id });
-    }
     let _claim = store.keep_claims(vec![id.clone()]);
 
     let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());

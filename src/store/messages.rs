@@ -309,6 +309,21 @@ impl Store {
         Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
     }
 
+    /// Queues a batch already claimed for [`Store::lease_ms`] (`sending`, one attempt counted),
+    /// for a caller that sends it itself right away (a direct send).
+    pub async fn insert_claimed(&self, batch: &[NewMessage]) -> Result<Vec<Queued>, StoreError> {
+        let until = now_ms() + self.lease_ms();
+        let inserts: Vec<Insert<'_>> = batch
+            .iter()
+            .map(|message| Insert {
+                message,
+                lease_until: Some(until),
+            })
+            .collect();
+        let mut conn = self.writer_connection().await?;
+        Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
+    }
+
     /// Leases up to `limit` due messages of a connection for `lease_ms`, oldest first, with at
     /// most [`CLAIM_BYTES`] of bodies (a bigger message comes alone).
     pub async fn claim_ready(
