@@ -154,6 +154,8 @@ pub struct ServerSettings {
     /// cores (at least one), so that a storm of guesses leaves CPU for mail.
     /// One that cannot start within a second is refused (`454 4.7.0`, HTTP `503`).
     pub max_password_checks: u32,
+    /// This instance's name in `/metrics` (`postern_instance_info`); empty: the host name.
+    pub instance: String,
     /// The name the relay gives in its greeting and Received headers.
     pub hostname: String,
     /// Add a `Received:` header to relayed messages.
@@ -272,6 +274,7 @@ impl Default for ServerSettings {
             max_recipients: 100,
             max_connections: 2048,
             max_password_checks: 0,
+            instance: String::new(),
             hostname: "localhost".into(),
             received_header: true,
             shutdown_grace_secs: 30,

@@ -98,6 +98,18 @@ async fn a_legacy_app_submits_with_starttls_and_auth_plain_or_login_and_the_mail
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
+    let store = if w.home.store_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("postern_instance_info{instance=\"")
+                && l.ends_with(&format!("\",store=\"{store}\"}} 1"))),
+        "the instance and its store in {metrics}"
+    );
     let store_bytes: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("postern_store_bytes "))
