@@ -27,6 +27,8 @@ command -v groff >/dev/null || missing+=(groff-base)
 # scripts/container-test.sh: podman builds and runs the image; runc, as crun cannot run here.
 command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
+# The PostgreSQL store's test runs start a private cluster (scripts/pg-cluster.sh).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # promtool checks the example alerting rules (monitoring/alerts.yml).
 command -v promtool >/dev/null || missing+=(prometheus)
 
@@ -46,6 +48,7 @@ fi
 service dovecot stop >/dev/null 2>&1 || true
 postfix stop >/dev/null 2>&1 || true
 service prometheus stop >/dev/null 2>&1 || true
+service postgresql stop >/dev/null 2>&1 || true
 
 echo "== npm ci tests/interop (oauth2-mock-server) and browser (playwright-core, no browser download)"
 npm ci --prefix tests/interop --no-audit --no-fund --silent

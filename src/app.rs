@@ -195,9 +195,10 @@ fn password_checks(settings: &Settings) -> PasswordChecks {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store = Store::open(&settings.store.data_dir, settings.store.key_file.as_deref())
+        let store = Store::open_settings(&settings.store)
             .await?
-            .with_password_checks(password_checks(&settings));
+            .with_password_checks(password_checks(&settings))
+            .with_lease_secs(settings.delivery.lease_secs);
         crate::declared::sync(&store, &settings.connections).await?;
         let tokens = TokenManager::new(store.clone(), settings.tokens.clone())?;
         let wakers = Wakers::default();
@@ -378,7 +379,14 @@ impl Application {
             .with_public_url(public_url)
             .with_outbox(self.outbox.clone())
             .with_tokens(self.tokens.clone());
+        let instance = match self.settings.server.instance.trim() {
+            "" => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "postern".into()),
+            name => name.to_string(),
+        };
         let metrics_state = MetricsState {
+            instance,
             store: self.store.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
@@ -485,6 +493,8 @@ async fn keepalive(tokens: TokenManager, stop: CancellationToken) {
 
 #[derive(Clone)]
 struct MetricsState {
+    /// `server.instance`, or the host name.
+    instance: String,
     store: Store,
     metrics: Metrics,
     stats: RelayStats,
@@ -510,6 +520,13 @@ async fn metrics(
         Ok(bytes) => body.push_str(&s.metrics.render_store(bytes)),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the store's size"),
     }
+    // Which instance answered (several may share one PostgreSQL store) and on which store.
+    body.push_str(&format!(
+        "# HELP postern_instance_info This instance (server.instance, default the host name) and its store.\n\
+         # TYPE postern_instance_info gauge\npostern_instance_info{{instance=\"{}\",store=\"{}\"}} 1\n",
+        crate::metrics::escape(&s.instance),
+        s.store.backend().name()
+    ));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -322,7 +322,7 @@ pub fn render_expiry(conns: &[Connection], relay_cert_not_after: Option<i64>) ->
     out
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

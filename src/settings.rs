@@ -92,6 +92,9 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// The data key file (default `<data_dir>/secret.key`); `POSTERN_SECRET_KEY` wins over it.
     pub key_file: Option<PathBuf>,
+    /// `postgres://…`: the PostgreSQL store shared by several instances. Absent: SQLite in
+    /// `data_dir`. The key stays per deployment (every instance needs the same one).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +158,8 @@ pub struct ServerSettings {
     /// cores (at least one), so that a storm of guesses leaves CPU for mail.
     /// One that cannot start within a second is refused (`454 4.7.0`, HTTP `503`).
     pub max_password_checks: u32,
+    /// This instance's name in `/metrics` (`postern_instance_info`); empty: the host name.
+    pub instance: String,
     /// The name the relay gives in its greeting and Received headers.
     pub hostname: String,
     /// Add a `Received:` header to relayed messages.
@@ -202,6 +207,11 @@ pub struct DeliverySettings {
     /// Upstream SMTP sessions open at once across all connections. When connections with due
     /// mail wait for one, busy connections give theirs up batch by batch, in turn.
     pub max_sessions: u32,
+    /// How long a claim on a message lasts before another worker may take it over (the
+    /// claimer died). Senders renew their claims every third of it while they work, so a long
+    /// send keeps its messages. Matters with several instances on one PostgreSQL store; a
+    /// single SQLite instance returns its claims at restart.
+    pub lease_secs: u64,
     /// Skip certificate verification of provider SMTP servers. For tests only.
     pub insecure_skip_tls_verify: bool,
 }
@@ -211,6 +221,7 @@ impl Default for StoreSettings {
         StoreSettings {
             data_dir: PathBuf::from("./postern-data"),
             key_file: None,
+            url: None,
         }
     }
 }
@@ -242,6 +253,7 @@ impl Default for DeliverySettings {
             max_queue_lifetime_hours: 120,
             messages_per_minute: 0,
             max_sessions: 256,
+            lease_secs: 60,
             insecure_skip_tls_verify: false,
         }
     }
@@ -266,6 +278,7 @@ impl Default for ServerSettings {
             max_recipients: 100,
             max_connections: 2048,
             max_password_checks: 0,
+            instance: String::new(),
             hostname: "localhost".into(),
             received_header: true,
             shutdown_grace_secs: 30,

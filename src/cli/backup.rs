@@ -49,6 +49,13 @@ pub async fn backup(ctx: &Ctx, file: &Path) -> CliResult {
 }
 
 pub async fn restore(ctx: &Ctx, file: &Path) -> CliResult {
+    if ctx.settings.store.url.is_some() {
+        return Err(CliError::Usage(
+            "`postern restore` replaces the SQLite store in the data directory, and store.url \
+             names a PostgreSQL store: restore that with pg_restore (or from its replicas)"
+                .into(),
+        ));
+    }
     let data_dir = &ctx.settings.store.data_dir;
     if !file.is_file() {
         return Err(CliError::Usage(format!(
@@ -115,10 +122,19 @@ pub async fn restore(ctx: &Ctx, file: &Path) -> CliResult {
 /// Opens the copy (upgrading an older backup's schema), checks its integrity and that every
 /// secret opens with the key; what it holds, in words.
 async fn check(staging: &Path, key: &Path) -> Result<String, CliError> {
-    let store = Store::open(staging, Some(key)).await?;
+    let store = match Store::open(staging, Some(key)).await {
+        Err(e @ StoreError::WrongKey(_)) => {
+            return Err(CliError::Usage(format!(
+                "the backup's secrets do not open with the data key at {} ({e}): use the key \
+                 that was in use when the backup was made",
+                key.display()
+            )));
+        }
+        other => other?,
+    };
     let result = async {
         let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(store.pool())
+            .fetch_one(store.sqlite_pool("restore", "restore with pg_restore")?)
             .await
             .map_err(StoreError::from)?;
         if integrity != "ok" {
@@ -136,11 +152,11 @@ async fn check(staging: &Path, key: &Path) -> Result<String, CliError> {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM messages WHERE status IN ('queued', 'deferred', 'sending', 'held')",
         )
-        .fetch_one(store.pool())
+        .fetch_one(store.sqlite_pool("restore", "restore with pg_restore")?)
         .await
         .map_err(StoreError::from)?;
         let connections: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM connections")
-            .fetch_one(store.pool())
+            .fetch_one(store.sqlite_pool("restore", "restore with pg_restore")?)
             .await
             .map_err(StoreError::from)?;
         Ok(format!(

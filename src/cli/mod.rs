@@ -53,6 +53,10 @@ pub struct Cli {
     /// Where the database and key file live (default ./postern-data).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The PostgreSQL store shared by several instances (`postgres://user@host/db`); without it,
+    /// SQLite in the data directory.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store_url: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_parser = ["text", "json"])]
     pub log_format: Option<String>,
@@ -237,6 +241,7 @@ impl Cli {
             None => (PathBuf::from("postern.toml"), false),
         };
         let data_dir = self.data_dir.as_ref().map(|p| p.display().to_string());
+        let store_url = self.store_url.clone();
         let log_format = self.log_format.clone();
         let serve = match &self.command {
             Command::Serve(args) => Some(args.clone()),
@@ -247,6 +252,7 @@ impl Cli {
                 .file(&path, required)?
                 .env(std::env::vars())
                 .flag("store", "data_dir", data_dir.clone(), "--data-dir")
+                .flag("store", "url", store_url.clone(), "--store-url")
                 .flag("log", "format", log_format.clone(), "--log-format");
             if let Some(args) = &serve {
                 loader = args.apply(loader);
@@ -275,11 +281,9 @@ impl std::fmt::Debug for Ctx {
 
 impl Ctx {
     pub async fn store(&self) -> Result<Store, CliError> {
-        Ok(Store::open(
-            &self.settings.store.data_dir,
-            self.settings.store.key_file.as_deref(),
-        )
-        .await?)
+        Ok(Store::open_settings(&self.settings.store)
+            .await?
+            .with_lease_secs(self.settings.delivery.lease_secs))
     }
 }
 

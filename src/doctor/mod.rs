@@ -98,18 +98,17 @@ pub struct Options {
 /// key file, so that a store that will not open is reported as a check, not an error.
 pub async fn run(settings: &Settings, opts: &Options) -> Vec<Check> {
     let mut out = install::key_file(settings);
-    let store =
-        match Store::open(&settings.store.data_dir, settings.store.key_file.as_deref()).await {
-            Ok(s) => s,
-            Err(e) => {
-                out.push(Check::fail(
-                    "store",
-                    e.to_string(),
-                    "Fix the line above, then run `postern doctor` again.",
-                ));
-                return out;
-            }
-        };
+    let store = match Store::open_settings(&settings.store).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Check::fail(
+                "store",
+                e.to_string(),
+                "Fix the line above, then run `postern doctor` again.",
+            ));
+            return out;
+        }
+    };
     let tokens = match TokenManager::new(store.clone(), settings.tokens.clone()) {
         Ok(t) => t,
         Err(e) => {

@@ -52,6 +52,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok` and the store's backend once the store answers; `503` when it does not (a PostgreSQL
+/// server out of reach), so a load balancer sends requests to another instance.
+async fn healthz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (StatusCode, String) {
+    let store = state.store();
+    let backend = store.backend().name();
+    match store.ping().await {
+        Ok(()) => (StatusCode::OK, format!("ok\nstore: {backend} reachable\n")),
+        Err(e) => {
+            tracing::warn!(error = %e, "healthz: the store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unavailable\nstore: {backend} unreachable\n"),
+            )
+        }
+    }
 }

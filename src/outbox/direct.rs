@@ -26,10 +26,6 @@ pub use cause::likely_cause;
 pub use compose::{Attachment, Composed, Draft};
 pub use connection_test::{TestReport, test_connection};
 
-/// How long a direct send keeps its claim on the message: if this process dies mid-send, the
-/// outbox (`postern serve`) takes the message over after this.
-const LEASE_MS: i64 = 15 * 60 * 1000;
-
 /// A message to deliver now.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -129,13 +125,6 @@ pub enum DirectError {
         #[source]
         source: SmtpError,
     },
-    /// A running `postern serve` took the message from the log before this process could: it
-    /// delivers it instead (rare; both see the same store).
-    #[error(
-        "message {id} was picked up by the outbox of a running `postern serve`, which will deliver it: \
-         follow it with `postern messages show {id}`"
-    )]
-    TakenByOutbox { id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -180,7 +169,7 @@ pub(crate) async fn deliver<T: TokenSource>(
     message: &Outgoing,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
-    let (id, recipients) = record(store, conn, message).await?;
+    let (id, recipients, _claim) = record(store, conn, message).await?;
     let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
     let result = transact(client, &envelope, &message.bytes, steps).await;
     let failure = match &result {
@@ -193,15 +182,20 @@ pub(crate) async fn deliver<T: TokenSource>(
     finish(store, id, classify(result, &positions), failure).await
 }
 
-/// Puts `message` in the sent-mail log and claims it for this process: its id and recipients.
+/// Puts `message` in the sent-mail log, claimed for this process: its id, its recipients and
+/// the keeper of its claim (hold it until the attempt is recorded).
 pub(crate) async fn record(
     store: &Store,
     conn: &Connection,
     message: &Outgoing,
-) -> Result<(String, Vec<String>), DirectError> {
+) -> Result<(String, Vec<String>, crate::store::ClaimKeeper), DirectError> {
     let recipients: Vec<String> = message.recipients.iter().map(|a| a.to_string()).collect();
+    // Queued already claimed, in one commit: a running `postern serve` (on PostgreSQL, told
+    // of new mail at once) never sees it unclaimed, so only we send it. If this process dies
+    // mid-send, the outbox takes the message over once the claim (`delivery.lease_secs`) runs
+    // out; it is renewed while the send goes on.
     let queued = store
-        .insert_messages(&[NewMessage {
+        .insert_claimed(&[NewMessage {
             connection_id: conn.id,
             connection_name: conn.name().to_string(),
             source: message.source,
@@ -217,11 +211,8 @@ pub(crate) async fn record(
         .next()
         .map(|q| q.id)
         .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
-    // A running `postern serve` may see the message too: only one of us sends it.
-    if !store.claim_message(&id, LEASE_MS).await? {
-        return Err(DirectError::TakenByOutbox { id });
-    }
-    Ok((id, recipients))
+    let claim = store.keep_claims(vec![id.clone()]);
+    Ok((id, recipients, claim))
 }
 
 /// Records the one attempt's outcome and reads the message back from the log.

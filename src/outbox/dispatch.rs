@@ -63,6 +63,33 @@ impl<F: TokenFactory> Delivery<F> {
             Err(e) => tracing::error!(error = %e, "could not recover claimed messages"),
         }
         let wakers = self.inner.outbox.wakers().clone();
+        // Other instances' new mail (PostgreSQL): look at the store now rather than at the next
+        // resync.
+        let remote = std::sync::Arc::new(tokio::sync::Notify::new());
+        match self.inner.store.new_mail_listener().await {
+            Ok(None) => {}
+            Ok(Some(mut listener)) => {
+                let (remote, stop) = (remote.clone(), stop.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            n = listener.recv() => match n {
+                                Ok(_) => remote.notify_one(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "new-mail notifications: listener failed; retrying");
+                                    tokio::time::sleep(RESYNC).await;
+                                }
+                            },
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot listen for other instances' new mail: found by the periodic look instead"
+            ),
+        }
         let mut tasks = JoinSet::new();
         // Connections changed since this time (s) are checked for releasable held mail; 0: all.
         let mut held_since = 0;
@@ -100,6 +127,7 @@ impl<F: TokenFactory> Delivery<F> {
                 () = stop.cancelled() => break,
                 () = wakers.noticed() => {}
                 () = self.inner.kick.notified() => {}
+                () = remote.notified() => next_resync = Instant::now(),
                 () = tokio::time::sleep_until(until.into()) => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -111,6 +139,15 @@ impl<F: TokenFactory> Delivery<F> {
     /// next time.
     async fn resync(&self, held_since: i64) -> i64 {
         let store = &self.inner.store;
+        // PostgreSQL: claims of an instance that died return to the queue once their lease runs
+        // out (by the database's clock), for whichever instance looks first.
+        if store.backend().is_postgres() {
+            match store.recover_leases().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(count = n, "took over messages whose lease ran out"),
+                Err(e) => tracing::warn!(error = %e, "could not take over expired leases"),
+            }
+        }
         let checked_at = chrono::Utc::now().timestamp();
         match store.due_by_connection().await {
             Ok(due) => {

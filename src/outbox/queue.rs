@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
+use crate::store::outbox_batch::WriterConnection;
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::lanes::Wakers;
@@ -23,9 +23,6 @@ const MAX_BATCH: usize = 512;
 /// alone). Writing a batch holds two more copies of its bodies (the driver's and SQLite's bound
 /// arguments): without this cap, a batch of 200 × 35 MB would hold 14 GB more.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-
-/// How long a claim lasts before the message returns to the queue (a worker that died).
-pub const LEASE_MS: i64 = 15 * 60 * 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -123,7 +120,7 @@ impl Outbox {
 /// Writes whatever is waiting (up to `MAX_BATCH` jobs) in one transaction, then hands the new
 /// relay mail to its connection's senders (see [`super::lanes`]).
 async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
-    let mut conn: Option<SqliteConnection> = None;
+    let mut conn: Option<WriterConnection> = None;
     // A job that would have made the last batch too big: it starts the next one.
     let mut carried: Option<Job> = None;
     loop {
@@ -165,7 +162,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
                 }
             }
         }
-        let leases = handoff_leases(&messages, &wakers);
+        let leases = handoff_leases(&messages, &wakers, store.lease_ms());
         let (queued, statuses) = match conn.as_mut() {
             Some(c) => cycle(c, &messages, &leases, &records).await,
             None => match store.writer_connection().await {
@@ -214,7 +211,7 @@ type Shared<T> = Result<T, Arc<StoreError>>;
 /// One transaction for everything; if it fails, the new mail and the records are tried apart, so
 /// a bad record cannot refuse new mail (nor the reverse).
 async fn cycle(
-    conn: &mut SqliteConnection,
+    conn: &mut WriterConnection,
     messages: &[NewMessage],
     leases: &[Option<i64>],
     records: &[Attempt],
@@ -237,7 +234,7 @@ async fn cycle(
 }
 
 async fn write(
-    conn: &mut SqliteConnection,
+    conn: &mut WriterConnection,
     messages: &[NewMessage],
     leases: &[Option<i64>],
     records: &[Attempt],
@@ -255,8 +252,8 @@ async fn write(
 
 /// Which new messages go straight to a sender: relay mail (the API and CLI send their own
 /// immediate mail) for a connection whose lane is open and has room (in messages and bytes).
-fn handoff_leases(messages: &[NewMessage], wakers: &Wakers) -> Vec<Option<i64>> {
-    let until = now_ms() + LEASE_MS;
+fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Vec<Option<i64>> {
+    let until = now_ms() + lease_ms;
     // Per connection: messages and body bytes admitted so far in this batch.
     let mut admitted: HashMap<i64, (usize, usize)> = HashMap::new();
     messages
@@ -371,7 +368,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_bad_record_in_the_same_cycle_does_not_refuse_new_mail() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let (outbox, _writer) = Outbox::start(store.clone(), Wakers::default());
         let bogus = Attempt {
             id: "no-such-message".into(),

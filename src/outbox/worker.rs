@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, client_config};
-use super::queue::{LEASE_MS, Outbox};
+use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
 use super::transport::{MailTransport, TransportError};
@@ -234,7 +234,7 @@ impl<F: TokenFactory> Delivery<F> {
                 bytes: CLAIM_BYTES.saturating_sub(handed),
                 oversized_first: batch.is_empty(),
             };
-            let claim = store.claim_due(conn.id, limit, LEASE_MS).await?;
+            let claim = store.claim_due(conn.id, limit, store.lease_ms()).await?;
             if claim.drained {
                 // Nothing more is due in the store: new mail may come straight to us.
                 store_drained = true;
@@ -252,7 +252,9 @@ impl<F: TokenFactory> Delivery<F> {
                 store_drained,
             });
         }
-        // Send the batch, then record it in one go (one transaction for the batch).
+        // Send the batch, then record it in one go (one transaction for the batch). The claims
+        // are renewed meanwhile, so no other instance takes over a long send.
+        let _claims = store.keep_claims(batch.iter().map(|m| m.id.clone()).collect());
         let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
         let mut pause = None;

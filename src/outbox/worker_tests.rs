@@ -63,7 +63,7 @@ async fn world_with(limits: &str) -> World {
         .unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, smtp.ca_pem()).unwrap();
-    let store = Store::open(&dir.path().join("data"), None).await.unwrap();
+    let store = crate::store::test_store(&dir.path().join("data")).await;
     let (settings, _) = ConnectionInput {
         name: Some("fake".into()),
         provider: Some("microsoft".into()),
@@ -186,7 +186,11 @@ async fn due_mail_too_big_to_join_the_lane_closes_it_and_goes_next() {
         .insert_messages(&[message(&w.conn, 0, 0)])
         .await
         .unwrap();
-    let handed = w.store.claim_ready(w.conn.id, 1, LEASE_MS).await.unwrap();
+    let handed = w
+        .store
+        .claim_ready(w.conn.id, 1, w.store.lease_ms())
+        .await
+        .unwrap();
     let big = w
         .store
         .insert_messages(&[message(&w.conn, 1, CLAIM_BYTES as usize + MIB)])
@@ -305,10 +309,15 @@ async fn the_daily_recipient_limit_defers_the_rest_for_the_window_and_fails_noth
         .defer_connection_mail(w.conn.id, 0, "test")
         .await
         .ok();
-    sqlx::query("UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'")
-        .execute(w.store.pool())
-        .await
-        .unwrap();
+    let due_now = "UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'";
+    match w.store.db() {
+        crate::store::On::Sqlite(pool) => {
+            sqlx::query(due_now).execute(pool).await.unwrap();
+        }
+        crate::store::On::Postgres(pool) => {
+            sqlx::query(due_now).execute(pool).await.unwrap();
+        }
+    }
     let (outbox, _) = Outbox::start(w.store.clone(), Wakers::default());
     let restarted = Delivery::new(
         w.store.clone(),

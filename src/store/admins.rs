@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
+use super::PortableRow as _;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Row;
 use tokio::sync::OnceCell;
 
 use super::access::{AccessError, is_unique_violation};
@@ -74,19 +74,22 @@ impl Store {
             .await
             .map_err(StoreError::from)?;
         let t = now();
-        let res = sqlx::query(
-            "INSERT INTO admin_users (username, password_hash, created_at) VALUES (?, ?, ?)",
-        )
-        .bind(&username)
-        .bind(hash)
-        .bind(t)
-        .execute(self.pool())
-        .await;
+        let res = on!(self.db(), |pool, q| {
+            sqlx::query_scalar::<_, i64>(q.sql(
+                "INSERT INTO admin_users (username, password_hash, created_at) VALUES (?, ?, ?) \
+                 RETURNING id",
+            ))
+            .bind(&username)
+            .bind(hash)
+            .bind(t)
+            .fetch_one(pool)
+            .await
+        });
         match res {
             Err(e) if is_unique_violation(&e) => Err(AccessError::DuplicateAdmin(username)),
             Err(e) => Err(e.into()),
-            Ok(done) => Ok(Admin {
-                id: done.last_insert_rowid(),
+            Ok(id) => Ok(Admin {
+                id,
                 username,
                 created_at: t,
                 last_login_at: None,
@@ -103,15 +106,18 @@ impl Store {
         password: &SecretString,
         client: Option<IpAddr>,
     ) -> Result<Option<Admin>, AccessError> {
-        let row = sqlx::query(
-            "SELECT id, username, password_hash, created_at, last_login_at FROM admin_users \
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT id, username, password_hash, created_at, last_login_at FROM admin_users \
              WHERE username = ?",
-        )
-        .bind(username.trim())
-        .fetch_optional(self.pool())
-        .await?;
+            ))
+            .bind(username.trim())
+            .fetch_optional(pool)
+            .await?
+            .map(super::AnyRow::from)
+        });
         let hash = match &row {
-            Some(r) => r.try_get::<String, _>("password_hash")?,
+            Some(r) => r.try_get::<String>("password_hash")?,
             None => self.decoy_hash().await?.to_string(),
         };
         let ok = self
@@ -123,11 +129,13 @@ impl Store {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
-        sqlx::query("UPDATE admin_users SET last_login_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("UPDATE admin_users SET last_login_at = ? WHERE id = ?"))
+                .bind(now())
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
         Ok(Some(Admin {
             id,
             username: row.try_get("username")?,
@@ -137,11 +145,14 @@ impl Store {
     }
 
     pub async fn list_admins(&self) -> Result<Vec<Admin>, AccessError> {
-        let rows = sqlx::query(
-            "SELECT id, username, created_at, last_login_at FROM admin_users ORDER BY username",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let rows =
+            on!(self.db(), |pool, q| {
+                sqlx::query(q.sql(
+                "SELECT id, username, created_at, last_login_at FROM admin_users ORDER BY username",
+            ))
+            .fetch_all(pool)
+            .await?.into_iter().map(super::AnyRow::from).collect::<Vec<_>>()
+            });
         rows.iter()
             .map(|r| {
                 Ok(Admin {
@@ -162,13 +173,15 @@ mod tests {
     #[tokio::test]
     async fn passwords_are_hashed_with_argon2id_and_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let pw = SecretString::from("correct horse battery".to_string());
         store.create_admin("alice", &pw).await.unwrap();
-        let stored: String = sqlx::query_scalar("SELECT password_hash FROM admin_users")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let stored: String = on!(store.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("SELECT password_hash FROM admin_users"))
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
         assert!(stored.starts_with("$argon2id$"), "{stored}");
         assert!(
             store

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
+use super::PortableRow as _;
 
 use super::Store;
 use super::access::AccessError;
@@ -21,7 +21,7 @@ pub struct ScopedConnection {
 /// is reported at once. Only `send` keys take a scope: an `admin` key manages connections,
 /// keys and relay users, which a per-connection scope could not meaningfully limit.
 pub(super) async fn resolve_scope(
-    tx: &mut sqlx::SqliteConnection,
+    mut tx: super::Conn<'_>,
     role: ApiRole,
     names: &[String],
 ) -> Result<Option<Vec<ScopedConnection>>, AccessError> {
@@ -38,10 +38,12 @@ pub(super) async fn resolve_scope(
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for name in names {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM connections WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let id: Option<i64> = on!(&mut tx, |tx, q| {
+            sqlx::query_scalar(q.sql("SELECT id FROM connections WHERE name = ?"))
+                .bind(name)
+                .fetch_optional(&mut **tx)
+                .await?
+        });
         match id {
             Some(id) if !found.iter().any(|c: &ScopedConnection| c.id == id) => {
                 found.push(ScopedConnection {
@@ -69,13 +71,15 @@ impl Store {
         &self,
         key_id: i64,
     ) -> Result<Vec<ScopedConnection>, AccessError> {
-        let rows = sqlx::query(
-            "SELECT c.id, c.name FROM api_key_connections k JOIN connections c ON c.id = k.connection_id \
-             WHERE k.key_id = ? ORDER BY c.name",
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("SELECT c.id, c.name FROM api_key_connections k JOIN connections c ON c.id = k.connection_id \
+             WHERE k.key_id = ? ORDER BY c.name"),
         )
         .bind(key_id)
-        .fetch_all(self.pool())
-        .await?;
+        .fetch_all(pool)
+        .await?.into_iter().map(super::AnyRow::from).collect::<Vec<_>>()
+        });
         rows.iter()
             .map(|r| {
                 Ok(ScopedConnection {
@@ -91,12 +95,17 @@ impl Store {
         if keys.iter().all(|k| k.scope.is_none()) {
             return Ok(());
         }
-        let rows = sqlx::query(
-            "SELECT k.key_id, c.id, c.name FROM api_key_connections k \
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT k.key_id, c.id, c.name FROM api_key_connections k \
              JOIN connections c ON c.id = k.connection_id ORDER BY c.name",
-        )
-        .fetch_all(self.pool())
-        .await?;
+            ))
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(super::AnyRow::from)
+            .collect::<Vec<_>>()
+        });
         let mut by_key: HashMap<i64, Vec<ScopedConnection>> = HashMap::new();
         for r in &rows {
             by_key
@@ -116,12 +125,12 @@ impl Store {
     /// The connection id of message `id`, if the message exists: what a scoped key's access to
     /// a message is decided on (the name in the log may be a connection's former name).
     pub async fn message_connection_id(&self, id: &str) -> Result<Option<i64>, AccessError> {
-        Ok(
-            sqlx::query_scalar("SELECT connection_id FROM messages WHERE id = ?")
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("SELECT connection_id FROM messages WHERE id = ?"))
                 .bind(id)
-                .fetch_optional(self.pool())
-                .await?,
-        )
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 }
 
@@ -132,7 +141,7 @@ mod tests {
 
     async fn store_with(names: &[&str]) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         for n in names {
             let (s, _) = ConnectionInput {
                 name: Some(n.to_string()),
@@ -187,10 +196,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(names(&seen), Some(vec![]));
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_key_connections")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let left: i64 = on!(store.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("SELECT COUNT(*) FROM api_key_connections"))
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
         assert_eq!(left, 0, "no dangling scope rows");
     }
 

@@ -16,7 +16,6 @@ use std::str::FromStr;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::access::{AccessError, is_unique_violation, random_token};
@@ -115,7 +114,7 @@ pub struct NewApiKey {
     pub secret: SecretString,
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, AccessError> {
+fn decode(row: &impl super::PortableRow) -> Result<ApiKey, AccessError> {
     let role: String = row.try_get("role")?;
     Ok(ApiKey {
         id: row.try_get("id")?,
@@ -127,7 +126,7 @@ fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey, AccessError> {
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,
         // Filled in by the caller from `api_key_connections` (see `api_key_scope.rs`).
-        scope: row.try_get::<bool, _>("scoped")?.then(Vec::new),
+        scope: row.flag("scoped")?.then(Vec::new),
     })
 }
 
@@ -158,33 +157,38 @@ impl Store {
             .hash(&secret)
             .expect("a new key has the key shape");
         // One transaction: the scope's connections cannot vanish between the check and the insert.
-        let mut tx = self.pool().begin().await?;
-        let scope = resolve_scope(&mut tx, role, connections).await?;
-        let res = sqlx::query(
-            "INSERT INTO api_keys (name, role, hash, prefix, created_at, scoped) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&name)
-        .bind(role.as_str())
-        .bind(hash)
-        .bind(&prefix)
-        .bind(now())
-        .bind(scope.is_some())
-        .execute(&mut *tx)
-        .await;
-        let id = match res {
-            Err(e) if is_unique_violation(&e) => return Err(AccessError::DuplicateKey(name)),
-            Err(e) => return Err(e.into()),
-            Ok(done) => done.last_insert_rowid(),
-        };
-        for c in scope.iter().flatten() {
-            sqlx::query("INSERT INTO api_key_connections (key_id, connection_id) VALUES (?, ?)")
+        let (id, scope) = on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let scope = resolve_scope(super::Conn::from(&mut *tx), role, connections).await?;
+            let res = sqlx::query_scalar::<_, i64>(q.sql(
+                "INSERT INTO api_keys (name, role, hash, prefix, created_at, scoped) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            ))
+            .bind(&name)
+            .bind(role.as_str())
+            .bind(hash)
+            .bind(&prefix)
+            .bind(now())
+            .bind(i64::from(scope.is_some()))
+            .fetch_one(&mut *tx)
+            .await;
+            let id = match res {
+                Err(e) if is_unique_violation(&e) => return Err(AccessError::DuplicateKey(name)),
+                Err(e) => return Err(e.into()),
+                Ok(id) => id,
+            };
+            for c in scope.iter().flatten() {
+                sqlx::query(
+                    q.sql("INSERT INTO api_key_connections (key_id, connection_id) VALUES (?, ?)"),
+                )
                 .bind(id)
                 .bind(c.id)
                 .execute(&mut *tx)
                 .await?;
-        }
-        tx.commit().await?;
+            }
+            tx.commit().await?;
+            (id, scope)
+        });
         Ok(NewApiKey {
             key: ApiKey {
                 id,
@@ -218,27 +222,32 @@ impl Store {
         hash: &[u8],
     ) -> Result<Option<ApiKey>, AccessError> {
         // Lookup by keyed hash: timing reveals nothing usable about other keys.
-        let row = sqlx::query(
-            "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
              WHERE hash = ? AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await?;
+            ))
+            .bind(hash)
+            .fetch_optional(pool)
+            .await?
+            .map(super::AnyRow::from)
+        });
         let Some(mut key) = row.as_ref().map(decode).transpose()? else {
             return Ok(None);
         };
         let at = now();
         if key.last_used_at.is_none_or(|t| at - t >= LAST_USED_EVERY) {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = ? WHERE id = ? \
+            on!(self.db(), |pool, q| {
+                sqlx::query(q.sql(
+                    "UPDATE api_keys SET last_used_at = ? WHERE id = ? \
                  AND (last_used_at IS NULL OR last_used_at <= ?)",
-            )
-            .bind(at)
-            .bind(key.id)
-            .bind(at - LAST_USED_EVERY)
-            .execute(self.pool())
-            .await?;
+                ))
+                .bind(at)
+                .bind(key.id)
+                .bind(at - LAST_USED_EVERY)
+                .execute(pool)
+                .await?;
+            });
             key.last_used_at = Some(at);
         }
         if key.scope.is_some() {
@@ -249,12 +258,17 @@ impl Store {
 
     /// Live keys, by name.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, AccessError> {
-        let rows = sqlx::query(
-            "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT id, name, role, prefix, created_at, last_used_at, scoped FROM api_keys \
              WHERE revoked_at IS NULL ORDER BY name",
-        )
-        .fetch_all(self.pool())
-        .await?;
+            ))
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(super::AnyRow::from)
+            .collect::<Vec<_>>()
+        });
         let mut keys = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
         self.fill_scopes(&mut keys).await?;
         Ok(keys)
@@ -262,13 +276,16 @@ impl Store {
 
     /// Revokes the live key `name`: it stops working at once.
     pub async fn revoke_api_key(&self, name: &str) -> Result<(), AccessError> {
-        let n =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
-                .bind(now())
-                .bind(name)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(
+                q.sql("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL"),
+            )
+            .bind(now())
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         if n == 0 {
             return Err(AccessError::NoSuchKey(name.to_string()));
         }
@@ -282,7 +299,7 @@ mod tests {
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         (dir, store)
     }
 
@@ -308,11 +325,28 @@ mod tests {
         let wrong = SecretString::from(format!("{secret}x"));
         assert!(store.authenticate_api_key(&wrong).await.unwrap().is_none());
 
-        store.close().await;
-        let db = std::fs::read(dir.path().join(super::super::DB_FILE)).unwrap();
         let body = &secret[3..];
-        assert!(!db.windows(body.len()).any(|w| w == body.as_bytes()));
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = if store.backend().is_postgres() {
+            // Every row of the tables that hold keys and hashes, as text.
+            let rows: String = on!(store.db(), |pool, q| {
+                sqlx::query_scalar(q.sql(
+                    "SELECT COALESCE(string_agg(t, ' '), '') FROM ( \
+                     SELECT CAST(a AS TEXT) AS t FROM api_keys a \
+                     UNION ALL SELECT CAST(s AS TEXT) FROM server_secrets s) AS rows",
+                ))
+                .fetch_one(pool)
+                .await
+                .unwrap()
+            });
+            assert!(rows.contains("billing"), "the dump holds the key's row");
+            assert!(!rows.contains(body));
+            store
+        } else {
+            store.close().await;
+            let db = std::fs::read(dir.path().join(super::super::DB_FILE)).unwrap();
+            assert!(!db.windows(body.len()).any(|w| w == body.as_bytes()));
+            Store::open(dir.path(), None).await.unwrap()
+        };
 
         assert!(matches!(
             store.create_api_key("billing", ApiRole::Admin, &[]).await,
@@ -373,10 +407,15 @@ mod tests {
                 .is_none()
         );
         let hash = hasher.hash(&created.secret).unwrap();
-        let set_last_used = |at: i64| {
-            sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE name = 'ops'")
-                .bind(at)
-                .execute(store.pool())
+        let s = &store;
+        let set_last_used = move |at: i64| async move {
+            on!(s.db(), |pool, q| {
+                sqlx::query(q.sql("UPDATE api_keys SET last_used_at = ? WHERE name = 'ops'"))
+                    .bind(at)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })
         };
         let last_used = || async { store.list_api_keys().await.unwrap()[0].last_used_at };
 

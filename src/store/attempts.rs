@@ -3,10 +3,8 @@
 //! the new mail of the moment or, alone, without waiting for the disk: a power loss may lose the
 //! last records, and at-least-once allows resending what was sent but not recorded.
 
-use sqlx::SqliteConnection;
-
 use super::messages::{MessageStatus, RecipientOutcome};
-use super::{Store, StoreError};
+use super::{Conn, Store, StoreError};
 
 /// What one attempt at one message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +34,7 @@ impl Store {
         &self,
         batch: &[Attempt],
     ) -> Result<Vec<MessageStatus>, StoreError> {
-        let mut conn = self.bookkeeping.acquire().await?;
+        let mut conn = self.writer_connection().await?;
         Ok(super::outbox_batch::write_batch(&mut conn, &[], batch)
             .await?
             .statuses)
@@ -46,21 +44,22 @@ impl Store {
 /// Per-recipient outcomes: any deferred recipient → `deferred` until `retry_at_ms` (or
 /// `failed` once `give_up`); else any sent → `sent`; else `failed`.
 pub(super) async fn recipients_in(
-    tx: &mut SqliteConnection,
+    tx: Conn<'_>,
     t: i64,
     id: &str,
     outcomes: &[(i64, RecipientOutcome)],
     retry_at_ms: i64,
     give_up: bool,
 ) -> Result<MessageStatus, StoreError> {
-    for (pos, outcome) in outcomes {
-        let (status, reply) = match outcome {
-            RecipientOutcome::Sent(r) => ("sent", r),
-            RecipientOutcome::Deferred(r) if give_up => ("failed", r),
-            RecipientOutcome::Deferred(r) => ("deferred", r),
-            RecipientOutcome::Failed(r) => ("failed", r),
-        };
-        sqlx::query("UPDATE recipients SET status = ?, reply = ?, updated_at = ? WHERE message_id = ? AND position = ?")
+    on!(tx, |tx, q| {
+        for (pos, outcome) in outcomes {
+            let (status, reply) = match outcome {
+                RecipientOutcome::Sent(r) => ("sent", r),
+                RecipientOutcome::Deferred(r) if give_up => ("failed", r),
+                RecipientOutcome::Deferred(r) => ("deferred", r),
+                RecipientOutcome::Failed(r) => ("failed", r),
+            };
+            sqlx::query(q.sql("UPDATE recipients SET status = ?, reply = ?, updated_at = ? WHERE message_id = ? AND position = ?"))
             .bind(status)
             .bind(reply)
             .bind(t)
@@ -68,14 +67,14 @@ pub(super) async fn recipients_in(
             .bind(pos)
             .execute(&mut *tx)
             .await?;
-    }
-    let last_error = outcomes.iter().find_map(|(_, o)| match o {
-        RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
-        RecipientOutcome::Sent(_) => None,
-    });
-    // The new status from every recipient's, in the same statement: any still waiting →
-    // deferred; else any sent → sent (the body is dropped); else failed.
-    let status: String = sqlx::query_scalar(
+        }
+        let last_error = outcomes.iter().find_map(|(_, o)| match o {
+            RecipientOutcome::Deferred(r) | RecipientOutcome::Failed(r) => Some(r.clone()),
+            RecipientOutcome::Sent(_) => None,
+        });
+        // The new status from every recipient's, in the same statement: any still waiting →
+        // deferred; else any sent → sent (the body is dropped); else failed.
+        let status: String = sqlx::query_scalar(q.sql(
         "UPDATE messages SET status = s.st, lease_until = NULL, next_attempt_at = ?, \
          done_at = CASE WHEN s.st IN ('sent', 'failed') THEN ? END, last_error = ?, \
          body = CASE WHEN s.st = 'sent' THEN NULL ELSE body END \
@@ -84,7 +83,7 @@ pub(super) async fn recipients_in(
            WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND status = 'sent') THEN 'sent' \
            ELSE 'failed' END AS st) AS s \
          WHERE id = ? RETURNING status",
-    )
+    ))
     .bind(retry_at_ms)
     .bind(t)
     .bind(&last_error)
@@ -93,25 +92,26 @@ pub(super) async fn recipients_in(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let status: MessageStatus = status
-        .parse()
-        .map_err(|e: super::messages::StatusError| StoreError::Corrupt(e.to_string()))?;
-    let detail = outcomes
-        .iter()
-        .map(|(_, o)| match o {
-            RecipientOutcome::Sent(r) => format!("sent: {r}"),
-            RecipientOutcome::Deferred(r) => format!("deferred: {r}"),
-            RecipientOutcome::Failed(r) => format!("failed: {r}"),
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    log_attempt(tx, id, t, status, &detail).await?;
-    Ok(status)
+        let status: MessageStatus = status
+            .parse()
+            .map_err(|e: super::messages::StatusError| StoreError::Corrupt(e.to_string()))?;
+        let detail = outcomes
+            .iter()
+            .map(|(_, o)| match o {
+                RecipientOutcome::Sent(r) => format!("sent: {r}"),
+                RecipientOutcome::Deferred(r) => format!("deferred: {r}"),
+                RecipientOutcome::Failed(r) => format!("failed: {r}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        log_attempt(Conn::from(&mut *tx), id, t, status, &detail).await?;
+        Ok(status)
+    })
 }
 
 /// A whole attempt failed before any recipient was tried.
 pub(super) async fn whole_in(
-    tx: &mut SqliteConnection,
+    tx: Conn<'_>,
     t: i64,
     id: &str,
     reason: &str,
@@ -123,9 +123,10 @@ pub(super) async fn whole_in(
     } else {
         MessageStatus::Deferred
     };
-    sqlx::query(
+    on!(tx, |tx, q| {
+        sqlx::query(q.sql(
         "UPDATE messages SET status = ?, lease_until = NULL, next_attempt_at = ?, last_error = ?, done_at = ? WHERE id = ?",
-    )
+    ))
     .bind(status.as_str())
     .bind(retry_at_ms)
     .bind(reason)
@@ -133,31 +134,36 @@ pub(super) async fn whole_in(
     .bind(id)
     .execute(&mut *tx)
     .await?;
-    if give_up {
-        sqlx::query("UPDATE recipients SET status = 'failed', reply = ?, updated_at = ? WHERE message_id = ? AND status IN ('pending', 'deferred')")
+        if give_up {
+            sqlx::query(q.sql("UPDATE recipients SET status = 'failed', reply = ?, updated_at = ? WHERE message_id = ? AND status IN ('pending', 'deferred')"))
             .bind(reason)
             .bind(t)
             .bind(id)
             .execute(&mut *tx)
             .await?;
-    }
-    log_attempt(tx, id, t, status, reason).await?;
-    Ok(status)
+        }
+        log_attempt(Conn::from(&mut *tx), id, t, status, reason).await?;
+        Ok(status)
+    })
 }
 
 async fn log_attempt(
-    tx: &mut SqliteConnection,
+    tx: Conn<'_>,
     id: &str,
     t: i64,
     status: MessageStatus,
     detail: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)")
+    on!(tx, |tx, q| {
+        sqlx::query(
+            q.sql("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)"),
+        )
         .bind(id)
         .bind(t)
         .bind(status.as_str())
         .bind(detail)
         .execute(&mut *tx)
         .await?;
+    });
     Ok(())
 }

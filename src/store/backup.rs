@@ -4,8 +4,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use sqlx::Row;
-
 use super::secrets::aad;
 use super::{Store, StoreError};
 
@@ -58,9 +56,13 @@ impl Store {
         let target = to.to_str().ok_or_else(|| {
             StoreError::Corrupt(format!("backup path {} is not UTF-8", to.display()))
         })?;
+        let pool = self.sqlite_pool(
+            "`postern backup`",
+            "back the database up with pg_dump or pg_basebackup",
+        )?;
         if let Err(e) = sqlx::query("VACUUM INTO ?")
             .bind(target)
-            .execute(self.pool())
+            .execute(pool)
             .await
         {
             let _ = std::fs::remove_file(to);
@@ -73,12 +75,15 @@ impl Store {
     /// first value that does not open: the store was sealed under another key.
     pub async fn check_secrets_open(&self) -> Result<usize, StoreError> {
         let mut opened = 0;
-        let rows = sqlx::query("SELECT connection_id, kind, sealed FROM secrets")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query_as::<_, (i64, String, Vec<u8>)>(
+                q.sql("SELECT connection_id, kind, sealed FROM secrets"),
+            )
+            .fetch_all(pool)
+            .await?
+        });
         for row in rows {
-            let (id, kind): (i64, String) = (row.try_get("connection_id")?, row.try_get("kind")?);
-            let sealed: Vec<u8> = row.try_get("sealed")?;
+            let (id, kind, sealed) = row;
             self.sealer()
                 .open(&sealed, &aad(id, &kind))
                 .map_err(|source| StoreError::Seal {
@@ -87,12 +92,13 @@ impl Store {
                 })?;
             opened += 1;
         }
-        let rows = sqlx::query("SELECT name, sealed FROM server_secrets")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query_as::<_, (String, Vec<u8>)>(q.sql("SELECT name, sealed FROM server_secrets"))
+                .fetch_all(pool)
+                .await?
+        });
         for row in rows {
-            let name: String = row.try_get("name")?;
-            let sealed: Vec<u8> = row.try_get("sealed")?;
+            let (name, sealed) = row;
             self.sealer()
                 .open(&sealed, &format!("postern/server/{name}"))
                 .map_err(|source| StoreError::Seal {
@@ -109,11 +115,22 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::SecretKind;
-    use crate::store::test_store_with_connection as store_with_connection;
 
+    /// Backups are SQLite files: this test runs on SQLite whatever the test store.
     #[tokio::test]
     async fn a_backup_opens_with_its_own_key_only() {
-        let (dir, store, conn) = store_with_connection().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let (settings, _) = crate::domain::ConnectionInput {
+            name: Some("c".into()),
+            provider: Some("microsoft".into()),
+            user: Some("ops@contoso.com".into()),
+            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let conn = store.insert_connection(&settings).await.unwrap().id;
         let secret = secrecy::SecretString::from("client secret".to_string());
         store
             .put_secret(conn, SecretKind::ClientSecret, &secret, None)
@@ -130,11 +147,10 @@ mod tests {
         let copy = Store::open(same.path(), Some(&key)).await.unwrap();
         assert!(copy.check_secrets_open().await.unwrap() >= 1);
 
-        // Another key does not, and says which value.
+        // Another key does not: the store refuses to open with it.
         let other = tempfile::tempdir().unwrap();
         std::fs::copy(&file, other.path().join(crate::store::DB_FILE)).unwrap();
-        let copy = Store::open(other.path(), None).await.unwrap();
-        let err = copy.check_secrets_open().await.unwrap_err();
-        assert!(err.to_string().contains("connection"), "{err}");
+        let err = Store::open(other.path(), None).await.unwrap_err();
+        assert!(matches!(err, StoreError::WrongKey(_)), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 
 use base64::Engine;
 
-use super::connections::{COLUMNS, decode};
+use super::connections::{COLUMNS, ConnectionRow, decode};
 use super::{Store, StoreError};
 use crate::domain::{Connection, Provider};
 
@@ -131,7 +131,7 @@ impl ConnectionQuery {
             // Integers from the store itself, written inline.
             let list: Vec<String> = ids.iter().map(i64::to_string).collect();
             if list.is_empty() {
-                sql.push_str(" AND 0");
+                sql.push_str(" AND 1 = 0");
             } else {
                 sql.push_str(&format!(" AND c.id IN ({})", list.join(",")));
             }
@@ -172,12 +172,17 @@ impl Store {
             sql.push_str(&format!(" LIMIT {}", i64::from(limit) + 1));
         }
         let sql = format!("SELECT {COLUMNS} FROM connections c{sql}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in args {
-            query = query.bind(a);
-        }
-        let rows = query.fetch_all(self.pool()).await?;
-        let mut connections = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let rows = on!(self.db(), |pool, bk| {
+            let mut query = sqlx::query_as::<_, ConnectionRow>(bk.sql_owned(sql));
+            for a in args {
+                query = query.bind(a);
+            }
+            query.fetch_all(pool).await?
+        });
+        let mut connections = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = match q.limit {
             Some(limit) if connections.len() > limit as usize => {
                 connections.truncate(limit as usize);
@@ -201,11 +206,13 @@ impl Store {
         let sql = format!(
             "SELECT {EFFECTIVE_STATUS} AS s, COUNT(*) AS n FROM connections c{sql} GROUP BY s"
         );
-        let mut query = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
-        for a in args {
-            query = query.bind(a);
-        }
-        let rows = query.fetch_all(self.pool()).await?;
+        let rows = on!(self.db(), |pool, bk| {
+            let mut query = sqlx::query_as::<_, (String, i64)>(bk.sql_owned(sql));
+            for a in args {
+                query = query.bind(a);
+            }
+            query.fetch_all(pool).await?
+        });
         Ok(STATUSES
             .iter()
             .map(|s| {
@@ -223,7 +230,7 @@ mod tests {
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         for i in 0..n {
             let google = i % 3 == 0;
             let (s, _) = ConnectionInput {

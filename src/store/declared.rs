@@ -3,9 +3,8 @@
 //! UI then refuse to edit. A connection taken out of the file stays, no longer managed.
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Row;
 
-use super::connections::{COLUMNS, bind_settings, decode};
+use super::connections::{COLUMNS, ConnectionRow, bind_settings, decode};
 use super::secrets::aad;
 use super::{SecretKind, Store, StoreError, now};
 use crate::domain::ConnectionSettings;
@@ -31,96 +30,97 @@ impl Store {
     /// all or nothing. Tokens and status are kept: a changed setting does not undo consent.
     pub async fn sync_declared(&self, declared: &[Declared]) -> Result<SyncReport, StoreError> {
         let mut report = SyncReport::default();
-        let mut tx = self.pool.begin().await?;
-        for d in declared {
-            let s = &d.settings;
-            let name = s.name.to_string();
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM connections c WHERE c.name = ?"
-            )))
-            .bind(&name)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let id = match row.as_ref().map(decode).transpose()? {
-                None => {
-                    let t = now();
-                    let id: i64 = bind_settings(sqlx::query(
-                        "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
+        on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            for d in declared {
+                let s = &d.settings;
+                let name = s.name.to_string();
+                let row = sqlx::query_as::<_, ConnectionRow>(q.sql_owned(format!(
+                    "SELECT {COLUMNS} FROM connections c WHERE c.name = ?"
+                )))
+                .bind(&name)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let id = match row.map(decode).transpose()? {
+                    None => {
+                        let t = now();
+                        let id: i64 = bind_settings!(sqlx::query_scalar(
+                        q.sql("INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
                          tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
                          max_concurrent, limits, transport, graph_url, status, created_at, updated_at, managed_by_file) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, 1) RETURNING id",
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, 1) RETURNING id"),
                     ), s)
                     .bind(t)
                     .bind(t)
                     .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
-                    report.created.push(name.clone());
-                    id
-                }
-                Some(current) => {
-                    if current.settings != *s || !current.managed_by_file {
-                        bind_settings(sqlx::query(
-                            "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
+                    .await?;
+                        report.created.push(name.clone());
+                        id
+                    }
+                    Some(current) => {
+                        if current.settings != *s || !current.managed_by_file {
+                            bind_settings!(sqlx::query(
+                            q.sql("UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
                              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
                              authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-                             limits = ?, transport = ?, graph_url = ?, updated_at = ?, managed_by_file = 1 WHERE id = ?",
+                             limits = ?, transport = ?, graph_url = ?, updated_at = ?, managed_by_file = 1 WHERE id = ?"),
                         ), s)
                         .bind(now())
                         .bind(current.id)
                         .execute(&mut *tx)
                         .await?;
-                        report.updated.push(name.clone());
+                            report.updated.push(name.clone());
+                        }
+                        current.id
                     }
-                    current.id
-                }
-            };
-            if let Some(secret) = &d.client_secret {
-                let aad = aad(id, SecretKind::ClientSecret.as_str());
-                let stored: Option<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT sealed FROM secrets WHERE connection_id = ? AND kind = 'client_secret'",
+                };
+                if let Some(secret) = &d.client_secret {
+                    let aad = aad(id, SecretKind::ClientSecret.as_str());
+                    let stored: Option<Vec<u8>> = sqlx::query_scalar(
+                    q.sql("SELECT sealed FROM secrets WHERE connection_id = ? AND kind = 'client_secret'"),
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let same = stored
-                    .and_then(|sealed| self.sealer.open_secret(&sealed, &aad).ok())
-                    .is_some_and(|old| old.expose_secret() == secret.expose_secret());
-                if !same {
-                    sqlx::query(
-                        "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, 'client_secret', ?, NULL, ?) \
-                         ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                    let same = stored
+                        .and_then(|sealed| self.sealer.open_secret(&sealed, &aad).ok())
+                        .is_some_and(|old| old.expose_secret() == secret.expose_secret());
+                    if !same {
+                        sqlx::query(
+                        q.sql("INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, 'client_secret', ?, NULL, ?) \
+                         ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at"),
                     )
                     .bind(id)
                     .bind(self.sealer.seal_secret(secret, &aad))
                     .bind(now())
                     .execute(&mut *tx)
                     .await?;
-                    if !report.created.contains(&name) && !report.updated.contains(&name) {
-                        report.updated.push(name.clone());
+                        if !report.created.contains(&name) && !report.updated.contains(&name) {
+                            report.updated.push(name.clone());
+                        }
                     }
                 }
             }
-        }
-        let names: Vec<String> = declared
-            .iter()
-            .map(|d| d.settings.name.to_string())
-            .collect();
-        let managed: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM connections WHERE managed_by_file = 1")
-                .fetch_all(&mut *tx)
+            let names: Vec<String> = declared
+                .iter()
+                .map(|d| d.settings.name.to_string())
+                .collect();
+            let managed: Vec<String> =
+                sqlx::query_scalar(q.sql("SELECT name FROM connections WHERE managed_by_file = 1"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for name in managed.into_iter().filter(|n| !names.contains(n)) {
+                sqlx::query(q.sql(
+                    "UPDATE connections SET managed_by_file = 0, updated_at = ? WHERE name = ?",
+                ))
+                .bind(now())
+                .bind(&name)
+                .execute(&mut *tx)
                 .await?;
-        for name in managed.into_iter().filter(|n| !names.contains(n)) {
-            sqlx::query(
-                "UPDATE connections SET managed_by_file = 0, updated_at = ? WHERE name = ?",
-            )
-            .bind(now())
-            .bind(&name)
-            .execute(&mut *tx)
-            .await?;
-            report.released.push(name);
-        }
-        tx.commit().await?;
+                report.released.push(name);
+            }
+            tx.commit().await?;
+        });
         Ok(report)
     }
 }

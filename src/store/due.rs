@@ -7,24 +7,30 @@ use super::{Store, StoreError};
 impl Store {
     /// Per connection with queued or deferred mail, the earliest time (ms) one is due.
     pub async fn due_by_connection(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT connection_id, MIN(next_attempt_at) FROM messages INDEXED BY messages_due \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_as(q.pick(
+                "SELECT connection_id, MIN(next_attempt_at) FROM messages INDEXED BY messages_due \
              WHERE status IN ('queued', 'deferred') GROUP BY connection_id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+                "SELECT connection_id, MIN(next_attempt_at) FROM messages \
+             WHERE status IN ('queued', 'deferred') GROUP BY connection_id",
+            ))
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Connections holding mail for their own sake (disabled, needs re-authorization) that
     /// changed at or after `since` (seconds): the only ones whose mail may now be released.
     pub async fn held_connections_changed_since(&self, since: i64) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM connections WHERE updated_at >= ? AND id IN \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql(
+                "SELECT id FROM connections WHERE updated_at >= ? AND id IN \
              (SELECT connection_id FROM messages WHERE status = 'held' AND held_by = 'connection')",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }
 
@@ -32,17 +38,26 @@ impl Store {
     /// Per connection with waiting mail, how many messages wait (queued, deferred, or held for
     /// the connection's sake), from the partial indexes of waiting mail.
     pub async fn waiting_by_connection(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT connection_id, SUM(n) FROM ( \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_as(q.pick(
+                "SELECT connection_id, SUM(n) FROM ( \
                SELECT connection_id, COUNT(*) AS n FROM messages INDEXED BY messages_due \
                  WHERE status IN ('queued', 'deferred') GROUP BY connection_id \
                UNION ALL \
                SELECT connection_id, COUNT(*) FROM messages INDEXED BY messages_held_by_connection \
                  WHERE status = 'held' AND held_by = 'connection' GROUP BY connection_id) \
              GROUP BY connection_id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+                "SELECT connection_id, CAST(SUM(n) AS BIGINT) FROM ( \
+               SELECT connection_id, COUNT(*) AS n FROM messages \
+                 WHERE status IN ('queued', 'deferred') GROUP BY connection_id \
+               UNION ALL \
+               SELECT connection_id, COUNT(*) FROM messages \
+                 WHERE status = 'held' AND held_by = 'connection' GROUP BY connection_id) AS waiting \
+             GROUP BY connection_id",
+            ))
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// A connection's sending since `since` (ms): per message with a recipient sent, when it
@@ -52,15 +67,17 @@ impl Store {
         connection_id: i64,
         since: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT m.last_attempt_at, \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_as(
+            q.sql("SELECT at, n FROM (SELECT m.last_attempt_at AS at, \
              (SELECT COUNT(*) FROM recipients r WHERE r.message_id = m.id AND r.status = 'sent') AS n \
-             FROM messages m WHERE m.connection_id = ? AND m.last_attempt_at >= ? AND n > 0",
+             FROM messages m WHERE m.connection_id = ? AND m.last_attempt_at >= ?) AS sent WHERE n > 0"),
         )
         .bind(connection_id)
         .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await?
+        }))
     }
 
     /// Defers every waiting message of the connection due before `until` to `until` (a
@@ -72,29 +89,30 @@ impl Store {
         until: i64,
         reason: &str,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE messages SET status = 'deferred', next_attempt_at = ?, last_error = ? \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE messages SET status = 'deferred', next_attempt_at = ?, last_error = ? \
              WHERE connection_id = ? AND status IN ('queued', 'deferred') AND next_attempt_at < ?",
-        )
-        .bind(until)
-        .bind(reason)
-        .bind(connection_id)
-        .bind(until)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+            ))
+            .bind(until)
+            .bind(reason)
+            .bind(connection_id)
+            .bind(until)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::messages::test_message;
-    use super::*;
 
     #[tokio::test]
     async fn due_mail_is_reported_once_per_connection_with_its_earliest_time() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         assert!(store.due_by_connection().await.unwrap().is_empty());
         let mut batch = vec![test_message(&["b@example.org"]); 3];
         batch[2].connection_id = 2;

@@ -33,78 +33,81 @@ impl Store {
         &self,
         items: &[ImportItem],
     ) -> Result<ImportCounts, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut counts = ImportCounts::default();
-        for item in items {
-            let s = &item.settings;
-            let res = match item.existing_id {
-                Some(id) => {
-                    let res = bind_settings(sqlx::query(UPDATE), s)
-                        .bind(now())
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await;
-                    // The only row an UPDATE by id misses: one postern.toml manages.
-                    if matches!(&res, Ok(r) if r.rows_affected() == 0) {
-                        return Err(StoreError::ManagedByFile(s.name.to_string()));
+        on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let mut counts = ImportCounts::default();
+            for item in items {
+                let s = &item.settings;
+                let res = match item.existing_id {
+                    Some(id) => {
+                        let res = bind_settings!(sqlx::query(q.sql(UPDATE)), s)
+                            .bind(now())
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .map(|r| r.rows_affected());
+                        // The only row an UPDATE by id misses: one postern.toml manages.
+                        if matches!(&res, Ok(0)) {
+                            return Err(StoreError::ManagedByFile(s.name.to_string()));
+                        }
+                        res.map(|_| id)
                     }
-                    res
-                }
-                None => {
-                    bind_settings(sqlx::query(INSERT), s)
-                        .bind(now())
-                        .bind(now())
-                        .execute(&mut *tx)
-                        .await
-                }
-            };
-            let done = res.map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    StoreError::DuplicateConnection(s.name.to_string())
-                }
-                _ => e.into(),
-            })?;
-            let id = match item.existing_id {
-                Some(id) => {
-                    counts.updated += 1;
-                    id
-                }
-                None => {
-                    counts.created += 1;
-                    done.last_insert_rowid()
-                }
-            };
-            let secrets = [
-                (SecretKind::ClientSecret, &item.client_secret),
-                (SecretKind::RefreshToken, &item.refresh_token),
-            ];
-            for (kind, value) in secrets {
-                let Some(value) = value else { continue };
-                sqlx::query(
-                    "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) \
+                    None => {
+                        bind_settings!(sqlx::query_scalar::<_, i64>(q.sql(INSERT)), s)
+                            .bind(now())
+                            .bind(now())
+                            .fetch_one(&mut *tx)
+                            .await
+                    }
+                };
+                let new_id = res.map_err(|e| match &e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        StoreError::DuplicateConnection(s.name.to_string())
+                    }
+                    _ => e.into(),
+                })?;
+                let id = match item.existing_id {
+                    Some(id) => {
+                        counts.updated += 1;
+                        id
+                    }
+                    None => {
+                        counts.created += 1;
+                        new_id
+                    }
+                };
+                let secrets = [
+                    (SecretKind::ClientSecret, &item.client_secret),
+                    (SecretKind::RefreshToken, &item.refresh_token),
+                ];
+                for (kind, value) in secrets {
+                    let Some(value) = value else { continue };
+                    sqlx::query(q.sql(
+                        "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) \
                      VALUES (?, ?, ?, NULL, ?) ON CONFLICT (connection_id, kind) DO UPDATE SET \
                      sealed = excluded.sealed, expires_at = NULL, updated_at = excluded.updated_at",
-                )
-                .bind(id)
-                .bind(kind.as_str())
-                .bind(self.sealer.seal_secret(value, &aad(id, kind.as_str())))
-                .bind(now())
-                .execute(&mut *tx)
-                .await?;
-            }
-            if item.existing_id.is_some()
-                && (item.client_secret.is_some() || item.refresh_token.is_some())
-            {
-                sqlx::query(
-                    "UPDATE connections SET status = 'new', status_reason = NULL \
+                    ))
+                    .bind(id)
+                    .bind(kind.as_str())
+                    .bind(self.sealer.seal_secret(value, &aad(id, kind.as_str())))
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if item.existing_id.is_some()
+                    && (item.client_secret.is_some() || item.refresh_token.is_some())
+                {
+                    sqlx::query(q.sql(
+                        "UPDATE connections SET status = 'new', status_reason = NULL \
                      WHERE id = ? AND status = 'needs-reauthorization'",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                    ))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(counts)
+            tx.commit().await?;
+            Ok(counts)
+        })
     }
 }

@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::Serialize;
-use sqlx::Row;
 
 use super::{Store, StoreError};
 
@@ -129,6 +128,18 @@ pub struct ClaimedMessage {
     pub body: Vec<u8>,
     pub attempts: i64,
     pub queued_at: i64,
+}
+
+/// A claimed message's row.
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: String,
+    connection_id: i64,
+    mail_from: String,
+    body: Option<Vec<u8>>,
+    attempts: i64,
+    queued_at: i64,
+    next_attempt_at: i64,
 }
 
 /// Bytes of bodies one claim takes at most, unless its first message alone is bigger: a
@@ -294,7 +305,22 @@ impl Store {
                 lease_until: None,
             })
             .collect();
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer_connection().await?;
+        Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
+    }
+
+    /// Queues a batch already claimed for [`Store::lease_ms`] (`sending`, one attempt counted),
+    /// for a caller that sends it itself right away (a direct send).
+    pub async fn insert_claimed(&self, batch: &[NewMessage]) -> Result<Vec<Queued>, StoreError> {
+        let until = now_ms() + self.lease_ms();
+        let inserts: Vec<Insert<'_>> = batch
+            .iter()
+            .map(|message| Insert {
+                message,
+                lease_until: Some(until),
+            })
+            .collect();
+        let mut conn = self.writer_connection().await?;
         Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
     }
 
@@ -326,11 +352,13 @@ impl Store {
         limit: ClaimLimit,
         lease_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let t = now_ms();
-        let mut tx = self.bookkeeping.begin().await?;
-        // The first `messages` due rows in claim order (read from the `messages_due` index, with
-        // each row's `size` but not its body), cut where their running size passes `bytes`.
-        let rows = sqlx::query(
+        let (mut out, drained) = on!(self.bookkeeping(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let t = db_now_ms!(q, &mut *tx);
+            // The first `messages` due rows in claim order (read from the `messages_due` index, with
+            // each row's `size` but not its body), cut where their running size passes `bytes`.
+            // PostgreSQL: rows another instance is claiming are skipped, not waited for.
+            let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
             "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
              WHERE id IN (SELECT id FROM ( \
                  SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
@@ -340,71 +368,79 @@ impl Store {
                  WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
              WHERE total <= ? OR n <= ?) \
              RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
-        )
-        .bind(t + lease_ms)
-        .bind(t)
-        .bind(connection_id)
-        .bind(t)
-        .bind(i64::from(limit.messages))
-        .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-        .bind(i64::from(limit.oversized_first))
-        .fetch_all(&mut *tx)
-        .await?;
-        // Asked in the same transaction, so no other claim comes between: exact, unlike
-        // inferring it from a short claim.
-        let drained = !sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
+            "WITH due AS ( \
+                 SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $3 \
+                 AND status IN ('queued', 'deferred') AND next_attempt_at <= $4 \
+                 ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             picked AS (SELECT id FROM ( \
+                 SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM due \
+                 WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) AS runs \
+                 WHERE total <= $6 OR n <= $7) \
+             UPDATE messages SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
+             last_attempt_at = $2 WHERE id IN (SELECT id FROM picked) \
+             RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
+            ))
+            .bind(t + lease_ms)
+            .bind(t)
+            .bind(connection_id)
+            .bind(t)
+            .bind(i64::from(limit.messages))
+            .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+            .bind(i64::from(limit.oversized_first))
+            .fetch_all(&mut *tx)
+            .await?;
+            // Asked in the same transaction, so no other claim comes between: exact, unlike
+            // inferring it from a short claim. (On PostgreSQL, rows other instances hold locked
+            // count as waiting: they are someone's claim in progress.)
+            let drained = !sqlx::query_scalar::<_, bool>(q.sql(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
                  AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
-        )
-        .bind(connection_id)
-        .bind(t)
-        .fetch_one(&mut *tx)
-        .await?;
-        // The waiting recipients of every claimed message, in one query.
-        let ids: Vec<String> = rows
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
-            std::collections::HashMap::with_capacity(ids.len());
-        if !ids.is_empty() {
-            let sql = format!(
-                "SELECT message_id, position, address FROM recipients WHERE message_id IN ({}) \
+            ))
+            .bind(connection_id)
+            .bind(t)
+            .fetch_one(&mut *tx)
+            .await?;
+            // The waiting recipients of every claimed message, in one query.
+            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+            let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
+                std::collections::HashMap::with_capacity(ids.len());
+            if !ids.is_empty() {
+                let sql = format!(
+                    "SELECT message_id, position, address FROM recipients WHERE message_id IN ({}) \
                  AND status IN ('pending', 'deferred') ORDER BY message_id, position",
-                vec!["?"; ids.len()].join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in &ids {
-                q = q.bind(id);
+                    vec!["?"; ids.len()].join(", ")
+                );
+                let mut query = sqlx::query_as::<_, (String, i64, String)>(q.sql_owned(sql));
+                for id in &ids {
+                    query = query.bind(id);
+                }
+                for (message_id, position, address) in query.fetch_all(&mut *tx).await? {
+                    by_message
+                        .entry(message_id)
+                        .or_default()
+                        .push((position, address));
+                }
             }
-            for r in q.fetch_all(&mut *tx).await? {
-                by_message
-                    .entry(r.try_get("message_id")?)
-                    .or_default()
-                    .push((r.try_get("position")?, r.try_get("address")?));
+            // Each row is dropped once its body is copied out, so a body is held twice at most
+            // one at a time.
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push((
+                    row.next_attempt_at,
+                    ClaimedMessage {
+                        recipients: by_message.remove(&row.id).unwrap_or_default(),
+                        id: row.id,
+                        connection_id: row.connection_id,
+                        mail_from: row.mail_from,
+                        body: row.body.unwrap_or_default(),
+                        attempts: row.attempts,
+                        queued_at: row.queued_at,
+                    },
+                ));
             }
-        }
-        // Each row is dropped once its body is copied out, so a body is held twice at most
-        // one at a time.
-        let mut out = Vec::with_capacity(rows.len());
-        for (row, id) in rows.into_iter().zip(ids) {
-            let due: i64 = row.try_get("next_attempt_at")?;
-            out.push((
-                due,
-                ClaimedMessage {
-                    recipients: by_message.remove(&id).unwrap_or_default(),
-                    id,
-                    connection_id: row.try_get("connection_id")?,
-                    mail_from: row.try_get("mail_from")?,
-                    body: row
-                        .try_get::<Option<Vec<u8>>, _>("body")?
-                        .unwrap_or_default(),
-                    attempts: row.try_get("attempts")?,
-                    queued_at: row.try_get("queued_at")?,
-                },
-            ));
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+            (out, drained)
+        });
         // RETURNING comes in no set order: put the batch in claim order.
         out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
         Ok(Claim {
@@ -415,17 +451,20 @@ impl Store {
 
     /// Leases one queued message by id (a direct send), unless a worker claimed it first.
     pub async fn claim_message(&self, id: &str, lease_ms: i64) -> Result<bool, StoreError> {
-        let t = now_ms();
-        let done = sqlx::query(
-            "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
-             WHERE id = ? AND status = 'queued'",
+        let done = on!(self.db(), |pool, q| {
+            let t = db_now_ms!(q, pool);
+            sqlx::query(
+            q.sql("UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
+             WHERE id = ? AND status = 'queued'"),
         )
         .bind(t + lease_ms)
         .bind(t)
         .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Records one attempt's per-recipient outcomes and moves the message on:
@@ -438,11 +477,20 @@ impl Store {
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let status =
-            super::attempts::recipients_in(&mut tx, now_ms(), id, outcomes, retry_at_ms, give_up)
-                .await?;
-        tx.commit().await?;
+        let status = on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let status = super::attempts::recipients_in(
+                super::On::from(&mut *tx),
+                now_ms(),
+                id,
+                outcomes,
+                retry_at_ms,
+                give_up,
+            )
+            .await?;
+            tx.commit().await?;
+            status
+        });
         Ok(status)
     }
 
@@ -454,29 +502,49 @@ impl Store {
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let status =
-            super::attempts::whole_in(&mut tx, now_ms(), id, reason, retry_at_ms, give_up).await?;
-        tx.commit().await?;
+        let status = on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let status = super::attempts::whole_in(
+                super::On::from(&mut *tx),
+                now_ms(),
+                id,
+                reason,
+                retry_at_ms,
+                give_up,
+            )
+            .await?;
+            tx.commit().await?;
+            status
+        });
         Ok(status)
     }
 
     /// Returns leased messages to the queue (at start-up: their worker died). At-least-once.
+    /// On PostgreSQL other instances may be sending right now: only leases that ran out return.
     pub async fn recover_leases(&self) -> Result<u64, StoreError> {
-        Ok(sqlx::query("UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) WHERE status = 'sending'")
-            .execute(&self.pool)
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query(q.pick(
+                "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) \
+                 WHERE status = 'sending'",
+                "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = GREATEST(attempts - 1, 0) \
+                 WHERE status = 'sending' AND lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            ))
+            .execute(pool)
             .await?
-            .rows_affected())
+            .rows_affected()
+        }))
     }
 
     /// The earliest time a queued or deferred message of the connection is due (ms).
     pub async fn next_due(&self, connection_id: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred')",
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_scalar(
+            q.sql("SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? AND status IN ('queued', 'deferred')"),
         )
         .bind(connection_id)
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(pool)
+        .await?
+        }))
     }
 
     /// Holds a connection's waiting mail because the connection cannot send (disabled, needs re-authorization).
@@ -485,28 +553,32 @@ impl Store {
         connection_id: i64,
         reason: &str,
     ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE messages SET status = 'held', held_by = 'connection', last_error = ? \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE messages SET status = 'held', held_by = 'connection', last_error = ? \
              WHERE connection_id = ? AND status IN ('queued', 'deferred')",
-        )
-        .bind(reason)
-        .bind(connection_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+            ))
+            .bind(reason)
+            .bind(connection_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
     }
 
     /// Releases mail held for the connection's sake (not the admin's holds).
     pub async fn release_connection_mail(&self, connection_id: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE messages SET status = 'queued', held_by = NULL, next_attempt_at = ? \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE messages SET status = 'queued', held_by = NULL, next_attempt_at = ? \
              WHERE connection_id = ? AND status = 'held' AND held_by = 'connection'",
-        )
-        .bind(now_ms())
-        .bind(connection_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+            ))
+            .bind(now_ms())
+            .bind(connection_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
     }
 }
 
@@ -515,16 +587,19 @@ impl Store {
     /// mail handed to senders that stopped).
     pub async fn unclaim(&self, ids: &[String]) -> Result<(), StoreError> {
         for chunk in ids.chunks(500) {
-            let sql = format!(
-                "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) \
-                 WHERE status = 'sending' AND id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&self.bookkeeping).await?;
+            on!(self.bookkeeping(), |pool, q| {
+                let sql = format!(
+                    "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = {}(attempts - 1, 0) \
+                     WHERE status = 'sending' AND id IN ({})",
+                    if q.is_postgres() { "GREATEST" } else { "MAX" },
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut query = sqlx::query(q.sql_owned(sql));
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.execute(pool).await?;
+            });
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ fn up_to(messages: u32) -> ClaimLimit {
 #[tokio::test]
 async fn a_claim_stops_at_its_byte_cap_and_repeated_claims_drain_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).await.unwrap();
+    let store = crate::store::test_store(dir.path()).await;
     // One message over the cap, five of 5 MiB and three small ones, in this order.
     let sizes = [
         9 * MIB,
@@ -88,7 +88,7 @@ async fn a_claim_stops_at_its_byte_cap_and_repeated_claims_drain_in_order() {
 #[tokio::test]
 async fn a_claim_says_drained_exactly_and_may_leave_big_mail_for_later() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), None).await.unwrap();
+    let store = crate::store::test_store(dir.path()).await;
     store.insert_messages(&[sized(0), sized(0)]).await.unwrap();
     let claim = store.claim_due(1, up_to(2), 60_000).await.unwrap();
     assert_eq!(claim.messages.len(), 2);

@@ -2,7 +2,7 @@
 //! and every delivery attempt. A state change and its event are written in one transaction, so
 //! a restart neither repeats an event nor loses one.
 
-use sqlx::Row;
+use super::PortableRow as _;
 
 use super::{Store, StoreError, now};
 
@@ -42,7 +42,7 @@ pub struct NewNotification {
     pub fix: String,
 }
 
-fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<Notification, StoreError> {
+fn decode(r: &impl super::PortableRow) -> Result<Notification, StoreError> {
     Ok(Notification {
         id: r.try_get("id")?,
         event: r.try_get("event")?,
@@ -50,7 +50,7 @@ fn decode(r: &sqlx::sqlite::SqliteRow) -> Result<Notification, StoreError> {
         reason: r.try_get("reason")?,
         fix: r.try_get("fix")?,
         at: r.try_get("created_at")?,
-        done: r.try_get::<Option<i64>, _>("done_at")?.is_some(),
+        done: r.try_get::<Option<i64>>("done_at")?.is_some(),
     })
 }
 
@@ -67,21 +67,27 @@ pub struct MailWatch {
 
 impl Store {
     pub async fn mail_watch(&self) -> Result<MailWatch, StoreError> {
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(queued_at) FROM messages WHERE status IN ('queued', 'deferred', 'held', 'sending')",
+        let oldest: Option<i64> = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(
+            q.sql("SELECT MIN(queued_at) FROM messages WHERE status IN ('queued', 'deferred', 'held', 'sending')"),
         )
-        .fetch_one(&self.pool)
-        .await?;
-        let failed: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'failed'")
-                .fetch_one(&self.pool)
-                .await?;
-        let last = sqlx::query(
-            "SELECT id, connection_name, last_error FROM messages WHERE status = 'failed' \
+        .fetch_one(pool)
+        .await?
+        });
+        let failed: i64 = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("SELECT COUNT(*) FROM messages WHERE status = 'failed'"))
+                .fetch_one(pool)
+                .await?
+        });
+        let last = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT id, connection_name, last_error FROM messages WHERE status = 'failed' \
              ORDER BY done_at DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+            ))
+            .fetch_optional(pool)
+            .await?
+            .map(super::AnyRow::from)
+        });
         let last_failure = last
             .map(|r| -> Result<_, StoreError> {
                 Ok((
@@ -98,36 +104,46 @@ impl Store {
         })
     }
 
-    /// `PRAGMA quick_check`: `ok`, or the first problems found.
+    /// `PRAGMA quick_check`: `ok`, or the first problems found. On PostgreSQL the server keeps
+    /// its own pages (checksums, WAL): `ok` once it answers.
     pub async fn quick_check(&self) -> Result<String, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check(5)")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<String> = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.pick("PRAGMA quick_check(5)", "SELECT 'ok'"))
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows.join("; "))
     }
 
     /// A connection's held messages, and those failed in the last 24 hours.
     pub async fn held_and_failed(&self, connection_id: i64) -> Result<(i64, i64), StoreError> {
         let since_ms = (now() - 86_400) * 1000;
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(status = 'held'), 0) AS held, \
-             COALESCE(SUM(status = 'failed' AND done_at >= ?), 0) AS failed \
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query_as::<_, (i64, i64)>(q.sql(
+                "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END), 0) AS BIGINT) AS held, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND done_at >= ? THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
              FROM messages WHERE connection_id = ?",
-        )
-        .bind(since_ms)
-        .bind(connection_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get("held")?, row.try_get("failed")?))
+            ))
+            .bind(since_ms)
+            .bind(connection_id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(row)
     }
 
     /// Every state the notifier has recorded: (subject, topic) → state.
     pub async fn notification_states(
         &self,
     ) -> Result<std::collections::HashMap<(String, String), String>, StoreError> {
-        let rows = sqlx::query("SELECT subject, topic, state FROM notification_state")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("SELECT subject, topic, state FROM notification_state"))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(super::AnyRow::from)
+                .collect::<Vec<_>>()
+        });
         rows.iter()
             .map(|r| {
                 Ok((
@@ -150,19 +166,20 @@ impl Store {
         event: Option<&NewNotification>,
     ) -> Result<bool, StoreError> {
         let t = now();
-        let mut tx = self.pool.begin().await?;
-        let moved = match prev {
+        on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let moved = match prev {
             None => sqlx::query(
-                "INSERT INTO notification_state (subject, topic, state, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (subject, topic) DO NOTHING",
+                q.sql("INSERT INTO notification_state (subject, topic, state, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (subject, topic) DO NOTHING"),
             )
             .bind(subject)
             .bind(topic)
             .bind(state)
             .bind(t),
             Some(p) => sqlx::query(
-                "UPDATE notification_state SET state = ?, updated_at = ? \
-                 WHERE subject = ? AND topic = ? AND state = ?",
+                q.sql("UPDATE notification_state SET state = ?, updated_at = ? \
+                 WHERE subject = ? AND topic = ? AND state = ?"),
             )
             .bind(state)
             .bind(t)
@@ -173,12 +190,12 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if moved == 0 {
-            return Ok(false);
-        }
-        if let Some(e) = event {
-            sqlx::query(
-                "INSERT INTO notifications (event, connection, reason, fix, created_at) VALUES (?, ?, ?, ?, ?)",
+            if moved == 0 {
+                return Ok(false);
+            }
+            if let Some(e) = event {
+                sqlx::query(
+                q.sql("INSERT INTO notifications (event, connection, reason, fix, created_at) VALUES (?, ?, ?, ?, ?)"),
             )
             .bind(&e.event)
             .bind(&e.connection)
@@ -187,47 +204,56 @@ impl Store {
             .bind(t)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            }
+            tx.commit().await?;
+        });
         Ok(true)
     }
 
     /// Events not yet delivered through every channel, oldest first.
     pub async fn pending_notifications(&self, limit: i64) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
+        let rows =
+            on!(self.db(), |pool, q| {
+                sqlx::query(q.sql(
+                "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
              WHERE done_at IS NULL ORDER BY id LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?.into_iter().map(super::AnyRow::from).collect::<Vec<_>>()
+            });
         rows.iter().map(decode).collect()
     }
 
     /// The most recent events, newest first.
     pub async fn recent_notifications(&self, limit: i64) -> Result<Vec<Notification>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
+        let rows =
+            on!(self.db(), |pool, q| {
+                sqlx::query(q.sql(
+                "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
              ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+            ))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?.into_iter().map(super::AnyRow::from).collect::<Vec<_>>()
+            });
         rows.iter().map(decode).collect()
     }
 
     pub async fn notification_attempts(&self, id: i64) -> Result<Vec<DeliveryAttempt>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT channel, ok, detail, at FROM notification_attempts WHERE notification_id = ? ORDER BY id",
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("SELECT channel, ok, detail, at FROM notification_attempts WHERE notification_id = ? ORDER BY id"),
         )
         .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(pool)
+        .await?.into_iter().map(super::AnyRow::from).collect::<Vec<_>>()
+        });
         rows.iter()
             .map(|r| {
                 Ok(DeliveryAttempt {
                     channel: r.try_get("channel")?,
-                    ok: r.try_get("ok")?,
+                    ok: r.flag("ok")?,
                     detail: r.try_get("detail")?,
                     at: r.try_get("at")?,
                 })
@@ -242,25 +268,29 @@ impl Store {
         ok: bool,
         detail: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO notification_attempts (notification_id, channel, ok, detail, at) VALUES (?, ?, ?, ?, ?)",
+        on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("INSERT INTO notification_attempts (notification_id, channel, ok, detail, at) VALUES (?, ?, ?, ?, ?)"),
         )
         .bind(id)
         .bind(channel)
-        .bind(ok)
+        .bind(i64::from(ok))
         .bind(detail)
         .bind(now())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
+        });
         Ok(())
     }
 
     pub async fn finish_notification(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE notifications SET done_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("UPDATE notifications SET done_at = ? WHERE id = ?"))
+                .bind(now())
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 }
@@ -272,7 +302,7 @@ mod tests {
     #[tokio::test]
     async fn a_transition_and_its_event_are_kept_together_and_attempts_are_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let e = NewNotification {
             event: "connection.needs_reauthorization".into(),
             connection: Some("contoso".into()),

@@ -4,8 +4,8 @@
 //! Each change is one conditional statement, so it cannot race a delivery worker: a message a
 //! worker has claimed (`sending`) is never changed under it.
 
+use super::PortableRow as _;
 use serde::Serialize;
-use sqlx::Row;
 
 use super::messages::{MessageStatus, now_ms, rfc3339_ms};
 use super::{Store, StoreError};
@@ -105,12 +105,20 @@ impl Store {
         status: Option<MessageStatus>,
         connection: Option<&str>,
     ) -> Result<Vec<QueueEntry>, StoreError> {
-        let mut sql = String::from(
+        let rcpts = match self.backend() {
+            super::Backend::Sqlite => {
+                "(SELECT group_concat(address, char(10)) FROM (SELECT address FROM recipients r \
+                 WHERE r.message_id = m.id AND r.status IN ('pending', 'deferred') ORDER BY position))"
+            }
+            super::Backend::Postgres => {
+                "(SELECT string_agg(address, chr(10) ORDER BY position) FROM recipients r \
+                 WHERE r.message_id = m.id AND r.status IN ('pending', 'deferred'))"
+            }
+        };
+        let mut sql = format!(
             "SELECT m.id, m.connection_name, m.status, m.held_by, m.mail_from, m.subject, m.size, \
-             m.attempts, m.queued_at, m.next_attempt_at, m.last_error, \
-             (SELECT group_concat(address, char(10)) FROM (SELECT address FROM recipients r \
-              WHERE r.message_id = m.id AND r.status IN ('pending', 'deferred') ORDER BY position)) AS rcpts \
-             FROM messages m WHERE ",
+             m.attempts, m.queued_at, m.next_attempt_at, m.last_error, {rcpts} AS rcpts \
+             FROM messages m WHERE "
         );
         match status {
             Some(_) => sql.push_str("m.status = ?"),
@@ -120,14 +128,20 @@ impl Store {
             sql.push_str(" AND m.connection_name = ?");
         }
         sql.push_str(" ORDER BY m.queued_at, m.id");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        if let Some(s) = status {
-            q = q.bind(s.as_str());
-        }
-        if let Some(c) = connection {
-            q = q.bind(c.to_string());
-        }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = on!(self.db(), |pool, bk| {
+            let mut q = sqlx::query(bk.sql_owned(sql));
+            if let Some(s) = status {
+                q = q.bind(s.as_str());
+            }
+            if let Some(c) = connection {
+                q = q.bind(c.to_string());
+            }
+            q.fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(super::AnyRow::from)
+                .collect::<Vec<_>>()
+        });
         rows.iter()
             .map(|row| {
                 let status: String = row.try_get("status")?;
@@ -138,7 +152,7 @@ impl Store {
                     held_by: row.try_get("held_by")?,
                     from: row.try_get("mail_from")?,
                     recipients: row
-                        .try_get::<Option<String>, _>("rcpts")?
+                        .try_get::<Option<String>>("rcpts")?
                         .map(|s| s.split('\n').map(str::to_string).collect())
                         .unwrap_or_default(),
                     subject: row.try_get("subject")?,
@@ -146,7 +160,7 @@ impl Store {
                     attempts: row.try_get("attempts")?,
                     queued_at: rfc3339_ms(row.try_get("queued_at")?),
                     next_attempt_at: due
-                        .then(|| row.try_get::<i64, _>("next_attempt_at").map(rfc3339_ms))
+                        .then(|| row.try_get::<i64>("next_attempt_at").map(rfc3339_ms))
                         .transpose()?,
                     last_error: row.try_get("last_error")?,
                     status,
@@ -171,27 +185,30 @@ impl Store {
             RetryTarget::One(_) => " AND id = ?",
             RetryTarget::All { .. } => "",
         };
-        let mut tx = self.pool.begin().await?;
-        // The recipients first, while the messages still have their old status.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE recipients SET status = 'pending' WHERE status IN ('deferred', 'failed') \
+        let changed = on!(self.db(), |pool, bk| {
+            let mut tx = pool.begin().await?;
+            // The recipients first, while the messages still have their old status.
+            let mut q = sqlx::query(bk.sql_owned(format!(
+                "UPDATE recipients SET status = 'pending' WHERE status IN ('deferred', 'failed') \
              AND message_id IN (SELECT id FROM messages WHERE status IN {statuses} \
              AND status != 'queued' AND body IS NOT NULL{only})"
-        )));
-        if let RetryTarget::One(id) = target {
-            q = q.bind(id.clone());
-        }
-        q.execute(&mut *tx).await?;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            )));
+            if let RetryTarget::One(id) = target {
+                q = q.bind(id.clone());
+            }
+            q.execute(&mut *tx).await?;
+            let mut q = sqlx::query(bk.sql_owned(format!(
             "UPDATE messages SET status = 'queued', next_attempt_at = ?, done_at = NULL, held_by = NULL \
              WHERE status IN {statuses} AND body IS NOT NULL{only}"
         )))
         .bind(now_ms());
-        if let RetryTarget::One(id) = target {
-            q = q.bind(id.clone());
-        }
-        let changed = q.execute(&mut *tx).await?.rows_affected();
-        tx.commit().await?;
+            if let RetryTarget::One(id) = target {
+                q = q.bind(id.clone());
+            }
+            let changed = q.execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            changed
+        });
         if let RetryTarget::One(id) = target
             && changed == 0
         {
@@ -202,13 +219,15 @@ impl Store {
 
     /// Deletes a message that no worker is delivering (and that was not delivered).
     pub async fn delete_queued_message(&self, id: &str) -> Result<(), QueueAdminError> {
-        let n = sqlx::query(
-            "DELETE FROM messages WHERE id = ? AND status IN ('queued', 'deferred', 'held', 'failed')",
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("DELETE FROM messages WHERE id = ? AND status IN ('queued', 'deferred', 'held', 'failed')"),
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(pool)
         .await?
-        .rows_affected();
+        .rows_affected()
+        });
         if n == 0 {
             return Err(self.why_not(id, Action::Delete).await);
         }
@@ -217,14 +236,16 @@ impl Store {
 
     /// Holds a waiting message until `release_message` (a connection's hold becomes the admin's).
     pub async fn hold_message(&self, id: &str) -> Result<(), QueueAdminError> {
-        let n = sqlx::query(
-            "UPDATE messages SET status = 'held', held_by = 'admin' \
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE messages SET status = 'held', held_by = 'admin' \
              WHERE id = ? AND status IN ('queued', 'deferred', 'held')",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            ))
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         if n == 0 {
             return Err(self.why_not(id, Action::Hold).await);
         }
@@ -233,15 +254,17 @@ impl Store {
 
     /// Releases a message held by an admin: it is due now.
     pub async fn release_message(&self, id: &str) -> Result<(), QueueAdminError> {
-        let n = sqlx::query(
-            "UPDATE messages SET status = 'queued', held_by = NULL, next_attempt_at = ? \
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE messages SET status = 'queued', held_by = NULL, next_attempt_at = ? \
              WHERE id = ? AND status = 'held' AND held_by = 'admin'",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            ))
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         if n == 0 {
             return Err(self.why_not(id, Action::Release).await);
         }
@@ -250,11 +273,15 @@ impl Store {
 
     /// Explains why an action changed nothing, from the message's current state.
     async fn why_not(&self, id: &str, action: Action) -> QueueAdminError {
-        let row =
-            sqlx::query("SELECT status, held_by, body IS NULL AS gone FROM messages WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await;
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(
+                q.sql("SELECT status, held_by, body IS NULL AS gone FROM messages WHERE id = ?"),
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map(|r| r.map(super::AnyRow::from))
+        });
         match row {
             Err(e) => e.into(),
             Ok(None) => QueueAdminError::NotFound(id.to_string()),
@@ -287,7 +314,7 @@ mod tests {
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let batch: Vec<NewMessage> = (0..n)
             .map(|i| NewMessage {
                 connection_id: 1,

@@ -7,10 +7,10 @@
 
 use std::net::IpAddr;
 
+use super::PortableRow as _;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use sqlx::Row;
 
 use super::access::random_token;
 use super::{Store, StoreError, now};
@@ -159,7 +159,7 @@ fn check_name(name: &str) -> Result<(), RelayUserError> {
     }
 }
 
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<RelayUser, sqlx::Error> {
+fn decode(row: &impl super::PortableRow) -> Result<RelayUser, sqlx::Error> {
     let allow: String = row.try_get("allow_from")?;
     let kind: String = row.try_get("hash_kind")?;
     let networks: String = row.try_get("networks")?;
@@ -234,8 +234,9 @@ impl Store {
         check_name(name)?;
         let (kind, hash, generated) = self.password_hash(password).await?;
         let t = now();
-        let res = sqlx::query(
-            "INSERT INTO relay_users (name, connection_id, allow_from, hash_kind, hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        let res = on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("INSERT INTO relay_users (name, connection_id, allow_from, hash_kind, hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
         )
         .bind(name)
         .bind(connection_id)
@@ -244,8 +245,9 @@ impl Store {
         .bind(hash)
         .bind(t)
         .bind(t)
-        .execute(&self.pool)
-        .await;
+        .execute(pool)
+        .await.map(|r| r.rows_affected())
+        });
         match res {
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
                 return Err(RelayUserError::Duplicate(name.into()));
@@ -257,10 +259,13 @@ impl Store {
     }
 
     pub async fn relay_user(&self, name: &str) -> Result<RelayUser, RelayUserError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.name = ?")))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql_owned(format!("{SELECT} WHERE u.name = ?")))
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+                .map(super::AnyRow::from)
+        });
         row.as_ref()
             .map(decode)
             .transpose()?
@@ -268,18 +273,25 @@ impl Store {
     }
 
     pub async fn list_relay_users(&self) -> Result<Vec<RelayUser>, RelayUserError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY u.name")))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql_owned(format!("{SELECT} ORDER BY u.name")))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(super::AnyRow::from)
+                .collect::<Vec<_>>()
+        });
         Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
     }
 
     pub async fn remove_relay_user(&self, name: &str) -> Result<(), RelayUserError> {
-        let n = sqlx::query("DELETE FROM relay_users WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("DELETE FROM relay_users WHERE name = ?"))
+                .bind(name)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         if n == 0 {
             return Err(RelayUserError::NoSuchUser(name.into()));
         }
@@ -308,18 +320,20 @@ impl Store {
         hash: &str,
         networks: Option<String>,
     ) -> Result<(), RelayUserError> {
-        let n = sqlx::query(
-            "UPDATE relay_users SET hash_kind = ?, hash = ?, networks = COALESCE(?, networks), \
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE relay_users SET hash_kind = ?, hash = ?, networks = COALESCE(?, networks), \
              updated_at = ? WHERE name = ?",
-        )
-        .bind(kind)
-        .bind(hash)
-        .bind(networks)
-        .bind(now())
-        .bind(name)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            ))
+            .bind(kind)
+            .bind(hash)
+            .bind(networks)
+            .bind(now())
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         if n == 0 {
             return Err(RelayUserError::NoSuchUser(name.into()));
         }
@@ -390,10 +404,13 @@ impl Store {
         password: &SecretString,
         client: Option<IpAddr>,
     ) -> Result<Option<RelayUser>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE u.name = ?")))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql_owned(format!("{SELECT} WHERE u.name = ?")))
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+                .map(super::AnyRow::from)
+        });
         let candidate = self.relay_hmac(password).await?;
         let Some(row) = row else { return Ok(None) };
         let kind: String = row.try_get("hash_kind")?;
@@ -413,12 +430,12 @@ impl Store {
     }
 }
 
-fn decode_from_policy(row: &sqlx::sqlite::SqliteRow) -> Result<FromPolicy, sqlx::Error> {
+fn decode_from_policy(row: &impl super::PortableRow) -> Result<FromPolicy, sqlx::Error> {
     let text: String = row.try_get("from_policy")?;
     text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn decode_display_name(row: &sqlx::sqlite::SqliteRow) -> Result<Option<DisplayName>, sqlx::Error> {
+fn decode_display_name(row: &impl super::PortableRow) -> Result<Option<DisplayName>, sqlx::Error> {
     let text: Option<String> = row.try_get("display_name")?;
     text.map(|t| DisplayName::parse(&t))
         .transpose()
@@ -435,16 +452,18 @@ impl Store {
         policy: FromPolicy,
         display_name: Option<&DisplayName>,
     ) -> Result<RelayUser, RelayUserError> {
-        let n = sqlx::query(
-            "UPDATE relay_users SET from_policy = ?, display_name = ?, updated_at = ? WHERE name = ?",
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("UPDATE relay_users SET from_policy = ?, display_name = ?, updated_at = ? WHERE name = ?"),
         )
         .bind(policy.as_str())
         .bind(display_name.map(DisplayName::as_str))
         .bind(now())
         .bind(name)
-        .execute(&self.pool)
+        .execute(pool)
         .await?
-        .rows_affected();
+        .rows_affected()
+        });
         if n == 0 {
             return Err(RelayUserError::NoSuchUser(name.into()));
         }

@@ -14,29 +14,44 @@ impl Store {
     pub async fn prune_log_batch(&self, cutoff_ms: i64, batch: u32) -> Result<u64, StoreError> {
         // The queued_at index finds the candidates (nothing finishes before it was queued);
         // recipients and attempts go by ON DELETE CASCADE.
-        let n = sqlx::query(
-            "DELETE FROM messages WHERE id IN ( \
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "DELETE FROM messages WHERE id IN ( \
                SELECT id FROM messages \
                WHERE queued_at < ?1 AND status IN ('sent', 'failed') \
                  AND COALESCE(done_at, queued_at) < ?1 \
                ORDER BY queued_at LIMIT ?2)",
-        )
-        .bind(cutoff_ms)
-        .bind(i64::from(batch))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            ))
+            .bind(cutoff_ms)
+            .bind(i64::from(batch))
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         Ok(n)
     }
 
-    /// Bytes the store takes on disk: the database's pages plus its write-ahead log.
+    /// Bytes the store takes on disk: the database's pages plus its write-ahead log (on
+    /// PostgreSQL, the database's size as the server counts it).
     pub async fn store_bytes(&self) -> Result<u64, StoreError> {
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-            .fetch_one(&self.pool)
-            .await?;
-        let size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&self.pool)
-            .await?;
+        if self.backend().is_postgres() {
+            let size: i64 = on!(self.db(), |pool, q| {
+                sqlx::query_scalar(q.sql("SELECT pg_database_size(current_database())"))
+                    .fetch_one(pool)
+                    .await?
+            });
+            return Ok(size.max(0) as u64);
+        }
+        let pages: i64 = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("PRAGMA page_count"))
+                .fetch_one(pool)
+                .await?
+        });
+        let size: i64 = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("PRAGMA page_size"))
+                .fetch_one(pool)
+                .await?
+        });
         let wal = std::fs::metadata(self.data_dir.join(format!("{}-wal", super::DB_FILE)))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -61,45 +76,53 @@ mod tests {
             .id;
         let at = now_ms() - days * DAY_MS;
         let done = matches!(status, "sent" | "failed").then_some(at + 1000);
-        sqlx::query("UPDATE messages SET status = ?, queued_at = ?, done_at = ?, next_attempt_at = ?, held_by = CASE WHEN ? = 'held' THEN 'admin' END WHERE id = ?")
+        on!(store.db(), |pool, q| {
+            sqlx::query(q.sql("UPDATE messages SET status = ?, queued_at = ?, done_at = ?, next_attempt_at = ?, held_by = CASE WHEN ? = 'held' THEN 'admin' END WHERE id = ?"))
             .bind(status)
             .bind(at)
             .bind(done)
             .bind(at)
             .bind(status)
             .bind(&id)
-            .execute(store.pool())
+            .execute(pool)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, 'x')")
+        });
+        on!(store.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, 'x')",
+            ))
             .bind(&id)
             .bind(at)
             .bind(status)
-            .execute(store.pool())
+            .execute(pool)
             .await
             .unwrap();
+        });
         id
     }
 
     async fn count(store: &Store, table: &str, id: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM {table} WHERE {} = ?",
-            if table == "messages" {
-                "id"
-            } else {
-                "message_id"
-            }
-        )))
-        .bind(id)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+        on!(store.db(), |pool, q| {
+            sqlx::query_scalar(q.sql_owned(format!(
+                "SELECT COUNT(*) FROM {table} WHERE {} = ?",
+                if table == "messages" {
+                    "id"
+                } else {
+                    "message_id"
+                }
+            )))
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        })
     }
 
     #[tokio::test]
     async fn a_pass_deletes_old_finished_mail_and_never_waiting_mail() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let mut waiting = Vec::new();
         for status in ["queued", "deferred", "held", "sending"] {
             waiting.push(aged(&store, status, 200).await);
@@ -135,11 +158,15 @@ mod tests {
     #[tokio::test]
     async fn the_store_size_counts_pages_and_the_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let before = store.store_bytes().await.unwrap();
         assert!(before > 0);
         let mut big = test_message(&["b@example.org"]);
-        big.body.resize(1024 * 1024, b'x');
+        // Random bytes: PostgreSQL compresses what it stores out of line, and 1 MiB of one
+        // letter would take a few KiB.
+        let mut noise = vec![0u8; 1024 * 1024];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut noise);
+        big.body.extend_from_slice(&noise);
         store.insert_messages(&[big]).await.unwrap();
         let after = store.store_bytes().await.unwrap();
         assert!(after >= before + 1024 * 1024, "{before} → {after}");

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::Row;
+use super::PortableRow as _;
 
 use super::keyfile::{self, KeySource};
 use super::seal::{DataKey, Sealer};
@@ -59,42 +59,48 @@ impl Store {
         let new_sealer =
             Sealer::new(DataKey::from_base64(&new_key.to_base64()).map_err(seal_err("new key"))?);
 
-        let mut tx = self.pool.begin().await?;
-        let mut resealed = 0;
-        let rows = sqlx::query("SELECT connection_id, kind, sealed FROM secrets")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let (id, kind): (i64, String) = (row.try_get("connection_id")?, row.try_get("kind")?);
-            let sealed: Vec<u8> = row.try_get("sealed")?;
-            let plain = self
-                .sealer
-                .open(&sealed, &aad(id, &kind))
-                .map_err(seal_err(&kind))?;
-            sqlx::query("UPDATE secrets SET sealed = ? WHERE connection_id = ? AND kind = ?")
+        let resealed = on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            let mut resealed = 0;
+            let rows = sqlx::query(q.sql("SELECT connection_id, kind, sealed FROM secrets"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
+                let (id, kind): (i64, String) =
+                    (row.try_get("connection_id")?, row.try_get("kind")?);
+                let sealed: Vec<u8> = row.try_get("sealed")?;
+                let plain = self
+                    .sealer
+                    .open(&sealed, &aad(id, &kind))
+                    .map_err(seal_err(&kind))?;
+                sqlx::query(
+                    q.sql("UPDATE secrets SET sealed = ? WHERE connection_id = ? AND kind = ?"),
+                )
                 .bind(new_sealer.seal(&plain, &aad(id, &kind)))
                 .bind(id)
                 .bind(&kind)
                 .execute(&mut *tx)
                 .await?;
-            resealed += 1;
-        }
-        let rows = sqlx::query("SELECT name, sealed FROM server_secrets")
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let name: String = row.try_get("name")?;
-            let sealed: Vec<u8> = row.try_get("sealed")?;
-            let what = format!("postern/server/{name}");
-            let plain = self.sealer.open(&sealed, &what).map_err(seal_err(&name))?;
-            sqlx::query("UPDATE server_secrets SET sealed = ? WHERE name = ?")
-                .bind(new_sealer.seal(&plain, &what))
-                .bind(&name)
-                .execute(&mut *tx)
+                resealed += 1;
+            }
+            let rows = sqlx::query(q.sql("SELECT name, sealed FROM server_secrets"))
+                .fetch_all(&mut *tx)
                 .await?;
-            resealed += 1;
-        }
-        tx.commit().await?;
+            for row in rows {
+                let name: String = row.try_get("name")?;
+                let sealed: Vec<u8> = row.try_get("sealed")?;
+                let what = format!("postern/server/{name}");
+                let plain = self.sealer.open(&sealed, &what).map_err(seal_err(&name))?;
+                sqlx::query(q.sql("UPDATE server_secrets SET sealed = ? WHERE name = ?"))
+                    .bind(new_sealer.seal(&plain, &what))
+                    .bind(&name)
+                    .execute(&mut *tx)
+                    .await?;
+                resealed += 1;
+            }
+            tx.commit().await?;
+            resealed
+        });
         if pending != key_path {
             std::fs::rename(&pending, &key_path).map_err(|source| {
                 StoreError::Key(keyfile::KeyError::Io {
@@ -119,17 +125,25 @@ impl Store {
             return Ok(());
         }
         let current = self.sealer.current_key().id_hex();
-        let mut rows = sqlx::query("SELECT sealed FROM secrets")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.extend(
-            sqlx::query("SELECT sealed FROM server_secrets")
-                .fetch_all(&self.pool)
-                .await?,
-        );
+        let mut rows = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("SELECT sealed FROM secrets"))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(super::AnyRow::from)
+                .collect::<Vec<_>>()
+        });
+        rows.extend(on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("SELECT sealed FROM server_secrets"))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(super::AnyRow::from)
+                .collect::<Vec<_>>()
+        }));
         let still_old = rows
             .iter()
-            .filter_map(|r| r.try_get::<Vec<u8>, _>("sealed").ok())
+            .filter_map(|r| r.try_get::<Vec<u8>>("sealed").ok())
             .any(|s| Sealer::key_id_of(&s).as_deref() == Some(current.as_str()));
         if still_old {
             // The re-seal never committed: the old key stays; drop the unused new one.

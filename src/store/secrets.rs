@@ -1,7 +1,6 @@
 //! Sealed per-connection secrets: client secret, refresh token, access token.
 
 use secrecy::SecretString;
-use sqlx::Row;
 
 use super::{Store, StoreError, now};
 
@@ -46,18 +45,20 @@ impl Store {
         let sealed = self
             .sealer
             .seal_secret(value, &aad(connection_id, kind.as_str()));
-        sqlx::query(
-            "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+        on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
-             expires_at = excluded.expires_at, updated_at = excluded.updated_at",
+             expires_at = excluded.expires_at, updated_at = excluded.updated_at"),
         )
         .bind(connection_id)
         .bind(kind.as_str())
         .bind(sealed)
         .bind(expires_at)
         .bind(now())
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
+        });
         Ok(())
     }
 
@@ -66,15 +67,19 @@ impl Store {
         connection_id: i64,
         kind: SecretKind,
     ) -> Result<Option<StoredSecret>, StoreError> {
-        let row = sqlx::query(
-            "SELECT sealed, expires_at FROM secrets WHERE connection_id = ? AND kind = ?",
-        )
-        .bind(connection_id)
-        .bind(kind.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let sealed: Vec<u8> = row.try_get("sealed")?;
+        let row =
+            on!(self.db(), |pool, q| {
+                sqlx::query_as::<_, (Vec<u8>, Option<i64>)>(q.sql(
+                    "SELECT sealed, expires_at FROM secrets WHERE connection_id = ? AND kind = ?",
+                ))
+                .bind(connection_id)
+                .bind(kind.as_str())
+                .fetch_optional(pool)
+                .await?
+            });
+        let Some((sealed, expires_at)) = row else {
+            return Ok(None);
+        };
         let value = self
             .sealer
             .open_secret(&sealed, &aad(connection_id, kind.as_str()))
@@ -82,10 +87,7 @@ impl Store {
                 what: kind.as_str().to_string(),
                 source,
             })?;
-        Ok(Some(StoredSecret {
-            value,
-            expires_at: row.try_get("expires_at")?,
-        }))
+        Ok(Some(StoredSecret { value, expires_at }))
     }
 
     pub async fn delete_secret(
@@ -93,11 +95,13 @@ impl Store {
         connection_id: i64,
         kind: SecretKind,
     ) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM secrets WHERE connection_id = ? AND kind = ?")
-            .bind(connection_id)
-            .bind(kind.as_str())
-            .execute(&self.pool)
-            .await?;
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("DELETE FROM secrets WHERE connection_id = ? AND kind = ?"))
+                .bind(connection_id)
+                .bind(kind.as_str())
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -112,40 +116,42 @@ impl Store {
         access_expires_at: i64,
     ) -> Result<(), StoreError> {
         let t = now();
-        let mut tx = self.pool.begin().await?;
         let upsert = "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
              expires_at = excluded.expires_at, updated_at = excluded.updated_at";
-        if let Some(rt) = refresh_token {
-            let kind = SecretKind::RefreshToken.as_str();
-            sqlx::query(upsert)
+        on!(self.db(), |pool, q| {
+            let mut tx = pool.begin().await?;
+            if let Some(rt) = refresh_token {
+                let kind = SecretKind::RefreshToken.as_str();
+                sqlx::query(q.sql(upsert))
+                    .bind(connection_id)
+                    .bind(kind)
+                    .bind(self.sealer.seal_secret(rt, &aad(connection_id, kind)))
+                    .bind(None::<i64>)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let kind = SecretKind::AccessToken.as_str();
+            sqlx::query(q.sql(upsert))
                 .bind(connection_id)
                 .bind(kind)
-                .bind(self.sealer.seal_secret(rt, &aad(connection_id, kind)))
-                .bind(None::<i64>)
+                .bind(
+                    self.sealer
+                        .seal_secret(access_token, &aad(connection_id, kind)),
+                )
+                .bind(access_expires_at)
                 .bind(t)
                 .execute(&mut *tx)
                 .await?;
-        }
-        let kind = SecretKind::AccessToken.as_str();
-        sqlx::query(upsert)
-            .bind(connection_id)
-            .bind(kind)
-            .bind(
-                self.sealer
-                    .seal_secret(access_token, &aad(connection_id, kind)),
-            )
-            .bind(access_expires_at)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ?, last_used_at = ? WHERE id = ?")
+            sqlx::query(q.sql("UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ?, last_used_at = ? WHERE id = ?"))
             .bind(t)
             .bind(t)
             .bind(connection_id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -155,13 +161,16 @@ impl Store {
         connection_id: i64,
         kind: SecretKind,
     ) -> Result<Option<i64>, StoreError> {
-        let row =
-            sqlx::query("SELECT updated_at FROM secrets WHERE connection_id = ? AND kind = ?")
-                .bind(connection_id)
-                .bind(kind.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.try_get("updated_at")).transpose()?)
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query_scalar::<_, i64>(
+                q.sql("SELECT updated_at FROM secrets WHERE connection_id = ? AND kind = ?"),
+            )
+            .bind(connection_id)
+            .bind(kind.as_str())
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
     }
 }
 
@@ -200,15 +209,17 @@ impl Store {
         if !supplied {
             return Ok(false);
         }
-        let n = sqlx::query(
-            "UPDATE connections SET status = 'new', status_reason = NULL, updated_at = ? \
+        let n = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "UPDATE connections SET status = 'new', status_reason = NULL, updated_at = ? \
              WHERE id = ? AND status = 'needs-reauthorization'",
-        )
-        .bind(now())
-        .bind(connection_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+            ))
+            .bind(now())
+            .bind(connection_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
         Ok(n > 0)
     }
 }

@@ -4,7 +4,6 @@
 //! `postern secrets rotate-key` re-seals them and every stored hash stays valid.
 
 use rand::RngCore;
-use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::{Store, StoreError, now};
@@ -22,28 +21,39 @@ impl Store {
                     source,
                 })
         };
-        let existing = sqlx::query("SELECT sealed FROM server_secrets WHERE name = ?")
+        let existing = on!(self.db(), |pool, q| {
+            sqlx::query_scalar::<_, Vec<u8>>(
+                q.sql("SELECT sealed FROM server_secrets WHERE name = ?"),
+            )
             .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+            .fetch_optional(pool)
+            .await?
+        });
         if let Some(row) = existing {
-            return open(row.try_get("sealed")?);
+            return open(row);
         }
         let mut key = Zeroizing::new(vec![0u8; 32]);
         rand::rngs::OsRng.fill_bytes(&mut key);
         // Two processes may race to create it: the first insert wins and both read it back.
-        sqlx::query(
-            "INSERT OR IGNORE INTO server_secrets (name, sealed, updated_at) VALUES (?, ?, ?)",
-        )
-        .bind(name)
-        .bind(self.sealer.seal(&key, &aad))
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query("SELECT sealed FROM server_secrets WHERE name = ?")
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "INSERT INTO server_secrets (name, sealed, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO NOTHING",
+            ))
             .bind(name)
-            .fetch_one(&self.pool)
+            .bind(self.sealer.seal(&key, &aad))
+            .bind(now())
+            .execute(pool)
             .await?;
-        open(row.try_get("sealed")?)
+        });
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query_scalar::<_, Vec<u8>>(
+                q.sql("SELECT sealed FROM server_secrets WHERE name = ?"),
+            )
+            .bind(name)
+            .fetch_one(pool)
+            .await?
+        });
+        open(row)
     }
 }

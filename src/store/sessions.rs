@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use super::PortableRow as _;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Row;
 
 use super::access::{AccessError, random_token, token_hash};
 use super::{Store, now};
@@ -41,25 +41,31 @@ impl Store {
         let t = now();
         let expires_at = t + secs(lifetime);
         // Old sessions are swept here rather than by a timer: logins are rare.
-        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
-            .bind(t)
-            .execute(self.pool())
-            .await?;
-        sqlx::query(
-            "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("DELETE FROM admin_sessions WHERE expires_at <= ?"))
+                .bind(t)
+                .execute(pool)
+                .await?;
+        });
+        on!(self.db(), |pool, q| {
+            sqlx::query(
+            q.sql("INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)"),
         )
         .bind(token_hash(&token))
         .bind(admin_id)
         .bind(&csrf_token)
         .bind(t)
         .bind(expires_at)
-        .execute(self.pool())
+        .execute(pool)
         .await?;
-        let username: String = sqlx::query_scalar("SELECT username FROM admin_users WHERE id = ?")
-            .bind(admin_id)
-            .fetch_one(self.pool())
-            .await?;
+        });
+        let username: String = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.sql("SELECT username FROM admin_users WHERE id = ?"))
+                .bind(admin_id)
+                .fetch_one(pool)
+                .await?
+        });
         Ok(NewSession {
             token: SecretString::from(token),
             session: Session {
@@ -73,14 +79,17 @@ impl Store {
 
     /// The live session for a cookie token, if any.
     pub async fn session(&self, token: &SecretString) -> Result<Option<Session>, AccessError> {
-        let row = sqlx::query(
-            "SELECT s.admin_id, u.username, s.csrf_token, s.expires_at FROM admin_sessions s \
+        let row = on!(self.db(), |pool, q| {
+            sqlx::query(q.sql(
+                "SELECT s.admin_id, u.username, s.csrf_token, s.expires_at FROM admin_sessions s \
              JOIN admin_users u ON u.id = s.admin_id WHERE s.token_hash = ? AND s.expires_at > ?",
-        )
-        .bind(token_hash(token.expose_secret()))
-        .bind(now())
-        .fetch_optional(self.pool())
-        .await?;
+            ))
+            .bind(token_hash(token.expose_secret()))
+            .bind(now())
+            .fetch_optional(pool)
+            .await?
+            .map(super::AnyRow::from)
+        });
         row.map(|r| {
             Ok(Session {
                 admin_id: r.try_get("admin_id")?,
@@ -93,10 +102,12 @@ impl Store {
     }
 
     pub async fn delete_session(&self, token: &SecretString) -> Result<(), AccessError> {
-        sqlx::query("DELETE FROM admin_sessions WHERE token_hash = ?")
-            .bind(token_hash(token.expose_secret()))
-            .execute(self.pool())
-            .await?;
+        on!(self.db(), |pool, q| {
+            sqlx::query(q.sql("DELETE FROM admin_sessions WHERE token_hash = ?"))
+                .bind(token_hash(token.expose_secret()))
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 }
@@ -118,7 +129,7 @@ mod tests {
     #[tokio::test]
     async fn sessions_open_expire_and_close() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), None).await.unwrap();
+        let store = crate::store::test_store(dir.path()).await;
         let pw = SecretString::from("a long enough password".to_string());
         let admin = store.create_admin("alice", &pw).await.unwrap();
         let new = store

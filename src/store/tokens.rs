@@ -7,16 +7,24 @@ impl Store {
     /// before `cutoff` (Unix seconds), with that time. Every successful refresh rewrites the access token, so its
     /// `updated_at` is the last use even for providers that do not rotate (Google).
     pub async fn idle_refresh_tokens(&self, cutoff: i64) -> Result<Vec<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT c.id, MAX(r.updated_at, COALESCE(a.updated_at, 0)) FROM connections c \
+        Ok(on!(self.db(), |pool, q| {
+            sqlx::query_as(q.pick(
+                "SELECT c.id, MAX(r.updated_at, COALESCE(a.updated_at, 0)) FROM connections c \
              JOIN secrets r ON r.connection_id = c.id AND r.kind = 'refresh_token' \
              LEFT JOIN secrets a ON a.connection_id = c.id AND a.kind = 'access_token' \
              WHERE c.enabled = 1 AND c.status = 'authorized' AND c.flow = 'authorization-code' \
              AND MAX(r.updated_at, COALESCE(a.updated_at, 0)) < ? \
              ORDER BY c.id",
-        )
-        .bind(cutoff)
-        .fetch_all(self.pool())
-        .await?)
+                "SELECT c.id, GREATEST(r.updated_at, COALESCE(a.updated_at, 0)) FROM connections c \
+             JOIN secrets r ON r.connection_id = c.id AND r.kind = 'refresh_token' \
+             LEFT JOIN secrets a ON a.connection_id = c.id AND a.kind = 'access_token' \
+             WHERE c.enabled = 1 AND c.status = 'authorized' AND c.flow = 'authorization-code' \
+             AND GREATEST(r.updated_at, COALESCE(a.updated_at, 0)) < ? \
+             ORDER BY c.id",
+            ))
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }

@@ -220,7 +220,7 @@ fn rotate_key_keeps_secrets_readable_with_the_new_key_only() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data_dir = home.data_dir();
     let (secret, refresh) = rt.block_on(async {
-        let store = postern::store::Store::open(&data_dir, None).await.unwrap();
+        let store = home.store().await;
         let c = store.connection("contoso").await.unwrap();
         let s = store
             .secret(c.id, postern::store::SecretKind::ClientSecret)
@@ -240,17 +240,19 @@ fn rotate_key_keeps_secrets_readable_with_the_new_key_only() {
     });
     assert_eq!((secret.as_str(), refresh.as_str()), (SECRET, REFRESH));
 
-    // Unreadable with the old key.
+    // Unreadable with the old key: the store refuses to open with it, and says which key.
     std::fs::write(&key, &old_key).unwrap();
     let failed = rt.block_on(async {
-        let store = postern::store::Store::open(&data_dir, None).await.unwrap();
-        let c = store.connection("contoso").await.unwrap();
-        store
-            .secret(c.id, postern::store::SecretKind::ClientSecret)
+        postern::store::Store::open_url(home.store_url.as_deref(), &data_dir, None)
             .await
+            .map(|_| ())
     });
     let err = failed.unwrap_err().to_string();
-    assert!(err.contains("another key"), "{err}");
+    assert!(
+        err.contains("does not open the secrets already in the database")
+            && err.contains("secret.key"),
+        "{err}"
+    );
 }
 
 #[test]

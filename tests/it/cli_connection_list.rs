@@ -23,9 +23,7 @@ fn next_cursor(stderr: &str) -> Option<String> {
 #[tokio::test]
 async fn paging_walks_every_connection_once_and_filters_match_what_list_shows() {
     let home = TestHome::new();
-    let store = postern::store::Store::open(&home.data_dir(), None)
-        .await
-        .unwrap();
+    let store = home.store().await;
     seed::connections(&store, 120).await;
     store.close().await;
     let want = seed::expected(120);

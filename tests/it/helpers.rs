@@ -9,8 +9,26 @@ use std::process::{Command, Output, Stdio};
 pub const CLIENT_ID: &str = "1b2c3d4e-0000-1111-2222-333344445555";
 
 /// A temporary directory with its own data dir; every command runs the real binary there.
+/// With `POSTERN_TEST_STORE_URL` set, its store is a fresh database on that PostgreSQL server
+/// (every command gets it as `POSTERN_STORE__URL`); the key file stays in the data dir.
 pub struct TestHome {
     pub dir: tempfile::TempDir,
+    pub store_url: Option<String>,
+}
+
+/// A fresh database on the PostgreSQL test server, from sync code too (the tests' own runtime
+/// may be running on this thread, so the work goes to a thread of its own).
+pub fn fresh_store_url() -> Option<String> {
+    std::env::var_os(postern::store::TEST_STORE_URL)?;
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(postern::store::fresh_test_database())
+    })
+    .join()
+    .unwrap()
 }
 
 /// What a finished command printed, with its exit code.
@@ -50,7 +68,15 @@ impl TestHome {
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("tempdir"),
+            store_url: fresh_store_url(),
         }
+    }
+
+    /// This home's store, opened in the test process.
+    pub async fn store(&self) -> postern::store::Store {
+        postern::store::Store::open_url(self.store_url.as_deref(), &self.data_dir(), None)
+            .await
+            .unwrap()
     }
 
     pub fn path(&self) -> &Path {
@@ -69,6 +95,9 @@ impl TestHome {
             if k.starts_with("POSTERN_") || k == "RUST_LOG" {
                 c.env_remove(k);
             }
+        }
+        if let Some(url) = &self.store_url {
+            c.env("POSTERN_STORE__URL", url);
         }
         c
     }
@@ -131,6 +160,24 @@ impl TestHome {
             if p.is_file() {
                 all.extend(std::fs::read(&p).unwrap());
             }
+        }
+        // A PostgreSQL store: everything it holds, as pg_dump writes it.
+        if let Some(url) = &self.store_url {
+            let pg_dump = std::fs::read_dir("/usr/lib/postgresql")
+                .expect("PostgreSQL's programs in /usr/lib/postgresql")
+                .map(|e| e.unwrap().path().join("bin/pg_dump"))
+                .find(|p| p.exists())
+                .expect("pg_dump");
+            let out = Command::new(pg_dump)
+                .arg(format!("--dbname={url}"))
+                .output()
+                .expect("run pg_dump");
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            all.extend(out.stdout);
         }
         all
     }

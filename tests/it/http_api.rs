@@ -381,7 +381,17 @@ async fn responses_carry_security_headers_and_a_request_id() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let h = resp.headers();
+    let h = resp.headers().clone();
+    let backend = if crate::helpers::fresh_store_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(
+        resp.text().await.unwrap(),
+        format!("ok\nstore: {backend} reachable\n"),
+        "health names the store it reached"
+    );
     assert!(
         h["content-security-policy"]
             .to_str()

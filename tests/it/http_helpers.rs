@@ -50,6 +50,7 @@ pub fn client() -> reqwest::Client {
 pub fn test_settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::default();
     settings.store.data_dir = dir.join("data");
+    settings.store.url = crate::helpers::fresh_store_url();
     settings.server.http_listen = ([127, 0, 0, 1], 0).into();
     settings
 }
@@ -58,7 +59,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 pub async fn spawn_http() -> HttpApp {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path());
-    let store = Store::open(&settings.store.data_dir, None).await.unwrap();
+    let store = Store::open_settings(&settings.store).await.unwrap();
     // A real outbox (no delivery workers): submitted mail is committed and waits.
     let (outbox, _committer) =
         postern::outbox::Outbox::start(store.clone(), postern::outbox::Wakers::default());

@@ -64,7 +64,7 @@ impl Ui {
     pub(crate) async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let settings = test_settings(dir.path());
-        let store = Store::open(&settings.store.data_dir, None).await.unwrap();
+        let store = Store::open_settings(&settings.store).await.unwrap();
         store
             .create_admin(
                 "alice",

@@ -267,9 +267,14 @@ impl Lib {
     pub async fn new(config: IdpConfig, flow: &str) -> Self {
         let idp = start_idp(config).await;
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), Some(&dir.path().join("secret.key")))
-            .await
-            .unwrap();
+        let url = crate::helpers::fresh_store_url();
+        let store = Store::open_url(
+            url.as_deref(),
+            dir.path(),
+            Some(&dir.path().join("secret.key")),
+        )
+        .await
+        .unwrap();
         let input = ConnectionInput {
             name: Some("contoso".into()),
             provider: Some("microsoft".into()),

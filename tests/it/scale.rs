@@ -12,8 +12,8 @@ use postern::metrics::Metrics;
 use postern::oauth::TokenManager;
 use postern::outbox::{Delivery, Outbox, Wakers};
 use postern::settings::{DeliverySettings, TokenSettings};
+use postern::store::SecretKind;
 use postern::store::messages::{NewMessage, Source};
-use postern::store::{SecretKind, Store};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,7 @@ async fn two_thousand_connections_idle_costs_nothing_and_each_sender_uses_its_ow
         .unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, smtp.ca_pem()).unwrap();
-    let store = Store::open(&dir.path().join("data"), None).await.unwrap();
+    let store = postern::store::test_store(&dir.path().join("data")).await;
     let secret = SecretString::from(DEFAULT_CLIENT_SECRET.to_string());
     let mut ids = Vec::with_capacity(CONNECTIONS);
     for i in 0..CONNECTIONS {

@@ -21,7 +21,7 @@ pub(crate) async fn deliver<T: TokenSource>(
     message: &Outgoing,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
-    let (id, recipients) = record(store, conn, message).await?;
+    let (id, recipients, _claim) = record(store, conn, message).await?;
     let outcome = client.send(&recipients, &message.bytes).await;
     let failed = |reason: &str, transient: bool| Failure {
         stage: "sendMail".into(),

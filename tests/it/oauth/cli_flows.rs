@@ -3,7 +3,7 @@
 
 use fake_provider::idp::{ClientRegistration, RedirectPolicy};
 use postern::domain::ConnectionStatus;
-use postern::store::{SecretKind, Store};
+use postern::store::SecretKind;
 use secrecy::ExposeSecret;
 
 use super::{
@@ -14,7 +14,7 @@ use crate::helpers::{CLIENT_ID, TestHome};
 
 /// The stored refresh and access tokens of `name`, read from the binary's data directory.
 async fn stored_tokens(home: &TestHome, name: &str) -> (String, String, ConnectionStatus) {
-    let store = Store::open(&home.data_dir(), None).await.unwrap();
+    let store = home.store().await;
     let conn = store.connection(name).await.unwrap();
     let rt = store
         .secret(conn.id, SecretKind::RefreshToken)

@@ -1,6 +1,6 @@
 //! `postern connection token` and the token lifecycle as an admin sees it from the command line.
 
-use postern::store::{SecretKind, Store};
+use postern::store::SecretKind;
 use secrecy::ExposeSecret;
 
 use super::{
@@ -10,7 +10,7 @@ use super::{
 use crate::helpers::{CLIENT_ID, TestHome};
 
 async fn access_token(home: &TestHome, name: &str) -> String {
-    let store = Store::open(&home.data_dir(), None).await.unwrap();
+    let store = home.store().await;
     let conn = store.connection(name).await.unwrap();
     let at = store
         .secret(conn.id, SecretKind::AccessToken)

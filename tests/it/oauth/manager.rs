@@ -284,10 +284,15 @@ async fn keepalive_refreshes_only_idle_connections() {
         "used just now"
     );
     // Eight days pass without a refresh.
-    sqlx::query("UPDATE secrets SET updated_at = updated_at - 8 * 86400")
-        .execute(lib.store.pool())
-        .await
-        .unwrap();
+    let eight_days_ago = "UPDATE secrets SET updated_at = updated_at - 8 * 86400";
+    match lib.store.db() {
+        postern::store::On::Sqlite(pool) => {
+            sqlx::query(eight_days_ago).execute(pool).await.unwrap();
+        }
+        postern::store::On::Postgres(pool) => {
+            sqlx::query(eight_days_ago).execute(pool).await.unwrap();
+        }
+    }
     let before = lib.idp.counters().refresh_token;
     let report = manager.keepalive().await.unwrap();
     assert_eq!(report.refreshed, vec!["contoso".to_string()]);

@@ -132,13 +132,19 @@ impl World {
             .run(&["relay-user", "add", "app", "--connection", "fake"])
             .ok();
         let password = generated_password(&out.stdout);
+        // PostgreSQL: a restarted instance takes over only claims whose lease ran out (others
+        // may be alive): short leases, so the restart tests need not wait a minute.
+        let env = match home.store_url {
+            Some(_) => vec![("POSTERN_DELIVERY__LEASE_SECS".to_string(), "3".to_string())],
+            None => Vec::new(),
+        };
         World {
             home,
             idp,
             smtp,
             graph: fake_graph,
             password,
-            env: Vec::new(),
+            env,
         }
     }
 
@@ -223,7 +229,7 @@ impl World {
 
     /// The store, opened beside the running server (SQLite WAL allows it).
     pub async fn store(&self) -> Store {
-        Store::open(&self.home.data_dir(), None).await.unwrap()
+        self.home.store().await
     }
 
     /// Waits until message `id` has `status`; returns its detail.
