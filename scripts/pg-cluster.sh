@@ -61,7 +61,7 @@ start)
 stop)
     dir=$(cd "$dir" && pwd)
     if [[ -f "$dir/data/postmaster.pid" ]]; then
-        as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+        as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 300 stop >/dev/null
     fi
     ;;
 *)
