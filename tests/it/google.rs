@@ -96,24 +96,24 @@ impl World {
     /// Moves the time the connection's refresh token was obtained `secs` into the past, as if
     /// it had been stored then: the store keeps it as the refresh token row's `updated_at`.
     async fn age_refresh_token(&self, name: &str, secs: i64) {
-        use sqlx::Connection as _;
-        let path = self.home.data_dir().join("postern.db");
-        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-        let mut db = sqlx::SqliteConnection::connect_with(&opts)
-            .await
-            .expect("open the store");
-        let changed = sqlx::query(
-            "UPDATE secrets SET updated_at = updated_at - ? WHERE kind = 'refresh_token' \
-             AND connection_id = (SELECT id FROM connections WHERE name = ?)",
-        )
-        .bind(secs)
-        .bind(name)
-        .execute(&mut db)
-        .await
-        .expect("age the refresh token")
-        .rows_affected();
+        let store = self.home.store().await;
+        let sql = format!(
+            "UPDATE secrets SET updated_at = updated_at - {secs} WHERE kind = 'refresh_token' \
+             AND connection_id = (SELECT id FROM connections WHERE name = '{name}')"
+        );
+        let sql = sqlx::AssertSqlSafe(sql);
+        let changed = match store.db() {
+            postern::store::On::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            postern::store::On::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .expect("age the refresh token");
         assert_eq!(changed, 1, "no refresh token stored for {name}");
-        db.close().await.ok();
     }
 }
 
