@@ -8,6 +8,8 @@
 //! cargo bench --bench connections -- --quick           # a short version (~2 min)
 //! cargo bench --bench connections -- --only idle --connections 10000 --idle-secs 60
 //! cargo bench --bench connections -- --only fairness   # or idle, fanout, pacing
+//! cargo bench --bench connections -- --only pacing --per-minute 120 --messages 60
+//! cargo bench --bench connections -- --only fanout --per-connection 30
 //! ```
 //!
 //! 1. Idle at scale: import time, start-up time (spawn → /healthz answers), then serve's CPU
@@ -77,6 +79,7 @@ struct Sizes {
     backlog: usize,
     fair_secs: u64,
     fanout: usize,
+    per_connection: usize,
     per_minute: u32,
     paced: usize,
 }
@@ -108,6 +111,7 @@ fn main() {
             backlog: 5_000,
             fair_secs: 10,
             fanout: 200,
+            per_connection: 3,
             per_minute: 600,
             paced: 60,
         }
@@ -118,6 +122,7 @@ fn main() {
             backlog: 50_000,
             fair_secs: 30,
             fanout: 1_000,
+            per_connection: 3,
             per_minute: 30,
             paced: 300,
         }
@@ -127,6 +132,15 @@ fn main() {
     }
     if let Some(s) = arg(&args, "--idle-secs") {
         sizes.idle_secs = s;
+    }
+    if let Some(n) = arg(&args, "--per-connection") {
+        sizes.per_connection = n;
+    }
+    if let Some(n) = arg(&args, "--per-minute") {
+        sizes.per_minute = n;
+    }
+    if let Some(n) = arg(&args, "--messages") {
+        sizes.paced = n;
     }
     let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -157,7 +171,15 @@ fn main() {
             fairness::run(&idp, &smtp, &arrivals, sizes.backlog, 100, sizes.fair_secs).await;
         }
         if part("fanout") {
-            fanout::run(&idp, &smtp, &arrivals, sizes.fanout, 3, 32).await;
+            fanout::run(
+                &idp,
+                &smtp,
+                &arrivals,
+                sizes.fanout,
+                sizes.per_connection,
+                32,
+            )
+            .await;
         }
         if part("pacing") {
             pacing::run(&idp, &smtp, &arrivals, sizes.per_minute, sizes.paced).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use fake_provider::{FakeIdp, FakeSmtp};
 
 use crate::load::{self, FROM, Mode};
-use crate::serve::{DataDir, Row, Serve};
+use crate::serve::{DataDir, OWN_TENANT, Row, Serve};
 use crate::submit::{self, Api, percentile};
 use crate::{ms, thousands};
 
@@ -21,6 +21,7 @@ pub async fn run(
     // `big` starts disabled: the relay queues its mail and the scheduler holds it.
     let mut rows = vec![Row {
         name: "big".into(),
+        tenant: OWN_TENANT.into(),
         user: FROM.into(),
         per_minute: 0,
         enabled: false,
@@ -85,19 +86,35 @@ pub async fn run(
 
     let a = arrivals.lock().unwrap();
     let (mut during, mut after, mut all, mut accept) = (vec![], vec![], vec![], vec![]);
+    // A connection's first message also pays its first token and its first upstream session.
+    let (mut first, mut later, mut accept_during) = (vec![], vec![], vec![]);
     for (s, t0, accepted_in) in &sent {
         let Some(at) = a.at(s) else { continue };
         let latency = at.saturating_duration_since(*t0);
         all.push(latency);
+        if s.ends_with(" 0") {
+            first.push(latency);
+        } else {
+            later.push(latency);
+        }
         accept.push(*accepted_in);
         if at <= drain_end {
+            accept_during.push(*accepted_in);
             during.push(latency);
         } else {
             after.push(latency);
         }
     }
     drop(a);
-    for v in [&mut during, &mut after, &mut all, &mut accept] {
+    for v in [
+        &mut during,
+        &mut after,
+        &mut all,
+        &mut accept,
+        &mut first,
+        &mut later,
+        &mut accept_during,
+    ] {
         v.sort_unstable();
     }
     let p99 = percentile(&all, 0.99);
@@ -108,7 +125,8 @@ pub async fn run(
          others:  {} sent, {} refused{}, {} arrived{}\n\
          latency (API request sent → arrival at the fake SMTP): p50 {} p99 {} max {} (target p99 ≤ 1 s: {})\n\
          \x20        while the backlog drained: {} messages, p50 {} p99 {}; after: {} messages, p50 {} p99 {}\n\
-         \x20        the API's own answer (202) took p50 {} p99 {}",
+         \x20        each connection's first message (token + session set-up): {} messages, p50 {} p99 {}; the others: p50 {} p99 {}\n\
+         \x20        the API's own answer (202) took p50 {} p99 {} (while the backlog drained: p50 {} p99 {})",
         thousands(backlog as u64),
         thousands(queued.accepted as u64),
         queued_in.as_secs_f64(),
@@ -155,8 +173,15 @@ pub async fn run(
         after.len(),
         ms(percentile(&after, 0.5)),
         ms(percentile(&after, 0.99)),
+        first.len(),
+        ms(percentile(&first, 0.5)),
+        ms(percentile(&first, 0.99)),
+        ms(percentile(&later, 0.5)),
+        ms(percentile(&later, 0.99)),
         ms(percentile(&accept, 0.5)),
         ms(percentile(&accept, 0.99)),
+        ms(percentile(&accept_during, 0.5)),
+        ms(percentile(&accept_during, 0.99)),
     );
     if let Some(e) = &queued.first_error {
         println!("backlog: first relay error: {e}");

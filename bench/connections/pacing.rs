@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fake_provider::{FakeIdp, FakeSmtp};
 
-use crate::serve::{DataDir, Row, Serve};
+use crate::serve::{DataDir, OWN_TENANT, Row, Serve};
 use crate::submit::{self, Api};
 
 pub async fn run(
@@ -17,6 +17,7 @@ pub async fn run(
 ) {
     let rows = [Row {
         name: "paced".into(),
+        tenant: OWN_TENANT.into(),
         user: "paced@contoso.example".into(),
         per_minute,
         enabled: true,
@@ -59,6 +60,13 @@ pub async fn run(
         })
         .max()
         .unwrap_or(0);
+    // The closest two arrivals came (the interval is 60 s / the limit).
+    let closest = times
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .min()
+        .unwrap_or_default();
+    let interval = Duration::from_secs(60) / per_minute;
     let off = (took.as_secs_f64() / expected.as_secs_f64() - 1.0) * 100.0;
     let verdict = if off < -2.0 {
         "MISSED: faster than the limit"
@@ -71,11 +79,13 @@ pub async fn run(
         "\n== pacing: messages-per-minute={per_minute}, {count} messages ==\n\
          submitted in {:.2} s ({errors} refused); {} arrived{}\n\
          first request → last arrival: {:.1} s, expected {:.1} s ({off:+.2} %; target ±2 %, never faster: {verdict})\n\
-         most arrivals in any 60 s: {most} (limit {per_minute})",
+         most arrivals in any 60 s: {most} (limit {per_minute}); closest two arrivals {:.3} s apart (interval {:.3} s)",
         submitted_in.as_secs_f64(),
         times.len(),
         if all { "" } else { " — NOT ALL ARRIVED" },
         took.as_secs_f64(),
         expected.as_secs_f64(),
+        closest.as_secs_f64(),
+        interval.as_secs_f64(),
     );
 }

@@ -21,6 +21,8 @@ const SECRET_ENV: &str = "CONNECTIONS_BENCH_CLIENT_SECRET";
 /// One row of the import file.
 pub struct Row {
     pub name: String,
+    /// The customer's Entra tenant: its token URL is `…/{tenant}/oauth2/v2.0/token`.
+    pub tenant: String,
     pub user: String,
     /// `messages-per-minute=N`. The Microsoft preset's 10,000 recipients a day is lifted for
     /// every row (`recipients-per-day=0`): a 50,000-message backlog would otherwise wait a day.
@@ -29,10 +31,13 @@ pub struct Row {
 }
 
 impl Row {
-    /// `c{i}`, mailbox `user{i}@contoso.example`, no pacing (the fake has no limit).
+    /// `c{i}`: a vendor's customer `i` with its own tenant `tenant{i}.example` (so its own
+    /// token URL, as each customer has its own app registration) and mailbox, no pacing (the
+    /// fake has no limit).
     pub fn numbered(i: usize) -> Self {
         Row {
             name: format!("c{i}"),
+            tenant: tenant(i),
             user: mailbox(i),
             per_minute: 0,
             enabled: true,
@@ -40,9 +45,16 @@ impl Row {
     }
 }
 
-pub fn mailbox(i: usize) -> String {
-    format!("user{i}@contoso.example")
+pub fn tenant(i: usize) -> String {
+    format!("tenant{i}.example")
 }
+
+pub fn mailbox(i: usize) -> String {
+    format!("user{i}@{}", tenant(i))
+}
+
+/// The tenant of the rows that stand for one organisation's own mailboxes.
+pub const OWN_TENANT: &str = "contoso.example";
 
 /// A data dir with connections imported from a CSV file (how long the import took is kept).
 pub struct DataDir {
@@ -59,13 +71,15 @@ impl DataDir {
         let mut csv = String::from(
             "name,provider,flow,tenant,client_id,client_secret_env,user,host,port,ca_file,token_url,limits,enabled\r\n",
         );
-        let (port, token_url) = (smtp.port(), idp.token_url("contoso.example"));
+        let port = smtp.port();
         for r in rows {
             csv.push_str(&format!(
-                "{},microsoft,client-credentials,contoso.example,{DEFAULT_CLIENT_ID},{SECRET_ENV},{},127.0.0.1,{port},{},{token_url},\"messages-per-minute={},recipients-per-day=0\",{}\r\n",
+                "{},microsoft,client-credentials,{},{DEFAULT_CLIENT_ID},{SECRET_ENV},{},127.0.0.1,{port},{},{},\"messages-per-minute={},recipients-per-day=0\",{}\r\n",
                 r.name,
+                r.tenant,
                 r.user,
                 ca.display(),
+                idp.token_url(&r.tenant),
                 r.per_minute,
                 r.enabled
             ));

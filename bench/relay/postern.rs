@@ -66,9 +66,18 @@ pub fn own_cpu() -> Duration {
     u + s
 }
 
+/// The binary to measure: the release build, or `BENCH_POSTERN=/path/to/postern` (another
+/// build, for a before/after comparison on the same machine).
+pub fn binary() -> String {
+    std::env::var("BENCH_POSTERN")
+        .ok()
+        .filter(|p| !p.trim().is_empty())
+        .unwrap_or_else(|| POSTERN.to_string())
+}
+
 /// `postern` with a data dir under `dir` and none of this shell's POSTERN_* settings.
 pub fn postern(dir: &Path) -> Command {
-    let mut c = Command::new(POSTERN);
+    let mut c = Command::new(binary());
     c.arg("--data-dir").arg(dir.join("data")).current_dir(dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("POSTERN_") || k == "RUST_LOG" {
@@ -161,7 +170,7 @@ impl Postern {
                 let plain = postern(dir.path());
                 let mut words = wrap.split_whitespace();
                 let mut c = Command::new(words.next().unwrap_or_default());
-                c.args(words).arg(POSTERN).args(plain.get_args());
+                c.args(words).arg(binary()).args(plain.get_args());
                 c.current_dir(dir.path());
                 c
             }
