@@ -10,6 +10,7 @@
 //! cargo bench --bench connections -- --only fairness   # or idle, fanout, pacing
 //! cargo bench --bench connections -- --only pacing --per-minute 120 --messages 60
 //! cargo bench --bench connections -- --only fanout --per-connection 30
+//! cargo bench --bench connections -- --only fanout --max-sessions 1024   # a session each
 //! ```
 //!
 //! 1. Idle at scale: import time, start-up time (spawn → /healthz answers), then serve's CPU
@@ -132,6 +133,10 @@ fn main() {
     }
     if let Some(s) = arg(&args, "--idle-secs") {
         sizes.idle_secs = s;
+    }
+    if let Some(n) = arg::<u32>(&args, "--max-sessions") {
+        let _ = serve::MAX_SESSIONS.set(n);
+        println!("delivery.max_sessions = {n}");
     }
     if let Some(n) = arg(&args, "--per-connection") {
         sizes.per_connection = n;

@@ -140,13 +140,20 @@ pub struct Serve {
     log: PathBuf,
 }
 
+/// `delivery.max_sessions` for every `serve` (`--max-sessions N`); `None`: the default (256).
+pub static MAX_SESSIONS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 impl Serve {
     /// `serve` on port 0; returns once /healthz answers (60 s at most).
     pub async fn start(data: &DataDir) -> Self {
         let log_path = data.path().join("serve.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let t0 = Instant::now();
-        let mut child = postern(data.path())
+        let mut command = postern(data.path());
+        if let Some(n) = MAX_SESSIONS.get() {
+            command.env("POSTERN_DELIVERY__MAX_SESSIONS", n.to_string());
+        }
+        let mut child = command
             .args([
                 "serve",
                 "--smtp-listen",
