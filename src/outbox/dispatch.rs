@@ -314,7 +314,7 @@ impl<F: TokenFactory> Delivery<F> {
                 self.inner.kick.notify_one();
                 continue;
             }
-            if self.schedule().waiting() > 0 {
+            if self.schedule().starved() {
                 // Idle while other connections wait for a session: give ours up now.
                 break End::idle(None);
             }

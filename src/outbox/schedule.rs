@@ -211,6 +211,13 @@ impl Schedule {
         self.ready.len()
     }
 
+    /// Connections wait and every session is taken: an idle sender should give its up. (Mail
+    /// just come due waits in the queue until the dispatcher plans, with sessions free: that
+    /// is no reason to end a session that may be wanted again a moment later.)
+    pub fn starved(&self) -> bool {
+        !self.ready.is_empty() && self.sessions >= self.max_sessions
+    }
+
     /// Connections known (with a sender, due mail or a timer): what idle must keep at zero.
     pub fn known(&self) -> usize {
         self.entries.len()

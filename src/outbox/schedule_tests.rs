@@ -220,3 +220,20 @@ fn ten_thousand_idle_connections_leave_nothing_behind() {
     assert_eq!(started, 10_000);
     assert_eq!((s.known(), s.sessions(), s.next_timer()), (0, 0, None));
 }
+
+#[test]
+fn idle_senders_keep_their_sessions_while_sessions_are_free() {
+    let mut s = Schedule::new(2);
+    s.due(1, NOW, NOW);
+    assert_eq!(s.plan(NOW).start, vec![1]);
+    // Mail for another connection came due; the dispatcher has not planned yet.
+    s.due(2, NOW, NOW);
+    assert_eq!(s.waiting(), 1);
+    assert!(
+        !s.starved(),
+        "a session is free: connection 1 keeps its own"
+    );
+    assert_eq!(s.plan(NOW).start, vec![2]);
+    s.due(3, NOW, NOW);
+    assert!(s.starved(), "both sessions taken and connection 3 waits");
+}
