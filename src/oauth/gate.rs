@@ -1,6 +1,16 @@
 //! Token requests per token endpoint: a few at a time, and none while the endpoint has asked us
 //! to wait (`429` with `Retry-After`). Ten thousand connections starting at once, or a keep-alive
 //! round, then queue here instead of hammering Entra ID or Google into throttling everyone.
+//!
+//! Keyed by the token URL, not the host. Microsoft's token URL names the tenant
+//! (`login.microsoftonline.com/{tenant}/oauth2/v2.0/token`) and Entra ID throttles per tenant and
+//! application (it publishes no fixed figure; a throttled `client_credentials` request gets `429`
+//! with `Retry-After`, per the MSAL documentation), so one URL is one throttling unit: a vendor's
+//! thousand customers, each in its own tenant, do not queue behind each other, and one tenant's
+//! `429` pauses that tenant only. Keyed by host, all of them would share four requests in flight
+//! and one tenant's pause would stop every tenant. Google has one token URL for everyone, so its
+//! connections share one gate. The total in flight stays bounded all the same: first tokens are
+//! asked for by senders, which `delivery.max_sessions` caps, and keep-alive refreshes are spread.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
