@@ -234,7 +234,11 @@ impl<F: TokenFactory> Delivery<F> {
                 bytes: CLAIM_BYTES.saturating_sub(handed),
                 oversized_first: batch.is_empty(),
             };
-            let claim = store.claim_due(conn.id, limit, store.lease_ms()).await?;
+            let claim = self
+                .inner
+                .outbox
+                .claim(conn.id, limit, store.lease_ms())
+                .await?;
             if claim.drained {
                 // Nothing more is due in the store: new mail may come straight to us.
                 store_drained = true;

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{On, Store, StoreError};
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -352,13 +352,34 @@ impl Store {
         limit: ClaimLimit,
         lease_ms: i64,
     ) -> Result<Claim, StoreError> {
-        let (mut out, drained) = on!(self.bookkeeping(), |pool, q| {
-            let mut tx = pool.begin().await?;
-            let t = db_now_ms!(q, &mut *tx);
-            // The first `messages` due rows in claim order (read from the `messages_due` index, with
-            // each row's `size` but not its body), cut where their running size passes `bytes`.
-            // PostgreSQL: rows another instance is claiming are skipped, not waited for.
-            let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
+        match self.bookkeeping() {
+            On::Sqlite(pool) => {
+                let mut c = pool.acquire().await?;
+                claim_due_on(On::Sqlite(&mut *c), connection_id, limit, lease_ms).await
+            }
+            On::Postgres(pool) => {
+                let mut c = pool.acquire().await?;
+                claim_due_on(On::Postgres(&mut *c), connection_id, limit, lease_ms).await
+            }
+        }
+    }
+}
+
+/// [`Store::claim_due`] on a given database connection: on SQLite, the outbox writer's own
+/// (see `outbox::queue`), so that claims never take the write lock against the writer.
+pub async fn claim_due_on(
+    conn: On<&mut sqlx::SqliteConnection, &mut sqlx::PgConnection>,
+    connection_id: i64,
+    limit: ClaimLimit,
+    lease_ms: i64,
+) -> Result<Claim, StoreError> {
+    let (mut out, drained) = on!(conn, |c, q| {
+        let mut tx = sqlx::Connection::begin(c).await?;
+        let t = db_now_ms!(q, &mut *tx);
+        // The first `messages` due rows in claim order (read from the `messages_due` index, with
+        // each row's `size` but not its body), cut where their running size passes `bytes`.
+        // PostgreSQL: rows another instance is claiming are skipped, not waited for.
+        let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
             "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
              WHERE id IN (SELECT id FROM ( \
                  SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
@@ -389,66 +410,72 @@ impl Store {
             .bind(i64::from(limit.oversized_first))
             .fetch_all(&mut *tx)
             .await?;
-            // Asked in the same transaction, so no other claim comes between: exact, unlike
-            // inferring it from a short claim. (On PostgreSQL, rows other instances hold locked
-            // count as waiting: they are someone's claim in progress.)
-            let drained = !sqlx::query_scalar::<_, bool>(q.sql(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
+        // Asked in the same transaction, so no other claim comes between: exact, unlike
+        // inferring it from a short claim. (On PostgreSQL, rows other instances hold locked
+        // count as waiting: they are someone's claim in progress.)
+        let drained = !sqlx::query_scalar::<_, bool>(q.sql(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
                  AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
+        ))
+        .bind(connection_id)
+        .bind(t)
+        .fetch_one(&mut *tx)
+        .await?;
+        // The waiting recipients of every claimed message, in one query.
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
+            std::collections::HashMap::with_capacity(ids.len());
+        if !ids.is_empty() {
+            // One statement shape whatever the batch size (a JSON array of ids), so the
+            // writer's connection keeps it prepared beside its own.
+            let ids = serde_json::to_string(&ids).expect("strings serialise");
+            let rows = sqlx::query_as::<_, (String, i64, String)>(q.pick(
+                "SELECT message_id, position, address FROM recipients \
+                     WHERE message_id IN (SELECT value FROM json_each(?)) \
+                     AND status IN ('pending', 'deferred') ORDER BY message_id, position",
+                "SELECT message_id, position, address FROM recipients \
+                     WHERE message_id IN (SELECT jsonb_array_elements_text($1::jsonb)) \
+                     AND status IN ('pending', 'deferred') ORDER BY message_id, position",
             ))
-            .bind(connection_id)
-            .bind(t)
-            .fetch_one(&mut *tx)
+            .bind(ids)
+            .fetch_all(&mut *tx)
             .await?;
-            // The waiting recipients of every claimed message, in one query.
-            let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-            let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
-                std::collections::HashMap::with_capacity(ids.len());
-            if !ids.is_empty() {
-                let sql = format!(
-                    "SELECT message_id, position, address FROM recipients WHERE message_id IN ({}) \
-                 AND status IN ('pending', 'deferred') ORDER BY message_id, position",
-                    vec!["?"; ids.len()].join(", ")
-                );
-                let mut query = sqlx::query_as::<_, (String, i64, String)>(q.sql_owned(sql));
-                for id in &ids {
-                    query = query.bind(id);
-                }
-                for (message_id, position, address) in query.fetch_all(&mut *tx).await? {
-                    by_message
-                        .entry(message_id)
-                        .or_default()
-                        .push((position, address));
-                }
+            for (message_id, position, address) in rows {
+                by_message
+                    .entry(message_id)
+                    .or_default()
+                    .push((position, address));
             }
-            // Each row is dropped once its body is copied out, so a body is held twice at most
-            // one at a time.
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                out.push((
-                    row.next_attempt_at,
-                    ClaimedMessage {
-                        recipients: by_message.remove(&row.id).unwrap_or_default(),
-                        id: row.id,
-                        connection_id: row.connection_id,
-                        mail_from: row.mail_from,
-                        body: row.body.unwrap_or_default(),
-                        attempts: row.attempts,
-                        queued_at: row.queued_at,
-                    },
-                ));
-            }
-            tx.commit().await?;
-            (out, drained)
-        });
-        // RETURNING comes in no set order: put the batch in claim order.
-        out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
-        Ok(Claim {
-            messages: out.into_iter().map(|(_, m)| m).collect(),
-            drained,
-        })
-    }
+        }
+        // Each row is dropped once its body is copied out, so a body is held twice at most
+        // one at a time.
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push((
+                row.next_attempt_at,
+                ClaimedMessage {
+                    recipients: by_message.remove(&row.id).unwrap_or_default(),
+                    id: row.id,
+                    connection_id: row.connection_id,
+                    mail_from: row.mail_from,
+                    body: row.body.unwrap_or_default(),
+                    attempts: row.attempts,
+                    queued_at: row.queued_at,
+                },
+            ));
+        }
+        tx.commit().await?;
+        (out, drained)
+    });
+    // RETURNING comes in no set order: put the batch in claim order.
+    out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
+    Ok(Claim {
+        messages: out.into_iter().map(|(_, m)| m).collect(),
+        drained,
+    })
+}
 
+impl Store {
     /// Leases one queued message by id (a direct send), unless a worker claimed it first.
     pub async fn claim_message(&self, id: &str, lease_ms: i64) -> Result<bool, StoreError> {
         let done = on!(self.db(), |pool, q| {

@@ -25,8 +25,9 @@ pub const NEW_MAIL_CHANNEL: &str = "postern_new_mail";
 const ROWS_PER_STATEMENT: usize = 200;
 
 /// Prepared statements the writer keeps: the padded shapes of new mail and of records (see
-/// [`padded`]), with and without the opening of the transaction.
-const WRITER_STATEMENTS: usize = 16;
+/// [`padded`]), with and without the opening of the transaction, and the senders' claims (on
+/// SQLite they go through the writer: see `outbox::queue`).
+const WRITER_STATEMENTS: usize = 20;
 
 /// A message to insert; `lease_until` set means it goes straight to a sender, claimed already.
 #[derive(Debug, Clone, Copy)]
