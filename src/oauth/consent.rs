@@ -129,7 +129,7 @@ impl TokenManager {
             None => Grant::ClientCredentials,
         };
         match self
-            .request_with_retries(conn, secret.as_ref(), grant)
+            .request_with_retries(conn, secret.as_ref(), grant, None)
             .await
         {
             Ok(tokens) => self.finish(conn, tokens).await,

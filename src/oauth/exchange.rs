@@ -175,6 +175,19 @@ impl TokenClient {
         client_secret: Option<&SecretString>,
         grant: Grant<'_>,
     ) -> Result<TokenResponse, ExchangeError> {
+        self.request_scoped(settings, client_secret, grant, None)
+            .await
+    }
+
+    /// Like [`TokenClient::request`], asking for `scope` instead of the connection's own when
+    /// given (a Microsoft refresh token also buys a Graph token for the Graph fallback).
+    pub async fn request_scoped(
+        &self,
+        settings: &ConnectionSettings,
+        client_secret: Option<&SecretString>,
+        grant: Grant<'_>,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, ExchangeError> {
         let url = settings.token_endpoint().ok_or_else(|| {
             ExchangeError::Config(format!(
                 "connection `{}` has no token endpoint: set one with --token-url",
@@ -187,7 +200,7 @@ impl TokenClient {
         if !matches!(grant, Grant::JwtBearer(_)) {
             form.push(("client_id", settings.client_id.as_str()));
         }
-        let scope = settings.scopes.to_string();
+        let scope = scope.map_or_else(|| settings.scopes.to_string(), str::to_string);
         if sends_scope(settings, &grant) {
             form.push(("scope", &scope));
         }

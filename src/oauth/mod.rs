@@ -14,6 +14,7 @@
 //! - `claims`: reading a JWT's claims for diagnostics (never to trust it).
 //! - `http`, `retry`: the HTTPS client and the backoff policy.
 
+mod audience;
 pub mod authorize;
 mod cache;
 pub mod claims;
@@ -32,6 +33,7 @@ pub mod service_account;
 mod source;
 mod tokens;
 
+pub use audience::Audience;
 pub use authorize::{AuthorizationRequest, AuthorizeError, Callback, Pkce};
 pub use claims::Claims;
 pub use consent::Authorized;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::audience::Audience;
 pub(crate) use super::cache::now;
 pub use super::cache::{AccessToken, TokenOrigin};
 use super::cache::{Cached, Slot, to_time};
@@ -28,7 +29,8 @@ struct Inner {
     settings: TokenSettings,
     client: TokenClient,
     retry: RetryPolicy,
-    slots: Mutex<HashMap<i64, Arc<Slot>>>,
+    /// One cache per connection and audience: a Graph refresh never replaces the SMTP token.
+    slots: Mutex<HashMap<(i64, Audience), Arc<Slot>>>,
     /// A few token requests at a time per endpoint, none while it asked to wait.
     gates: Gates,
 }
@@ -135,9 +137,15 @@ impl TokenManager {
 
     /// A handle for one connection, implementing [`TokenSource`] for the SMTP client.
     pub fn for_connection(&self, connection_id: i64) -> ConnectionTokens {
+        self.for_audience(connection_id, Audience::Own)
+    }
+
+    /// A handle for one connection's tokens for `audience` (Graph, for the fallback).
+    pub fn for_audience(&self, connection_id: i64, audience: Audience) -> ConnectionTokens {
         ConnectionTokens {
             manager: self.clone(),
             connection_id,
+            audience,
             last_serial: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -146,20 +154,31 @@ impl TokenManager {
         i64::try_from(self.inner.settings.refresh_margin_secs).unwrap_or(i64::MAX)
     }
 
-    fn slot(&self, id: i64) -> Arc<Slot> {
+    fn slot(&self, id: i64, audience: Audience) -> Arc<Slot> {
         let mut slots = self
             .inner
             .slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        slots.entry(id).or_default().clone()
+        slots.entry((id, audience)).or_default().clone()
     }
 
     /// A token with at least the refresh margin left: cached, or read back from the store, or
     /// refreshed (once, however many callers ask at the same time).
     pub async fn access_token(&self, conn: &Connection) -> Result<AccessToken, TokenError> {
+        self.access_token_for(conn, Audience::Own).await
+    }
+
+    /// Like [`TokenManager::access_token`], for `audience` (its own cache and stored token).
+    pub async fn access_token_for(
+        &self,
+        conn: &Connection,
+        audience: Audience,
+    ) -> Result<AccessToken, TokenError> {
         check_usable(conn)?;
-        let slot = self.slot(conn.id);
+        let audience = audience.for_connection(conn);
+        audience.scope(conn)?;
+        let slot = self.slot(conn.id, audience);
         let seen = {
             let st = slot.lock();
             if let Some(t) = st.with_margin(self.margin()) {
@@ -169,6 +188,7 @@ impl TokenManager {
         };
         self.obtain(
             conn.id,
+            audience,
             &slot,
             Want::Fresh {
                 seen_attempts: seen,
@@ -179,21 +199,31 @@ impl TokenManager {
 
     /// Like [`TokenManager::access_token`], reading the connection (and its status) first.
     pub async fn access_token_by_id(&self, connection_id: i64) -> Result<AccessToken, TokenError> {
+        self.access_token_by_id_for(connection_id, Audience::Own)
+            .await
+    }
+
+    async fn access_token_by_id_for(
+        &self,
+        connection_id: i64,
+        audience: Audience,
+    ) -> Result<AccessToken, TokenError> {
         let conn = self
             .inner
             .store
             .connection_by_id(connection_id)
             .await
             .map_err(store_error)?;
-        self.access_token(&conn).await
+        self.access_token_for(&conn, audience).await
     }
 
     /// Discards the cached token and obtains a new one (after the server refused a token).
     pub async fn force_refresh(&self, connection_id: i64) -> Result<AccessToken, TokenError> {
-        let slot = self.slot(connection_id);
+        let slot = self.slot(connection_id, Audience::Own);
         let serial = slot.lock().serial;
         self.obtain(
             connection_id,
+            Audience::Own,
             &slot,
             Want::Replace {
                 refused_serial: serial,
@@ -206,14 +236,26 @@ impl TokenManager {
     pub(crate) async fn refresh_after(
         &self,
         connection_id: i64,
+        audience: Audience,
         refused_serial: u64,
     ) -> Result<AccessToken, TokenError> {
-        let slot = self.slot(connection_id);
-        self.obtain(connection_id, &slot, Want::Replace { refused_serial })
-            .await
+        let slot = self.slot(connection_id, audience);
+        self.obtain(
+            connection_id,
+            audience,
+            &slot,
+            Want::Replace { refused_serial },
+        )
+        .await
     }
 
-    async fn obtain(&self, id: i64, slot: &Slot, want: Want) -> Result<AccessToken, TokenError> {
+    async fn obtain(
+        &self,
+        id: i64,
+        audience: Audience,
+        slot: &Slot,
+        want: Want,
+    ) -> Result<AccessToken, TokenError> {
         let _flight = slot.refresh.lock().await;
         {
             let st = slot.lock();
@@ -245,9 +287,10 @@ impl TokenManager {
         // Fresh status: another process (the CLI) may have disabled or re-authorized it.
         let conn = store.connection_by_id(id).await.map_err(store_error)?;
         check_usable(&conn)?;
+        let audience = audience.for_connection(&conn);
         if let Want::Fresh { .. } = want
             && let Some(stored) = store
-                .secret(id, SecretKind::AccessToken)
+                .secret(id, audience.secret_kind())
                 .await
                 .map_err(store_error)?
             && let Some(expires_at) = stored.expires_at
@@ -266,7 +309,7 @@ impl TokenManager {
             st.finish_attempt(None);
             return Ok(t);
         }
-        let result = self.refresh(&conn).await;
+        let result = self.refresh(&conn, audience).await;
         let mut st = slot.lock();
         match result {
             Ok(tokens) => {
@@ -295,10 +338,11 @@ impl TokenManager {
     }
 
     /// Asks the provider (with retries), commits the answer, flips the status on a refusal.
-    async fn refresh(&self, conn: &Connection) -> Result<Cached, TokenError> {
+    async fn refresh(&self, conn: &Connection, audience: Audience) -> Result<Cached, TokenError> {
         let store = &self.inner.store;
         let id = conn.id;
         let name = conn.name();
+        let scope = audience.scope(conn)?;
         let secret = store
             .secret(id, SecretKind::ClientSecret)
             .await
@@ -331,12 +375,23 @@ impl TokenManager {
             (None, None) => Grant::ClientCredentials,
         };
         let tokens = match self
-            .request_with_retries(conn, secret.as_ref(), grant)
+            .request_with_retries(conn, secret.as_ref(), grant, scope)
             .await
         {
             Ok(t) => t,
             Err(Failure::Transient(e)) => return Err(e),
             Err(Failure::Config(m)) => return Err(TokenError::NotUsable(m)),
+            Err(Failure::Refused(p)) if audience != Audience::Own => {
+                // The grant itself still serves the connection's own transport: only the
+                // Graph permission is missing. Say so; leave the connection's status alone.
+                tracing::warn!(connection = %name, error = %p, "Microsoft Graph token refused");
+                return Err(TokenError::NotUsable(format!(
+                    "Microsoft Graph refused a token for connection `{name}` ({p}): the Graph fallback \
+                     needs the Graph permission too: in Entra add Microsoft Graph > Mail.Send \
+                     (delegated; application for app-only) and grant admin consent, then run \
+                     `postern connection authorize {name}` again"
+                )));
+            }
             Err(Failure::Refused(p)) => {
                 return Err(self.refused(conn, refresh_token.as_ref(), p).await);
             }
@@ -349,6 +404,7 @@ impl TokenManager {
             .save_tokens(
                 id,
                 tokens.refresh_token.as_ref(),
+                audience.secret_kind(),
                 &tokens.access_token,
                 expires_at,
             )
@@ -357,6 +413,7 @@ impl TokenManager {
         tracing::info!(
             connection = %name,
             grant = grant.grant_type(),
+            audience = audience.as_str(),
             rotated = tokens.refresh_token.is_some(),
             expires_at = %to_time(expires_at),
             "access token obtained"
@@ -432,6 +489,7 @@ impl TokenManager {
         conn: &Connection,
         secret: Option<&SecretString>,
         grant: Grant<'_>,
+        scope: Option<&str>,
     ) -> Result<TokenResponse, Failure> {
         let policy = &self.inner.retry;
         let endpoint = conn
@@ -445,7 +503,7 @@ impl TokenManager {
             let result = self
                 .inner
                 .client
-                .request(&conn.settings, secret, grant)
+                .request_scoped(&conn.settings, secret, grant, scope)
                 .await;
             drop(permit);
             match result {
@@ -482,7 +540,7 @@ impl TokenManager {
         conn_id: i64,
         tokens: &TokenResponse,
     ) -> Result<DateTime<Utc>, TokenError> {
-        let slot = self.slot(conn_id);
+        let slot = self.slot(conn_id, Audience::Own);
         let _flight = slot.refresh.lock().await;
         let expires_at =
             now().saturating_add(i64::try_from(tokens.expires_in).unwrap_or(i64::MAX / 2));
@@ -491,6 +549,7 @@ impl TokenManager {
             .save_tokens(
                 conn_id,
                 tokens.refresh_token.as_ref(),
+                SecretKind::AccessToken,
                 &tokens.access_token,
                 expires_at,
             )
@@ -521,6 +580,7 @@ enum Want {
 pub struct ConnectionTokens {
     manager: TokenManager,
     connection_id: i64,
+    audience: Audience,
     /// The serial of the token last handed out, so `force_refresh` replaces exactly that one.
     last_serial: Arc<AtomicU64>,
 }
@@ -533,7 +593,10 @@ impl ConnectionTokens {
 
 impl TokenSource for ConnectionTokens {
     async fn access_token(&self) -> Result<SecretString, TokenError> {
-        let t = self.manager.access_token_by_id(self.connection_id).await?;
+        let t = self
+            .manager
+            .access_token_by_id_for(self.connection_id, self.audience)
+            .await?;
         self.last_serial.store(t.serial, Ordering::Relaxed);
         Ok(t.value)
     }
@@ -549,7 +612,11 @@ impl TokenSource for ConnectionTokens {
         check_usable(&conn)?;
         let t = self
             .manager
-            .refresh_after(self.connection_id, refused)
+            .refresh_after(
+                self.connection_id,
+                self.audience.for_connection(&conn),
+                refused,
+            )
             .await?;
         self.last_serial.store(t.serial, Ordering::Relaxed);
         Ok(t.value)

@@ -1,4 +1,4 @@
-//! Sealed per-connection secrets: client secret, refresh token, access token.
+//! Sealed per-connection secrets: client secret, refresh token, access tokens (one per audience).
 
 use secrecy::SecretString;
 
@@ -9,6 +9,9 @@ pub enum SecretKind {
     ClientSecret,
     RefreshToken,
     AccessToken,
+    /// A Microsoft Graph access token of an SMTP connection (its Graph fallback), obtained with
+    /// the same refresh token: kept apart so neither refresh replaces the other's token.
+    GraphAccessToken,
 }
 
 impl SecretKind {
@@ -17,6 +20,7 @@ impl SecretKind {
             SecretKind::ClientSecret => "client_secret",
             SecretKind::RefreshToken => "refresh_token",
             SecretKind::AccessToken => "access_token",
+            SecretKind::GraphAccessToken => "access_token_graph",
         }
     }
 }
@@ -106,12 +110,13 @@ impl Store {
     }
 
     /// Commits a token response in one transaction: the rotated refresh token (if any), the access
-    /// token, and the `authorized` status. Called before the access token is handed to anyone, so a
+    /// token (as `access_kind`: one per audience), and the `authorized` status. Called before the access token is handed to anyone, so a
     /// crash can only lose the new tokens, never leave the old refresh token half replaced.
     pub async fn save_tokens(
         &self,
         connection_id: i64,
         refresh_token: Option<&SecretString>,
+        access_kind: SecretKind,
         access_token: &SecretString,
         access_expires_at: i64,
     ) -> Result<(), StoreError> {
@@ -132,7 +137,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let kind = SecretKind::AccessToken.as_str();
+            let kind = access_kind.as_str();
             sqlx::query(q.sql(upsert))
                 .bind(connection_id)
                 .bind(kind)

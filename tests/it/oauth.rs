@@ -324,6 +324,7 @@ impl Lib {
             .save_tokens(
                 self.conn.id,
                 Some(&SecretString::from(rt.clone())),
+                postern::store::SecretKind::AccessToken,
                 &SecretString::from("expired"),
                 expired,
             )

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fake_provider::idp::InjectedError;
 use postern::domain::ConnectionStatus;
 use postern::oauth::{
-    AuthorizeError, DevicePolling, Grant, PollEvent, TokenError, TokenOrigin, TokenSource,
+    Audience, AuthorizeError, DevicePolling, Grant, PollEvent, TokenError, TokenOrigin, TokenSource,
 };
 use postern::store::SecretKind;
 use secrecy::{ExposeSecret, SecretString};
@@ -441,4 +441,63 @@ async fn reauthorizing_makes_a_refused_connection_usable_again() {
     let conn = lib.conn().await;
     assert_eq!(conn.status, ConnectionStatus::Authorized);
     manager.force_refresh(conn.id).await.expect("usable again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_and_graph_tokens_are_kept_apart() {
+    let lib = Lib::new(idp_config(), "authorization-code").await;
+    lib.seed().await;
+    let manager = lib.manager();
+    let conn = lib.conn().await;
+    let smtp = manager.access_token(&conn).await.unwrap();
+    let graph = manager
+        .access_token_for(&conn, Audience::Graph)
+        .await
+        .unwrap();
+    let aud = |t: &SecretString| lib.idp.validate_access_token(t.expose_secret()).unwrap();
+    assert_eq!(aud(&smtp.value).aud, "https://outlook.office.com");
+    assert_eq!(aud(&graph.value).aud, "https://graph.microsoft.com");
+    assert_eq!(aud(&graph.value).scopes, ["Mail.Send"]);
+    // One refresh token bought both: two refreshes, each stored under its own kind.
+    assert_eq!(lib.idp.counters().refresh_token, 2);
+    assert_eq!(
+        lib.stored(SecretKind::AccessToken).await.as_deref(),
+        Some(smtp.value.expose_secret())
+    );
+    assert_eq!(
+        lib.stored(SecretKind::GraphAccessToken).await.as_deref(),
+        Some(graph.value.expose_secret())
+    );
+    // Graph refuses its token: the forced refresh replaces the Graph token only.
+    let source = manager.for_audience(conn.id, Audience::Graph);
+    assert_eq!(
+        source.access_token().await.unwrap().expose_secret(),
+        graph.value.expose_secret()
+    );
+    lib.idp.revoke_access_token(graph.value.expose_secret());
+    let renewed = source.force_refresh().await.unwrap();
+    assert_ne!(renewed.expose_secret(), graph.value.expose_secret());
+    assert_eq!(aud(&renewed).aud, "https://graph.microsoft.com");
+    assert_eq!(lib.idp.counters().refresh_token, 3);
+    let smtp_again = manager.access_token(&conn).await.unwrap();
+    assert_eq!(
+        smtp_again.value.expose_secret(),
+        smtp.value.expose_secret(),
+        "the SMTP token survived the Graph refresh"
+    );
+    assert_eq!(
+        lib.stored(SecretKind::AccessToken).await.as_deref(),
+        Some(smtp.value.expose_secret())
+    );
+    // A restart reads each audience's token back from the store, without a refresh.
+    let restarted = lib.manager();
+    let graph_back = restarted
+        .access_token_for(&conn, Audience::Graph)
+        .await
+        .unwrap();
+    assert_eq!(graph_back.origin, TokenOrigin::Store);
+    assert_eq!(graph_back.value.expose_secret(), renewed.expose_secret());
+    let smtp_back = restarted.access_token(&conn).await.unwrap();
+    assert_eq!(smtp_back.value.expose_secret(), smtp.value.expose_secret());
+    assert_eq!(lib.idp.counters().refresh_token, 3);
 }
