@@ -27,6 +27,7 @@ pub mod queue_admin;
 pub mod retention;
 mod rotate;
 pub use rotate::Rotation;
+mod refresh_lock;
 pub mod relay_users;
 pub mod seal;
 mod secrets;
@@ -54,6 +55,7 @@ pub use connection_query::{ConnectionPage, ConnectionQuery, ListQueryError, STAT
 pub use connections::ConnectionRow;
 pub use import::{ImportCounts, ImportItem};
 pub use keyfile::{KeyError, KeySource};
+pub use refresh_lock::RefreshLock;
 pub use seal::{DataKey, SealError, Sealer};
 pub use secrets::{SecretKind, StoredSecret};
 pub use sessions::{NewSession, Session, hash_token, new_token};
