@@ -16,6 +16,8 @@ pub struct KeepaliveReport {
     pub refreshed: Vec<String>,
     /// Connections whose refresh failed, with why (a refusal also flips their status).
     pub failed: Vec<(String, TokenError)>,
+    /// Connections another instance was refreshing at that moment (it keeps them alive).
+    pub skipped: Vec<String>,
 }
 
 impl TokenManager {
@@ -38,7 +40,18 @@ impl TokenManager {
                 Ok(c) => c.name().to_string(),
                 Err(_) => continue, // removed meanwhile
             };
-            match self.force_refresh(id).await {
+            // Once per connection across instances: one that holds its refresh lock is
+            // refreshing it now, and one that held it just before may have made it not idle.
+            let Some(lock) = self.store().try_lock_refresh(id).await? else {
+                report.skipped.push(name);
+                continue;
+            };
+            let cutoff = now.saturating_sub(own_period(period, id));
+            if !self.store().refresh_token_idle(id, cutoff).await? {
+                lock.release().await;
+                continue;
+            }
+            match self.force_refresh_holding(id, lock).await {
                 Ok(_) => {
                     tracing::info!(connection = %name, "keep-alive refresh done");
                     report.refreshed.push(name);

@@ -22,7 +22,7 @@ use super::retry::RetryPolicy;
 use super::source::TokenSource;
 use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
 use crate::settings::TokenSettings;
-use crate::store::{SecretKind, Store, StoreError};
+use crate::store::{RefreshLock, SecretKind, Store, StoreError};
 
 struct Inner {
     store: Store,
@@ -249,12 +249,43 @@ impl TokenManager {
         .await
     }
 
+    /// Replaces the token with a refresh under `lock`, the connection's refresh lock already
+    /// taken (keep-alive: it tries the lock and skips a connection another instance holds).
+    pub(crate) async fn force_refresh_holding(
+        &self,
+        connection_id: i64,
+        lock: RefreshLock,
+    ) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(connection_id, Audience::Own);
+        let serial = slot.lock().serial;
+        let want = Want::Replace {
+            refused_serial: serial,
+        };
+        self.obtain_holding(connection_id, Audience::Own, &slot, want, Some(lock))
+            .await
+    }
+
     async fn obtain(
         &self,
         id: i64,
         audience: Audience,
         slot: &Slot,
         want: Want,
+    ) -> Result<AccessToken, TokenError> {
+        self.obtain_holding(id, audience, slot, want, None).await
+    }
+
+    /// One refresh at a time per connection: in this process (the slot's flight), and across
+    /// instances sharing the store (the store's refresh lock, held across the token request;
+    /// `held` when the caller took it already). The lock is the connection's, not the
+    /// audience's: every audience's refresh sends the same refresh token.
+    async fn obtain_holding(
+        &self,
+        id: i64,
+        audience: Audience,
+        slot: &Slot,
+        want: Want,
+        held: Option<RefreshLock>,
     ) -> Result<AccessToken, TokenError> {
         let _flight = slot.refresh.lock().await;
         {
@@ -297,19 +328,29 @@ impl TokenManager {
             && expires_at - now() >= self.margin()
         {
             // A restart, or another process refreshed: no need to ask the provider.
-            let mut st = slot.lock();
-            let t = st.replace(
-                Cached {
-                    value: stored.value,
-                    expires_at,
-                    scope: None,
-                },
-                TokenOrigin::Store,
-            );
-            st.finish_attempt(None);
-            return Ok(t);
+            return Ok(use_stored(slot, stored.value, expires_at));
         }
-        let result = self.refresh(&conn, audience).await;
+        // Another instance may be refreshing this connection: wait for it, then read back what
+        // it committed; only if that will not do, refresh while holding the lock, so that the
+        // refresh token it sends is the newest and no one else sends it.
+        let lock = match held {
+            Some(lock) => lock,
+            None => store.lock_refresh(id).await.map_err(store_error)?,
+        };
+        let committed = match self.committed_meanwhile(id, audience, slot, want).await {
+            Ok(Some((value, expires_at))) => {
+                lock.release().await;
+                return Ok(use_stored(slot, value, expires_at));
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        let result = match committed {
+            Some(e) => Err(e),
+            None => self.refresh(&conn, audience).await,
+        };
+        // The new tokens are committed (`refresh` saves them before it returns).
+        lock.release().await;
         let mut st = slot.lock();
         match result {
             Ok(tokens) => {
@@ -335,6 +376,39 @@ impl TokenManager {
                 Err(e)
             }
         }
+    }
+
+    /// The access token committed to the store, if it serves `want`: for a fresh token, one with
+    /// the margin left; to replace a refused one, a different one (another instance replaced
+    /// it) still valid for a while.
+    async fn committed_meanwhile(
+        &self,
+        id: i64,
+        audience: Audience,
+        slot: &Slot,
+        want: Want,
+    ) -> Result<Option<(SecretString, i64)>, TokenError> {
+        let stored = self
+            .inner
+            .store
+            .secret(id, audience.secret_kind())
+            .await
+            .map_err(store_error)?;
+        let Some((stored, expires_at)) = stored.and_then(|s| s.expires_at.map(|e| (s.value, e)))
+        else {
+            return Ok(None);
+        };
+        let left = expires_at - now();
+        let serves = match want {
+            Want::Fresh { .. } => left >= self.margin(),
+            Want::Replace { refused_serial } => {
+                let st = slot.lock();
+                let refused = st.token.as_ref().filter(|_| st.serial == refused_serial);
+                refused.is_some_and(|r| r.value.expose_secret() != stored.expose_secret())
+                    && left >= 60
+            }
+        };
+        Ok(serves.then_some((stored, expires_at)))
     }
 
     /// Asks the provider (with retries), commits the answer, flips the status on a refusal.
@@ -565,6 +639,21 @@ impl TokenManager {
         st.finish_attempt(None);
         Ok(to_time(expires_at))
     }
+}
+
+/// Caches and hands out a token read back from the store.
+fn use_stored(slot: &Slot, value: SecretString, expires_at: i64) -> AccessToken {
+    let mut st = slot.lock();
+    let t = st.replace(
+        Cached {
+            value,
+            expires_at,
+            scope: None,
+        },
+        TokenOrigin::Store,
+    );
+    st.finish_attempt(None);
+    t
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use crate::domain::{Connection, EmailAddress};
 use crate::oauth::TokenSource;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::{Envelope, SendReport, SmtpClient, SmtpError, Step};
-use crate::store::messages::{MessageStatus, NewMessage, RecipientDetail, Source, now_ms};
+use crate::store::messages::{Lease, MessageStatus, NewMessage, RecipientDetail, Source, now_ms};
 use crate::store::{Store, StoreError};
 
 use super::deliver::{AttemptResult, TokenFactory, classify, client_config};
@@ -169,7 +169,7 @@ pub(crate) async fn deliver<T: TokenSource>(
     message: &Outgoing,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
-    let (id, recipients, _claim) = record(store, conn, message).await?;
+    let (lease, recipients, _claim) = record(store, conn, message).await?;
     let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
     let result = transact(client, &envelope, &message.bytes, steps).await;
     let failure = match &result {
@@ -179,16 +179,16 @@ pub(crate) async fn deliver<T: TokenSource>(
         _ => None,
     };
     let positions: Vec<(i64, String)> = (0i64..).zip(recipients).collect();
-    finish(store, id, classify(result, &positions), failure).await
+    finish(store, lease, classify(result, &positions), failure).await
 }
 
-/// Puts `message` in the sent-mail log, claimed for this process: its id, its recipients and
+/// Puts `message` in the sent-mail log, claimed for this process: its claim, its recipients and
 /// the keeper of its claim (hold it until the attempt is recorded).
 pub(crate) async fn record(
     store: &Store,
     conn: &Connection,
     message: &Outgoing,
-) -> Result<(String, Vec<String>, crate::store::ClaimKeeper), DirectError> {
+) -> Result<(Lease, Vec<String>, crate::store::ClaimKeeper), DirectError> {
     let recipients: Vec<String> = message.recipients.iter().map(|a| a.to_string()).collect();
     // Queued already claimed, in one commit: a running `postern serve` (on PostgreSQL, told
     // of new mail at once) never sees it unclaimed, so only we send it. If this process dies
@@ -206,19 +206,18 @@ pub(crate) async fn record(
             idempotency_key: None,
         }])
         .await?;
-    let id = queued
+    let lease = queued
         .into_iter()
         .next()
-        .map(|q| q.id)
         .ok_or_else(|| StoreError::Corrupt("inserting a message returned no id".into()))?;
-    let claim = store.keep_claims(vec![id.clone()]);
-    Ok((id, recipients, claim))
+    let claim = store.keep_claims(vec![lease.clone()]);
+    Ok((lease, recipients, claim))
 }
 
 /// Records the one attempt's outcome and reads the message back from the log.
 pub(crate) async fn finish(
     store: &Store,
-    id: String,
+    lease: Lease,
     result: AttemptResult,
     failure: Option<Failure>,
 ) -> Result<SendOutcome, DirectError> {
@@ -226,7 +225,7 @@ pub(crate) async fn finish(
     // `give_up`: a direct send is one attempt; deferred recipients become failed, not retried.
     let status = match result {
         AttemptResult::Recipients(outcomes) => {
-            store.record_attempt(&id, &outcomes, now, true).await?
+            store.record_attempt(&lease, &outcomes, now, true).await?
         }
         AttemptResult::Defer(reason)
         | AttemptResult::Fail(reason)
@@ -240,9 +239,10 @@ pub(crate) async fn finish(
                 }) => format!("{error} — {cause}"),
                 _ => reason,
             };
-            store.defer_message(&id, &reason, now, true).await?
+            store.defer_message(&lease, &reason, now, true).await?
         }
     };
+    let id = lease.id;
     let detail = store
         .message_detail(&id)
         .await?

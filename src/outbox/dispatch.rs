@@ -200,7 +200,11 @@ impl<F: TokenFactory> Delivery<F> {
         lane.sender_started();
         let end = self.send_until_idle(&lane, connection_id, &stop).await;
         // The last sender gives back what is still in the lane (nothing takes it now).
-        let left: Vec<String> = lane.sender_stopped().into_iter().map(|m| m.id).collect();
+        let left: Vec<crate::store::messages::Lease> = lane
+            .sender_stopped()
+            .iter()
+            .map(crate::store::messages::ClaimedMessage::lease)
+            .collect();
         let mut next_due = end.next_due;
         if !left.is_empty() {
             match self.inner.store.unclaim(&left).await {

@@ -188,6 +188,7 @@ mod tests {
     fn sized(id: &str, size: usize) -> ClaimedMessage {
         ClaimedMessage {
             id: id.into(),
+            lease_id: 7,
             connection_id: 1,
             mail_from: "a@example.com".into(),
             recipients: vec![(0, "b@example.com".into())],

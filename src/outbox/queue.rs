@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use super::lanes::Wakers;
 use crate::store::attempts::Attempt;
 use crate::store::messages::{
-    Claim, ClaimLimit, ClaimedMessage, MessageStatus, NewMessage, Queued, Source, claim_due_on,
-    now_ms,
+    Claim, ClaimLimit, ClaimedMessage, Lease, MessageStatus, NewMessage, Queued, Source,
+    claim_due_on, new_lease_id, now_ms,
 };
 use crate::store::outbox_batch::{Insert, Written, write_batch};
 use crate::store::{Store, StoreError};
@@ -327,7 +327,7 @@ async fn claim_all(
 async fn cycle(
     conn: &mut WriterConnection,
     messages: &[NewMessage],
-    leases: &[Option<i64>],
+    leases: &[Option<Handoff>],
     records: &[Attempt],
 ) -> (Shared<Vec<Queued>>, Shared<Vec<MessageStatus>>) {
     match write(conn, messages, leases, records).await {
@@ -350,24 +350,35 @@ async fn cycle(
 async fn write(
     conn: &mut WriterConnection,
     messages: &[NewMessage],
-    leases: &[Option<i64>],
+    leases: &[Option<Handoff>],
     records: &[Attempt],
 ) -> Result<Written, StoreError> {
     let inserts: Vec<Insert<'_>> = messages
         .iter()
         .zip(leases)
-        .map(|(message, &lease_until)| Insert {
+        .map(|(message, lease)| Insert {
             message,
-            lease_until,
+            lease_until: lease.map(|l| l.until),
+            lease_id: lease.map(|l| l.lease_id),
         })
         .collect();
     write_batch(conn, &inserts, records).await
 }
 
+/// The claim new mail handed straight to a sender is inserted with.
+#[derive(Debug, Clone, Copy)]
+struct Handoff {
+    until: i64,
+    lease_id: i64,
+}
+
 /// Which new messages go straight to a sender: relay mail (the API and CLI send their own
 /// immediate mail) for a connection whose lane is open and has room (in messages and bytes).
-fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Vec<Option<i64>> {
-    let until = now_ms() + lease_ms;
+fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Vec<Option<Handoff>> {
+    let lease = Handoff {
+        until: now_ms() + lease_ms,
+        lease_id: new_lease_id(),
+    };
     // Per connection: messages and body bytes admitted so far in this batch.
     let mut admitted: HashMap<i64, (usize, usize)> = HashMap::new();
     messages
@@ -381,7 +392,7 @@ fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Ve
             wakers.lane(m.connection_id).admit(*n, with_this).then(|| {
                 *n += 1;
                 *bytes = with_this;
-                until
+                lease
             })
         })
         .collect()
@@ -392,7 +403,7 @@ fn handoff_leases(messages: &[NewMessage], wakers: &Wakers, lease_ms: i64) -> Ve
 fn finish_messages(
     wakers: &Wakers,
     messages: Vec<NewMessage>,
-    leases: &[Option<i64>],
+    leases: &[Option<Handoff>],
     queued: Vec<Queued>,
     queued_replies: Vec<Reply<Queued>>,
 ) -> Vec<ClaimedMessage> {
@@ -403,15 +414,16 @@ fn finish_messages(
         if q.duplicate {
             continue;
         }
-        if lease.is_none() {
+        let Some(lease) = lease else {
             woken.push(m.connection_id);
             continue;
-        }
+        };
         handed
             .entry(m.connection_id)
             .or_default()
             .push(ClaimedMessage {
                 id: q.id.clone(),
+                lease_id: lease.lease_id,
                 connection_id: m.connection_id,
                 mail_from: m.mail_from,
                 recipients: (0..).zip(m.recipients).collect(),
@@ -441,7 +453,7 @@ async fn give_back(store: &Store, wakers: &Wakers, orphans: Vec<ClaimedMessage>)
     if orphans.is_empty() {
         return;
     }
-    let ids: Vec<String> = orphans.iter().map(|m| m.id.clone()).collect();
+    let ids: Vec<Lease> = orphans.iter().map(ClaimedMessage::lease).collect();
     if let Err(e) = store.unclaim(&ids).await {
         tracing::warn!(error = %e, count = ids.len(), "could not return handed-over mail to the queue; it returns at the next start");
     }
@@ -455,11 +467,11 @@ async fn give_back(store: &Store, wakers: &Wakers, orphans: Vec<ClaimedMessage>)
 
 /// At the end, mail still waiting in a lane (its senders stopped first) returns to the queue.
 async fn give_back_lanes(store: &Store, wakers: &Wakers) {
-    let ids: Vec<String> = wakers
+    let ids: Vec<Lease> = wakers
         .lanes()
         .iter()
         .flat_map(|l| l.take(usize::MAX))
-        .map(|m| m.id)
+        .map(|m| m.lease())
         .collect();
     if ids.is_empty() {
         return;
@@ -486,6 +498,7 @@ mod tests {
         let (outbox, _writer) = Outbox::start(store.clone(), Wakers::default());
         let bogus = Attempt {
             id: "no-such-message".into(),
+            lease_id: 1,
             record: AttemptRecord::Whole("421 closing".into()),
             retry_at_ms: now_ms(),
             give_up: false,

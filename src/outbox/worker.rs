@@ -30,7 +30,7 @@ use crate::settings::DeliverySettings;
 use crate::smtp::client::SmtpClient;
 use crate::store::attempts::{Attempt, AttemptRecord};
 use crate::store::messages::{
-    CLAIM_BYTES, ClaimLimit, ClaimedMessage, MessageStatus, RecipientOutcome, now_ms,
+    CLAIM_BYTES, ClaimLimit, ClaimedMessage, Lease, MessageStatus, RecipientOutcome, now_ms,
 };
 use crate::store::{Store, StoreError};
 
@@ -81,6 +81,7 @@ impl Sent {
         Sent {
             attempt: Attempt {
                 id: msg.id.clone(),
+                lease_id: msg.lease_id,
                 record: AttemptRecord::Whole(reason.clone()),
                 retry_at_ms: until,
                 give_up: false,
@@ -219,7 +220,11 @@ impl<F: TokenFactory> Delivery<F> {
         let lane = self.inner.outbox.wakers().lane(conn.id);
         if let Some(reason) = hold_reason(conn) {
             lane.close();
-            let handed: Vec<String> = lane.take(usize::MAX).into_iter().map(|m| m.id).collect();
+            let handed: Vec<Lease> = lane
+                .take(usize::MAX)
+                .iter()
+                .map(ClaimedMessage::lease)
+                .collect();
             store.unclaim(&handed).await?;
             store.hold_connection_mail(conn.id, &reason).await?;
             return Ok(Step::done(Outcome::Held(reason)));
@@ -258,7 +263,7 @@ impl<F: TokenFactory> Delivery<F> {
         }
         // Send the batch, then record it in one go (one transaction for the batch). The claims
         // are renewed meanwhile, so no other instance takes over a long send.
-        let _claims = store.keep_claims(batch.iter().map(|m| m.id.clone()).collect());
+        let _claims = store.keep_claims(batch.iter().map(ClaimedMessage::lease).collect());
         let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
         let mut pause = None;
@@ -285,7 +290,7 @@ impl<F: TokenFactory> Delivery<F> {
                 break;
             }
         }
-        let left: Vec<String> = rest.map(|m| m.id).collect();
+        let left: Vec<Lease> = rest.map(|m| m.lease()).collect();
         let attempts: Vec<Attempt> = tried.iter().map(|(_, s)| s.attempt.clone()).collect();
         let statuses = self.inner.outbox.record(attempts).await?;
         if let Some(reason) = &hold {
@@ -304,6 +309,14 @@ impl<F: TokenFactory> Delivery<F> {
             } else {
                 status
             };
+            if status == MessageStatus::Sending {
+                // Our claim ran out and another worker took the message over: this attempt was
+                // not recorded, the newer claim's outcome stands (a record never leaves a
+                // message `sending` otherwise).
+                tracing::warn!(message = %msg.id, connection = %conn.name(), "claim taken over while sending: this attempt was not recorded");
+                done.push((msg.id, status));
+                continue;
+            }
             self.inner.metrics.delivery(status.as_str(), sent.upstream);
             // Why it did not go, in the log too (the store has it per message).
             let reason = match &sent.attempt.record {
@@ -441,6 +454,7 @@ impl<F: TokenFactory> Delivery<F> {
         Sent {
             attempt: Attempt {
                 id: msg.id.clone(),
+                lease_id: msg.lease_id,
                 record,
                 retry_at_ms,
                 give_up,

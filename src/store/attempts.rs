@@ -3,8 +3,10 @@
 //! the new mail of the moment or, alone, without waiting for the disk: a power loss may lose the
 //! last records, and at-least-once allows resending what was sent but not recorded.
 
-use super::messages::{MessageStatus, RecipientOutcome};
-use super::{Conn, Store, StoreError};
+use std::collections::HashMap;
+
+use super::messages::{Lease, MessageStatus, RecipientOutcome};
+use super::{Conn, On, Store, StoreError};
 
 /// What one attempt at one message came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +22,24 @@ pub enum AttemptRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
     pub id: String,
+    /// The claim the attempt was made under: recorded only while it still holds (see
+    /// [`super::messages::Lease`]).
+    pub lease_id: i64,
     pub record: AttemptRecord,
     /// When a deferred message is next tried (unix ms).
     pub retry_at_ms: i64,
     /// The message has waited too long (or can never pass): what is not sent fails.
     pub give_up: bool,
+}
+
+impl Attempt {
+    /// The claim this attempt was made under.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id.clone(),
+            lease_id: self.lease_id,
+        }
+    }
 }
 
 impl Store {
@@ -39,6 +54,59 @@ impl Store {
             .await?
             .statuses)
     }
+}
+
+/// Of `claims` (in one transaction with the records that follow), the ones taken over by a newer
+/// claim, with their message's status of the moment (`None`: still held, record it; a message
+/// that is gone counts as held, so its record fails as before). The rows stay locked until the
+/// transaction ends, so no claim takes them over between this check and the records: a write
+/// on SQLite (which takes the database's write lock first, on its newest state), `FOR UPDATE`
+/// on PostgreSQL (a takeover's UPDATE waits for it, then sees the record).
+pub(super) async fn lost_claims(
+    tx: Conn<'_>,
+    claims: &[Lease],
+) -> Result<Vec<Option<MessageStatus>>, StoreError> {
+    let mut now: HashMap<String, (String, Option<i64>)> = HashMap::with_capacity(claims.len());
+    match tx {
+        On::Sqlite(tx) => {
+            for chunk in claims.chunks(500) {
+                let sql = format!(
+                    "UPDATE messages SET lease_id = lease_id WHERE id IN ({}) \
+                     RETURNING id, status, lease_id",
+                    vec!["?"; chunk.len()].join(", ")
+                );
+                let mut query =
+                    sqlx::query_as::<_, (String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql));
+                for c in chunk {
+                    query = query.bind(&c.id);
+                }
+                for (id, status, lease) in query.fetch_all(&mut *tx).await? {
+                    now.insert(id, (status, lease));
+                }
+            }
+        }
+        On::Postgres(tx) => {
+            let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+            let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+                "SELECT id, status, lease_id FROM messages WHERE id = ANY($1::text[]) \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            now.extend(rows.into_iter().map(|(id, s, l)| (id, (s, l))));
+        }
+    }
+    claims
+        .iter()
+        .map(|c| match now.get(&c.id) {
+            Some((status, lease)) if *lease != Some(c.lease_id) => status
+                .parse()
+                .map(Some)
+                .map_err(|e: super::messages::StatusError| StoreError::Corrupt(e.to_string())),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 /// Per-recipient outcomes: any deferred recipient → `deferred` until `retry_at_ms` (or

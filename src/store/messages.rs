@@ -117,10 +117,27 @@ pub struct Queued {
     pub duplicate: bool,
 }
 
+/// A new claim's fence (see [`Lease`]): random, so instances need not agree on a counter.
+pub(crate) fn new_lease_id() -> i64 {
+    rand::random::<i64>() & i64::MAX
+}
+
+/// A claim on a message: its id and the claim's lease id, a new one per claim. Whatever a
+/// claimer writes to the message (its attempt, a renewal, a release) changes it only while the
+/// lease id is still this one: a worker whose lease ran out and was taken over by another
+/// claim cannot overwrite that claim's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub id: String,
+    pub lease_id: i64,
+}
+
 /// A message a worker has leased for delivery.
 #[derive(Debug, Clone)]
 pub struct ClaimedMessage {
     pub id: String,
+    /// This claim's fence (see [`Lease`]).
+    pub lease_id: i64,
     pub connection_id: i64,
     pub mail_from: String,
     /// Recipients still to deliver, with their positions.
@@ -128,6 +145,16 @@ pub struct ClaimedMessage {
     pub body: Vec<u8>,
     pub attempts: i64,
     pub queued_at: i64,
+}
+
+impl ClaimedMessage {
+    /// This message's claim, to record, renew or return it.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            id: self.id.clone(),
+            lease_id: self.lease_id,
+        }
+    }
 }
 
 /// A claimed message's row.
@@ -303,6 +330,7 @@ impl Store {
             .map(|message| Insert {
                 message,
                 lease_until: None,
+                lease_id: None,
             })
             .collect();
         let mut conn = self.writer_connection().await?;
@@ -310,18 +338,25 @@ impl Store {
     }
 
     /// Queues a batch already claimed for [`Store::lease_ms`] (`sending`, one attempt counted),
-    /// for a caller that sends it itself right away (a direct send).
-    pub async fn insert_claimed(&self, batch: &[NewMessage]) -> Result<Vec<Queued>, StoreError> {
+    /// for a caller that sends it itself right away (a direct send); returns their claims.
+    pub async fn insert_claimed(&self, batch: &[NewMessage]) -> Result<Vec<Lease>, StoreError> {
         let until = now_ms() + self.lease_ms();
+        let lease_id = new_lease_id();
         let inserts: Vec<Insert<'_>> = batch
             .iter()
             .map(|message| Insert {
                 message,
                 lease_until: Some(until),
+                lease_id: Some(lease_id),
             })
             .collect();
         let mut conn = self.writer_connection().await?;
-        Ok(write_batch(&mut conn, &inserts, &[]).await?.queued)
+        Ok(write_batch(&mut conn, &inserts, &[])
+            .await?
+            .queued
+            .into_iter()
+            .map(|q| Lease { id: q.id, lease_id })
+            .collect())
     }
 
     /// Leases up to `limit` due messages of a connection for `lease_ms`, oldest first, with at
@@ -376,12 +411,13 @@ pub async fn claim_due_on(
     let (mut out, drained) = on!(conn, |c, q| {
         let mut tx = sqlx::Connection::begin(c).await?;
         let t = db_now_ms!(q, &mut *tx);
+        let lease_id = new_lease_id();
         // The first `messages` due rows in claim order (read from the `messages_due` index, with
         // each row's `size` but not its body), cut where their running size passes `bytes`.
         // PostgreSQL: rows another instance is claiming are skipped, not waited for.
         let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
-            "UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
-             WHERE id IN (SELECT id FROM ( \
+            "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
+             last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
                  SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
                      SELECT id, size, next_attempt_at FROM messages WHERE connection_id = ? \
                      AND status IN ('queued', 'deferred') AND next_attempt_at <= ? \
@@ -390,17 +426,18 @@ pub async fn claim_due_on(
              WHERE total <= ? OR n <= ?) \
              RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
             "WITH due AS ( \
-                 SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $3 \
-                 AND status IN ('queued', 'deferred') AND next_attempt_at <= $4 \
-                 ORDER BY next_attempt_at, id LIMIT $5 FOR UPDATE SKIP LOCKED), \
+                 SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $4 \
+                 AND status IN ('queued', 'deferred') AND next_attempt_at <= $5 \
+                 ORDER BY next_attempt_at, id LIMIT $6 FOR UPDATE SKIP LOCKED), \
              picked AS (SELECT id FROM ( \
                  SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM due \
                  WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) AS runs \
-                 WHERE total <= $6 OR n <= $7) \
-             UPDATE messages SET status = 'sending', lease_until = $1, attempts = attempts + 1, \
-             last_attempt_at = $2 WHERE id IN (SELECT id FROM picked) \
+                 WHERE total <= $7 OR n <= $8) \
+             UPDATE messages SET lease_id = $1, status = 'sending', lease_until = $2, \
+             attempts = attempts + 1, last_attempt_at = $3 WHERE id IN (SELECT id FROM picked) \
              RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
             ))
+            .bind(lease_id)
             .bind(t + lease_ms)
             .bind(t)
             .bind(connection_id)
@@ -456,6 +493,7 @@ pub async fn claim_due_on(
                 ClaimedMessage {
                     recipients: by_message.remove(&row.id).unwrap_or_default(),
                     id: row.id,
+                    lease_id,
                     connection_id: row.connection_id,
                     mail_from: row.mail_from,
                     body: row.body.unwrap_or_default(),
@@ -477,13 +515,19 @@ pub async fn claim_due_on(
 
 impl Store {
     /// Leases one queued message by id (a direct send), unless a worker claimed it first.
-    pub async fn claim_message(&self, id: &str, lease_ms: i64) -> Result<bool, StoreError> {
+    pub async fn claim_message(
+        &self,
+        id: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease_id = new_lease_id();
         let done = on!(self.db(), |pool, q| {
             let t = db_now_ms!(q, pool);
             sqlx::query(
-            q.sql("UPDATE messages SET status = 'sending', lease_until = ?, attempts = attempts + 1, last_attempt_at = ? \
-             WHERE id = ? AND status = 'queued'"),
+            q.sql("UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
+             last_attempt_at = ? WHERE id = ? AND status = 'queued'"),
         )
+        .bind(lease_id)
         .bind(t + lease_ms)
         .bind(t)
         .bind(id)
@@ -491,30 +535,45 @@ impl Store {
         .await?
         .rows_affected()
         });
-        Ok(done == 1)
+        Ok((done == 1).then(|| Lease {
+            id: id.to_string(),
+            lease_id,
+        }))
     }
 
     /// Records one attempt's per-recipient outcomes and moves the message on:
     /// any deferred recipient → `deferred` until `retry_at_ms` (or `failed` once `give_up`);
     /// else any sent → `sent`; else `failed`. (Workers record whole batches: `record_attempts`.)
+    /// Changes nothing once the claim was taken over (see [`Lease`]): the message's status of
+    /// the moment is returned.
     pub async fn record_attempt(
         &self,
-        id: &str,
+        claim: &Lease,
         outcomes: &[(i64, RecipientOutcome)],
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
         let status = on!(self.db(), |pool, q| {
             let mut tx = pool.begin().await?;
-            let status = super::attempts::recipients_in(
+            let lost = super::attempts::lost_claims(
                 super::On::from(&mut *tx),
-                now_ms(),
-                id,
-                outcomes,
-                retry_at_ms,
-                give_up,
+                std::slice::from_ref(claim),
             )
             .await?;
+            let status = match lost.into_iter().next().flatten() {
+                Some(now) => now,
+                None => {
+                    super::attempts::recipients_in(
+                        super::On::from(&mut *tx),
+                        now_ms(),
+                        &claim.id,
+                        outcomes,
+                        retry_at_ms,
+                        give_up,
+                    )
+                    .await?
+                }
+            };
             tx.commit().await?;
             status
         });
@@ -522,24 +581,35 @@ impl Store {
     }
 
     /// A whole attempt failed before any recipient was tried (connection refused, AUTH failed...).
+    /// Fenced as [`Store::record_attempt`] is.
     pub async fn defer_message(
         &self,
-        id: &str,
+        claim: &Lease,
         reason: &str,
         retry_at_ms: i64,
         give_up: bool,
     ) -> Result<MessageStatus, StoreError> {
         let status = on!(self.db(), |pool, q| {
             let mut tx = pool.begin().await?;
-            let status = super::attempts::whole_in(
+            let lost = super::attempts::lost_claims(
                 super::On::from(&mut *tx),
-                now_ms(),
-                id,
-                reason,
-                retry_at_ms,
-                give_up,
+                std::slice::from_ref(claim),
             )
             .await?;
+            let status = match lost.into_iter().next().flatten() {
+                Some(now) => now,
+                None => {
+                    super::attempts::whole_in(
+                        super::On::from(&mut *tx),
+                        now_ms(),
+                        &claim.id,
+                        reason,
+                        retry_at_ms,
+                        give_up,
+                    )
+                    .await?
+                }
+            };
             tx.commit().await?;
             status
         });
@@ -612,18 +682,19 @@ impl Store {
 impl Store {
     /// Returns claimed but unattempted messages to the queue (shutdown in the middle of a batch,
     /// mail handed to senders that stopped).
-    pub async fn unclaim(&self, ids: &[String]) -> Result<(), StoreError> {
-        for chunk in ids.chunks(500) {
+    /// Only claims still held are returned (see [`Lease`]).
+    pub async fn unclaim(&self, claims: &[Lease]) -> Result<(), StoreError> {
+        for chunk in claims.chunks(500) {
             on!(self.bookkeeping(), |pool, q| {
                 let sql = format!(
                     "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = {}(attempts - 1, 0) \
-                     WHERE status = 'sending' AND id IN ({})",
+                     WHERE status = 'sending' AND (id, lease_id) IN (VALUES {})",
                     if q.is_postgres() { "GREATEST" } else { "MAX" },
-                    vec!["?"; chunk.len()].join(", ")
+                    vec!["(?, ?)"; chunk.len()].join(", ")
                 );
                 let mut query = sqlx::query(q.sql_owned(sql));
-                for id in chunk {
-                    query = query.bind(id);
+                for c in chunk {
+                    query = query.bind(&c.id).bind(c.lease_id);
                 }
                 query.execute(pool).await?;
             });

@@ -119,3 +119,100 @@ fn reads_subject_and_message_id_from_headers_only() {
     let (s, _) = header_fields(b"Subject: =?UTF-8?B?SGFsbMO2?=\r\n\r\nx");
     assert_eq!(s.as_deref(), Some("Hall\u{f6}"));
 }
+
+/// A worker whose lease ran out and was taken over cannot overwrite the newer claim: its
+/// records (bulk or one by one, through the writer or alone), renewals and releases change
+/// nothing, and the new owner's record lands.
+#[tokio::test]
+async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
+    use super::super::attempts::{Attempt, AttemptRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::test_store(dir.path()).await;
+    let id = store
+        .insert_messages(&[test_message(&["b@example.org"])])
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    let late = store
+        .claim_ready(1, 10, 50)
+        .await
+        .unwrap()
+        .remove(0)
+        .lease();
+    // The lease runs out (its worker hung) and another worker takes the message over.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(store.recover_leases().await.unwrap(), 1);
+    let new = store
+        .claim_ready(1, 10, 60_000)
+        .await
+        .unwrap()
+        .remove(0)
+        .lease();
+    assert_eq!(new.id, id);
+    assert_ne!(new.lease_id, late.lease_id, "a new lease id per claim");
+
+    let sent = |claim: &Lease| Attempt {
+        id: claim.id.clone(),
+        lease_id: claim.lease_id,
+        record: AttemptRecord::Recipients(vec![(0, RecipientOutcome::Sent("250 late".into()))]),
+        retry_at_ms: now_ms(),
+        give_up: false,
+    };
+    let failed = Attempt {
+        id: id.clone(),
+        lease_id: late.lease_id,
+        record: AttemptRecord::Whole("550 late".into()),
+        retry_at_ms: now_ms(),
+        give_up: true,
+    };
+    let untouched = |detail: MessageDetail, status: &str| {
+        assert_eq!(detail.summary.status, status);
+        detail
+    };
+    // The late worker's records say what the message is now, and change nothing.
+    let now = store
+        .record_attempts(&[sent(&late), failed.clone()])
+        .await
+        .unwrap();
+    assert_eq!(now, [MessageStatus::Sending, MessageStatus::Sending]);
+    let outcomes = [(0, RecipientOutcome::Deferred("451 late".into()))];
+    let alone = store
+        .record_attempt(&late, &outcomes, now_ms(), false)
+        .await;
+    assert_eq!(alone.unwrap(), MessageStatus::Sending);
+    let alone = store.defer_message(&late, "421 late", now_ms(), true).await;
+    assert_eq!(alone.unwrap(), MessageStatus::Sending);
+    assert_eq!(
+        store
+            .extend_claims(std::slice::from_ref(&late))
+            .await
+            .unwrap(),
+        0
+    );
+    store.unclaim(std::slice::from_ref(&late)).await.unwrap();
+    let detail = untouched(store.message_detail(&id).await.unwrap().unwrap(), "sending");
+    assert!(detail.attempt_log.is_empty(), "{:?}", detail.attempt_log);
+    assert_eq!(detail.recipient_results[0].status, "pending");
+
+    // The new owner's claim is renewed and its record lands.
+    assert_eq!(
+        store
+            .extend_claims(std::slice::from_ref(&new))
+            .await
+            .unwrap(),
+        1
+    );
+    let done = store.record_attempts(&[sent(&new)]).await.unwrap();
+    assert_eq!(done, [MessageStatus::Sent]);
+    // A record arriving later still from the late worker changes nothing either.
+    let now = store.record_attempts(&[failed]).await.unwrap();
+    assert_eq!(now, [MessageStatus::Sent]);
+    let detail = untouched(store.message_detail(&id).await.unwrap().unwrap(), "sent");
+    assert_eq!(detail.attempt_log.len(), 1);
+    assert_eq!(
+        detail.attempt_log[0].detail.as_deref(),
+        Some("sent: 250 late")
+    );
+    assert_eq!(detail.recipient_results[0].status, "sent");
+}

@@ -27,6 +27,7 @@ pub mod queue_admin;
 pub mod retention;
 mod rotate;
 pub use rotate::Rotation;
+mod refresh_lock;
 pub mod relay_users;
 pub mod seal;
 mod secrets;
@@ -54,6 +55,7 @@ pub use connection_query::{ConnectionPage, ConnectionQuery, ListQueryError, STAT
 pub use connections::ConnectionRow;
 pub use import::{ImportCounts, ImportItem};
 pub use keyfile::{KeyError, KeySource};
+pub use refresh_lock::RefreshLock;
 pub use seal::{DataKey, SealError, Sealer};
 pub use secrets::{SecretKind, StoredSecret};
 pub use sessions::{NewSession, Session, hash_token, new_token};
@@ -421,8 +423,8 @@ impl Store {
     /// Keeps the claims on `ids` alive while the returned guard lives: renewed every third of
     /// the lease, so only a claimer that stopped (died, hung) loses them. SQLite needs none:
     /// one process claims, and it returns its claims only at restart.
-    pub fn keep_claims(&self, ids: Vec<String>) -> ClaimKeeper {
-        if !self.backend().is_postgres() || ids.is_empty() {
+    pub fn keep_claims(&self, claims: Vec<messages::Lease>) -> ClaimKeeper {
+        if !self.backend().is_postgres() || claims.is_empty() {
             return ClaimKeeper(None);
         }
         let store = self.clone();
@@ -430,26 +432,28 @@ impl Store {
         ClaimKeeper(Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = store.extend_claims(&ids).await {
+                if let Err(e) = store.extend_claims(&claims).await {
                     tracing::warn!(error = %e, "could not renew message claims");
                 }
             }
         })))
     }
 
-    /// Moves the end of the claims on `ids` (still `sending`) to a lease from now.
-    pub async fn extend_claims(&self, ids: &[String]) -> Result<u64, StoreError> {
+    /// Moves the end of `claims` (still `sending`, still held) to a lease from now; returns how
+    /// many were renewed (a claim taken over by another is not).
+    pub async fn extend_claims(&self, claims: &[messages::Lease]) -> Result<u64, StoreError> {
         let mut n = 0;
-        for chunk in ids.chunks(500) {
+        for chunk in claims.chunks(500) {
             n += on!(self.bookkeeping(), |pool, q| {
                 let t = db_now_ms!(q, pool);
                 let sql = format!(
-                    "UPDATE messages SET lease_until = ? WHERE status = 'sending' AND id IN ({})",
-                    vec!["?"; chunk.len()].join(", ")
+                    "UPDATE messages SET lease_until = ? WHERE status = 'sending' \
+                     AND (id, lease_id) IN (VALUES {})",
+                    vec!["(?, ?)"; chunk.len()].join(", ")
                 );
                 let mut query = sqlx::query(q.sql_owned(sql)).bind(t + self.lease_ms);
-                for id in chunk {
-                    query = query.bind(id);
+                for c in chunk {
+                    query = query.bind(&c.id).bind(c.lease_id);
                 }
                 query.execute(pool).await?.rows_affected()
             });

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments as _, Connection as _, PgConnection, SqliteConnection};
 
-use super::attempts::{Attempt, AttemptRecord, recipients_in, whole_in};
+use super::attempts::{Attempt, AttemptRecord, lost_claims, recipients_in, whole_in};
 use super::messages::{MessageStatus, NewMessage, Queued, RecipientOutcome, header_fields, now_ms};
 use super::{Backend, Conn, On, Store, StoreError};
 
@@ -29,11 +29,13 @@ const ROWS_PER_STATEMENT: usize = 200;
 /// SQLite they go through the writer: see `outbox::queue`).
 const WRITER_STATEMENTS: usize = 20;
 
-/// A message to insert; `lease_until` set means it goes straight to a sender, claimed already.
+/// A message to insert; `lease_until` set means it goes straight to a sender, claimed already
+/// (under the claim `lease_id`).
 #[derive(Debug, Clone, Copy)]
 pub struct Insert<'a> {
     pub message: &'a NewMessage,
     pub lease_until: Option<i64>,
+    pub lease_id: Option<i64>,
 }
 
 /// What one cycle wrote.
@@ -155,14 +157,30 @@ async fn write_in(
         .collect();
     let mut statuses: Vec<Option<MessageStatus>> = vec![None; records.len()];
     let mut begun = false;
-    if keyed || one_by_one {
+    if keyed || one_by_one || !records.is_empty() {
         sqlx::query(sqlx::AssertSqlSafe(begin.clone()))
             .execute(&mut *conn)
             .await?;
         begun = true;
+    }
+    // Records of claims taken over by another worker change nothing: their status is the
+    // message's of the moment.
+    let claims: Vec<_> = records.iter().map(Attempt::lease).collect();
+    let lost = if records.is_empty() {
+        Vec::new()
+    } else {
+        lost_claims(Conn::from(&mut *conn), &claims).await?
+    };
+    let live = |i: usize| lost.get(i).is_none_or(Option::is_none);
+    if keyed || one_by_one {
         find_duplicates(Conn::from(&mut *conn), inserts, &mut queued).await?;
-        for ((a, bulk), status) in records.iter().zip(&bulk).zip(statuses.iter_mut()) {
-            if bulk.is_some() {
+        for (i, ((a, bulk), status)) in records
+            .iter()
+            .zip(&bulk)
+            .zip(statuses.iter_mut())
+            .enumerate()
+        {
+            if bulk.is_some() || !live(i) {
                 continue;
             }
             *status = Some(match &a.record {
@@ -204,7 +222,9 @@ async fn write_in(
     let sent: Vec<(&Attempt, &Vec<(i64, &str)>)> = records
         .iter()
         .zip(&bulk)
-        .filter_map(|(a, b)| b.as_ref().map(|b| (a, b)))
+        .enumerate()
+        .filter(|(i, _)| live(*i))
+        .filter_map(|(_, (a, b))| b.as_ref().map(|b| (a, b)))
         .collect();
     let mut commands: Vec<(String, SqliteArguments)> = Vec::new();
     if !new.is_empty() {
@@ -231,8 +251,10 @@ async fn write_in(
             .execute(&mut *conn)
             .await?;
     }
-    for (status, bulk) in statuses.iter_mut().zip(&bulk) {
-        if bulk.is_some() {
+    for (i, (status, bulk)) in statuses.iter_mut().zip(&bulk).enumerate() {
+        if let Some(Some(now)) = lost.get(i) {
+            *status = Some(*now);
+        } else if bulk.is_some() {
             *status = Some(MessageStatus::Sent);
         }
     }
@@ -319,8 +341,8 @@ fn add_nulls(args: &mut SqliteArguments, n: usize) -> Result<(), StoreError> {
 /// Bytes of a new message searched for its Subject and Message-ID.
 const HEADER_SCAN: usize = 64 * 1024;
 
-const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const MESSAGE_COLUMNS: usize = 17;
+const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGE_COLUMNS: usize = 18;
 
 fn push_inserts(
     sql: &mut String,
@@ -333,7 +355,7 @@ fn push_inserts(
         sql.push_str(
             "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, \
              subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
-             next_attempt_at, lease_until, idempotency_key) SELECT * FROM (VALUES ",
+             next_attempt_at, lease_until, idempotency_key, lease_id) SELECT * FROM (VALUES ",
         );
         repeat_rows(sql, rows, MESSAGE_ROW);
         sql.push_str(") WHERE column1 IS NOT NULL;\n");
@@ -360,6 +382,7 @@ fn push_inserts(
             add(args, t)?;
             add(args, insert.lease_until)?;
             add(args, m.idempotency_key.as_deref())?;
+            add(args, insert.lease_id)?;
         }
         add_nulls(args, (rows - chunk.len()) * MESSAGE_COLUMNS)?;
     }
@@ -486,7 +509,18 @@ async fn write_batch_postgres(
     }
     let mut statuses: Vec<MessageStatus> = Vec::with_capacity(records.len());
     let mut sent: Vec<(&Attempt, Vec<(i64, &str)>)> = Vec::new();
-    for a in records {
+    // Records of claims taken over by another instance change nothing (see `lost_claims`).
+    let claims: Vec<_> = records.iter().map(Attempt::lease).collect();
+    let lost = if records.is_empty() {
+        Vec::new()
+    } else {
+        lost_claims(Conn::from(&mut *tx), &claims).await?
+    };
+    for (a, lost) in records.iter().zip(lost) {
+        if let Some(now) = lost {
+            statuses.push(now);
+            continue;
+        }
         if let Some(replies) = sent_replies(a) {
             sent.push((a, replies));
             statuses.push(MessageStatus::Sent);
@@ -537,6 +571,7 @@ async fn write_batch_postgres(
             m.attempts.push(i64::from(claimed));
             m.last_attempt_at.push(claimed.then_some(t));
             m.lease_until.push(insert.lease_until);
+            m.lease_id.push(insert.lease_id);
             m.idempotency_key.push(msg.idempotency_key.clone());
             for (pos, r) in msg.recipients.iter().enumerate() {
                 m.r_message.push(id.to_string());
@@ -547,12 +582,12 @@ async fn write_batch_postgres(
         sqlx::query(
             "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, \
              subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
-             next_attempt_at, lease_until, idempotency_key) \
-             SELECT id, cid, cname, src, sub, mfrom, subj, mid, size, body, st, att, $12, lat, $12, lu, ik \
+             next_attempt_at, lease_until, idempotency_key, lease_id) \
+             SELECT id, cid, cname, src, sub, mfrom, subj, mid, size, body, st, att, $12, lat, $12, lu, ik, li \
              FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
              $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::text[], $13::bigint[], \
-             $14::bigint[], $15::bigint[], $16::text[]) \
-             AS v(id, cid, cname, src, sub, mfrom, subj, mid, size, body, st, att, lat, lu, ik)",
+             $14::bigint[], $15::bigint[], $16::text[], $17::bigint[]) \
+             AS v(id, cid, cname, src, sub, mfrom, subj, mid, size, body, st, att, lat, lu, ik, li)",
         )
         .bind(&m.id)
         .bind(&m.connection_id)
@@ -570,6 +605,7 @@ async fn write_batch_postgres(
         .bind(&m.last_attempt_at)
         .bind(&m.lease_until)
         .bind(&m.idempotency_key)
+        .bind(&m.lease_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -656,6 +692,7 @@ struct PgMessages<'a> {
     attempts: Vec<i64>,
     last_attempt_at: Vec<Option<i64>>,
     lease_until: Vec<Option<i64>>,
+    lease_id: Vec<Option<i64>>,
     idempotency_key: Vec<Option<String>>,
     r_message: Vec<String>,
     r_position: Vec<i64>,
@@ -703,18 +740,22 @@ mod tests {
             Insert {
                 message: &a,
                 lease_until: Some(now_ms() + 60_000),
+                lease_id: Some(42),
             },
             Insert {
                 message: &b,
                 lease_until: None,
+                lease_id: None,
             },
             Insert {
                 message: &k1,
                 lease_until: None,
+                lease_id: None,
             },
             Insert {
                 message: &k2,
                 lease_until: None,
+                lease_id: None,
             },
         ];
         let w = write_batch(&mut conn, &inserts, &[]).await.unwrap();
@@ -741,6 +782,7 @@ mod tests {
         let records = [
             Attempt {
                 id: ida.clone(),
+                lease_id: 42,
                 record: AttemptRecord::Recipients(vec![
                     (0, RecipientOutcome::Sent("250 ok 1".into())),
                     (1, RecipientOutcome::Sent("250 ok 2".into())),
@@ -750,6 +792,7 @@ mod tests {
             },
             Attempt {
                 id: idb.clone(),
+                lease_id: claimed.iter().find(|m| m.id == idb).unwrap().lease_id,
                 record: AttemptRecord::Recipients(vec![(
                     0,
                     RecipientOutcome::Deferred("451 later".into()),
@@ -763,6 +806,7 @@ mod tests {
             &[Insert {
                 message: &c,
                 lease_until: None,
+                lease_id: None,
             }],
             &records,
         )
@@ -814,6 +858,7 @@ mod tests {
             .map(|message| Insert {
                 message,
                 lease_until: Some(now_ms() + 60_000),
+                lease_id: Some(42),
             })
             .collect();
         let w = write_batch(&mut conn, &inserts, &[]).await.unwrap();
@@ -824,6 +869,7 @@ mod tests {
             .iter()
             .map(|q| Attempt {
                 id: q.id.clone(),
+                lease_id: 42,
                 record: AttemptRecord::Recipients(
                     (0..3)
                         .map(|p| (p, RecipientOutcome::Sent(format!("250 ok {p}"))))
@@ -854,6 +900,7 @@ mod tests {
         let good = message(&["a@e.org"], None);
         let record_of_unknown = Attempt {
             id: "no-such-message".into(),
+            lease_id: 1,
             record: AttemptRecord::Whole("421 gone".into()),
             retry_at_ms: now_ms(),
             give_up: false,
@@ -864,6 +911,7 @@ mod tests {
             &[Insert {
                 message: &good,
                 lease_until: None,
+                lease_id: None,
             }],
             std::slice::from_ref(&record_of_unknown),
         )
@@ -876,6 +924,7 @@ mod tests {
             &[Insert {
                 message: &good,
                 lease_until: None,
+                lease_id: None,
             }],
             &[],
         )
@@ -919,11 +968,13 @@ mod durability_tests {
         let insert = Insert {
             message: &m,
             lease_until: Some(now_ms() + 60_000),
+            lease_id: Some(42),
         };
         let w = write_batch(&mut conn, &[insert], &[]).await.unwrap();
         assert_eq!(synchronous(&mut conn).await, 2);
         let sent = Attempt {
             id: w.queued[0].id.clone(),
+            lease_id: 42,
             record: AttemptRecord::Recipients(vec![(0, RecipientOutcome::Sent("250 ok".into()))]),
             retry_at_ms: now_ms(),
             give_up: false,

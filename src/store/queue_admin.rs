@@ -352,21 +352,22 @@ mod tests {
         let (_d, store, ids) = store_with(3).await;
         let claimed = store.claim_ready(1, 10, 60_000).await.unwrap();
         assert_eq!(claimed.len(), 3);
+        let lease = |id: &str| claimed.iter().find(|m| m.id == id).unwrap().lease();
         let later = now_ms() + 3_600_000;
         let outcomes = [
             (0, RecipientOutcome::Sent("250 ok".into())),
             (1, RecipientOutcome::Deferred("451 later".into())),
         ];
         store
-            .record_attempt(&ids[0], &outcomes, later, false)
+            .record_attempt(&lease(&ids[0]), &outcomes, later, false)
             .await
             .unwrap();
         store
-            .defer_message(&ids[1], "550 no", later, true)
+            .defer_message(&lease(&ids[1]), "550 no", later, true)
             .await
             .unwrap();
         store
-            .defer_message(&ids[2], "451 later", later, false)
+            .defer_message(&lease(&ids[2]), "451 later", later, false)
             .await
             .unwrap();
         assert_eq!(status(&store, &ids[0]).await, "deferred");

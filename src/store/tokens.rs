@@ -27,4 +27,23 @@ impl Store {
             .await?
         }))
     }
+
+    /// Whether connection `id` is still among [`Store::idle_refresh_tokens`]`(cutoff)` (read
+    /// again under its refresh lock: another instance may just have refreshed it).
+    pub async fn refresh_token_idle(&self, id: i64, cutoff: i64) -> Result<bool, StoreError> {
+        let last: Option<i64> = on!(self.db(), |pool, q| {
+            sqlx::query_scalar(q.pick(
+                "SELECT MAX(r.updated_at, COALESCE(a.updated_at, 0)) FROM secrets r \
+             LEFT JOIN secrets a ON a.connection_id = r.connection_id AND a.kind = 'access_token' \
+             WHERE r.connection_id = ? AND r.kind = 'refresh_token'",
+                "SELECT GREATEST(r.updated_at, COALESCE(a.updated_at, 0)) FROM secrets r \
+             LEFT JOIN secrets a ON a.connection_id = r.connection_id AND a.kind = 'access_token' \
+             WHERE r.connection_id = ? AND r.kind = 'refresh_token'",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(last.is_some_and(|last| last < cutoff))
+    }
 }

@@ -250,6 +250,8 @@ pub struct Lib {
     pub idp: FakeIdp,
     pub store: Store,
     pub conn: Connection,
+    /// The PostgreSQL database of `store`; None on SQLite.
+    url: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -302,8 +304,26 @@ impl Lib {
             idp,
             store,
             conn,
+            url,
             _dir: dir,
         }
+    }
+
+    /// Another instance's store on the same PostgreSQL database (its own pool, the same data
+    /// key); None on SQLite, where one process serves a store.
+    pub async fn another_instance(&self) -> Option<Store> {
+        let url = self.url.as_deref()?;
+        let key = self._dir.path().join("secret.key");
+        Some(
+            Store::open_url(Some(url), self._dir.path(), Some(&key))
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// A token manager of its own (another process) on `store`.
+    pub fn manager_on(&self, store: Store) -> TokenManager {
+        TokenManager::with_retry_policy(store, TokenSettings::default(), fast_retries()).unwrap()
     }
 
     pub fn manager(&self) -> TokenManager {

@@ -21,7 +21,7 @@ pub(crate) async fn deliver<T: TokenSource>(
     message: &Outgoing,
     steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
-    let (id, recipients, _claim) = record(store, conn, message).await?;
+    let (lease, recipients, _claim) = record(store, conn, message).await?;
     let outcome = client.send(&recipients, &message.bytes).await;
     let failed = |reason: &str, transient: bool| Failure {
         stage: "sendMail".into(),
@@ -62,7 +62,7 @@ pub(crate) async fn deliver<T: TokenSource>(
             },
         });
     }
-    finish(store, id, result, failure).await
+    finish(store, lease, result, failure).await
 }
 
 /// The steps before sendMail: DNS, TCP and TLS to the Graph host, the token and what it allows.

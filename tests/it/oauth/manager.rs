@@ -49,6 +49,54 @@ async fn fifty_concurrent_callers_on_an_expired_token_cause_one_refresh() {
     assert_eq!(lib.idp.counters().refresh_token, 1);
 }
 
+/// Three instances on one PostgreSQL (three stores, three pools, three managers), 50 callers
+/// each, on an expired token that rotates: one token request in all, which the other instances
+/// read back from the store, and never a reuse of the rotated refresh token (`invalid_grant`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_an_expired_rotating_token_cause_one_refresh() {
+    let lib = Lib::new(idp_config(), "authorization-code").await;
+    let (Some(b), Some(c)) = (lib.another_instance().await, lib.another_instance().await) else {
+        eprintln!(
+            "skipped: several instances share a store only on PostgreSQL (set POSTERN_TEST_STORE_URL)"
+        );
+        return;
+    };
+    lib.seed().await;
+    let managers = [lib.manager(), lib.manager_on(b), lib.manager_on(c)];
+    let conn = lib.conn().await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(150));
+    let mut tasks = Vec::new();
+    for manager in &managers {
+        for _ in 0..50 {
+            let (manager, conn, barrier) = (manager.clone(), conn.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                manager.access_token(&conn).await
+            }));
+        }
+    }
+    let mut values = std::collections::HashSet::new();
+    for t in tasks {
+        let token = t.await.unwrap().expect("every caller gets a token");
+        values.insert(token.value.expose_secret().to_string());
+    }
+    let requests = lib.idp.token_requests();
+    assert_eq!(
+        lib.idp.counters().refresh_token,
+        1,
+        "exactly one refresh for 3 instances x 50 callers: {requests:?}"
+    );
+    assert!(requests.iter().all(|r| r.error.is_none()), "{requests:?}");
+    assert_eq!(values.len(), 1, "every caller got the same token");
+    let token = values.into_iter().next().unwrap();
+    assert!(lib.idp.validate_access_token(&token).is_some());
+    assert_eq!(
+        lib.stored(SecretKind::RefreshToken).await,
+        lib.idp.current_refresh_token_for(USER),
+        "the rotated refresh token is the one committed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_stores_the_new_refresh_token_and_never_reuses_the_old() {
     let lib = Lib::new(idp_config(), "authorization-code").await;
