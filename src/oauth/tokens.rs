@@ -616,9 +616,18 @@ impl TokenManager {
     ) -> Result<DateTime<Utc>, TokenError> {
         let slot = self.slot(conn_id, Audience::Own);
         let _flight = slot.refresh.lock().await;
+        // Not while another instance refreshes: its commit, from the old refresh token, would
+        // land after this one and replace the new consent's tokens.
+        let lock = self
+            .inner
+            .store
+            .lock_refresh(conn_id)
+            .await
+            .map_err(store_error)?;
         let expires_at =
             now().saturating_add(i64::try_from(tokens.expires_in).unwrap_or(i64::MAX / 2));
-        self.inner
+        let saved = self
+            .inner
             .store
             .save_tokens(
                 conn_id,
@@ -628,7 +637,9 @@ impl TokenManager {
                 expires_at,
             )
             .await
-            .map_err(store_error)?;
+            .map_err(store_error);
+        lock.release().await;
+        saved?;
         let mut st = slot.lock();
         let cached = Cached {
             value: tokens.access_token.clone(),

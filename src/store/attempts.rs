@@ -69,21 +69,19 @@ pub(super) async fn lost_claims(
     let mut now: HashMap<String, (String, Option<i64>)> = HashMap::with_capacity(claims.len());
     match tx {
         On::Sqlite(tx) => {
-            for chunk in claims.chunks(500) {
-                let sql = format!(
-                    "UPDATE messages SET lease_id = lease_id WHERE id IN ({}) \
-                     RETURNING id, status, lease_id",
-                    vec!["?"; chunk.len()].join(", ")
-                );
-                let mut query =
-                    sqlx::query_as::<_, (String, String, Option<i64>)>(sqlx::AssertSqlSafe(sql));
-                for c in chunk {
-                    query = query.bind(&c.id);
-                }
-                for (id, status, lease) in query.fetch_all(&mut *tx).await? {
-                    now.insert(id, (status, lease));
-                }
-            }
+            // One statement shape whatever the batch size (a JSON array of ids), so the writer's
+            // connection keeps it prepared. The no-op UPDATE, not a SELECT: its write lock keeps
+            // the rows as read until this transaction commits.
+            let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
+            let ids = serde_json::to_string(&ids).expect("strings serialise");
+            let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+                "UPDATE messages SET lease_id = lease_id \
+                 WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, status, lease_id",
+            )
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            now.extend(rows.into_iter().map(|(id, s, l)| (id, (s, l))));
         }
         On::Postgres(tx) => {
             let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();

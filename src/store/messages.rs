@@ -623,8 +623,12 @@ impl Store {
             sqlx::query(q.pick(
                 "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = MAX(attempts - 1, 0) \
                  WHERE status = 'sending'",
+                // Rows in id order, skipping those a writer holds (it is recording them now):
+                // the writer locks its rows in id order too, so the two never deadlock.
                 "UPDATE messages SET status = 'queued', lease_until = NULL, attempts = GREATEST(attempts - 1, 0) \
-                 WHERE status = 'sending' AND lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+                 WHERE id IN (SELECT id FROM messages WHERE status = 'sending' \
+                 AND lease_until < CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
+                 ORDER BY id FOR UPDATE SKIP LOCKED)",
             ))
             .execute(pool)
             .await?
