@@ -89,7 +89,7 @@ impl Store {
         if f.before_id.is_some() {
             sql.push_str(" AND m.id < ?");
         }
-        sql.push_str(" ORDER BY m.id DESC LIMIT ?");
+        sql.push_str(" ORDER BY m.id DESC LIMIT CAST(? AS INTEGER)");
         let rows = on!(self.db(), |pool, bk| {
             let mut q = sqlx::query_as::<_, SummaryRow>(bk.sql_owned(sql));
             if let Some(s) = f.status {

@@ -415,13 +415,17 @@ pub async fn claim_due_on(
         // The first `messages` due rows in claim order (read from the `messages_due` index, with
         // each row's `size` but not its body), cut where their running size passes `bytes`.
         // PostgreSQL: rows another instance is claiming are skipped, not waited for.
+        // SQLite: `LIMIT CAST(? AS INTEGER)`, never a bare `LIMIT ?`: SQLite's planner reads a bare
+        // LIMIT parameter's value, so every new binding expires the statement and it is compiled
+        // again on each claim (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see
+        // through keeps the one compiled plan.
         let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
             "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
              last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
                  SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
                      SELECT id, size, next_attempt_at FROM messages WHERE connection_id = ? \
                      AND status IN ('queued', 'deferred') AND next_attempt_at <= ? \
-                     ORDER BY next_attempt_at, id LIMIT ?) \
+                     ORDER BY next_attempt_at, id LIMIT CAST(? AS INTEGER)) \
                  WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
              WHERE total <= ? OR n <= ?) \
              RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",

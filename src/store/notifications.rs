@@ -216,7 +216,7 @@ impl Store {
             on!(self.db(), |pool, q| {
                 sqlx::query(q.sql(
                 "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
-             WHERE done_at IS NULL ORDER BY id LIMIT ?",
+             WHERE done_at IS NULL ORDER BY id LIMIT CAST(? AS INTEGER)",
             ))
             .bind(limit)
             .fetch_all(pool)
@@ -231,7 +231,7 @@ impl Store {
             on!(self.db(), |pool, q| {
                 sqlx::query(q.sql(
                 "SELECT id, event, connection, reason, fix, created_at, done_at FROM notifications \
-             ORDER BY id DESC LIMIT ?",
+             ORDER BY id DESC LIMIT CAST(? AS INTEGER)",
             ))
             .bind(limit)
             .fetch_all(pool)

@@ -20,7 +20,7 @@ impl Store {
                SELECT id FROM messages \
                WHERE queued_at < ?1 AND status IN ('sent', 'failed') \
                  AND COALESCE(done_at, queued_at) < ?1 \
-               ORDER BY queued_at LIMIT ?2)",
+               ORDER BY queued_at LIMIT CAST(?2 AS INTEGER))",
             ))
             .bind(cutoff_ms)
             .bind(i64::from(batch))
