@@ -296,21 +296,23 @@ async fn claim_all(
             }
         },
     };
+    // SQLite: once for all the claims of the cycle (the writer's last commit may have left FULL).
+    if let WriterConnection::Sqlite(c) = c
+        && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *c)
+            .await
+    {
+        let e = Arc::new(StoreError::from(e));
+        for (_, reply) in claims {
+            let _ = reply.send(Err(e.clone()));
+        }
+        return Err(());
+    }
     let mut failed = false;
     for (job, reply) in claims {
         let on = match c {
-            WriterConnection::Sqlite(c) => {
-                if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
-                    .execute(&mut *c)
-                    .await
-                {
-                    let _ = reply.send(Err(Arc::new(e.into())));
-                    failed = true;
-                    continue;
-                }
-                crate::store::On::Sqlite(c)
-            }
-            WriterConnection::Postgres(c) => crate::store::On::Postgres(c),
+            WriterConnection::Sqlite(c) => crate::store::On::Sqlite(&mut *c),
+            WriterConnection::Postgres(c) => crate::store::On::Postgres(&mut *c),
         };
         let result = claim_due_on(on, job.connection_id, job.limit, job.lease_ms).await;
         if let Err(e) = &result {
