@@ -68,6 +68,17 @@ impl AppState {
         self
     }
 
+    /// Count failed admin logins with the other instances on the store.
+    pub fn with_shared_failures(
+        mut self,
+        failures: crate::store::auth_failures::SharedFailures,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limiter = LoginLimiter::new(Some(failures));
+        }
+        self
+    }
+
     /// The queue that `POST /api/v1/messages` submits to (the one the delivery workers drain).
     pub fn with_outbox(mut self, outbox: Outbox) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
