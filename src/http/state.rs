@@ -52,7 +52,7 @@ impl AppState {
                 request_timeout,
                 outbox: None,
                 tokens: std::sync::OnceLock::new(),
-                consents: PendingConsents::default(),
+                consents: PendingConsents,
                 message_budget,
                 api_keys: ApiKeyCheck::default(),
             }),
