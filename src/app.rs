@@ -20,6 +20,7 @@ use crate::reload::{Live, Reloader, SettingsSource};
 use crate::settings::Settings;
 use crate::smtp::server::{IpNetwork, ListenerConfig, LiveCert, RelayServer, RelayStats, tls};
 use crate::store::Store;
+use crate::store::auth_failures::SharedFailures;
 use crate::store::password_check::{self, PasswordChecks};
 use crate::systemd::Notifier;
 use crate::telemetry::LogControl;
@@ -62,6 +63,8 @@ pub struct Application {
     http_addr: SocketAddr,
     relay: RelayServer<RelayIntake>,
     relay_addr: SocketAddr,
+    /// Failed relay AUTHs and admin logins, counted with the other instances on the store.
+    failures: SharedFailures,
     relay_tls: Option<(RelayServer<RelayIntake>, SocketAddr)>,
     /// The LAN-only cleartext listener (`server.plain_listen`), when configured.
     relay_plain: Option<(RelayServer<RelayIntake>, SocketAddr)>,
@@ -231,15 +234,19 @@ impl Application {
         };
         let acceptor = cert.acceptor()?;
         let (l, relay_addr) = bind(settings.server.smtp_listen, "SMTP relay").await?;
+        let failures = SharedFailures::new(store.clone());
         let relay = RelayServer::new(l, config.clone(), intake.clone())
             .with_starttls(acceptor.clone())
-            .with_stats(stats.clone());
+            .with_stats(stats.clone())
+            .with_shared_failures(failures.clone());
         let relay_plain = match settings.server.plain_listen {
             Some(addr) => {
                 let plain = plain_listener_config(&settings, &config)?;
                 let (l, bound) = bind(addr, "SMTP relay, cleartext (LAN only)").await?;
                 Some((
-                    RelayServer::new(l, plain, intake.clone()).with_stats(stats.clone()),
+                    RelayServer::new(l, plain, intake.clone())
+                        .with_stats(stats.clone())
+                        .with_shared_failures(failures.clone()),
                     bound,
                 ))
             }
@@ -251,7 +258,8 @@ impl Application {
                 Some((
                     RelayServer::new(l, config, intake)
                         .with_implicit_tls(acceptor)
-                        .with_stats(stats.clone()),
+                        .with_stats(stats.clone())
+                        .with_shared_failures(failures.clone()),
                     bound,
                 ))
             }
@@ -265,6 +273,7 @@ impl Application {
             relay_plain: relay_plain.as_ref().map(|(r, _)| r.live_config()),
         };
         Ok(Self {
+            failures,
             settings,
             store,
             tokens,
@@ -340,6 +349,7 @@ impl Application {
         tasks.spawn(delivery.run(stop.clone()));
         tasks.spawn(keepalive(self.tokens.clone(), stop.clone()));
         tasks.spawn(self.notifier.run(stop.clone()));
+        tasks.spawn(self.failures.clone().run(stop.clone()));
         tasks.spawn(crate::retention::run(
             self.store.clone(),
             self.settings.retention.clone(),
@@ -378,7 +388,8 @@ impl Application {
         let state = crate::http::AppState::new(self.store.clone(), self.settings.clone())
             .with_public_url(public_url)
             .with_outbox(self.outbox.clone())
-            .with_tokens(self.tokens.clone());
+            .with_tokens(self.tokens.clone())
+            .with_shared_failures(self.failures.clone());
         let instance = match self.settings.server.instance.trim() {
             "" => std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())

@@ -1,15 +1,11 @@
 //! The web consent ("Connect"): start an authorization request for a connection, keep it
-//! server-side until the provider sends the browser back, then redeem the code once.
+//! until the provider sends the browser back, then redeem the code once.
 //!
-//! Pending requests (state, PKCE verifier, redirect URI) live in memory: they last minutes, a
-//! restart only means pressing Connect again, and the verifier never touches the disk. Each is
-//! bound to its connection and, when an admin started it, to that browser through a random
-//! binding cookie (`SameSite=Lax`, so it comes back on the provider's cross-site redirect, where
-//! the `Strict` session cookie does not).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+//! Pending requests (hashed `state`, sealed PKCE verifier, redirect URI) live in the store, not in
+//! memory: behind a load balancer the callback may reach another instance than the one that
+//! started the consent (`store::consents`). Each is bound to its connection and, when an admin
+//! started it, to that browser through a random binding cookie (`SameSite=Lax`, so it comes back
+//! on the provider's cross-site redirect, where the `Strict` session cookie does not).
 
 use secrecy::SecretString;
 
@@ -17,26 +13,16 @@ use super::state::CONSENT_LIFETIME;
 use crate::domain::{Connection, OAuthFlow};
 use crate::oauth::diagnose::{HintContext, hint};
 use crate::oauth::{AuthorizationRequest, AuthorizeError, Authorized, Callback, TokenManager};
-use crate::store::{hash_token, new_token};
+use crate::store::{NewConsent, Store, hash_token, new_token};
 
 /// The binding cookie's name; its path is the callback's.
 pub const BINDING_COOKIE: &str = "postern_oauth";
-/// Most consents in progress at once (old ones are dropped first).
-const MAX_PENDING: usize = 1000;
+/// Most consents in progress at once, cluster-wide (the oldest are dropped first).
+const MAX_PENDING: u32 = 1000;
 
-#[derive(Debug)]
-struct Pending {
-    request: AuthorizationRequest,
-    connection_id: i64,
-    binding_hash: Option<Vec<u8>>,
-    started: Instant,
-}
-
-/// Consents in progress, by `state`.
+/// Starts and finishes web consents; the pending ones are in the store.
 #[derive(Debug, Default)]
-pub struct PendingConsents {
-    map: Mutex<HashMap<String, Pending>>,
-}
+pub struct PendingConsents;
 
 /// A consent just started: where to send the browser, and (for the web UI) the binding cookie.
 #[derive(Debug)]
@@ -54,10 +40,19 @@ pub struct ConsentFailure {
     pub hint: Option<String>,
 }
 
+fn failure(message: impl Into<String>) -> ConsentFailure {
+    ConsentFailure {
+        connection: None,
+        message: message.into(),
+        hint: None,
+    }
+}
+
 impl PendingConsents {
     /// Starts a consent for `conn` redirecting to `redirect_uri`; `bind_browser` adds the cookie.
-    pub fn start(
+    pub async fn start(
         &self,
+        store: &Store,
         conn: &Connection,
         redirect_uri: &str,
         bind_browser: bool,
@@ -70,69 +65,69 @@ impl PendingConsents {
         }
         let request = AuthorizationRequest::new(&conn.settings, redirect_uri)?;
         let binding = bind_browser.then(new_token);
-        let started = Started {
+        store
+            .put_pending_consent(
+                NewConsent {
+                    state: request.state(),
+                    connection_id: conn.id,
+                    verifier: request.verifier(),
+                    redirect_uri: request.redirect_uri(),
+                    binding_hash: binding.as_deref().map(hash_token),
+                    lifetime: CONSENT_LIFETIME,
+                },
+                MAX_PENDING,
+            )
+            .await
+            .map_err(crate::oauth::TokenError::from)?;
+        Ok(Started {
             authorize_url: request.url().clone(),
             redirect_uri: request.redirect_uri().to_string(),
-            binding: binding.clone(),
-        };
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, p| p.started.elapsed() < CONSENT_LIFETIME);
-        if map.len() >= MAX_PENDING
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(
-            request.state().to_string(),
-            Pending {
-                connection_id: conn.id,
-                binding_hash: binding.as_deref().map(hash_token),
-                started: Instant::now(),
-                request,
-            },
-        );
-        Ok(started)
+            binding,
+        })
     }
 
-    /// Takes the consent for `state` (once), checking the binding cookie when it has one.
-    fn take(
+    /// Takes the consent for `state` (once, cluster-wide), checking the binding cookie when it
+    /// has one; returns the connection's id, the verifier and the redirect URI.
+    async fn take(
         &self,
+        store: &Store,
         state: &str,
         binding: Option<&str>,
-    ) -> Result<(AuthorizationRequest, i64), ConsentFailure> {
+    ) -> Result<(i64, SecretString, String), ConsentFailure> {
         let unknown = || {
-            ConsentFailure {
-            connection: None,
-            message: "This sign-in response is unknown or has expired (or was already used). Start again \
-                      with Connect on the connection's page."
-                .into(),
-            hint: None,
+            failure(
+                "This sign-in response is unknown or has expired (or was already used). Start \
+                 again with Connect on the connection's page.",
+            )
+        };
+        if state.is_empty() {
+            return Err(unknown());
         }
-        };
-        let pending = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.remove(state).ok_or_else(unknown)?
-        };
-        if pending.started.elapsed() >= CONSENT_LIFETIME {
+        let pending = store
+            .take_pending_consent(state)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading a pending consent");
+                failure("Postern could not read the sign-in in progress from its store; try Connect again.")
+            })?
+            .ok_or_else(unknown)?;
+        if !pending.live {
             return Err(unknown());
         }
         if let Some(expected) = &pending.binding_hash {
             let presented = binding.map(hash_token);
             if presented.as_ref() != Some(expected) {
-                return Err(ConsentFailure {
-                    connection: None,
-                    message:
-                        "This sign-in was started in another browser (or its cookie is gone). \
-                              Press Connect again in this browser."
-                            .into(),
-                    hint: None,
-                });
+                return Err(failure(
+                    "This sign-in was started in another browser (or its cookie is gone). \
+                     Press Connect again in this browser.",
+                ));
             }
         }
-        Ok((pending.request, pending.connection_id))
+        Ok((
+            pending.connection_id,
+            pending.verifier,
+            pending.redirect_uri,
+        ))
     }
 
     /// Completes the consent the provider's redirect answers: checks `state`, redeems the
@@ -145,7 +140,7 @@ impl PendingConsents {
         binding: Option<&str>,
     ) -> Result<(Connection, Authorized), ConsentFailure> {
         let state = callback.state.clone().unwrap_or_default();
-        let (request, connection_id) = self.take(&state, binding)?;
+        let (connection_id, verifier, redirect_uri) = self.take(store, &state, binding).await?;
         let conn = store
             .connection_by_id(connection_id)
             .await
@@ -161,12 +156,14 @@ impl PendingConsents {
                     p,
                     HintContext {
                         connection: conn.name().as_str(),
-                        redirect_uri: Some(request.redirect_uri()),
+                        redirect_uri: Some(&redirect_uri),
                     },
                 )
             }),
             message: e.to_string(),
         };
+        let request = AuthorizationRequest::resume(&conn.settings, &redirect_uri, state, verifier)
+            .map_err(explain)?;
         let code: SecretString = request.code_from(callback, false).map_err(explain)?;
         let authorized = tokens
             .redeem_code(&conn, &request, &code)

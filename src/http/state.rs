@@ -52,7 +52,7 @@ impl AppState {
                 request_timeout,
                 outbox: None,
                 tokens: std::sync::OnceLock::new(),
-                consents: PendingConsents::default(),
+                consents: PendingConsents,
                 message_budget,
                 api_keys: ApiKeyCheck::default(),
             }),
@@ -64,6 +64,17 @@ impl AppState {
     pub fn with_public_url(mut self, url: Option<url::Url>) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.public_url = url;
+        }
+        self
+    }
+
+    /// Count failed admin logins with the other instances on the store.
+    pub fn with_shared_failures(
+        mut self,
+        failures: crate::store::auth_failures::SharedFailures,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.limiter = LoginLimiter::new(Some(failures));
         }
         self
     }

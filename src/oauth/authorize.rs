@@ -140,14 +140,32 @@ impl AuthorizationRequest {
     /// Builds the authorize URL for `settings`, redirecting to `redirect_uri` (the connection's
     /// own, or the loopback listener's with the port it picked).
     pub fn new(settings: &ConnectionSettings, redirect_uri: &str) -> Result<Self, AuthorizeError> {
+        Self::build(settings, redirect_uri, random_b64url(32), Pkce::generate())
+    }
+
+    /// The request started earlier (possibly by another instance) with this `state` and PKCE
+    /// verifier, kept in the store until the provider's redirect comes back.
+    pub fn resume(
+        settings: &ConnectionSettings,
+        redirect_uri: &str,
+        state: String,
+        verifier: SecretString,
+    ) -> Result<Self, AuthorizeError> {
+        Self::build(settings, redirect_uri, state, Pkce::from_verifier(verifier))
+    }
+
+    fn build(
+        settings: &ConnectionSettings,
+        redirect_uri: &str,
+        state: String,
+        pkce: Pkce,
+    ) -> Result<Self, AuthorizeError> {
         let mut url = settings.authorize_endpoint().ok_or_else(|| {
             AuthorizeError::Config(format!(
                 "connection `{}` has no authorize endpoint: set one with --authorize-url",
                 settings.name
             ))
         })?;
-        let state = random_b64url(32);
-        let pkce = Pkce::generate();
         let mut scopes: Vec<&str> = settings.scopes.iter().collect();
         // Without offline_access Microsoft issues no refresh token; the domain adds it, but a
         // record edited by hand might lack it.

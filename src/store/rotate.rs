@@ -98,6 +98,11 @@ impl Store {
                     .await?;
                 resealed += 1;
             }
+            // Consents in progress are not re-sealed: they last minutes, and one caught by a
+            // rotation only means pressing Connect again.
+            sqlx::query(q.sql("DELETE FROM pending_consents"))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             resealed
         });

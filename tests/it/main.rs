@@ -5,6 +5,7 @@ mod cli_connection_import;
 mod cli_connection_list;
 mod cli_package;
 mod cli_send;
+mod cluster;
 mod doctor;
 mod google;
 mod helpers;

@@ -1,10 +1,10 @@
 //! The relay end to end: the real `postern serve` binary, the fake IdP and provider SMTP
 //! in-process, and a small SMTP client playing the legacy app.
 
-mod client;
+pub(crate) mod client;
 mod graph;
 mod reload;
-mod world;
+pub(crate) mod world;
 
 use std::time::Duration;
 

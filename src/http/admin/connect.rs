@@ -48,7 +48,11 @@ pub async fn connect(
         &state,
         conn.settings.redirect_uri.as_ref().map(|r| r.as_str()),
     );
-    match state.consents().start(&conn, &redirect, true) {
+    match state
+        .consents()
+        .start(state.store(), &conn, &redirect, true)
+        .await
+    {
         Ok(started) => {
             tracing::info!(connection = %name, by = %session.username(), "web consent started");
             let cookie = binding_cookie(

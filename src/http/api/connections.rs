@@ -397,7 +397,8 @@ pub async fn authorize(
     // No browser to bind (the caller is a program): the single-use, short-lived state is the tie.
     let started = state
         .consents()
-        .start(&conn, &redirect, false)
+        .start(state.store(), &conn, &redirect, false)
+        .await
         .map_err(|e| {
             crate::http::error::ApiError::Validation(vec![crate::http::error::FieldProblem {
                 field: "connection".into(),

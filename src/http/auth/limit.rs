@@ -1,11 +1,14 @@
 //! Login rate limiting: a few failures per user name and per client address, then a pause.
 //!
-//! In memory on purpose: it only has to slow down guessing (argon2id does the rest), and a
-//! restart resetting the counters is harmless.
+//! Counted in memory, so a check costs no round trip; with [`SharedFailures`] the counts of
+//! every instance on the store are added in (a guesser cannot spread its tries over the
+//! instances behind a load balancer). It only has to slow down guessing (argon2id does the rest).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::store::auth_failures::{FailureKind, SharedFailures};
 
 /// Failures allowed per key within [`WINDOW`].
 pub const MAX_FAILURES: u32 = 5;
@@ -17,23 +20,43 @@ const MAX_KEYS: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// The counts of every instance on the store (none: this process's alone).
+    shared: Option<SharedFailures>,
 }
 
 impl LoginLimiter {
+    pub fn new(shared: Option<SharedFailures>) -> Self {
+        Self {
+            failures: Mutex::default(),
+            shared,
+        }
+    }
+
     /// `Err(seconds to wait)` when any of `keys` has used up its failures.
     pub fn check(&self, keys: &[String]) -> Result<(), u64> {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let wait = keys
+        let local = keys
             .iter()
             .filter_map(|k| map.get(k))
             .filter(|(n, first)| *n >= MAX_FAILURES && now.duration_since(*first) < WINDOW)
-            .map(|(_, first)| (WINDOW - now.duration_since(*first)).as_secs().max(1))
-            .max();
-        wait.map_or(Ok(()), Err)
+            .map(|(_, first)| (WINDOW - now.duration_since(*first)).as_secs().max(1));
+        // The cluster's count includes this instance's once written: the larger decides.
+        let shared = self.shared.iter().flat_map(|s| {
+            keys.iter()
+                .map(|k| s.recent(FailureKind::Login, k))
+                .filter(|(n, _)| *n >= MAX_FAILURES)
+                .map(|(_, age)| WINDOW.saturating_sub(age).as_secs().max(1))
+        });
+        local.chain(shared).max().map_or(Ok(()), Err)
     }
 
     pub fn failed(&self, keys: &[String]) {
+        if let Some(s) = &self.shared {
+            for k in keys {
+                s.failed(FailureKind::Login, k);
+            }
+        }
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if map.len() >= MAX_KEYS {
@@ -49,6 +72,11 @@ impl LoginLimiter {
     }
 
     pub fn succeeded(&self, keys: &[String]) {
+        if let Some(s) = &self.shared {
+            for k in keys {
+                s.succeeded(FailureKind::Login, k);
+            }
+        }
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         for k in keys {
             map.remove(k);

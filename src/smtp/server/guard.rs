@@ -1,10 +1,13 @@
 //! Failed AUTHs remembered per client address across connections, so a password guesser
-//! cannot reset the session's throttle by reconnecting.
+//! cannot reset the session's throttle by reconnecting; with [`SharedFailures`], across the
+//! instances on one store too, so it cannot spread its guesses over them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::store::auth_failures::{FailureKind, SharedFailures};
 
 /// How long an address's failures are remembered after its last one.
 const WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -22,20 +25,40 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct FailureMemory {
     entries: Mutex<HashMap<IpAddr, Entry>>,
+    /// The counts of every instance on the store (none: this process's alone).
+    shared: Option<SharedFailures>,
 }
 
 impl FailureMemory {
-    /// Failures from `ip` within the window.
+    pub fn new(shared: Option<SharedFailures>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// Failures from `ip` within the window: this listener's, or the cluster's when more (they
+    /// include this listener's once written, so the larger is the truth, not the sum).
     pub fn recent(&self, ip: IpAddr) -> u32 {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&key(ip))
-            .filter(|e| e.last.elapsed() < WINDOW)
-            .map_or(0, |e| e.failures)
+        let local = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries
+                .get(&key(ip))
+                .filter(|e| e.last.elapsed() < WINDOW)
+                .map_or(0, |e| e.failures)
+        };
+        let shared = self
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.recent(FailureKind::Relay, &key(ip).to_string()).0);
+        local.max(shared)
     }
 
     /// Records one failed AUTH from `ip`.
     pub fn failed(&self, ip: IpAddr) {
+        if let Some(s) = &self.shared {
+            s.failed(FailureKind::Relay, &key(ip).to_string());
+        }
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CAPACITY {

@@ -25,6 +25,7 @@ use super::load::Load;
 use super::network::IpNetwork;
 use super::stats::RelayStats;
 use crate::domain::Host;
+use crate::store::auth_failures::SharedFailures;
 
 /// Wait after an accept error (such as running out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -184,6 +185,7 @@ pub struct RelayServer<B> {
     backend: Arc<B>,
     tls: TlsSetup,
     stats: RelayStats,
+    shared_failures: Option<SharedFailures>,
 }
 
 impl<B> std::fmt::Debug for RelayServer<B> {
@@ -204,6 +206,7 @@ impl<B: RelayBackend> RelayServer<B> {
             backend,
             tls: TlsSetup::None,
             stats: RelayStats::default(),
+            shared_failures: None,
         }
     }
 
@@ -227,6 +230,12 @@ impl<B: RelayBackend> RelayServer<B> {
     /// Speak TLS from the first byte (submissions port 465).
     pub fn with_implicit_tls(mut self, acceptor: TlsAcceptor) -> Self {
         self.tls = TlsSetup::Implicit(acceptor);
+        self
+    }
+
+    /// Count failed AUTHs with the other instances on the store (and the other listeners).
+    pub fn with_shared_failures(mut self, failures: SharedFailures) -> Self {
+        self.shared_failures = Some(failures);
         self
     }
 
@@ -267,7 +276,7 @@ impl<B: RelayBackend> RelayServer<B> {
             config: self.config,
             tls: self.tls,
             stats: self.stats,
-            failures: FailureMemory::default(),
+            failures: FailureMemory::new(self.shared_failures),
             load,
             budget,
             soft: shutdown.clone(),
