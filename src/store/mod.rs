@@ -14,6 +14,7 @@ pub mod attempts;
 pub mod backup;
 mod connection_query;
 mod connections;
+pub mod copy;
 pub mod declared;
 mod due;
 mod import;
@@ -171,7 +172,7 @@ impl Drop for ClaimKeeper {
 }
 
 /// The data directory holds the database and key: only its owner may enter it.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -21,3 +21,4 @@ mod outbox;
 mod relay;
 mod scale;
 mod seed;
+mod store_copy;
