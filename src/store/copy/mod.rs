@@ -239,7 +239,7 @@ async fn open_postgres(url: &str) -> Result<PgConnection, CopyError> {
 async fn refuse_if_served(c: &mut PgConnection, role: &str) -> Result<(), CopyError> {
     // Looked at a few times over 2 s: a postern command that just ended may still be listed
     // while its server process exits.
-    let mut others = 0;
+    let mut others: i64 = 0;
     for _ in 0..10 {
         others = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
