@@ -20,6 +20,7 @@ mod secret_input;
 mod secrets;
 mod send;
 mod serve;
+mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +105,9 @@ pub enum Command {
     /// What Postern told the admin (events and delivery attempts); `test` tries every channel.
     #[command(subcommand)]
     Notifications(notifications::NotificationsCommand),
+    /// Move the store between SQLite and PostgreSQL (`store copy --to URL`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Write a consistent copy of the store to FILE, while serve runs (the data key is not in it).
     Backup {
         /// The new file (never overwritten).
@@ -307,6 +311,7 @@ pub async fn run(cli: Cli, settings: Settings, log: Option<LogControl>) -> CliRe
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,
         Command::Notifications(cmd) => notifications::run(&ctx, cmd).await,
+        Command::Store(cmd) => store::run(&ctx, cmd).await,
         Command::Backup { file } => backup::backup(&ctx, &file).await,
         Command::Restore { file } => backup::restore(&ctx, &file).await,
         Command::Reload => reload::run(&ctx),

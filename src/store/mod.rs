@@ -16,6 +16,7 @@ pub mod backup;
 mod connection_query;
 mod connections;
 mod consents;
+pub mod copy;
 pub mod declared;
 mod due;
 mod import;
@@ -176,7 +177,7 @@ impl Drop for ClaimKeeper {
 }
 
 /// The data directory holds the database and key: only its owner may enter it.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if dir.is_dir() {
         return Ok(());

@@ -22,3 +22,4 @@ mod outbox;
 mod relay;
 mod scale;
 mod seed;
+mod store_copy;
