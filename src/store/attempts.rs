@@ -25,6 +25,9 @@ pub struct Attempt {
     pub retry_at_ms: i64,
     /// The message has waited too long (or can never pass): what is not sent fails.
     pub give_up: bool,
+    /// Which transport carried (or tried) it: `smtp` or `graph`; `None` when none was tried
+    /// (the message waits for a sending limit).
+    pub transport: Option<&'static str>,
 }
 
 impl Store {
@@ -50,6 +53,7 @@ pub(super) async fn recipients_in(
     outcomes: &[(i64, RecipientOutcome)],
     retry_at_ms: i64,
     give_up: bool,
+    transport: Option<&str>,
 ) -> Result<MessageStatus, StoreError> {
     on!(tx, |tx, q| {
         for (pos, outcome) in outcomes {
@@ -104,7 +108,7 @@ pub(super) async fn recipients_in(
             })
             .collect::<Vec<_>>()
             .join("\n");
-        log_attempt(Conn::from(&mut *tx), id, t, status, &detail).await?;
+        log_attempt(Conn::from(&mut *tx), id, t, status, &detail, transport).await?;
         Ok(status)
     })
 }
@@ -117,6 +121,7 @@ pub(super) async fn whole_in(
     reason: &str,
     retry_at_ms: i64,
     give_up: bool,
+    transport: Option<&str>,
 ) -> Result<MessageStatus, StoreError> {
     let status = if give_up {
         MessageStatus::Failed
@@ -142,7 +147,7 @@ pub(super) async fn whole_in(
             .execute(&mut *tx)
             .await?;
         }
-        log_attempt(Conn::from(&mut *tx), id, t, status, reason).await?;
+        log_attempt(Conn::from(&mut *tx), id, t, status, reason, transport).await?;
         Ok(status)
     })
 }
@@ -153,15 +158,17 @@ async fn log_attempt(
     t: i64,
     status: MessageStatus,
     detail: &str,
+    transport: Option<&str>,
 ) -> Result<(), StoreError> {
     on!(tx, |tx, q| {
-        sqlx::query(
-            q.sql("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)"),
-        )
+        sqlx::query(q.sql(
+            "INSERT INTO attempts (message_id, at, outcome, detail, transport) VALUES (?, ?, ?, ?, ?)",
+        ))
         .bind(id)
         .bind(t)
         .bind(status.as_str())
         .bind(detail)
+        .bind(transport)
         .execute(&mut *tx)
         .await?;
     });
