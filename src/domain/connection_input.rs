@@ -560,6 +560,85 @@ mod tests {
     }
 
     #[test]
+    fn the_graph_fallback_is_for_microsoft_smtp_connections_only() {
+        let with = |i: ConnectionInput| ConnectionInput {
+            fallback: Some("graph".into()),
+            ..i
+        };
+        // An SMTP scope list plus the fallback: fine, delegated or app-only.
+        let (s, _) = with(ms()).validate().unwrap();
+        assert_eq!(s.fallback, Some(Fallback::Graph));
+        assert_eq!(
+            s.scopes.to_string(),
+            "https://outlook.office.com/SMTP.Send offline_access"
+        );
+        assert!(s.uses_graph());
+        let (s, _) = with(ConnectionInput {
+            flow: Some("client-credentials".into()),
+            tenant: Some(GUID.into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(s.fallback, Some(Fallback::Graph));
+        // Refused on a Graph connection, on Google and on custom, each with its reason.
+        let err = with(ConnectionInput {
+            transport: Some("graph".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0[0].field, "fallback");
+        assert!(err.0[0].message.contains("SMTP connections"), "{err}");
+        let err = with(ConnectionInput {
+            provider: Some("google".into()),
+            client_id: Some("42.apps.googleusercontent.com".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0[0].field, "fallback");
+        assert!(err.0[0].message.contains("no Microsoft Graph"), "{err}");
+        let err = with(ConnectionInput {
+            provider: Some("custom".into()),
+            host: Some("smtp.example.org".into()),
+            token_url: Some("https://idp.example.org/token".into()),
+            scope: Some("smtp".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(err.0.iter().any(|e| e.field == "fallback"), "{err}");
+        let err = ConnectionInput {
+            fallback: Some("smtp".into()),
+            ..ms()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("fallback `smtp`"), "{err}");
+        // An edit turns it off with `none`, and keeps it when not named.
+        let (s, _) = with(ms()).validate().unwrap();
+        let kept = ConnectionInput::from_settings(&s)
+            .overlay(ConnectionInput {
+                port: Some("465".into()),
+                ..Default::default()
+            })
+            .validate()
+            .unwrap()
+            .0;
+        assert_eq!(kept.fallback, Some(Fallback::Graph));
+        let off = ConnectionInput::from_settings(&s)
+            .overlay(ConnectionInput {
+                fallback: Some("none".into()),
+                ..Default::default()
+            })
+            .validate()
+            .unwrap()
+            .0;
+        assert_eq!(off.fallback, None);
+    }
+
+    #[test]
     fn microsoft_preset_fills_the_vendor_form() {
         let (s, notices) = ms().validate().unwrap();
         assert_eq!(s.host.as_str(), "smtp.office365.com");
