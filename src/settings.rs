@@ -60,6 +60,9 @@ pub struct DeclaredConnection {
     pub transport: Option<String>,
     /// The Microsoft Graph base URL (default: the provider cloud's).
     pub graph_url: Option<String>,
+    /// `graph`: an SMTP connection delivers through Microsoft Graph when SMTP AUTH answers
+    /// `535 5.7.139`; `none` (default): no fallback.
+    pub fallback: Option<String>,
     /// A file holding the client secret (mode 0600).
     pub client_secret_file: Option<PathBuf>,
     /// An environment variable holding the client secret.
@@ -664,6 +667,7 @@ impl DeclaredConnection {
             limits: self.limits.clone(),
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 }

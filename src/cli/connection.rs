@@ -152,6 +152,11 @@ pub struct FieldArgs {
     /// The Microsoft Graph base URL (default: the provider cloud's, https://graph.microsoft.com).
     #[arg(long, value_name = "URL")]
     graph_url: Option<String>,
+    /// SMTP connections to Microsoft 365: deliver through Microsoft Graph when SMTP AUTH answers
+    /// `535 5.7.139` (SMTP AUTH off for the mailbox or tenant), with a Graph token from the same
+    /// grant (needs the Graph Mail.Send permission too); `none` removes it.
+    #[arg(long, value_name = "graph|none")]
+    fallback: Option<String>,
     /// Read an existing refresh token from this file (normally `authorize` obtains it).
     #[arg(long, value_name = "FILE")]
     refresh_token_file: Option<PathBuf>,
@@ -230,6 +235,7 @@ impl FieldArgs {
             limits: (!self.limits.is_empty()).then(|| self.limits.join(",")),
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 }
@@ -346,6 +352,7 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
         ("CA file", v.ca_file.clone().unwrap_or_else(none)),
         ("Transport", v.transport.clone()),
         ("Graph URL", v.graph_url.clone().unwrap_or_else(none)),
+        ("Fallback", v.fallback.clone().unwrap_or_else(none)),
         ("Max concurrent", v.max_concurrent.to_string()),
         (
             "Limits",

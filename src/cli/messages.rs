@@ -272,7 +272,10 @@ fn print_detail(d: &MessageDetail, content_stored: bool) {
         println!("  none yet");
     }
     for a in &d.attempt_log {
-        println!("  {}  {}", short_time(&a.at), a.outcome);
+        match &a.transport {
+            Some(t) => println!("  {}  {}  via {t}", short_time(&a.at), a.outcome),
+            None => println!("  {}  {}", short_time(&a.at), a.outcome),
+        }
         for line in a.detail.as_deref().unwrap_or_default().lines() {
             println!("      {line}");
         }

@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, Limits, OAuthFlow, Port,
-    Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport,
+    ClientId, ConnectionName, EmailAddress, Fallback, Host, LimitOverrides, Limits, OAuthFlow,
+    Port, Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport,
 };
 
 /// A validated connection's settings (no secrets: those live sealed in the store).
@@ -39,6 +39,8 @@ pub struct ConnectionSettings {
     pub transport: Transport,
     /// The Graph base URL set for this connection (`None`: the provider cloud's Graph).
     pub graph_url: Option<url::Url>,
+    /// SMTP connections: deliver through Graph when SMTP AUTH answers `535 5.7.139`.
+    pub fallback: Option<Fallback>,
 }
 
 /// Where a connection stands, as shown to the admin.
@@ -160,6 +162,11 @@ impl Connection {
 }
 
 impl ConnectionSettings {
+    /// Whether Graph is in use: as the transport, or as the fallback of an SMTP connection.
+    pub fn uses_graph(&self) -> bool {
+        self.transport == Transport::Graph || self.fallback == Some(Fallback::Graph)
+    }
+
     /// The Graph base URL in force: the one set, else the provider cloud's.
     pub fn graph_base(&self) -> url::Url {
         self.graph_url.clone().unwrap_or_else(|| {

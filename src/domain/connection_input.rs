@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use super::connection::ConnectionSettings;
 use super::scope::ScopeNotice;
 use super::{
-    ClientId, ConnectionName, EmailAddress, Host, LimitOverrides, OAuthFlow, Port, Provider,
-    RedirectUri, ScopeList, Tenant, TlsMode, Transport, parse_graph_url,
+    ClientId, ConnectionName, EmailAddress, Fallback, Host, LimitOverrides, OAuthFlow, Port,
+    Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport, parse_graph_url,
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
@@ -42,6 +42,9 @@ pub struct ConnectionInput {
     pub transport: Option<String>,
     /// The Microsoft Graph base URL (Graph connections; default: the provider cloud's Graph).
     pub graph_url: Option<String>,
+    /// `graph` (SMTP connections to Microsoft: deliver through Graph when SMTP AUTH answers
+    /// `535 5.7.139`) or `none`.
+    pub fallback: Option<String>,
 }
 
 /// One field that is wrong, named as the admin knows it.
@@ -131,6 +134,7 @@ impl ConnectionInput {
             limits: Some(s.limits.to_string()),
             transport: Some(s.transport.to_string()),
             graph_url: s.graph_url.as_ref().map(ToString::to_string),
+            fallback: s.fallback.map(|f| f.to_string()),
         }
     }
 
@@ -161,7 +165,8 @@ impl ConnectionInput {
             max_concurrent,
             limits,
             transport,
-            graph_url
+            graph_url,
+            fallback
         );
         self
     }
@@ -280,6 +285,38 @@ impl ConnectionInput {
         }
         let graph_url =
             blank_to_none(&self.graph_url).and_then(|u| c.field("graph_url", parse_graph_url(u)));
+        let fallback = c
+            .field(
+                "fallback",
+                Fallback::parse_option(self.fallback.as_deref().unwrap_or("")),
+            )
+            .flatten();
+        if fallback == Some(Fallback::Graph) {
+            if transport == Transport::Graph {
+                c.0.push(FieldError {
+                    field: "fallback",
+                    message: "a Graph connection already delivers through Microsoft Graph: the Graph \
+                              fallback is for SMTP connections (--transport smtp); use --fallback none"
+                        .into(),
+                });
+            } else if provider.graph_resource().is_none() {
+                c.0.push(FieldError {
+                    field: "fallback",
+                    message: format!(
+                        "{provider} has no Microsoft Graph to fall back to: the Graph fallback is for \
+                         Microsoft 365 SMTP connections (--provider microsoft) whose tenant may switch \
+                         SMTP AUTH off (535 5.7.139); use --fallback none"
+                    ),
+                });
+            } else if flow == OAuthFlow::ServiceAccount {
+                c.0.push(FieldError {
+                    field: "fallback",
+                    message:
+                        "a Google service account has no Microsoft Graph token: use --fallback none"
+                            .into(),
+                });
+            }
+        }
         let default_scope = match (transport, flow) {
             // A service account asks for the same Gmail scope a person consents to.
             (Transport::Smtp, OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount) => {
@@ -419,6 +456,7 @@ impl ConnectionInput {
                 limits,
                 transport,
                 graph_url,
+                fallback,
             },
             notices,
         ))
@@ -519,6 +557,85 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("graph_url") && err.contains("https"), "{err}");
+    }
+
+    #[test]
+    fn the_graph_fallback_is_for_microsoft_smtp_connections_only() {
+        let with = |i: ConnectionInput| ConnectionInput {
+            fallback: Some("graph".into()),
+            ..i
+        };
+        // An SMTP scope list plus the fallback: fine, delegated or app-only.
+        let (s, _) = with(ms()).validate().unwrap();
+        assert_eq!(s.fallback, Some(Fallback::Graph));
+        assert_eq!(
+            s.scopes.to_string(),
+            "https://outlook.office.com/SMTP.Send offline_access"
+        );
+        assert!(s.uses_graph());
+        let (s, _) = with(ConnectionInput {
+            flow: Some("client-credentials".into()),
+            tenant: Some(GUID.into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(s.fallback, Some(Fallback::Graph));
+        // Refused on a Graph connection, on Google and on custom, each with its reason.
+        let err = with(ConnectionInput {
+            transport: Some("graph".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0[0].field, "fallback");
+        assert!(err.0[0].message.contains("SMTP connections"), "{err}");
+        let err = with(ConnectionInput {
+            provider: Some("google".into()),
+            client_id: Some("42.apps.googleusercontent.com".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0[0].field, "fallback");
+        assert!(err.0[0].message.contains("no Microsoft Graph"), "{err}");
+        let err = with(ConnectionInput {
+            provider: Some("custom".into()),
+            host: Some("smtp.example.org".into()),
+            token_url: Some("https://idp.example.org/token".into()),
+            scope: Some("smtp".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap_err();
+        assert!(err.0.iter().any(|e| e.field == "fallback"), "{err}");
+        let err = ConnectionInput {
+            fallback: Some("smtp".into()),
+            ..ms()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("fallback `smtp`"), "{err}");
+        // An edit turns it off with `none`, and keeps it when not named.
+        let (s, _) = with(ms()).validate().unwrap();
+        let kept = ConnectionInput::from_settings(&s)
+            .overlay(ConnectionInput {
+                port: Some("465".into()),
+                ..Default::default()
+            })
+            .validate()
+            .unwrap()
+            .0;
+        assert_eq!(kept.fallback, Some(Fallback::Graph));
+        let off = ConnectionInput::from_settings(&s)
+            .overlay(ConnectionInput {
+                fallback: Some("none".into()),
+                ..Default::default()
+            })
+            .validate()
+            .unwrap()
+            .0;
+        assert_eq!(off.fallback, None);
     }
 
     #[test]

@@ -34,11 +34,18 @@ impl fmt::Display for Transport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "transport `{0}` is not known: use `smtp` (SMTP AUTH with OAuth) or `graph` (Microsoft Graph \
-     sendMail, for tenants where SMTP AUTH is disabled)"
-)]
-pub struct TransportError(String);
+pub enum TransportError {
+    #[error(
+        "transport `{0}` is not known: use `smtp` (SMTP AUTH with OAuth) or `graph` (Microsoft Graph \
+         sendMail, for tenants where SMTP AUTH is disabled)"
+    )]
+    Transport(String),
+    #[error(
+        "fallback `{0}` is not known: use `graph` (deliver through Microsoft Graph when SMTP AUTH \
+         answers 535 5.7.139) or `none`"
+    )]
+    Fallback(String),
+}
 
 impl FromStr for Transport {
     type Err = TransportError;
@@ -47,8 +54,48 @@ impl FromStr for Transport {
         match s.trim().to_ascii_lowercase().as_str() {
             "smtp" => Ok(Transport::Smtp),
             "graph" => Ok(Transport::Graph),
-            _ => Err(TransportError(s.to_string())),
+            _ => Err(TransportError::Transport(s.to_string())),
         }
+    }
+}
+
+/// What an SMTP connection does when SMTP AUTH is switched off for its mailbox or tenant
+/// (`535 5.7.139`): `graph`, deliver through Microsoft Graph's sendMail with a Graph token from the
+/// same grant. (The only fallback there is; `None` in the settings means none.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    Graph,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallback::Graph => "graph",
+        }
+    }
+
+    /// `graph`, or `none` (also an empty value) for no fallback.
+    pub fn parse_option(s: &str) -> Result<Option<Fallback>, TransportError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(None),
+            "graph" => Ok(Some(Fallback::Graph)),
+            _ => Err(TransportError::Fallback(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Fallback {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Fallback::parse_option(s)?.ok_or_else(|| TransportError::Fallback(s.to_string()))
     }
 }
 
@@ -84,6 +131,16 @@ mod tests {
         assert_eq!(" graph ".parse::<Transport>(), Ok(Transport::Graph));
         let err = "rest".parse::<Transport>().unwrap_err().to_string();
         assert!(err.contains("`rest`") && err.contains("graph"), "{err}");
+    }
+
+    #[test]
+    fn fallbacks_are_graph_or_none() {
+        assert_eq!(Fallback::parse_option(" Graph "), Ok(Some(Fallback::Graph)));
+        assert_eq!(Fallback::parse_option("none"), Ok(None));
+        assert_eq!(Fallback::parse_option(""), Ok(None));
+        let err = Fallback::parse_option("smtp").unwrap_err().to_string();
+        assert!(err.contains("`smtp`") && err.contains("5.7.139"), "{err}");
+        assert!("none".parse::<Fallback>().is_err());
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub struct ConnectionView {
     pub limit_overrides: String,
     /// `smtp` or `graph`.
     pub transport: String,
-    /// The Microsoft Graph base URL in force (Graph connections; `None` for SMTP ones).
+    /// The Microsoft Graph base URL in force (Graph connections and SMTP ones falling back to
+    /// Graph; `None` for other SMTP ones).
     pub graph_url: Option<String>,
+    /// `graph` when an SMTP connection delivers through Graph once SMTP AUTH answers
+    /// `535 5.7.139`; `None`: no fallback.
+    pub fallback: Option<String>,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     pub status: String,
     pub status_reason: Option<String>,
@@ -84,8 +88,10 @@ impl From<&Connection> for ConnectionView {
             limits: c.limits(),
             limit_overrides: s.limits.to_string(),
             transport: s.transport.to_string(),
-            graph_url: (s.transport == super::Transport::Graph)
+            graph_url: s
+                .uses_graph()
                 .then(|| s.graph_base().as_str().trim_end_matches('/').to_string()),
+            fallback: s.fallback.map(|f| f.to_string()),
             status: status.as_str().to_string(),
             status_reason: c.status.reason().map(str::to_string),
             client_secret: set(c.client_secret_set),

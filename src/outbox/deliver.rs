@@ -9,7 +9,10 @@ use crate::store::messages::RecipientOutcome;
 /// Hands out a token source for a connection: the token manager in production, a stand-in in tests.
 pub trait TokenFactory: Send + Sync + 'static {
     type Source: TokenSource + 'static;
+    /// Tokens for the connection's own transport.
     fn token_source(&self, connection: &Connection) -> Self::Source;
+    /// Tokens for Microsoft Graph bought by the same grant (an SMTP connection's Graph fallback).
+    fn graph_token_source(&self, connection: &Connection) -> Self::Source;
 }
 
 /// The SMTP client settings of a connection record.
@@ -113,5 +116,8 @@ impl TokenFactory for crate::oauth::TokenManager {
     type Source = crate::oauth::ConnectionTokens;
     fn token_source(&self, connection: &Connection) -> Self::Source {
         crate::oauth::TokenManager::for_connection(self, connection.id)
+    }
+    fn graph_token_source(&self, connection: &Connection) -> Self::Source {
+        self.for_audience(connection.id, crate::oauth::Audience::Graph)
     }
 }

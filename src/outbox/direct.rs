@@ -157,21 +157,47 @@ pub async fn send_now<F: TokenFactory>(
             connection: conn.name().to_string(),
             source,
         })?;
-    deliver(store, &client, conn, &message, None).await
+    let fallback = graph_fallback(conn, delivery, tokens.graph_token_source(conn))?;
+    deliver(store, &client, fallback.as_ref(), conn, &message, None).await
+}
+
+/// The Graph client of an SMTP connection with `--fallback graph` (tokens for Graph's audience).
+pub(crate) fn graph_fallback<T: TokenSource>(
+    conn: &Connection,
+    delivery: &DeliverySettings,
+    tokens: T,
+) -> Result<Option<crate::graph::GraphClient<T>>, DirectError> {
+    match conn.settings.fallback {
+        None => Ok(None),
+        Some(crate::domain::Fallback::Graph) => {
+            crate::graph::GraphClient::new(conn, delivery.insecure_skip_tls_verify, tokens)
+                .map(Some)
+                .map_err(|e| DirectError::NotUsable(e.to_string()))
+        }
+    }
 }
 
 /// Records, claims, sends over one fresh session (traced when `steps` is given), records the
-/// outcome and reads it back from the log.
+/// outcome and reads it back from the log. With a Graph `fallback`, a `535 5.7.139` at AUTH
+/// sends the message through Graph instead.
 pub(crate) async fn deliver<T: TokenSource>(
     store: &Store,
     client: &SmtpClient<T>,
+    fallback: Option<&crate::graph::GraphClient<T>>,
     conn: &Connection,
     message: &Outgoing,
-    steps: Option<&mut Vec<Step>>,
+    mut steps: Option<&mut Vec<Step>>,
 ) -> Result<SendOutcome, DirectError> {
     let (lease, recipients, _claim) = record(store, conn, message).await?;
     let envelope = Envelope::new(message.from.as_str(), recipients.iter().cloned());
-    let result = transact(client, &envelope, &message.bytes, steps).await;
+    let result = transact(client, &envelope, &message.bytes, steps.as_deref_mut()).await;
+    if let (Err(e), Some(graph)) = (&result, fallback)
+        && e.is_smtp_auth_disabled()
+    {
+        let outcome = graph.send(&recipients, &message.bytes).await;
+        let outcome = super::fallback::after_smtp_refusal(outcome, &e.to_string());
+        return graph::conclude(store, lease, &recipients, graph, outcome, steps).await;
+    }
     let failure = match &result {
         Err(e) if !matches!(e, SmtpError::RecipientsRefused { .. }) => {
             Some(Failure::from_error(e, conn))
@@ -179,7 +205,14 @@ pub(crate) async fn deliver<T: TokenSource>(
         _ => None,
     };
     let positions: Vec<(i64, String)> = (0i64..).zip(recipients).collect();
-    finish(store, lease, classify(result, &positions), failure).await
+    finish(
+        store,
+        lease,
+        classify(result, &positions),
+        failure,
+        crate::domain::Transport::Smtp,
+    )
+    .await
 }
 
 /// Puts `message` in the sent-mail log, claimed for this process: its claim, its recipients and
@@ -220,12 +253,14 @@ pub(crate) async fn finish(
     lease: Lease,
     result: AttemptResult,
     failure: Option<Failure>,
+    transport: crate::domain::Transport,
 ) -> Result<SendOutcome, DirectError> {
+    let transport = Some(transport.as_str());
     let now = now_ms();
     // `give_up`: a direct send is one attempt; deferred recipients become failed, not retried.
     let status = match result {
         AttemptResult::Recipients(outcomes) => {
-            store.record_attempt(&lease, &outcomes, now, true).await?
+            store.record_attempt(&lease, &outcomes, now, true, transport).await?
         }
         AttemptResult::Defer(reason)
         | AttemptResult::Fail(reason)
@@ -239,7 +274,7 @@ pub(crate) async fn finish(
                 }) => format!("{error} — {cause}"),
                 _ => reason,
             };
-            store.defer_message(&lease, &reason, now, true).await?
+            store.defer_message(&lease, &reason, now, true, transport).await?
         }
     };
     let id = lease.id;

@@ -6,6 +6,7 @@
 //! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
+//! - [`fallback`]: an SMTP connection's Graph fallback when SMTP AUTH is off (`535 5.7.139`).
 //! - [`transport`]: the delivery seam: SMTP or Microsoft Graph, outcomes classified the same way.
 //! - [`from_rewrite`]: the `rewrite` From policy, sending a device's mail as the mailbox.
 //! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
@@ -13,6 +14,7 @@
 
 pub mod deliver;
 pub mod direct;
+pub mod fallback;
 mod from_rewrite;
 pub mod intake;
 pub mod lanes;

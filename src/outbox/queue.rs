@@ -504,6 +504,7 @@ mod tests {
             record: AttemptRecord::Whole("421 closing".into()),
             retry_at_ms: now_ms(),
             give_up: false,
+            transport: Some("smtp"),
         };
         let (queued, recorded) =
             tokio::join!(outbox.enqueue(message()), outbox.record(vec![bogus]));

@@ -1,10 +1,12 @@
 //! The delivery seam: one connection's way out, SMTP (a reused upstream session) or Microsoft
 //! Graph (HTTPS sendMail). The worker asks it to send and gets the same classes either way
-//! (sent per recipient / deferred, with a time when the provider named one / failed / held).
+//! (sent per recipient / deferred, with a time when the provider named one / failed / held),
+//! and which transport carried the message (an SMTP connection may fall back to Graph).
 
 use std::time::Duration;
 
 use super::deliver::{AttemptResult, classify, envelope};
+use super::fallback::GraphFallback;
 use crate::graph::{GraphClient, GraphError, GraphOutcome};
 use crate::oauth::TokenSource;
 use crate::smtp::client::{SmtpError, Transport};
@@ -17,6 +19,8 @@ use crate::store::messages::RecipientOutcome;
 pub enum MailTransport<S: TokenSource> {
     Smtp(Transport<S>),
     Graph(GraphClient<S>),
+    /// SMTP, and Graph when SMTP AUTH is off (`--fallback graph`).
+    SmtpOrGraph(Box<GraphFallback<S>>),
 }
 
 /// Why a transport could not be set up (bad TLS settings, a CA file that cannot be read).
@@ -36,17 +40,11 @@ pub struct Delivered {
     pub wait: Option<Duration>,
     /// Exchange blocked the mailbox for a day (`SubmissionQuotaExceeded`): the error text.
     pub quota_blocked: Option<String>,
+    /// Which transport carried (or tried) it, as the sent-mail log records it.
+    pub transport: crate::domain::Transport,
 }
 
 impl<S: TokenSource> MailTransport<S> {
-    /// Which transport this is (`smtp` or `graph`), as the sent-mail log records it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            MailTransport::Smtp(_) => "smtp",
-            MailTransport::Graph(_) => "graph",
-        }
-    }
-
     /// Sends `body` to the recipients `part` (positions and addresses).
     pub async fn send(
         &mut self,
@@ -56,50 +54,65 @@ impl<S: TokenSource> MailTransport<S> {
     ) -> Delivered {
         match self {
             MailTransport::Smtp(t) => {
-                let result = t.send(&envelope(mail_from, part), body).await;
-                let quota_blocked = match &result {
-                    Err(e) if e.to_string().contains("SubmissionQuotaExceeded") => {
-                        Some(e.to_string())
-                    }
-                    _ => None,
-                };
-                Delivered {
-                    result: classify(result, part),
-                    wait: None,
-                    quota_blocked,
-                }
+                smtp_delivered(t.send(&envelope(mail_from, part), body).await, part)
             }
             MailTransport::Graph(g) => {
                 let rcpts: Vec<String> = part.iter().map(|(_, r)| r.clone()).collect();
-                let (result, wait) = match g.send(&rcpts, body).await {
-                    GraphOutcome::Sent(note) => (
-                        AttemptResult::Recipients(
-                            part.iter()
-                                .map(|(p, _)| (*p, RecipientOutcome::Sent(note.clone())))
-                                .collect(),
-                        ),
-                        None,
-                    ),
-                    GraphOutcome::Defer {
-                        reason,
-                        retry_after,
-                    } => (AttemptResult::Defer(reason), retry_after),
-                    GraphOutcome::Hold(reason) => (AttemptResult::Hold(reason), None),
-                    GraphOutcome::Fail(reason) => (AttemptResult::Fail(reason), None),
-                };
-                Delivered {
-                    result,
-                    wait,
-                    quota_blocked: None,
-                }
+                graph_delivered(g.send(&rcpts, body).await, part)
             }
+            MailTransport::SmtpOrGraph(f) => f.send(mail_from, part, body).await,
         }
     }
 
     /// Ends an upstream session politely (SMTP QUIT); nothing to do for Graph.
     pub async fn close(&mut self) {
-        if let MailTransport::Smtp(t) = self {
-            t.close().await;
+        match self {
+            MailTransport::Smtp(t) => t.close().await,
+            MailTransport::SmtpOrGraph(f) => f.close().await,
+            MailTransport::Graph(_) => {}
         }
+    }
+}
+
+/// What an SMTP send came to.
+pub(super) fn smtp_delivered(
+    result: Result<crate::smtp::client::SendReport, SmtpError>,
+    part: &[(i64, String)],
+) -> Delivered {
+    let quota_blocked = match &result {
+        Err(e) if e.to_string().contains("SubmissionQuotaExceeded") => Some(e.to_string()),
+        _ => None,
+    };
+    Delivered {
+        result: classify(result, part),
+        wait: None,
+        quota_blocked,
+        transport: crate::domain::Transport::Smtp,
+    }
+}
+
+/// What a Graph send came to.
+pub(super) fn graph_delivered(outcome: GraphOutcome, part: &[(i64, String)]) -> Delivered {
+    let (result, wait) = match outcome {
+        GraphOutcome::Sent(note) => (
+            AttemptResult::Recipients(
+                part.iter()
+                    .map(|(p, _)| (*p, RecipientOutcome::Sent(note.clone())))
+                    .collect(),
+            ),
+            None,
+        ),
+        GraphOutcome::Defer {
+            reason,
+            retry_after,
+        } => (AttemptResult::Defer(reason), retry_after),
+        GraphOutcome::Hold(reason) => (AttemptResult::Hold(reason), None),
+        GraphOutcome::Fail(reason) => (AttemptResult::Fail(reason), None),
+    };
+    Delivered {
+        result,
+        wait,
+        quota_blocked: None,
+        transport: crate::domain::Transport::Graph,
     }
 }

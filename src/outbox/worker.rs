@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, client_config};
+use super::fallback::{GraphFallback, SmtpAuthOff};
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
 use super::transport::{MailTransport, TransportError};
 use super::usage::Window;
 use crate::domain::Transport as TransportKind;
-use crate::domain::{Connection, ConnectionStatus, OAuthFlow};
+use crate::domain::{Connection, ConnectionStatus, Fallback, OAuthFlow};
 use crate::metrics::Metrics;
 use crate::settings::DeliverySettings;
 use crate::smtp::client::SmtpClient;
@@ -77,7 +78,13 @@ struct Sent {
 impl Sent {
     /// `msg` waits for a provider limit until `until`, with the connection's other mail:
     /// deferred, never failed.
-    fn paused(msg: &ClaimedMessage, until: i64, reason: String, upstream: Duration) -> Self {
+    fn paused(
+        msg: &ClaimedMessage,
+        until: i64,
+        reason: String,
+        upstream: Duration,
+        transport: Option<&'static str>,
+    ) -> Self {
         Sent {
             attempt: Attempt {
                 id: msg.id.clone(),
@@ -85,6 +92,7 @@ impl Sent {
                 record: AttemptRecord::Whole(reason.clone()),
                 retry_at_ms: until,
                 give_up: false,
+                transport,
             },
             hold: None,
             pause: Some((until, reason)),
@@ -113,6 +121,8 @@ struct Inner<F> {
     kick: tokio::sync::Notify,
     /// Connections wait for a session: idle senders end now instead of lingering.
     pressure: tokio::sync::Notify,
+    /// SMTP connections with a Graph fallback whose SMTP AUTH answered 5.7.139 lately.
+    smtp_auth_off: SmtpAuthOff,
 }
 
 /// The delivery side of the outbox.
@@ -176,6 +186,7 @@ impl<F: TokenFactory> Delivery<F> {
                 schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
                 kick: tokio::sync::Notify::new(),
                 pressure: tokio::sync::Notify::new(),
+                smtp_auth_off: SmtpAuthOff::default(),
                 settings,
             }),
         }
@@ -187,7 +198,23 @@ impl<F: TokenFactory> Delivery<F> {
         Ok(match conn.settings.transport {
             TransportKind::Smtp => {
                 let config = client_config(conn, &self.inner.settings);
-                MailTransport::Smtp(SmtpClient::new(config, tokens)?.transport())
+                let smtp = SmtpClient::new(config, tokens)?.transport();
+                match conn.settings.fallback {
+                    None => MailTransport::Smtp(smtp),
+                    Some(Fallback::Graph) => {
+                        let graph = crate::graph::GraphClient::new(
+                            conn,
+                            self.inner.settings.insecure_skip_tls_verify,
+                            self.inner.tokens.graph_token_source(conn),
+                        )?;
+                        MailTransport::SmtpOrGraph(Box::new(GraphFallback::new(
+                            smtp,
+                            graph,
+                            conn.id,
+                            self.inner.smtp_auth_off.clone(),
+                        )))
+                    }
+                }
             }
             TransportKind::Graph => MailTransport::Graph(crate::graph::GraphClient::new(
                 conn,
@@ -385,6 +412,7 @@ impl<F: TokenFactory> Delivery<F> {
         let started = std::time::Instant::now();
         let delivered = transport.send(&msg.mail_from, part, &msg.body).await;
         let upstream = started.elapsed();
+        let transport = Some(delivered.transport.as_str());
         let now = now_ms();
         let (retry_at_ms, give_up) =
             self.inner
@@ -398,7 +426,7 @@ impl<F: TokenFactory> Delivery<F> {
                  for 24 hours; its mail waits and goes after that (lower the connection's \
                  recipients-per-day limit if this recurs)"
             );
-            return Sent::paused(msg, until, reason, upstream);
+            return Sent::paused(msg, until, reason, upstream, transport);
         }
         if let (Some(wait), AttemptResult::Defer(reason)) = (delivered.wait, &delivered.result) {
             // The provider named the wait (Graph's Retry-After): the connection's mail waits
@@ -408,7 +436,7 @@ impl<F: TokenFactory> Delivery<F> {
                 "{reason} (waiting {} s as Retry-After asks)",
                 wait.as_secs()
             );
-            return Sent::paused(msg, until, reason, upstream);
+            return Sent::paused(msg, until, reason, upstream, transport);
         }
         let (record, retry_at_ms, give_up, hold) = match delivered.result {
             AttemptResult::Recipients(mut outcomes) => {
@@ -458,6 +486,7 @@ impl<F: TokenFactory> Delivery<F> {
                 record,
                 retry_at_ms,
                 give_up,
+                transport,
             },
             hold,
             pause: None,
@@ -536,7 +565,7 @@ impl<F: TokenFactory> Delivery<F> {
             conn.limits(),
             crate::store::messages::rfc3339_ms(until)
         );
-        Sent::paused(msg, until, reason, Duration::ZERO)
+        Sent::paused(msg, until, reason, Duration::ZERO, None)
     }
 }
 

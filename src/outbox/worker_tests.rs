@@ -16,14 +16,15 @@ use crate::store::messages::{NewMessage, Source};
 const USER: &str = "user@contoso.example";
 const MIB: usize = 1024 * 1024;
 
-struct IdpSource(FakeIdp);
+/// Tokens of the fake IdP for one scope (SMTP's, or Graph's for the fallback).
+struct IdpSource(FakeIdp, &'static str);
 
 impl TokenSource for IdpSource {
     async fn access_token(&self) -> Result<SecretString, TokenError> {
         Ok(SecretString::from(self.0.issue_access_token(
             DEFAULT_CLIENT_ID,
             USER,
-            "https://outlook.office.com/SMTP.Send",
+            self.1,
         )))
     }
     async fn force_refresh(&self) -> Result<SecretString, TokenError> {
@@ -36,7 +37,10 @@ struct IdpTokens(FakeIdp);
 impl TokenFactory for IdpTokens {
     type Source = IdpSource;
     fn token_source(&self, _: &Connection) -> IdpSource {
-        IdpSource(self.0.clone())
+        IdpSource(self.0.clone(), "https://outlook.office.com/SMTP.Send")
+    }
+    fn graph_token_source(&self, _: &Connection) -> IdpSource {
+        IdpSource(self.0.clone(), "https://graph.microsoft.com/Mail.Send")
     }
 }
 

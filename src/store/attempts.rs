@@ -30,6 +30,9 @@ pub struct Attempt {
     pub retry_at_ms: i64,
     /// The message has waited too long (or can never pass): what is not sent fails.
     pub give_up: bool,
+    /// Which transport carried (or tried) it: `smtp` or `graph`; `None` when none was tried
+    /// (the message waits for a sending limit).
+    pub transport: Option<&'static str>,
 }
 
 impl Attempt {
@@ -116,6 +119,7 @@ pub(super) async fn recipients_in(
     outcomes: &[(i64, RecipientOutcome)],
     retry_at_ms: i64,
     give_up: bool,
+    transport: Option<&str>,
 ) -> Result<MessageStatus, StoreError> {
     on!(tx, |tx, q| {
         for (pos, outcome) in outcomes {
@@ -170,7 +174,7 @@ pub(super) async fn recipients_in(
             })
             .collect::<Vec<_>>()
             .join("\n");
-        log_attempt(Conn::from(&mut *tx), id, t, status, &detail).await?;
+        log_attempt(Conn::from(&mut *tx), id, t, status, &detail, transport).await?;
         Ok(status)
     })
 }
@@ -183,6 +187,7 @@ pub(super) async fn whole_in(
     reason: &str,
     retry_at_ms: i64,
     give_up: bool,
+    transport: Option<&str>,
 ) -> Result<MessageStatus, StoreError> {
     let status = if give_up {
         MessageStatus::Failed
@@ -208,7 +213,7 @@ pub(super) async fn whole_in(
             .execute(&mut *tx)
             .await?;
         }
-        log_attempt(Conn::from(&mut *tx), id, t, status, reason).await?;
+        log_attempt(Conn::from(&mut *tx), id, t, status, reason, transport).await?;
         Ok(status)
     })
 }
@@ -219,15 +224,17 @@ async fn log_attempt(
     t: i64,
     status: MessageStatus,
     detail: &str,
+    transport: Option<&str>,
 ) -> Result<(), StoreError> {
     on!(tx, |tx, q| {
-        sqlx::query(
-            q.sql("INSERT INTO attempts (message_id, at, outcome, detail) VALUES (?, ?, ?, ?)"),
-        )
+        sqlx::query(q.sql(
+            "INSERT INTO attempts (message_id, at, outcome, detail, transport) VALUES (?, ?, ?, ?, ?)",
+        ))
         .bind(id)
         .bind(t)
         .bind(status.as_str())
         .bind(detail)
+        .bind(transport)
         .execute(&mut *tx)
         .await?;
     });

@@ -159,17 +159,18 @@ impl Store {
             })
             .collect();
         let attempt_log = on!(self.db(), |pool, q| {
-            sqlx::query_as::<_, (i64, String, Option<String>)>(
-                q.sql("SELECT at, outcome, detail FROM attempts WHERE message_id = ? ORDER BY id"),
-            )
+            sqlx::query_as::<_, (i64, String, Option<String>, Option<String>)>(q.sql(
+                "SELECT at, outcome, detail, transport FROM attempts WHERE message_id = ? ORDER BY id",
+            ))
             .bind(id)
             .fetch_all(pool)
             .await?
             .into_iter()
-            .map(|(at, outcome, detail)| AttemptDetail {
+            .map(|(at, outcome, detail, transport)| AttemptDetail {
                 at: rfc3339_ms(at),
                 outcome,
                 detail,
+                transport,
             })
             .collect::<Vec<_>>()
         });

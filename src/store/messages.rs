@@ -239,6 +239,9 @@ pub struct AttemptDetail {
     pub at: String,
     pub outcome: String,
     pub detail: Option<String>,
+    /// Which transport carried (or tried) the message: `smtp` or `graph` (`null`: none was
+    /// tried, the message waited for a sending limit).
+    pub transport: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -556,6 +559,7 @@ impl Store {
         outcomes: &[(i64, RecipientOutcome)],
         retry_at_ms: i64,
         give_up: bool,
+        transport: Option<&str>,
     ) -> Result<MessageStatus, StoreError> {
         let status = on!(self.db(), |pool, q| {
             let mut tx = pool.begin().await?;
@@ -574,6 +578,7 @@ impl Store {
                         outcomes,
                         retry_at_ms,
                         give_up,
+                        transport,
                     )
                     .await?
                 }
@@ -592,6 +597,7 @@ impl Store {
         reason: &str,
         retry_at_ms: i64,
         give_up: bool,
+        transport: Option<&str>,
     ) -> Result<MessageStatus, StoreError> {
         let status = on!(self.db(), |pool, q| {
             let mut tx = pool.begin().await?;
@@ -610,6 +616,7 @@ impl Store {
                         reason,
                         retry_at_ms,
                         give_up,
+                        transport,
                     )
                     .await?
                 }

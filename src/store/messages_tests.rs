@@ -158,6 +158,7 @@ async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
         record: AttemptRecord::Recipients(vec![(0, RecipientOutcome::Sent("250 late".into()))]),
         retry_at_ms: now_ms(),
         give_up: false,
+        transport: Some("smtp"),
     };
     let failed = Attempt {
         id: id.clone(),
@@ -165,6 +166,7 @@ async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
         record: AttemptRecord::Whole("550 late".into()),
         retry_at_ms: now_ms(),
         give_up: true,
+        transport: Some("smtp"),
     };
     let untouched = |detail: MessageDetail, status: &str| {
         assert_eq!(detail.summary.status, status);
@@ -178,10 +180,10 @@ async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
     assert_eq!(now, [MessageStatus::Sending, MessageStatus::Sending]);
     let outcomes = [(0, RecipientOutcome::Deferred("451 late".into()))];
     let alone = store
-        .record_attempt(&late, &outcomes, now_ms(), false)
+        .record_attempt(&late, &outcomes, now_ms(), false, Some("smtp"))
         .await;
     assert_eq!(alone.unwrap(), MessageStatus::Sending);
-    let alone = store.defer_message(&late, "421 late", now_ms(), true).await;
+    let alone = store.defer_message(&late, "421 late", now_ms(), true, Some("smtp")).await;
     assert_eq!(alone.unwrap(), MessageStatus::Sending);
     assert_eq!(
         store

@@ -192,6 +192,7 @@ async fn write_in(
                         o,
                         a.retry_at_ms,
                         a.give_up,
+                        a.transport,
                     )
                     .await?
                 }
@@ -203,6 +204,7 @@ async fn write_in(
                         reason,
                         a.retry_at_ms,
                         a.give_up,
+                        a.transport,
                     )
                     .await?
                 }
@@ -458,10 +460,10 @@ fn push_sent(
         add_nulls(args, messages - chunk.len())?;
 
         sql.push_str(
-            "INSERT INTO attempts (message_id, at, outcome, detail) \
+            "INSERT INTO attempts (message_id, at, outcome, detail, transport) \
              SELECT * FROM (VALUES ",
         );
-        repeat_rows(sql, messages, "(?, ?, ?, ?)");
+        repeat_rows(sql, messages, "(?, ?, ?, ?, ?)");
         sql.push_str(") WHERE column1 IS NOT NULL;\n");
         for (a, replies) in chunk {
             let detail = replies
@@ -473,8 +475,9 @@ fn push_sent(
             add(args, t)?;
             add(args, MessageStatus::Sent.as_str())?;
             add(args, detail)?;
+            add(args, a.transport)?;
         }
-        add_nulls(args, (messages - chunk.len()) * 4)?;
+        add_nulls(args, (messages - chunk.len()) * 5)?;
     }
     Ok(())
 }
@@ -528,7 +531,16 @@ async fn write_batch_postgres(
         }
         statuses.push(match &a.record {
             AttemptRecord::Recipients(o) => {
-                recipients_in(Conn::from(&mut *tx), t, &a.id, o, a.retry_at_ms, a.give_up).await?
+                recipients_in(
+                    Conn::from(&mut *tx),
+                    t,
+                    &a.id,
+                    o,
+                    a.retry_at_ms,
+                    a.give_up,
+                    a.transport,
+                )
+                .await?
             }
             AttemptRecord::Whole(reason) => {
                 whole_in(
@@ -538,6 +550,7 @@ async fn write_batch_postgres(
                     reason,
                     a.retry_at_ms,
                     a.give_up,
+                    a.transport,
                 )
                 .await?
             }
@@ -625,10 +638,11 @@ async fn write_batch_postgres(
             .await?;
     }
     if !sent.is_empty() {
-        let (mut ids, mut details) = (Vec::new(), Vec::new());
+        let (mut ids, mut details, mut transports) = (Vec::new(), Vec::new(), Vec::new());
         let (mut r_ids, mut r_pos, mut r_reply) = (Vec::new(), Vec::new(), Vec::new());
         for (a, replies) in &sent {
             ids.push(a.id.as_str());
+            transports.push(a.transport);
             details.push(
                 replies
                     .iter()
@@ -662,12 +676,13 @@ async fn write_batch_postgres(
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO attempts (message_id, at, outcome, detail) \
-             SELECT mid, $3, 'sent', detail FROM UNNEST($1::text[], $2::text[]) AS v(mid, detail)",
+            "INSERT INTO attempts (message_id, at, outcome, detail, transport) \
+             SELECT mid, $3, 'sent', detail, tr FROM UNNEST($1::text[], $2::text[], $4::text[]) AS v(mid, detail, tr)",
         )
         .bind(&ids)
         .bind(&details)
         .bind(t)
+        .bind(&transports)
         .execute(&mut *tx)
         .await?;
     }
@@ -789,6 +804,7 @@ mod tests {
                 ]),
                 retry_at_ms: now_ms(),
                 give_up: false,
+                transport: Some("graph"),
             },
             Attempt {
                 id: idb.clone(),
@@ -799,6 +815,7 @@ mod tests {
                 )]),
                 retry_at_ms: now_ms() + 60_000,
                 give_up: false,
+                transport: Some("smtp"),
             },
         ];
         let w = write_batch(
@@ -830,7 +847,11 @@ mod tests {
             detail.attempt_log[0].detail.as_deref(),
             Some("sent: 250 ok 1\nsent: 250 ok 2")
         );
+        // Each attempt says which transport carried it, whichever statement wrote it.
+        assert_eq!(detail.attempt_log[0].transport.as_deref(), Some("graph"));
         assert_eq!(status(&store, &idb).await.0, "deferred");
+        let deferred = store.message_detail(&idb).await.unwrap().unwrap();
+        assert_eq!(deferred.attempt_log[0].transport.as_deref(), Some("smtp"));
         assert_eq!(status(&store, &w.queued[0].id).await.0, "queued");
     }
 
@@ -877,6 +898,7 @@ mod tests {
                 ),
                 retry_at_ms: now_ms(),
                 give_up: false,
+                transport: Some("smtp"),
             })
             .collect();
         let w2 = write_batch(&mut conn, &[], &records).await.unwrap();
@@ -904,6 +926,7 @@ mod tests {
             record: AttemptRecord::Whole("421 gone".into()),
             retry_at_ms: now_ms(),
             give_up: false,
+            transport: Some("smtp"),
         };
         // The attempt log refers to a message that does not exist (foreign key): the cycle fails.
         let failed = write_batch(
@@ -978,6 +1001,7 @@ mod durability_tests {
             record: AttemptRecord::Recipients(vec![(0, RecipientOutcome::Sent("250 ok".into()))]),
             retry_at_ms: now_ms(),
             give_up: false,
+            transport: Some("smtp"),
         };
         write_batch(&mut conn, &[], &[sent]).await.unwrap();
         let records_alone = if store.backend().is_postgres() { 2 } else { 1 };

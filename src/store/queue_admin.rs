@@ -359,15 +359,15 @@ mod tests {
             (1, RecipientOutcome::Deferred("451 later".into())),
         ];
         store
-            .record_attempt(&lease(&ids[0]), &outcomes, later, false)
+            .record_attempt(&lease(&ids[0]), &outcomes, later, false, Some("smtp"))
             .await
             .unwrap();
         store
-            .defer_message(&lease(&ids[1]), "550 no", later, true)
+            .defer_message(&lease(&ids[1]), "550 no", later, true, Some("smtp"))
             .await
             .unwrap();
         store
-            .defer_message(&lease(&ids[2]), "451 later", later, false)
+            .defer_message(&lease(&ids[2]), "451 later", later, false, Some("smtp"))
             .await
             .unwrap();
         assert_eq!(status(&store, &ids[0]).await, "deferred");

@@ -84,6 +84,7 @@ pub struct ConnectionForm {
     limits: Option<String>,
     transport: Option<String>,
     graph_url: Option<String>,
+    fallback: Option<String>,
     enabled: Option<String>,
     secret_expires: Option<String>,
 }
@@ -129,6 +130,7 @@ impl ConnectionForm {
             limits: self.limits.clone(),
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 

@@ -221,6 +221,12 @@ pub fn fields(
                 ("graph", "Microsoft Graph (sendMail over HTTPS, when SMTP AUTH is off)"),
             ])
             .help("Graph is for Microsoft 365 tenants that refuse SMTP AUTH (535 5.7.139). It needs the Microsoft Graph Mail.Send permission and Graph scopes: https://graph.microsoft.com/Mail.Send offline_access (delegated) or https://graph.microsoft.com/.default (app-only); leave Scope empty for these."),
+        FormField::new("fallback", "Fallback", "select", v.fallback.as_deref().or(Some("none")))
+            .options(&[
+                ("none", "None"),
+                ("graph", "Microsoft Graph when SMTP AUTH is off (535 5.7.139)"),
+            ])
+            .help("SMTP connections to Microsoft 365: when SMTP AUTH answers 535 5.7.139, deliver through Microsoft Graph with a Graph token from the same sign-in (add Microsoft Graph Mail.Send to the app registration and grant consent). Later messages go straight to Graph for an hour."),
         FormField::new("graph_url", "Graph endpoint", "url", v.graph_url.as_deref())
             .help("Leave empty for the provider's Graph (https://graph.microsoft.com; national clouds have their own); set for tests."),
         FormField::new("tls", "TLS mode", "select", v.tls.as_deref().or(Some("starttls")))

@@ -63,6 +63,10 @@ pub struct ConnectionBody {
     pub transport: Option<String>,
     /// The Microsoft Graph base URL (default: the provider cloud's, `https://graph.microsoft.com`).
     pub graph_url: Option<String>,
+    /// `graph`: an SMTP connection to Microsoft 365 delivers through Microsoft Graph when SMTP
+    /// AUTH answers `535 5.7.139` (needs the Graph Mail.Send permission too); `none` or `""`: no
+    /// fallback.
+    pub fallback: Option<String>,
     /// Write-only. `""` removes it.
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
@@ -116,6 +120,7 @@ impl ConnectionBody {
             limits: self.limits.clone(),
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
+            fallback: self.fallback.clone(),
         }
     }
 }
@@ -151,8 +156,10 @@ pub struct ConnectionDoc {
     limit_overrides: String,
     /// `smtp` or `graph`.
     transport: String,
-    /// The Graph base URL in force (Graph connections only).
+    /// The Graph base URL in force (Graph connections, and SMTP ones falling back to Graph).
     graph_url: Option<String>,
+    /// `graph` when an SMTP connection falls back to Graph on `535 5.7.139`; null: no fallback.
+    fallback: Option<String>,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     status: String,
     status_reason: Option<String>,

@@ -519,7 +519,7 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages", security(("api_key" = [])),
     params(("id" = String, Path, description = "Message id")),
-    responses((status = 200, description = "Status, recipients with the provider's replies, attempts", body = Object),
+    responses((status = 200, description = "Status, recipients with the provider's replies, attempts (each with `transport`: `smtp`, `graph`, or null when none was tried)", body = Object),
         (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn show(
     caller: ApiCaller,

@@ -165,7 +165,23 @@ pub async fn test_connection(
             return Ok(r);
         }
     };
-    let outcome = deliver(store, &client, conn, &message, Some(&mut report.steps)).await?;
+    let fallback = match super::graph_fallback(
+        conn,
+        delivery,
+        tokens.for_audience(conn.id, crate::oauth::Audience::Graph),
+    ) {
+        Ok(f) => f,
+        Err(e) => return stop(report, "settings", e.to_string()),
+    };
+    let outcome = deliver(
+        store,
+        &client,
+        fallback.as_ref(),
+        conn,
+        &message,
+        Some(&mut report.steps),
+    )
+    .await?;
     describe_token(tokens, conn, &mut report.steps).await;
     report.failure = outcome.failure.clone().or_else(|| refused(&outcome));
     report.message = Some(outcome);

@@ -11,7 +11,7 @@ use crate::oauth::{Claims, TokenManager, TokenSource};
 use crate::outbox::deliver::AttemptResult;
 use crate::smtp::client::Step;
 use crate::store::Store;
-use crate::store::messages::RecipientOutcome;
+use crate::store::messages::{Lease, RecipientOutcome};
 
 /// Records `message`, sends it through Graph once, records the outcome.
 pub(crate) async fn deliver<T: TokenSource>(
@@ -23,6 +23,19 @@ pub(crate) async fn deliver<T: TokenSource>(
 ) -> Result<SendOutcome, DirectError> {
     let (lease, recipients, _claim) = record(store, conn, message).await?;
     let outcome = client.send(&recipients, &message.bytes).await;
+    conclude(store, lease, &recipients, client, outcome, steps).await
+}
+
+/// Records what Graph answered for the message (already recorded and claimed under `lease`), with a
+/// sendMail step for a test.
+pub(crate) async fn conclude<T: TokenSource>(
+    store: &Store,
+    lease: Lease,
+    recipients: &[String],
+    client: &GraphClient<T>,
+    outcome: GraphOutcome,
+    steps: Option<&mut Vec<Step>>,
+) -> Result<SendOutcome, DirectError> {
     let failed = |reason: &str, transient: bool| Failure {
         stage: "sendMail".into(),
         error: reason.to_string(),
@@ -33,7 +46,7 @@ pub(crate) async fn deliver<T: TokenSource>(
         GraphOutcome::Sent(note) => (
             AttemptResult::Recipients(
                 (0i64..)
-                    .zip(&recipients)
+                    .zip(recipients)
                     .map(|(p, _)| (p, RecipientOutcome::Sent(note.clone())))
                     .collect(),
             ),
@@ -62,7 +75,7 @@ pub(crate) async fn deliver<T: TokenSource>(
             },
         });
     }
-    finish(store, lease, result, failure).await
+    finish(store, lease, result, failure, crate::domain::Transport::Graph).await
 }
 
 /// The steps before sendMail: DNS, TCP and TLS to the Graph host, the token and what it allows.

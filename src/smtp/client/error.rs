@@ -202,6 +202,12 @@ impl SmtpError {
         matches!(self, SmtpError::TokenRejected { .. })
     }
 
+    /// AUTH answered `535 5.7.139`: SMTP AUTH is switched off for the mailbox or tenant (no
+    /// token helps; Microsoft Graph may still deliver).
+    pub fn is_smtp_auth_disabled(&self) -> bool {
+        matches!(self, SmtpError::Rejected { stage: Stage::Auth, reply } if reply.has_enhanced(5, 7, 139))
+    }
+
     /// The token manager says an admin must authorize the connection again.
     pub fn needs_reauthorization(&self) -> bool {
         matches!(self, SmtpError::Token(e) if e.needs_reauthorization())

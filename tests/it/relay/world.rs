@@ -52,16 +52,22 @@ pub struct Serve {
 
 impl World {
     pub async fn new(flow: Flow) -> Self {
-        Self::build(flow, false).await
+        Self::build(flow, false, false).await
     }
 
     /// A world whose connection `fake` has `--transport graph` (delegated, with a Graph refresh
     /// token), pointed at a fake Graph that trusts the fake IdP's tokens.
     pub async fn graph() -> Self {
-        Self::build(Flow::AuthorizationCode, true).await
+        Self::build(Flow::AuthorizationCode, true, false).await
     }
 
-    async fn build(flow: Flow, graph: bool) -> Self {
+    /// A world whose SMTP connection `fake` has `--fallback graph` (the SMTP scope's refresh
+    /// token, or client credentials), trusting both the fake SMTP server and the fake Graph.
+    pub async fn graph_fallback(flow: Flow) -> Self {
+        Self::build(flow, true, true).await
+    }
+
+    async fn build(flow: Flow, graph: bool, fallback: bool) -> Self {
         let home = TestHome::new();
         let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
         let smtp = FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
@@ -80,7 +86,20 @@ impl World {
             .as_ref()
             .map(|g| home.file("graph-ca.pem", &g.ca_pem()));
         let graph_url = fake_graph.as_ref().map(FakeGraph::base_url);
-        let scope = if graph { GRAPH_SCOPE } else { SCOPE };
+        let scope = if graph && !fallback {
+            GRAPH_SCOPE
+        } else {
+            SCOPE
+        };
+        // Both CAs in one file: the fallback reaches the SMTP server and Graph.
+        let both_ca = home.file(
+            "both-ca.pem",
+            &format!(
+                "{}\n{}",
+                smtp.ca_pem(),
+                fake_graph.as_ref().map(|g| g.ca_pem()).unwrap_or_default()
+            ),
+        );
         let mut args = vec![
             "connection",
             "add",
@@ -106,6 +125,14 @@ impl World {
             &token_url,
         ];
         match (&graph_ca, &graph_url) {
+            (Some(_), Some(url)) if fallback => args.extend([
+                "--fallback",
+                "graph",
+                "--graph-url",
+                url,
+                "--ca-file",
+                &both_ca,
+            ]),
             (Some(ca), Some(url)) => {
                 args.extend(["--transport", "graph", "--graph-url", url, "--ca-file", ca])
             }
