@@ -2,6 +2,7 @@
 //! in-process, and a small SMTP client playing the legacy app.
 
 mod client;
+mod cluster;
 mod graph;
 mod reload;
 mod world;
