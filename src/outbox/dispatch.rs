@@ -90,6 +90,9 @@ impl<F: TokenFactory> Delivery<F> {
                 "cannot listen for other instances' new mail: found by the periodic look instead"
             ),
         }
+        if self.inner.owners.is_shared() {
+            tokio::spawn(self.clone().heartbeat(stop.clone()));
+        }
         let mut tasks = JoinSet::new();
         // Connections changed since this time (s) are checked for releasable held mail; 0: all.
         let mut held_since = 0;
@@ -194,8 +197,55 @@ impl<F: TokenFactory> Delivery<F> {
         checked_at
     }
 
-    /// One sender for `connection_id`, until it is idle, yields, or `stop`.
+    /// Renews this instance's connection ownerships every third of the lease, until `stop`.
+    async fn heartbeat(self, stop: CancellationToken) {
+        let owners = &self.inner.owners;
+        tracing::info!(
+            instance = owners.instance(),
+            "delivery shares connections with other instances by ownership leases"
+        );
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(owners.heartbeat()) => {}
+            }
+            if let Err(e) = owners.renew(&self.inner.store).await {
+                tracing::warn!(error = %e, "could not renew connection ownership; senders stop when it runs out");
+            }
+        }
+    }
+
+    /// One sender for `connection_id`, until it is idle, yields, or `stop`; none when another
+    /// instance owns the connection (it runs the senders, within the connection's limits).
     async fn sender(self, connection_id: i64, stop: CancellationToken) {
+        use super::super::owners::Acquired;
+        let retry_at = match self
+            .inner
+            .owners
+            .acquire(&self.inner.store, connection_id)
+            .await
+        {
+            Ok(Acquired::Owned { fresh }) => {
+                if fresh {
+                    self.forget_usage(connection_id);
+                }
+                None
+            }
+            Ok(Acquired::Elsewhere(at)) => {
+                Some(now_ms() + at.saturating_duration_since(Instant::now()).as_millis() as i64)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the ownership of a connection");
+                Some(now_ms() + RESYNC.as_millis() as i64)
+            }
+        };
+        if let Some(at) = retry_at {
+            // Its owner sends; look again when its lease could have run out.
+            let now = now_ms();
+            self.schedule().finished(connection_id, Some(at), now);
+            self.inner.kick.notify_one();
+            return;
+        }
         let lane = self.inner.outbox.wakers().lane(connection_id);
         lane.sender_started();
         let end = self.send_until_idle(&lane, connection_id, &stop).await;
@@ -226,6 +276,16 @@ impl<F: TokenFactory> Delivery<F> {
             }
         }
         self.inner.kick.notify_one();
+        // The last sender gone: the connection is free for any instance.
+        let idle = || !self.schedule().busy(connection_id);
+        if let Err(e) = self
+            .inner
+            .owners
+            .release(&self.inner.store, connection_id, idle)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release a connection's ownership; it runs out with its lease");
+        }
     }
 
     async fn send_until_idle(
@@ -244,6 +304,10 @@ impl<F: TokenFactory> Delivery<F> {
         let end = loop {
             if stop.is_cancelled() {
                 break End::idle(None);
+            }
+            if !self.inner.owners.owns(connection_id) {
+                // Ownership lost (its renewal failed in time): the next sender asks again.
+                break End::idle(Some(now_ms()));
             }
             let pushed = lane.pushed.notified();
             let woken = lane.wake.notified();

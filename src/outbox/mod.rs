@@ -4,6 +4,7 @@
 //!   one transaction (group commit), so durability does not serialise throughput. Delivery
 //!   records go through the same writer.
 //! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
+//! - [`owners`]: which connections this instance runs senders for (PostgreSQL, several instances).
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
 //! - [`deliver`]: one message through the SMTP client, and what its outcome means per recipient.
 //! - [`fallback`]: an SMTP connection's Graph fallback when SMTP AUTH is off (`535 5.7.139`).
@@ -18,6 +19,7 @@ pub mod fallback;
 mod from_rewrite;
 pub mod intake;
 pub mod lanes;
+mod owners;
 pub mod queue;
 pub mod retry;
 pub mod schedule;

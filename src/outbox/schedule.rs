@@ -196,6 +196,13 @@ impl Schedule {
         }
     }
 
+    /// Whether `conn` has a sender running or waits for one.
+    pub fn busy(&self, conn: i64) -> bool {
+        self.entries
+            .get(&conn)
+            .is_some_and(|e| e.active > 0 || e.queued)
+    }
+
     /// When a timer fires next (it may turn out stale).
     pub fn next_timer(&self) -> Option<i64> {
         self.timers.peek().map(|Reverse((at, _))| *at)

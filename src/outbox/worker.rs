@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, client_config};
 use super::fallback::{GraphFallback, SmtpAuthOff};
+use super::owners::Owners;
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
@@ -123,6 +124,8 @@ struct Inner<F> {
     pressure: tokio::sync::Notify,
     /// SMTP connections with a Graph fallback whose SMTP AUTH answered 5.7.139 lately.
     smtp_auth_off: SmtpAuthOff,
+    /// The connections this instance may run senders for (all of them on SQLite).
+    owners: Owners,
 }
 
 /// The delivery side of the outbox.
@@ -174,6 +177,7 @@ impl<F: TokenFactory> Delivery<F> {
         metrics: Metrics,
     ) -> Self {
         let policy = RetryPolicy::from_settings(&settings);
+        let owners = Owners::new(&store);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -187,6 +191,7 @@ impl<F: TokenFactory> Delivery<F> {
                 kick: tokio::sync::Notify::new(),
                 pressure: tokio::sync::Notify::new(),
                 smtp_auth_off: SmtpAuthOff::default(),
+                owners,
                 settings,
             }),
         }
@@ -232,6 +237,15 @@ impl<F: TokenFactory> Delivery<F> {
         transport: &mut MailTransport<F::Source>,
         stop: &CancellationToken,
     ) -> Result<Outcome, StoreError> {
+        // Several instances: only the connection's owner sends for it.
+        let owned = self
+            .inner
+            .owners
+            .acquire(&self.inner.store, conn.id)
+            .await?;
+        if !matches!(owned, super::owners::Acquired::Owned { .. }) {
+            return Ok(Outcome::Empty);
+        }
         Ok(self.step(conn, transport, stop, true).await?.outcome)
     }
 
@@ -295,7 +309,14 @@ impl<F: TokenFactory> Delivery<F> {
         let mut hold = None;
         let mut pause = None;
         let mut rest = batch.into_iter();
+        let mut rest_first = None;
         for mut msg in rest.by_ref() {
+            if !self.inner.owners.owns(conn.id) {
+                // The ownership ran out (its renewal failed): another instance may own the
+                // connection now; what is left goes back to the queue.
+                rest_first = Some(msg);
+                break;
+            }
             let sent = match self.daily_room(conn, &msg).await {
                 Some(until) => self.over_limit(conn, &msg, until),
                 None => {
@@ -317,7 +338,11 @@ impl<F: TokenFactory> Delivery<F> {
                 break;
             }
         }
-        let left: Vec<Lease> = rest.map(|m| m.lease()).collect();
+        let left: Vec<Lease> = rest_first
+            .into_iter()
+            .chain(rest)
+            .map(|m| m.lease())
+            .collect();
         let attempts: Vec<Attempt> = tried.iter().map(|(_, s)| s.attempt.clone()).collect();
         let statuses = self.inner.outbox.record(attempts).await?;
         if let Some(reason) = &hold {
@@ -547,6 +572,16 @@ impl<F: TokenFactory> Delivery<F> {
             .unwrap_or_else(|e| e.into_inner())
             .entry(connection_id)
             .or_insert(w);
+    }
+
+    /// A connection just taken over from another instance: its last day of sending is read
+    /// again from the shared log, so the new owner starts with the old owner's count.
+    fn forget_usage(&self, connection_id: i64) {
+        self.inner
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&connection_id);
     }
 
     fn count_sent(&self, connection_id: i64, at: i64, recipients: u64) {

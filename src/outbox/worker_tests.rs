@@ -314,12 +314,16 @@ async fn the_daily_recipient_limit_defers_the_rest_for_the_window_and_fails_noth
         .await
         .ok();
     let due_now = "UPDATE messages SET next_attempt_at = 0 WHERE status = 'deferred'";
-    match w.store.db() {
-        crate::store::On::Sqlite(pool) => {
-            sqlx::query(due_now).execute(pool).await.unwrap();
-        }
-        crate::store::On::Postgres(pool) => {
-            sqlx::query(due_now).execute(pool).await.unwrap();
+    // The first process is gone: its ownership of the connection (PostgreSQL) went with it.
+    let gone = "DELETE FROM connection_owners";
+    for sql in [due_now, gone] {
+        match w.store.db() {
+            crate::store::On::Sqlite(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
+            crate::store::On::Postgres(pool) => {
+                sqlx::query(sql).execute(pool).await.unwrap();
+            }
         }
     }
     let (outbox, _) = Outbox::start(w.store.clone(), Wakers::default());

@@ -30,6 +30,7 @@ pub mod queue_admin;
 pub mod retention;
 mod rotate;
 pub use rotate::Rotation;
+pub mod owners;
 mod refresh_lock;
 pub mod relay_users;
 pub mod seal;

@@ -2,6 +2,7 @@
 //! in-process, and a small SMTP client playing the legacy app.
 
 pub(crate) mod client;
+mod cluster;
 mod fallback;
 mod graph;
 mod reload;

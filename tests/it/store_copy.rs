@@ -350,7 +350,7 @@ async fn a_source_column_the_target_lacks_is_refused_by_name() {
     let On::Sqlite(pool) = store.db() else {
         unreachable!()
     };
-    sqlx::query("ALTER TABLE connections ADD COLUMN fallback TEXT")
+    sqlx::query("ALTER TABLE connections ADD COLUMN from_a_newer_postern TEXT")
         .execute(pool)
         .await
         .unwrap();
@@ -360,7 +360,7 @@ async fn a_source_column_the_target_lacks_is_refused_by_name() {
     let run = source.run(&["store", "copy", "--to", &to]);
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(
-        run.stderr.contains("connections.fallback"),
+        run.stderr.contains("connections.from_a_newer_postern"),
         "{}",
         run.stderr
     );

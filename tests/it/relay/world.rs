@@ -67,10 +67,19 @@ impl World {
         Self::build(flow, true, true).await
     }
 
+    /// A world whose provider SMTP runs with `config` (a reply delay, say).
+    pub async fn with_provider(flow: Flow, config: SmtpConfig) -> Self {
+        Self::build_with(flow, false, false, config).await
+    }
+
     async fn build(flow: Flow, graph: bool, fallback: bool) -> Self {
+        Self::build_with(flow, graph, fallback, SmtpConfig::office365()).await
+    }
+
+    async fn build_with(flow: Flow, graph: bool, fallback: bool, config: SmtpConfig) -> Self {
         let home = TestHome::new();
         let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
-        let smtp = FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
+        let smtp = FakeSmtp::start(config, TokenValidator::Idp(idp.clone()))
             .await
             .unwrap();
         let ca = home.file("provider-ca.pem", &smtp.ca_pem());
