@@ -9,7 +9,15 @@
 //! cargo bench --bench relay -- --runs 1 --only many/c16   # one mode (or `burst`)
 //! cargo bench --bench relay -- --provider-delay 2          # the backlog path (below)
 //! cargo bench --bench relay -- --transport graph --runs 1   # Graph rows beside SMTP (below)
+//! cargo bench --bench relay -- --store postgres --runs 1    # SQLite beside PostgreSQL (below)
 //! ```
+//!
+//! `--store postgres` (`--instances 1,2,3` by default): per mode, the relay on SQLite (one
+//! instance) and on PostgreSQL with each number of `serve` instances sharing one fresh
+//! database and data key, the clients spread round-robin over their relay ports. The server
+//! is a private cluster (`scripts/pg-cluster.sh`, stopped at the end) or
+//! `POSTERN_BENCH_STORE_URL`; without PostgreSQL installed the rows are skipped, saying why.
+//! CPU per message sums every Postern process and the PostgreSQL server's processes.
 //!
 //! `--transport graph`: for each mode, the relay delivering through SMTP (the baseline) and then
 //! through the fake Microsoft Graph (HTTPS sendMail, app-only Graph token), both end to end from
@@ -36,16 +44,20 @@
 
 #[path = "relay/load.rs"]
 mod load;
+#[path = "relay/pg.rs"]
+mod pg;
 #[path = "relay/postern.rs"]
 mod postern;
 #[path = "relay/report.rs"]
 mod report;
+#[path = "relay/stores.rs"]
+mod stores;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, IdpConfig};
-use fake_provider::smtp::{SmtpConfig, TokenValidator};
+use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, IdpConfig, IdpCounters};
+use fake_provider::smtp::{SmtpConfig, SmtpCounters, TokenValidator};
 use fake_provider::{FakeGraph, FakeIdp, FakeSmtp};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -55,10 +67,10 @@ use postern::Postern;
 use report::{Figures, Path, Round};
 
 /// Per mode: how many messages, and the time limit.
-struct Plan {
-    mode: Mode,
-    clients: usize,
-    count: usize,
+pub(crate) struct Plan {
+    pub mode: Mode,
+    pub clients: usize,
+    pub count: usize,
 }
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -150,33 +162,77 @@ fn relay_target(p: &Postern) -> Target {
 }
 
 async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
-    let (idp0, smtp0) = (idp.counters(), smtp.counters());
+    let counters = (idp.counters(), smtp.counters());
     let p = tokio::task::block_in_place(|| Postern::start(idp, smtp));
-    let target = relay_target(&p);
+    measure(idp, smtp, plan, std::slice::from_ref(&p), counters, None).await
+}
+
+/// The load of `plan` through the instances `ps` (clients spread round-robin over them),
+/// after a warm-up, until every message reached the fake provider. Postern's CPU is the sum
+/// over the instances; with `postmaster`, the database server's CPU is added to it (and kept
+/// apart in `db_cpu_ms_per_msg`). Token requests and upstream connections count from
+/// `before` (taken before the instances started).
+pub(crate) async fn measure(
+    idp: &FakeIdp,
+    smtp: &FakeSmtp,
+    plan: &Plan,
+    ps: &[Postern],
+    before: (IdpCounters, SmtpCounters),
+    postmaster: Option<u32>,
+) -> Figures {
+    let (idp0, smtp0) = before;
+    let targets: Vec<Target> = ps.iter().map(relay_target).collect();
     // Warm-up (token, upstream sessions, SQLite pages), delivered before measuring.
-    let warm = load::run(&target, Mode::ManyPerConnection, 4, 32, LIMIT).await;
+    let warm = load::run_spread(&targets, Mode::ManyPerConnection, 4, 32, LIMIT).await;
     let warmed = smtp0.messages + warm.accepted as u64;
     assert!(
         smtp.wait_for_count(warmed, LIMIT).await,
         "warm-up not delivered; see {}",
-        p.log_path().display()
+        ps[0].log_path().display()
     );
-    let cpu0 = p.cpu();
+    let cpu = || {
+        ps.iter()
+            .fold((Duration::ZERO, Duration::ZERO), |(u, s), p| {
+                let (pu, ps) = p.cpu();
+                (u + pu, s + ps)
+            })
+    };
+    let db0 = postmaster.map(pg::server_cpu);
+    let cpu0 = cpu();
     let own0 = postern::own_cpu();
     let t0 = Instant::now();
-    let r = load::run(&target, plan.mode, plan.clients, plan.count, LIMIT).await;
+    let r = load::run_spread(&targets, plan.mode, plan.clients, plan.count, LIMIT).await;
     let delivered = smtp
         .wait_for_count(warmed + r.accepted as u64, 2 * LIMIT)
         .await;
     let e2e = t0.elapsed();
-    let cpu1 = p.cpu();
+    let cpu1 = cpu();
+    let db = postmaster
+        .map(pg::server_cpu)
+        .zip(db0)
+        .map(|(b, a)| b.saturating_sub(a));
     let own = postern::own_cpu().saturating_sub(own0);
-    let cpu = (cpu1.0.saturating_sub(cpu0.0), cpu1.1.saturating_sub(cpu0.1));
-    let memory = p.memory();
+    // The database's CPU is part of the cost on PostgreSQL (in-process on SQLite): counted
+    // as user time, since /proc's cutime does not split reaped backends' time finer than that.
+    let cpu = (
+        cpu1.0.saturating_sub(cpu0.0) + db.unwrap_or_default(),
+        cpu1.1.saturating_sub(cpu0.1),
+    );
+    let memory =
+        ps.iter()
+            .map(Postern::memory)
+            .fold(Default::default(), |a: postern::Memory, m| {
+                postern::Memory {
+                    peak_kib: a.peak_kib + m.peak_kib,
+                    rss_kib: a.rss_kib + m.rss_kib,
+                    anon_kib: a.anon_kib + m.anon_kib,
+                    file_kib: a.file_kib + m.file_kib,
+                }
+            });
     if !delivered {
         eprintln!(
             "warning: not every message was delivered; see {}",
-            p.log_path().display()
+            ps[0].log_path().display()
         );
     }
     Figures::from_load(
@@ -187,6 +243,7 @@ async fn relay(idp: &FakeIdp, smtp: &FakeSmtp, plan: &Plan) -> Figures {
         idp.counters().total - idp0.total,
         smtp.counters().connections - smtp0.connections,
     )
+    .with_db_cpu(db)
     .with_bench_cpu(own)
 }
 
@@ -314,6 +371,35 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    // `--store postgres [--instances 1,2,3]`: SQLite beside PostgreSQL with that many instances.
+    let postgres = match args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("sqlite") => false,
+        Some("postgres") => true,
+        Some(other) => {
+            eprintln!("--store {other}: expected `sqlite` or `postgres`");
+            std::process::exit(2);
+        }
+    };
+    let instances: Vec<usize> = match args
+        .iter()
+        .position(|a| a == "--instances")
+        .and_then(|i| args.get(i + 1))
+    {
+        None => vec![1, 2, 3],
+        Some(list) => list
+            .split(',')
+            .map(|n| n.trim().parse().ok().filter(|&n| n > 0))
+            .collect::<Option<_>>()
+            .unwrap_or_else(|| {
+                eprintln!("--instances {list}: expected counts like `1,2,3`");
+                std::process::exit(2);
+            }),
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -358,6 +444,10 @@ fn main() {
             },
         };
         let plans = plans(quick);
+        if postgres {
+            stores::run(&idp, &smtp, &plans, only.as_deref(), &instances, runs).await;
+            return;
+        }
         if graph_mode {
             for _ in 0..runs {
                 graph_rows(&idp, &smtp, &plans, only.as_deref()).await;

@@ -218,6 +218,17 @@ pub async fn run(
     count: usize,
     limit: Duration,
 ) -> LoadResult {
+    run_spread(std::slice::from_ref(target), mode, clients, count, limit).await
+}
+
+/// Like [`run`], with the clients spread round-robin over `targets` (several instances).
+pub async fn run_spread(
+    targets: &[Target],
+    mode: Mode,
+    clients: usize,
+    count: usize,
+    limit: Duration,
+) -> LoadResult {
     let mut data = message();
     data.extend_from_slice(b".\r\n");
     let data = Arc::new(data);
@@ -225,8 +236,9 @@ pub async fn run(
     let start = Instant::now();
     let deadline = start + limit;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (t, data, next) = (target.clone(), data.clone(), next.clone());
+    for i in 0..clients {
+        let t = targets[i % targets.len()].clone();
+        let (data, next) = (data.clone(), next.clone());
         tasks.spawn(async move {
             let mut r = LoadResult::default();
             let mut session: Option<Session> = None;

@@ -87,6 +87,32 @@ pub fn postern(dir: &Path) -> Command {
     c
 }
 
+/// A store several instances share: the database URL and the data key every instance needs.
+pub struct SharedStore {
+    pub url: String,
+    /// Base64, as `POSTERN_SECRET_KEY` takes it; never printed.
+    key: String,
+}
+
+impl SharedStore {
+    /// `url` with a new random data key.
+    pub fn new(url: String) -> Self {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        SharedStore { url, key }
+    }
+}
+
+/// [`postern`], on `store` when given (`POSTERN_STORE__URL` and `POSTERN_SECRET_KEY`).
+pub fn postern_on(dir: &Path, store: Option<&SharedStore>) -> Command {
+    let mut c = postern(dir);
+    if let Some(s) = store {
+        c.env("POSTERN_STORE__URL", &s.url)
+            .env("POSTERN_SECRET_KEY", &s.key);
+    }
+    c
+}
+
 /// Runs `cmd` to its end; its stdout, or a panic with its stderr.
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd.stdin(Stdio::null()).output().expect("run postern");
@@ -112,69 +138,43 @@ impl Postern {
         graph: Option<&fake_provider::FakeGraph>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = dir.path().join("provider-ca.pem");
-        std::fs::write(&ca, graph.map_or_else(|| smtp.ca_pem(), |g| g.ca_pem())).unwrap();
-        let graph_args: Vec<String> = graph
-            .map(|g| {
-                vec![
-                    "--transport".into(),
-                    "graph".into(),
-                    "--graph-url".into(),
-                    g.base_url(),
-                ]
-            })
-            .unwrap_or_default();
-        let secret = dir.path().join("client-secret");
-        std::fs::write(&secret, DEFAULT_CLIENT_SECRET).unwrap();
-        run(postern(dir.path())
-            .args(["connection", "add", "fake", "--provider", "microsoft"])
-            // The fake has no rate limit (Microsoft's 30 a minute would measure the pacing).
-            .args(["--limit", "messages-per-minute=0"])
-            .args([
-                "--flow",
-                "client-credentials",
-                "--tenant",
-                "contoso.example",
-            ])
-            .args(["--user", FROM, "--client-id", DEFAULT_CLIENT_ID])
-            .arg("--client-secret-file")
-            .arg(&secret)
-            .args(["--host", "127.0.0.1", "--port", &smtp.port().to_string()])
-            .arg("--ca-file")
-            .arg(&ca)
-            .args(["--token-url", &idp.token_url("contoso.example")])
-            .args(&graph_args));
-        let mut add = postern(dir.path());
-        add.args(["relay-user", "add", "app", "--connection", "fake"]);
-        // `RELAY_BENCH_CHOSEN_PASSWORD=1`: an admin-chosen password, stored with argon2id, as
-        // many sites will have; otherwise a generated one (checked with one HMAC).
-        let chosen = std::env::var("RELAY_BENCH_CHOSEN_PASSWORD").is_ok_and(|v| v == "1");
-        if chosen {
-            let file = dir.path().join("relay-password");
-            std::fs::write(&file, CHOSEN_PASSWORD).unwrap();
-            add.arg("--password-file").arg(&file);
+        let password = setup(dir.path(), idp, smtp, graph, None);
+        Self::serve(dir, password, None)
+    }
+
+    /// `n` instances of `serve` on one shared store (a fresh PostgreSQL database), set up once
+    /// through the first; each has its own data dir (its lock and relay certificate).
+    pub fn start_shared(
+        idp: &FakeIdp,
+        smtp: &FakeSmtp,
+        store: &SharedStore,
+        n: usize,
+    ) -> Vec<Self> {
+        let first = tempfile::tempdir().expect("temp dir");
+        let password = setup(first.path(), idp, smtp, None, Some(store));
+        let mut all = vec![Self::serve(first, password.clone(), Some(store))];
+        for _ in 1..n {
+            let dir = tempfile::tempdir().expect("temp dir");
+            all.push(Self::serve(dir, password.clone(), Some(store)));
         }
-        let out = run(&mut add);
-        let password = if chosen {
-            CHOSEN_PASSWORD.to_string()
-        } else {
-            out.lines()
-                .find_map(|l| l.split_once("(shown once, store it in the app now): "))
-                .map(|(_, pw)| pw.trim().to_string())
-                .expect("a generated password")
-        };
+        all
+    }
+
+    /// `serve` on port 0 in `dir`. Logs (info level) go to a file, as in production.
+    fn serve(dir: tempfile::TempDir, password: String, store: Option<&SharedStore>) -> Self {
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         // For profiling: `RELAY_BENCH_WRAP="valgrind --tool=callgrind"` runs serve under it.
         let mut serve = match std::env::var("RELAY_BENCH_WRAP") {
             Ok(wrap) if !wrap.trim().is_empty() => {
-                let plain = postern(dir.path());
+                let plain = postern_on(dir.path(), store);
                 let mut words = wrap.split_whitespace();
                 let mut c = Command::new(words.next().unwrap_or_default());
                 c.args(words).arg(binary()).args(plain.get_args());
+                c.envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))));
                 c.current_dir(dir.path());
                 c
             }
-            _ => postern(dir.path()),
+            _ => postern_on(dir.path(), store),
         };
         let mut child = serve
             .args([
@@ -189,7 +189,7 @@ impl Postern {
             .stderr(log)
             .spawn()
             .expect("spawn postern serve");
-        let relay = read_relay_addr(&mut child);
+        let relay = read_relay_addr(&mut child, &dir.path().join("serve.log"));
         Postern {
             child,
             relay,
@@ -242,8 +242,70 @@ impl Drop for Postern {
     }
 }
 
+/// Connection `fake` (client credentials against the fake IdP) and relay user `app`, through
+/// the real CLI, in data dir `dir` (and `store`, if shared); returns the relay password.
+fn setup(
+    dir: &Path,
+    idp: &FakeIdp,
+    smtp: &FakeSmtp,
+    graph: Option<&fake_provider::FakeGraph>,
+    store: Option<&SharedStore>,
+) -> String {
+    let ca = dir.join("provider-ca.pem");
+    std::fs::write(&ca, graph.map_or_else(|| smtp.ca_pem(), |g| g.ca_pem())).unwrap();
+    let graph_args: Vec<String> = graph
+        .map(|g| {
+            vec![
+                "--transport".into(),
+                "graph".into(),
+                "--graph-url".into(),
+                g.base_url(),
+            ]
+        })
+        .unwrap_or_default();
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, DEFAULT_CLIENT_SECRET).unwrap();
+    run(postern_on(dir, store)
+        .args(["connection", "add", "fake", "--provider", "microsoft"])
+        // The fake has no rate limit (Microsoft's 30 a minute would measure the pacing).
+        .args(["--limit", "messages-per-minute=0"])
+        .args([
+            "--flow",
+            "client-credentials",
+            "--tenant",
+            "contoso.example",
+        ])
+        .args(["--user", FROM, "--client-id", DEFAULT_CLIENT_ID])
+        .arg("--client-secret-file")
+        .arg(&secret)
+        .args(["--host", "127.0.0.1", "--port", &smtp.port().to_string()])
+        .arg("--ca-file")
+        .arg(&ca)
+        .args(["--token-url", &idp.token_url("contoso.example")])
+        .args(&graph_args));
+    let mut add = postern_on(dir, store);
+    add.args(["relay-user", "add", "app", "--connection", "fake"]);
+    // `RELAY_BENCH_CHOSEN_PASSWORD=1`: an admin-chosen password, stored with argon2id, as
+    // many sites will have; otherwise a generated one (checked with one HMAC).
+    let chosen = std::env::var("RELAY_BENCH_CHOSEN_PASSWORD").is_ok_and(|v| v == "1");
+    if chosen {
+        let file = dir.join("relay-password");
+        std::fs::write(&file, CHOSEN_PASSWORD).unwrap();
+        add.arg("--password-file").arg(&file);
+    }
+    let out = run(&mut add);
+    if chosen {
+        CHOSEN_PASSWORD.to_string()
+    } else {
+        out.lines()
+            .find_map(|l| l.split_once("(shown once, store it in the app now): "))
+            .map(|(_, pw)| pw.trim().to_string())
+            .expect("a generated password")
+    }
+}
+
 /// Reads `serve`'s stdout until it names the relay address (30 s at most).
-fn read_relay_addr(child: &mut Child) -> SocketAddr {
+fn read_relay_addr(child: &mut Child, log: &Path) -> SocketAddr {
     use std::io::BufRead;
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -264,5 +326,11 @@ fn read_relay_addr(child: &mut Child) -> SocketAddr {
     });
     let started = Instant::now();
     rx.recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("serve did not start within {:?}", started.elapsed()))
+        .unwrap_or_else(|_| {
+            panic!(
+                "serve did not start within {:?}; see {}",
+                started.elapsed(),
+                log.display()
+            )
+        })
 }

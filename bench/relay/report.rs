@@ -9,6 +9,15 @@ use crate::postern::Memory;
 pub enum Path {
     Relay,
     Direct,
+    /// The relay on a given store (`--store postgres`).
+    Store(Store),
+}
+
+/// SQLite (one instance, in-process) or PostgreSQL with `instances` instances on one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Store {
+    pub postgres: bool,
+    pub instances: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -20,8 +29,10 @@ pub struct Figures {
     pub delivered_rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Postern's CPU per message (relay only).
+    /// Postern's CPU per message (relay only), with the database server's on PostgreSQL.
     pub cpu_ms_per_msg: Option<f64>,
+    /// The database server's part of it (PostgreSQL only).
+    pub db_cpu_ms_per_msg: Option<f64>,
     /// The system (kernel) part of it.
     pub sys_ms_per_msg: Option<f64>,
     pub peak_rss_mib: Option<f64>,
@@ -61,6 +72,7 @@ impl Figures {
             p50_ms: percentile(&r.latencies, 0.50),
             p99_ms: percentile(&r.latencies, 0.99),
             cpu_ms_per_msg: cpu.map(|(u, s)| (u + s).as_secs_f64() * 1000.0 / n),
+            db_cpu_ms_per_msg: None,
             sys_ms_per_msg: cpu.map(|(_, s)| s.as_secs_f64() * 1000.0 / n),
             peak_rss_mib: memory.map(|m| m.peak_kib as f64 / 1024.0),
             anon_mib: memory.map(|m| m.anon_kib as f64 / 1024.0),
@@ -68,6 +80,13 @@ impl Figures {
             upstream_connections,
             bench_cpu_ms_per_msg: 0.0,
         }
+    }
+
+    /// Records the database server's CPU (already counted in `cpu_ms_per_msg`).
+    pub fn with_db_cpu(mut self, cpu: Option<Duration>) -> Self {
+        self.db_cpu_ms_per_msg =
+            cpu.map(|c| c.as_secs_f64() * 1000.0 / self.accepted.max(1) as f64);
+        self
     }
 
     pub fn with_bench_cpu(mut self, cpu: Duration) -> Self {
@@ -121,7 +140,7 @@ impl Round {
         self.rows.push((mode, clients, path, f));
     }
 
-    fn get(&self, mode: Mode, clients: usize, path: Path) -> Option<&Figures> {
+    pub fn get(&self, mode: Mode, clients: usize, path: Path) -> Option<&Figures> {
         self.rows
             .iter()
             .find(|(m, c, p, _)| *m == mode && *c == clients && *p == path)
@@ -154,6 +173,7 @@ impl Round {
                 p50_ms: f(|x| x.p50_ms),
                 p99_ms: f(|x| x.p99_ms),
                 cpu_ms_per_msg: opt(|x| x.cpu_ms_per_msg),
+                db_cpu_ms_per_msg: opt(|x| x.db_cpu_ms_per_msg),
                 sys_ms_per_msg: opt(|x| x.sys_ms_per_msg),
                 peak_rss_mib: opt(|x| x.peak_rss_mib),
                 anon_mib: opt(|x| x.anon_mib),
@@ -206,6 +226,7 @@ impl Round {
             let path = match path {
                 Path::Relay => "relay",
                 Path::Direct => "direct",
+                Path::Store(_) => "store",
             };
             println!(
                 "{:<8} {:<6} {:>6} {:>6} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {:>10} {:>7} {:>9} {:>8} {:>6} {:>8} {:>10.3}",
