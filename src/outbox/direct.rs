@@ -260,7 +260,9 @@ pub(crate) async fn finish(
     // `give_up`: a direct send is one attempt; deferred recipients become failed, not retried.
     let status = match result {
         AttemptResult::Recipients(outcomes) => {
-            store.record_attempt(&lease, &outcomes, now, true, transport).await?
+            store
+                .record_attempt(&lease, &outcomes, now, true, transport)
+                .await?
         }
         AttemptResult::Defer(reason)
         | AttemptResult::Fail(reason)
@@ -274,7 +276,9 @@ pub(crate) async fn finish(
                 }) => format!("{error} — {cause}"),
                 _ => reason,
             };
-            store.defer_message(&lease, &reason, now, true, transport).await?
+            store
+                .defer_message(&lease, &reason, now, true, transport)
+                .await?
         }
     };
     let id = lease.id;

@@ -183,7 +183,9 @@ async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
         .record_attempt(&late, &outcomes, now_ms(), false, Some("smtp"))
         .await;
     assert_eq!(alone.unwrap(), MessageStatus::Sending);
-    let alone = store.defer_message(&late, "421 late", now_ms(), true, Some("smtp")).await;
+    let alone = store
+        .defer_message(&late, "421 late", now_ms(), true, Some("smtp"))
+        .await;
     assert_eq!(alone.unwrap(), MessageStatus::Sending);
     assert_eq!(
         store

@@ -75,7 +75,14 @@ pub(crate) async fn conclude<T: TokenSource>(
             },
         });
     }
-    finish(store, lease, result, failure, crate::domain::Transport::Graph).await
+    finish(
+        store,
+        lease,
+        result,
+        failure,
+        crate::domain::Transport::Graph,
+    )
+    .await
 }
 
 /// The steps before sendMail: DNS, TCP and TLS to the Graph host, the token and what it allows.

@@ -233,10 +233,16 @@ mod tests {
 
     #[test]
     fn a_column_or_table_the_target_lacks_is_refused_by_name() {
-        let source = [table("connections", &["id", "name", "from_a_newer_postern"])];
+        let source = [table(
+            "connections",
+            &["id", "name", "from_a_newer_postern"],
+        )];
         let target = [table("connections", &["id", "name", "transport"])];
         let err = plan(&source, &target, &[]).unwrap_err();
-        assert!(err.to_string().contains("connections.from_a_newer_postern"), "{err}");
+        assert!(
+            err.to_string().contains("connections.from_a_newer_postern"),
+            "{err}"
+        );
 
         let err = plan(&[table("consents", &["id"])], &target, &[]).unwrap_err();
         assert!(err.to_string().contains("consents"), "{err}");
