@@ -58,16 +58,36 @@ impl FailureKind {
 
 type Key = (FailureKind, String);
 
+/// Failures within the window, and when the last one was (this module's and the relay's own
+/// memory count alike).
 #[derive(Debug, Clone, Copy)]
-struct Known {
-    failures: u32,
-    last: Instant,
+pub(crate) struct FailureCount {
+    pub failures: u32,
+    pub last: Instant,
+}
+
+impl FailureCount {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            failures: 0,
+            last: now,
+        }
+    }
+
+    /// One more failure at `now`; one a whole window after the last starts a new count.
+    pub(crate) fn add(&mut self, now: Instant) {
+        if now.duration_since(self.last) >= WINDOW {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.last = now;
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// The cluster's counts as last read, plus this instance's failures since.
-    known: HashMap<Key, Known>,
+    known: HashMap<Key, FailureCount>,
     /// Failures not written yet.
     pending: HashMap<Key, u32>,
     /// Successful logins not written yet (their counts are cleared).
@@ -113,15 +133,11 @@ impl SharedFailures {
         let key = (kind, subject.to_string());
         let mut state = self.lock();
         bound(&mut state.known, |k| now.duration_since(k.last) < WINDOW);
-        let entry = state.known.entry(key.clone()).or_insert(Known {
-            failures: 0,
-            last: now,
-        });
-        if now.duration_since(entry.last) >= WINDOW {
-            entry.failures = 0;
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last = now;
+        state
+            .known
+            .entry(key.clone())
+            .or_insert(FailureCount::new(now))
+            .add(now);
         if state.pending.len() < CAPACITY || state.pending.contains_key(&key) {
             *state.pending.entry(key).or_default() += 1;
         }
@@ -187,7 +203,7 @@ impl SharedFailures {
                 .saturating_add(unwritten);
             let last = at.checked_sub(age).unwrap_or(at);
             bound(&mut s.known, |k| at.duration_since(k.last) < WINDOW);
-            s.known.insert(key, Known { failures, last });
+            s.known.insert(key, FailureCount { failures, last });
         }
         s.read_up_to = Some(now);
         Ok(())

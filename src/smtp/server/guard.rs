@@ -5,26 +5,17 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::store::auth_failures::{FailureKind, SharedFailures};
-
-/// How long an address's failures are remembered after its last one.
-const WINDOW: Duration = Duration::from_secs(15 * 60);
+use crate::store::auth_failures::{FailureCount, FailureKind, SharedFailures, WINDOW};
 /// Addresses remembered at most; past that, expired entries go, then (under a flood from
 /// very many addresses) everything, so memory stays bounded.
 const CAPACITY: usize = 10_000;
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    failures: u32,
-    last: Instant,
-}
-
 /// Recent AUTH failures by client address (IPv6 by /64, the smallest block a host gets).
 #[derive(Debug, Default)]
 pub(crate) struct FailureMemory {
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<IpAddr, FailureCount>>,
     /// The counts of every instance on the store (none: this process's alone).
     shared: Option<SharedFailures>,
 }
@@ -67,15 +58,10 @@ impl FailureMemory {
                 entries.clear();
             }
         }
-        let entry = entries.entry(key(ip)).or_insert(Entry {
-            failures: 0,
-            last: now,
-        });
-        if now.duration_since(entry.last) >= WINDOW {
-            entry.failures = 0;
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last = now;
+        entries
+            .entry(key(ip))
+            .or_insert(FailureCount::new(now))
+            .add(now);
     }
 }
 
