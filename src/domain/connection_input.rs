@@ -581,6 +581,40 @@ mod tests {
     }
 
     #[test]
+    fn graph_large_draft_is_for_connections_that_use_graph() {
+        let graph = || ConnectionInput {
+            transport: Some("graph".into()),
+            tenant: Some(GUID.into()),
+            ..ms()
+        };
+        let draft = |i: ConnectionInput| ConnectionInput {
+            graph_large: Some("draft".into()),
+            ..i
+        };
+        let (s, _) = ms().validate().unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Fail, "the default");
+        let (s, _) = draft(graph()).validate().unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Draft);
+        let (s, _) = draft(ConnectionInput {
+            fallback: Some("graph".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Draft);
+        let err = draft(ms()).validate().unwrap_err();
+        assert_eq!(err.0[0].field, "graph_large");
+        assert!(err.to_string().contains("--graph-large fail"), "{err}");
+        let err = ConnectionInput {
+            graph_large: Some("chunk".into()),
+            ..graph()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("graph_large `chunk`"), "{err}");
+    }
+
+    #[test]
     fn the_graph_fallback_is_for_microsoft_smtp_connections_only() {
         let with = |i: ConnectionInput| ConnectionInput {
             fallback: Some("graph".into()),
