@@ -63,6 +63,9 @@ pub struct DeclaredConnection {
     /// `graph`: an SMTP connection delivers through Microsoft Graph when SMTP AUTH answers
     /// `535 5.7.139`; `none` (default): no fallback.
     pub fallback: Option<String>,
+    /// `fail` (default): a Graph message over 4 MB fails with the reason; `draft`: it goes as a
+    /// draft plus attachment upload sessions (needs `Mail.ReadWrite`).
+    pub graph_large: Option<String>,
     /// A file holding the client secret (mode 0600).
     pub client_secret_file: Option<PathBuf>,
     /// An environment variable holding the client secret.
@@ -668,6 +671,7 @@ impl DeclaredConnection {
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
             fallback: self.fallback.clone(),
+            graph_large: self.graph_large.clone(),
         }
     }
 }

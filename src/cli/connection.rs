@@ -157,6 +157,11 @@ pub struct FieldArgs {
     /// grant (needs the Graph Mail.Send permission too); `none` removes it.
     #[arg(long, value_name = "graph|none")]
     fallback: Option<String>,
+    /// Graph (transport graph or --fallback graph): what a message over Graph's 4 MB request
+    /// limit does: fail (default: fails with the reason) or draft (a draft plus attachment
+    /// upload sessions, then send; needs the Graph Mail.ReadWrite permission).
+    #[arg(long, value_name = "fail|draft")]
+    graph_large: Option<String>,
     /// Read an existing refresh token from this file (normally `authorize` obtains it).
     #[arg(long, value_name = "FILE")]
     refresh_token_file: Option<PathBuf>,
@@ -236,6 +241,7 @@ impl FieldArgs {
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
             fallback: self.fallback.clone(),
+            graph_large: self.graph_large.clone(),
         }
     }
 }
@@ -353,6 +359,7 @@ async fn show(ctx: &Ctx, name: &str, json: bool) -> CliResult {
         ("Transport", v.transport.clone()),
         ("Graph URL", v.graph_url.clone().unwrap_or_else(none)),
         ("Fallback", v.fallback.clone().unwrap_or_else(none)),
+        ("Graph large", v.graph_large.clone()),
         ("Max concurrent", v.max_concurrent.to_string()),
         (
             "Limits",

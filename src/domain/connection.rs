@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::{
-    ClientId, ConnectionName, EmailAddress, Fallback, Host, LimitOverrides, Limits, OAuthFlow,
-    Port, Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport,
+    ClientId, ConnectionName, EmailAddress, Fallback, GraphLarge, Host, LimitOverrides, Limits,
+    OAuthFlow, Port, Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport,
 };
 
 /// A validated connection's settings (no secrets: those live sealed in the store).
@@ -41,6 +41,8 @@ pub struct ConnectionSettings {
     pub graph_url: Option<url::Url>,
     /// SMTP connections: deliver through Graph when SMTP AUTH answers `535 5.7.139`.
     pub fallback: Option<Fallback>,
+    /// Graph messages over 4 MB: fail (default) or go as a draft plus upload sessions.
+    pub graph_large: GraphLarge,
 }
 
 /// Where a connection stands, as shown to the admin.

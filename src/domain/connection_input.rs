@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use super::connection::ConnectionSettings;
 use super::scope::ScopeNotice;
 use super::{
-    ClientId, ConnectionName, EmailAddress, Fallback, Host, LimitOverrides, OAuthFlow, Port,
-    Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport, parse_graph_url,
+    ClientId, ConnectionName, EmailAddress, Fallback, GraphLarge, Host, LimitOverrides, OAuthFlow,
+    Port, Provider, RedirectUri, ScopeList, Tenant, TlsMode, Transport, parse_graph_url,
 };
 
 /// Raw field values; `None` means "not given" (keep the current value, or use the preset).
@@ -45,6 +45,8 @@ pub struct ConnectionInput {
     /// `graph` (SMTP connections to Microsoft: deliver through Graph when SMTP AUTH answers
     /// `535 5.7.139`) or `none`.
     pub fallback: Option<String>,
+    /// `fail` (default) or `draft`: Graph messages over 4 MB.
+    pub graph_large: Option<String>,
 }
 
 /// One field that is wrong, named as the admin knows it.
@@ -135,6 +137,7 @@ impl ConnectionInput {
             transport: Some(s.transport.to_string()),
             graph_url: s.graph_url.as_ref().map(ToString::to_string),
             fallback: s.fallback.map(|f| f.to_string()),
+            graph_large: Some(s.graph_large.to_string()),
         }
     }
 
@@ -166,7 +169,8 @@ impl ConnectionInput {
             limits,
             transport,
             graph_url,
-            fallback
+            fallback,
+            graph_large
         );
         self
     }
@@ -317,6 +321,22 @@ impl ConnectionInput {
                 });
             }
         }
+        let graph_large = blank_to_none(&self.graph_large)
+            .and_then(|v| c.field("graph_large", v.parse::<GraphLarge>()))
+            .unwrap_or_default();
+        if graph_large == GraphLarge::Draft
+            && transport != Transport::Graph
+            && fallback != Some(Fallback::Graph)
+        {
+            c.0.push(FieldError {
+                field: "graph_large",
+                message:
+                    "`draft` is how Microsoft Graph sends a message over its 4 MB limit; this \
+                          connection does not use Graph (neither --transport graph nor --fallback \
+                          graph): use --graph-large fail"
+                        .into(),
+            });
+        }
         let default_scope = match (transport, flow) {
             // A service account asks for the same Gmail scope a person consents to.
             (Transport::Smtp, OAuthFlow::AuthorizationCode | OAuthFlow::ServiceAccount) => {
@@ -457,6 +477,7 @@ impl ConnectionInput {
                 transport,
                 graph_url,
                 fallback,
+                graph_large,
             },
             notices,
         ))
@@ -557,6 +578,40 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("graph_url") && err.contains("https"), "{err}");
+    }
+
+    #[test]
+    fn graph_large_draft_is_for_connections_that_use_graph() {
+        let graph = || ConnectionInput {
+            transport: Some("graph".into()),
+            tenant: Some(GUID.into()),
+            ..ms()
+        };
+        let draft = |i: ConnectionInput| ConnectionInput {
+            graph_large: Some("draft".into()),
+            ..i
+        };
+        let (s, _) = ms().validate().unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Fail, "the default");
+        let (s, _) = draft(graph()).validate().unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Draft);
+        let (s, _) = draft(ConnectionInput {
+            fallback: Some("graph".into()),
+            ..ms()
+        })
+        .validate()
+        .unwrap();
+        assert_eq!(s.graph_large, GraphLarge::Draft);
+        let err = draft(ms()).validate().unwrap_err();
+        assert_eq!(err.0[0].field, "graph_large");
+        assert!(err.to_string().contains("--graph-large fail"), "{err}");
+        let err = ConnectionInput {
+            graph_large: Some("chunk".into()),
+            ..graph()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("graph_large `chunk`"), "{err}");
     }
 
     #[test]

@@ -31,5 +31,7 @@ pub use redirect::{RedirectUri, RedirectUriError};
 pub use scope::{ScopeError, ScopeList, ScopeNotice, has_gmail_scope};
 pub use tenant::{ClientId, ClientIdError, Tenant, TenantError, is_guid};
 pub use tls_mode::{TlsMode, TlsModeError};
-pub use transport::{DEFAULT_GRAPH_URL, Fallback, Transport, TransportError, parse_graph_url};
+pub use transport::{
+    DEFAULT_GRAPH_URL, Fallback, GraphLarge, Transport, TransportError, parse_graph_url,
+};
 pub use view::ConnectionView;

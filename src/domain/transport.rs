@@ -45,6 +45,11 @@ pub enum TransportError {
          answers 535 5.7.139) or `none`"
     )]
     Fallback(String),
+    #[error(
+        "graph_large `{0}` is not known: use `fail` (refuse a message over Graph's 4 MB limit, with \
+         the reason) or `draft` (send it as a draft plus attachment uploads; needs Mail.ReadWrite)"
+    )]
+    GraphLarge(String),
 }
 
 impl FromStr for Transport {
@@ -88,6 +93,47 @@ impl Fallback {
 impl fmt::Display for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What Graph does with a message whose base64 is over its 4 MB request limit: `fail` (the
+/// default: refused before any request, with the reason) or `draft` (a draft from the message
+/// without its large attachments, the attachments through upload sessions, then send; needs
+/// `Mail.ReadWrite`). Never truncated either way.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphLarge {
+    #[default]
+    Fail,
+    Draft,
+}
+
+impl GraphLarge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphLarge::Fail => "fail",
+            GraphLarge::Draft => "draft",
+        }
+    }
+}
+
+impl fmt::Display for GraphLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for GraphLarge {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fail" => Ok(GraphLarge::Fail),
+            "draft" => Ok(GraphLarge::Draft),
+            _ => Err(TransportError::GraphLarge(s.to_string())),
+        }
     }
 }
 

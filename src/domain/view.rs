@@ -38,6 +38,8 @@ pub struct ConnectionView {
     /// `graph` when an SMTP connection delivers through Graph once SMTP AUTH answers
     /// `535 5.7.139`; `None`: no fallback.
     pub fallback: Option<String>,
+    /// `fail` or `draft`: what Graph does with a message over its 4 MB limit.
+    pub graph_large: String,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     pub status: String,
     pub status_reason: Option<String>,
@@ -92,6 +94,7 @@ impl From<&Connection> for ConnectionView {
                 .uses_graph()
                 .then(|| s.graph_base().as_str().trim_end_matches('/').to_string()),
             fallback: s.fallback.map(|f| f.to_string()),
+            graph_large: s.graph_large.to_string(),
             status: status.as_str().to_string(),
             status_reason: c.status.reason().map(str::to_string),
             client_secret: set(c.client_secret_set),

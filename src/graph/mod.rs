@@ -3,10 +3,14 @@
 //!
 //! - [`envelope`]: the envelope wins over the headers (sans-IO).
 //! - [`reply`]: what an answer means: sent, retry (with `Retry-After`), token refused, failed (sans-IO).
+//! - [`split`]: a message over 4 MB, without its large attachments, and those (sans-IO).
+//! - `draft`: `--graph-large draft`: draft, attachment upload sessions, send.
 //! - [`GraphClient`]: the thin async shell: token, request, one forced refresh after a 401.
 
+mod draft;
 pub mod envelope;
 pub mod reply;
+pub mod split;
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use secrecy::ExposeSecret;
 
-use crate::domain::Connection;
+use crate::domain::{Connection, GraphLarge};
 use crate::oauth::{TokenError, TokenSource};
 pub use reply::GraphReply;
 
@@ -53,6 +57,10 @@ pub struct GraphClient<S> {
     url: String,
     connection: String,
     tokens: S,
+    /// The Graph base URL and the mailbox, for the draft requests.
+    base: url::Url,
+    user: String,
+    large: GraphLarge,
 }
 
 /// The sendMail URL of a connection: the mailbox's address, percent-encoded as a path segment.
@@ -115,7 +123,9 @@ pub fn encode(mime: &[u8], connection: &str) -> Result<Bytes, String> {
             .unwrap_or_default();
         return Err(format!(
             "not sent: the message is {} bytes, {} bytes in base64, over Graph's 4 MB request limit \
-             ({MAX_REQUEST_BYTES} bytes); Postern never truncates a message — {entry}",
+             ({MAX_REQUEST_BYTES} bytes); Postern never truncates a message. To send such \
+             messages as a draft plus attachment uploads, set `postern connection edit {connection} \
+             --graph-large draft` (needs the Graph Mail.ReadWrite permission) — {entry}",
             mime.len(),
             encoded_len
         ));
@@ -136,6 +146,9 @@ impl<S: TokenSource> GraphClient<S> {
             url: send_mail_url(conn),
             connection: conn.name().to_string(),
             tokens,
+            base: conn.settings.graph_base(),
+            user: conn.settings.user.as_str().to_string(),
+            large: conn.settings.graph_large,
         })
     }
 
@@ -180,6 +193,12 @@ impl<S: TokenSource> GraphClient<S> {
         let prepared = envelope::prepare(mime, recipients);
         let body = match encode(&prepared.mime, &self.connection) {
             Ok(b) => b,
+            Err(_) if self.large == GraphLarge::Draft => {
+                return match self.send_as_draft(&prepared.mime).await {
+                    GraphOutcome::Sent(s) => GraphOutcome::Sent(note(&s, &prepared)),
+                    other => other,
+                };
+            }
             Err(reason) => return GraphOutcome::Fail(reason),
         };
         let mut token = match self.tokens.access_token().await {
@@ -202,7 +221,12 @@ impl<S: TokenSource> GraphClient<S> {
                 }
             };
             match reply::classify(status, retry.as_deref(), &resp, &self.connection) {
-                GraphReply::Sent => return GraphOutcome::Sent(note(status, &prepared)),
+                GraphReply::Sent => {
+                    return GraphOutcome::Sent(note(
+                        &format!("{status} Accepted (Microsoft Graph sendMail)"),
+                        &prepared,
+                    ));
+                }
                 GraphReply::Retry {
                     reason,
                     retry_after,
@@ -232,8 +256,8 @@ impl<S: TokenSource> GraphClient<S> {
     }
 }
 
-fn note(status: u16, p: &envelope::Prepared) -> String {
-    let mut s = format!("{status} Accepted (Microsoft Graph sendMail)");
+fn note(sent: &str, p: &envelope::Prepared) -> String {
+    let mut s = sent.to_string();
     if !p.added_bcc.is_empty() {
         s.push_str(&format!("; Bcc added for {}", p.added_bcc.join(", ")));
     }

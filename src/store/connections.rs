@@ -36,6 +36,7 @@ pub struct ConnectionRow {
     transport: String,
     graph_url: Option<String>,
     fallback: Option<String>,
+    graph_large: String,
     status: String,
     status_reason: Option<String>,
     created_at: i64,
@@ -51,7 +52,7 @@ pub struct ConnectionRow {
 
 pub(super) const COLUMNS: &str = "c.id, c.name, c.display_name, c.provider, c.flow, c.host, c.port, c.tls, c.domain, \
     c.user_name, c.tenant, c.client_id, c.scope, c.redirect_uri, c.authorize_url, c.token_url, c.device_url, \
-    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.transport, c.graph_url, c.fallback, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
+    c.ca_file, c.enabled, c.max_concurrent, c.limits, c.transport, c.graph_url, c.fallback, c.graph_large, c.status, c.status_reason, c.created_at, c.updated_at, c.managed_by_file, \
     CAST(CASE WHEN EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'client_secret') THEN 1 ELSE 0 END AS BIGINT) AS has_secret, \
     CAST(CASE WHEN EXISTS(SELECT 1 FROM secrets s WHERE s.connection_id = c.id AND s.kind = 'refresh_token') THEN 1 ELSE 0 END AS BIGINT) AS has_refresh, \
     c.secret_expires_at, c.last_used_at, \
@@ -112,6 +113,10 @@ pub(super) fn decode(row: ConnectionRow) -> Result<Connection, StoreError> {
             .map(str::parse)
             .transpose()
             .map_err(|e| corrupt("fallback", e))?,
+        graph_large: row
+            .graph_large
+            .parse()
+            .map_err(|e| corrupt("graph_large", e))?,
     };
     Ok(Connection {
         id: row.id,
@@ -164,6 +169,7 @@ macro_rules! bind_settings {
             .bind(s.transport.as_str())
             .bind(s.graph_url.as_ref().map(ToString::to_string))
             .bind(s.fallback.map(|f| f.as_str()))
+            .bind(s.graph_large.as_str())
     }};
 }
 pub(super) use bind_settings;
@@ -171,14 +177,14 @@ pub(super) use bind_settings;
 /// A new connection: the settings' columns, then created_at and updated_at; returns its id.
 pub(super) const INSERT: &str = "INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
      tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-     max_concurrent, limits, transport, graph_url, fallback, status, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?) RETURNING id";
+     max_concurrent, limits, transport, graph_url, fallback, graph_large, status, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?) RETURNING id";
 
 /// New settings: the settings' columns, then updated_at and the id.
 pub(super) const UPDATE: &str = "UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
      tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
      authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-     limits = ?, transport = ?, graph_url = ?, fallback = ?, updated_at = ? WHERE id = ? AND managed_by_file = 0";
+     limits = ?, transport = ?, graph_url = ?, fallback = ?, graph_large = ?, updated_at = ? WHERE id = ? AND managed_by_file = 0";
 
 impl Store {
     /// The stored connection after an insert or update, or why it could not be saved.

@@ -47,8 +47,8 @@ impl Store {
                         let id: i64 = bind_settings!(sqlx::query_scalar(
                         q.sql("INSERT INTO connections (name, display_name, provider, flow, host, port, tls, domain, user_name, \
                          tenant, client_id, scope, redirect_uri, authorize_url, token_url, device_url, ca_file, enabled, \
-                         max_concurrent, limits, transport, graph_url, fallback, status, created_at, updated_at, managed_by_file) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, 1) RETURNING id"),
+                         max_concurrent, limits, transport, graph_url, fallback, graph_large, status, created_at, updated_at, managed_by_file) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, 1) RETURNING id"),
                     ), s)
                     .bind(t)
                     .bind(t)
@@ -63,7 +63,7 @@ impl Store {
                             q.sql("UPDATE connections SET name = ?, display_name = ?, provider = ?, flow = ?, host = ?, port = ?, \
                              tls = ?, domain = ?, user_name = ?, tenant = ?, client_id = ?, scope = ?, redirect_uri = ?, \
                              authorize_url = ?, token_url = ?, device_url = ?, ca_file = ?, enabled = ?, max_concurrent = ?, \
-                             limits = ?, transport = ?, graph_url = ?, fallback = ?, updated_at = ?, managed_by_file = 1 WHERE id = ?"),
+                             limits = ?, transport = ?, graph_url = ?, fallback = ?, graph_large = ?, updated_at = ?, managed_by_file = 1 WHERE id = ?"),
                         ), s)
                         .bind(now())
                         .bind(current.id)

@@ -486,3 +486,38 @@ fn a_graph_connection_takes_graph_scopes_and_shows_its_transport() {
     assert_eq!(json["transport"], "smtp");
     assert_eq!(json["graph_url"], serde_json::Value::Null);
 }
+
+#[test]
+fn graph_large_is_fail_by_default_and_draft_only_where_graph_is_used() {
+    let home = TestHome::new();
+    home.add_connection("graph", SECRET, &["--transport", "graph"])
+        .ok();
+    let show = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &home
+                .run(&["connection", "show", name, "--json"])
+                .ok()
+                .stdout,
+        )
+        .unwrap()
+    };
+    assert_eq!(show("graph")["graph_large"], "fail");
+    home.run(&["connection", "edit", "graph", "--graph-large", "draft"])
+        .ok();
+    assert_eq!(show("graph")["graph_large"], "draft");
+    let text = home.run(&["connection", "show", "graph"]).ok().stdout;
+    assert!(text.contains("draft"), "{text}");
+    // An SMTP connection without the Graph fallback: refused, with the reason and the fix.
+    home.add_connection("smtp", SECRET, &[]).ok();
+    let bad = home.run(&["connection", "edit", "smtp", "--graph-large", "draft"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(
+        bad.all().contains("does not use Graph") && bad.all().contains("--graph-large fail"),
+        "{}",
+        bad.all()
+    );
+    assert_eq!(show("smtp")["graph_large"], "fail", "nothing changed");
+    let bad = home.run(&["connection", "edit", "graph", "--graph-large", "split"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.all().contains("graph_large `split`"), "{}", bad.all());
+}

@@ -5,6 +5,7 @@ pub(crate) mod client;
 mod cluster;
 mod fallback;
 mod graph;
+mod graph_large;
 mod reload;
 pub(crate) mod world;
 

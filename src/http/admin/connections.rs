@@ -85,6 +85,7 @@ pub struct ConnectionForm {
     transport: Option<String>,
     graph_url: Option<String>,
     fallback: Option<String>,
+    graph_large: Option<String>,
     enabled: Option<String>,
     secret_expires: Option<String>,
 }
@@ -131,6 +132,7 @@ impl ConnectionForm {
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
             fallback: self.fallback.clone(),
+            graph_large: self.graph_large.clone(),
         }
     }
 

@@ -227,6 +227,12 @@ pub fn fields(
                 ("graph", "Microsoft Graph when SMTP AUTH is off (535 5.7.139)"),
             ])
             .help("SMTP connections to Microsoft 365: when SMTP AUTH answers 535 5.7.139, deliver through Microsoft Graph with a Graph token from the same sign-in (add Microsoft Graph Mail.Send to the app registration and grant consent). Later messages go straight to Graph for an hour."),
+        FormField::new("graph_large", "Graph: messages over 4 MB", "select", v.graph_large.as_deref().or(Some("fail")))
+            .options(&[
+                ("fail", "Fail with the reason (default)"),
+                ("draft", "Send as a draft plus attachment uploads (needs Mail.ReadWrite)"),
+            ])
+            .help("Graph refuses requests over 4 MB. Draft creates the message as a draft, uploads its large attachments in chunks, then sends it; it needs the Microsoft Graph Mail.ReadWrite permission as well as Mail.Send. Never truncated either way."),
         FormField::new("graph_url", "Graph endpoint", "url", v.graph_url.as_deref())
             .help("Leave empty for the provider's Graph (https://graph.microsoft.com; national clouds have their own); set for tests."),
         FormField::new("tls", "TLS mode", "select", v.tls.as_deref().or(Some("starttls")))

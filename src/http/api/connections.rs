@@ -67,6 +67,9 @@ pub struct ConnectionBody {
     /// AUTH answers `535 5.7.139` (needs the Graph Mail.Send permission too); `none` or `""`: no
     /// fallback.
     pub fallback: Option<String>,
+    /// `fail` (default: a Graph message over 4 MB fails with the reason) or `draft` (a draft plus
+    /// attachment upload sessions; needs `Mail.ReadWrite`). Graph connections only.
+    pub graph_large: Option<String>,
     /// Write-only. `""` removes it.
     #[serde(default, deserialize_with = "secret")]
     #[schema(value_type = Option<String>, write_only)]
@@ -121,6 +124,7 @@ impl ConnectionBody {
             transport: self.transport.clone(),
             graph_url: self.graph_url.clone(),
             fallback: self.fallback.clone(),
+            graph_large: self.graph_large.clone(),
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct ConnectionDoc {
     graph_url: Option<String>,
     /// `graph` when an SMTP connection falls back to Graph on `535 5.7.139`; null: no fallback.
     fallback: Option<String>,
+    /// `fail` or `draft`: what Graph does with a message over its 4 MB limit.
+    graph_large: String,
     /// `new`, `authorized`, `needs-reauthorization` or `disabled`.
     status: String,
     status_reason: Option<String>,

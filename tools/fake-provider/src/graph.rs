@@ -4,6 +4,8 @@
 //! the Mail.Send permission, the mailbox), each accepted message is recorded byte for byte, and
 //! Graph's answers can be injected: 429 with `Retry-After`, 401, 403 with Graph's error codes, 413.
 
+mod draft;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +36,34 @@ pub struct GraphMessage {
     pub mailbox: String,
     /// The MIME message, decoded from base64: exactly the bytes Postern sent.
     pub mime: Vec<u8>,
+    /// Attachments uploaded through upload sessions (a message sent as a draft), in order.
+    pub attachments: Vec<GraphAttachment>,
+}
+
+/// One file attached to a draft through an upload session, assembled from its chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphAttachment {
+    pub name: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A draft (`POST /users/{user}/messages`) until it is sent or deleted.
+#[derive(Debug, Clone)]
+struct Draft {
+    mailbox: String,
+    mime: Vec<u8>,
+    attachments: Vec<GraphAttachment>,
+}
+
+/// An upload session: the bytes received so far for one attachment of one draft.
+#[derive(Debug, Clone)]
+struct Upload {
+    draft: String,
+    name: String,
+    content_type: String,
+    size: usize,
+    bytes: Vec<u8>,
 }
 
 /// An answer to give instead of handling the request.
@@ -120,11 +150,17 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     latency_us: AtomicU64,
+    drafts: Mutex<std::collections::HashMap<String, Draft>>,
+    uploads: Mutex<std::collections::HashMap<String, Upload>>,
+    next_id: AtomicU64,
+    /// Drafts deleted (`DELETE /users/{user}/messages/{id}`).
+    deleted: AtomicU64,
 }
 
 struct Ctx {
     shared: Arc<Shared>,
     idp: FakeIdp,
+    base_url: String,
 }
 
 /// The running fake; the server stops when the last handle is dropped... or the test ends.
@@ -192,12 +228,30 @@ impl FakeGraph {
         let ctx = Arc::new(Ctx {
             shared: shared.clone(),
             idp,
+            base_url: format!("https://{addr}"),
         });
         let app = axum::Router::new()
             .route(
                 "/v1.0/users/{user}/sendMail",
                 axum::routing::post(send_mail),
             )
+            .route(
+                "/v1.0/users/{user}/messages",
+                axum::routing::post(draft::create),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}",
+                axum::routing::delete(draft::delete),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/attachments/createUploadSession",
+                axum::routing::post(draft::create_upload_session),
+            )
+            .route(
+                "/v1.0/users/{user}/messages/{id}/send",
+                axum::routing::post(draft::send),
+            )
+            .route("/upload/{session}", axum::routing::put(draft::upload))
             // The cap is answered by the handler (413 as Graph does), so read a little more.
             .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES * 2))
             .with_state(ctx);
@@ -244,6 +298,20 @@ impl FakeGraph {
     pub fn set_latency(&self, latency: Duration) {
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.shared.latency_us.store(us, Ordering::Relaxed);
+    }
+
+    /// Drafts still in the mailboxes (not sent, not deleted).
+    pub fn drafts(&self) -> usize {
+        self.shared
+            .drafts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Drafts deleted.
+    pub fn deleted_drafts(&self) -> u64 {
+        self.shared.deleted.load(Ordering::Relaxed)
     }
 
     pub fn messages(&self) -> Vec<GraphMessage> {
@@ -407,6 +475,7 @@ async fn send_mail(
         .push(GraphMessage {
             mailbox: user,
             mime,
+            attachments: Vec::new(),
         });
     s.accepted.fetch_add(1, Ordering::Relaxed);
     StatusCode::ACCEPTED.into_response()
