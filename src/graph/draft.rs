@@ -42,7 +42,10 @@ impl<S: TokenSource> GraphClient<S> {
         url.to_string()
     }
 
-    async fn request(
+    /// One request (with `token` when given): the status, `Retry-After` and at most 64 KiB of
+    /// the body (error bodies and Graph's answers here are small JSON; a 202 has none), or a
+    /// network error.
+    pub(super) async fn request(
         &self,
         method: Method,
         url: &str,

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use secrecy::ExposeSecret;
 
 use crate::domain::{Connection, GraphLarge};
 use crate::oauth::{TokenError, TokenSource};
@@ -157,35 +156,21 @@ impl<S: TokenSource> GraphClient<S> {
         &self.url
     }
 
-    /// One POST with `token`: the status, `Retry-After` and body, or a network error.
+    /// One sendMail POST with `token`: the status, `Retry-After` and body, or a network error.
     async fn post(
         &self,
         token: &secrecy::SecretString,
         body: Bytes,
     ) -> Result<(u16, Option<String>, Vec<u8>), reqwest::Error> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .bearer_auth(token.expose_secret())
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        let retry = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        // Error bodies are small JSON; a 202 has none. Read at most 64 KiB.
-        let mut body = Vec::new();
-        let mut resp = resp;
-        while let Some(chunk) = resp.chunk().await? {
-            if body.len() < 64 * 1024 {
-                body.extend_from_slice(&chunk);
-            }
-        }
-        Ok((status, retry, body))
+        let content_type = [("Content-Type", "text/plain".to_string())];
+        self.request(
+            reqwest::Method::POST,
+            &self.url,
+            Some(token),
+            &content_type,
+            body,
+        )
+        .await
     }
 
     /// Sends `mime` to exactly `recipients` (see [`envelope`]).
