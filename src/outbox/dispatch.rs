@@ -18,6 +18,7 @@ use super::{BATCH, Delivery, Outcome, TokenFactory, hold_reason};
 use crate::domain::Connection;
 use crate::store::StoreError;
 use crate::store::messages::{MessageStatus, now_ms};
+use crate::store::outbox_batch::new_mail_connections;
 
 /// How often the store is asked which connections have due or releasable mail.
 const RESYNC: Duration = Duration::from_secs(2);
@@ -63,22 +64,31 @@ impl<F: TokenFactory> Delivery<F> {
             Err(e) => tracing::error!(error = %e, "could not recover claimed messages"),
         }
         let wakers = self.inner.outbox.wakers().clone();
-        // Other instances' new mail (PostgreSQL): look at the store now rather than at the next
-        // resync.
+        // New mail queued by any instance (PostgreSQL): the notification names its connections,
+        // which are due now, with no look at the store; one that names none (too many to fit)
+        // or a listener that lost its connection (notifications missed) asks for a look now
+        // rather than at the next resync.
         let remote = std::sync::Arc::new(tokio::sync::Notify::new());
         match self.inner.store.new_mail_listener().await {
             Ok(None) => {}
             Ok(Some(mut listener)) => {
-                let (remote, stop) = (remote.clone(), stop.clone());
+                let (remote, stop, wakers) = (remote.clone(), stop.clone(), wakers.clone());
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
                             () = stop.cancelled() => break,
-                            n = listener.recv() => match n {
-                                Ok(_) => remote.notify_one(),
+                            n = listener.try_recv() => match n {
+                                Ok(Some(n)) => match new_mail_connections(n.payload()) {
+                                    Some(ids) => ids.into_iter().for_each(|c| wakers.wake(c)),
+                                    None => remote.notify_one(),
+                                },
+                                // The connection was lost (reconnected at the next call):
+                                // what was sent meanwhile is missed.
+                                Ok(None) => remote.notify_one(),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "new-mail notifications: listener failed; retrying");
                                     tokio::time::sleep(RESYNC).await;
+                                    remote.notify_one();
                                 }
                             },
                         }
@@ -209,8 +219,35 @@ impl<F: TokenFactory> Delivery<F> {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(owners.heartbeat()) => {}
             }
-            if let Err(e) = owners.renew(&self.inner.store).await {
-                tracing::warn!(error = %e, "could not renew connection ownership; senders stop when it runs out");
+            let handing = match owners.renew(&self.inner.store).await {
+                Ok(handing) => handing,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew connection ownership; senders stop when it runs out");
+                    Vec::new()
+                }
+            };
+            // Mail waiting in the lanes is claimed too: paced by its connection's limits, it
+            // may wait longer than a lease, and another instance would take over a claim that
+            // ran out and send it as well. Renewed with the ownerships.
+            let waiting: Vec<_> = self
+                .inner
+                .outbox
+                .wakers()
+                .lanes()
+                .iter()
+                .flat_map(|lane| lane.leases())
+                .collect();
+            if !waiting.is_empty()
+                && let Err(e) = self.inner.store.extend_claims(&waiting).await
+            {
+                tracing::warn!(error = %e, "could not renew the claims of mail waiting for its sender");
+            }
+            // Connections given up with no sender running now: nothing else releases them.
+            for c in handing {
+                let idle = || !self.schedule().busy(c);
+                if let Err(e) = owners.release(&self.inner.store, c, idle).await {
+                    tracing::warn!(error = %e, "could not release a connection's ownership; it runs out with its lease");
+                }
             }
         }
     }

@@ -98,6 +98,15 @@ impl Lane {
         taken
     }
 
+    /// The claims of the messages waiting in the lane.
+    pub fn leases(&self) -> Vec<crate::store::messages::Lease> {
+        self.queue()
+            .messages
+            .iter()
+            .map(ClaimedMessage::lease)
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue().messages.is_empty()
     }

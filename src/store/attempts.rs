@@ -92,6 +92,8 @@ pub(super) async fn lost_claims(
                 "SELECT id, status, lease_id FROM messages WHERE id = ANY($1::text[]) \
                  ORDER BY id FOR UPDATE",
             )
+            // Planned for each run (see `PER_RUN_PLAN` in `outbox_batch`).
+            .persistent(false)
             .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;

@@ -444,6 +444,8 @@ pub async fn claim_due_on(
              attempts = attempts + 1, last_attempt_at = $3 WHERE id IN (SELECT id FROM picked) \
              RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
             ))
+            // PostgreSQL: planned per run (see PER_RUN_PLAN in `outbox_batch`).
+            .persistent(!q.is_postgres())
             .bind(lease_id)
             .bind(t + lease_ms)
             .bind(t)
@@ -481,6 +483,7 @@ pub async fn claim_due_on(
                      WHERE message_id IN (SELECT jsonb_array_elements_text($1::jsonb)) \
                      AND status IN ('pending', 'deferred') ORDER BY message_id, position",
             ))
+            .persistent(!q.is_postgres()) // PER_RUN_PLAN
             .bind(ids)
             .fetch_all(&mut *tx)
             .await?;

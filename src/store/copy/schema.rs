@@ -7,8 +7,14 @@ use super::CopyError;
 use crate::store::Conn;
 
 /// Tables whose rows only mean something for minutes: web UI sessions, OAuth consents in
-/// progress, failed-login counts (throttling). A copy leaves them behind.
-pub const TRANSIENT: &[&str] = &["admin_sessions", "pending_consents", "auth_failures"];
+/// progress, failed-login counts (throttling), connection ownership leases (of instances that
+/// are gone when a copy may run). A copy leaves them behind.
+pub const TRANSIENT: &[&str] = &[
+    "admin_sessions",
+    "pending_consents",
+    "auth_failures",
+    "connection_owners",
+];
 
 /// One table as the database describes it: its columns, in order, with their declared types
 /// (lower case: SQLite's declared type, PostgreSQL's `data_type`).

@@ -13,7 +13,8 @@ use postern::store::messages::MessageStatus;
 
 use super::TO;
 use super::client::{Client, queued_id};
-use super::world::{Flow, Serve, USER, World};
+use super::world::{Flow, Serve, USER, World, generated_password};
+use fake_provider::idp::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
 
 /// The ownership and message leases of these tests (s): short, so a takeover is quick.
 const LEASE_SECS: u64 = 5;
@@ -271,4 +272,151 @@ async fn a_sigkilled_instance_loses_no_acknowledged_mail_and_the_others_take_its
         "{duplicates} duplicates ({twice:?}) but only {} messages were in flight",
         in_flight.len()
     );
+}
+
+/// Four connections, each paced to 10 messages a second so a backlog lasts; the first instance
+/// alone takes all four. A second instance starts and is given mail for all four: within a
+/// few heartbeats each instance owns two (rebalancing), nothing is sent twice, every mailbox
+/// stays within its 3 sessions, and all mail arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_connections_spread_to_an_instance_that_joins() {
+    let Some(w) = cluster_world(Duration::from_millis(5)).await else {
+        return;
+    };
+    let (secret, ca) = (
+        w.home.file("client-secret", DEFAULT_CLIENT_SECRET),
+        w.home.file("provider-ca.pem", &w.smtp.ca_pem()),
+    );
+    let (port, token_url) = (
+        w.smtp.port().to_string(),
+        w.idp.token_url("contoso.example"),
+    );
+    let mut boxes = Vec::new();
+    for n in 1..=4 {
+        let (name, mailbox, app) = (
+            format!("busy{n}"),
+            format!("busy{n}@contoso.example"),
+            format!("busy-app{n}"),
+        );
+        w.home
+            .run(&[
+                "connection",
+                "add",
+                &name,
+                "--provider",
+                "microsoft",
+                "--limit",
+                "messages-per-minute=600",
+                "--tenant",
+                "contoso.example",
+                "--user",
+                &mailbox,
+                "--client-id",
+                DEFAULT_CLIENT_ID,
+                "--client-secret-file",
+                &secret,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--token-url",
+                &token_url,
+                "--ca-file",
+                &ca,
+                "--flow",
+                "client-credentials",
+            ])
+            .ok();
+        let out = w
+            .home
+            .run(&["relay-user", "add", &app, "--connection", &name])
+            .ok();
+        boxes.push((mailbox, app, generated_password(&out.stdout)));
+    }
+    let boxes = Arc::new(boxes);
+    // `per_box` messages for each mailbox through `relay`; returns the Message-IDs accepted.
+    let send = |relay: SocketAddr, per_box: usize, tag: &'static str| {
+        let (w, boxes) = (w.clone(), boxes.clone());
+        async move {
+            let mut set = tokio::task::JoinSet::new();
+            for mailbox_app in boxes.iter() {
+                let (mailbox, app, password) = mailbox_app.clone();
+                let w = w.clone();
+                set.spawn(async move {
+                    let mut c = Client::connect_tls(relay, &w.relay_cert()).await;
+                    assert_eq!(c.auth_plain(&app, &password).await.code, 235);
+                    let mut ids = Vec::new();
+                    for n in 0..per_box {
+                        let mid = format!("{tag}-{n}-{mailbox}");
+                        let body = format!(
+                            "From: <{mailbox}>\r\nTo: <{TO}>\r\nMessage-ID: <{mid}>\r\nSubject: {mid}\r\n\r\nx\r\n"
+                        );
+                        let r = c.send(&mailbox, &[TO], body.as_bytes()).await;
+                        assert_eq!(r.code, 250, "{mid}: {r:?}");
+                        ids.push(mid);
+                    }
+                    ids
+                });
+            }
+            let mut ids = Vec::new();
+            while let Some(r) = set.join_next().await {
+                ids.extend(r.unwrap());
+            }
+            ids
+        }
+    };
+
+    let a = w.serve().await;
+    // 150 a mailbox at 10 a second: 15 s of work for instance A, which takes all four.
+    let mut ids = send(a.relay, 150, "first").await;
+    let store = w.store().await;
+    let owner_of = |owners: &[(i64, String)], s: &Serve| {
+        owners
+            .iter()
+            .filter(|(_, i)| i.starts_with(&format!("pid{}-", s.pid())))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while owner_of(&store.connection_owners().await.unwrap(), &a) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "A never owned the four busy connections\n{}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let b = w.serve().await;
+    ids.extend(send(b.relay, 5, "second").await);
+    let joined = Instant::now();
+    let spread = loop {
+        let owners = store.connection_owners().await.unwrap();
+        let (on_a, on_b) = (owner_of(&owners, &a), owner_of(&owners, &b));
+        if on_a == 2 && on_b == 2 {
+            break joined.elapsed();
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(LEASE_SECS * 4),
+            "the busy connections did not spread: A owns {on_a}, B {on_b}\n{}",
+            w.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "a second instance owned 2 of the 4 busy connections {:.1} s after it started taking mail (ownership heartbeat {:.1} s)",
+        spread.as_secs_f64(),
+        LEASE_SECS as f64 / 3.0
+    );
+
+    let seen = wait_delivered(&w, &ids, Duration::from_secs(60)).await;
+    let duplicates: u32 = seen.values().map(|n| n - 1).sum();
+    assert_eq!(duplicates, 0, "no instance died, so nothing goes twice");
+    let peaks = w.smtp.session_peaks();
+    for (mailbox, _, _) in boxes.iter() {
+        let peak = peaks.get(mailbox).copied().unwrap_or(0);
+        assert!(
+            peak <= 3,
+            "{mailbox} allows 3 sessions but saw {peak} at once"
+        );
+    }
 }
