@@ -479,8 +479,11 @@ pub async fn claim_due_on(
                 "SELECT message_id, position, address FROM recipients \
                      WHERE message_id IN (SELECT value FROM json_each(?)) \
                      AND status IN ('pending', 'deferred') ORDER BY message_id, position",
+                // An array built once (an init plan), not `IN (SELECT …)`: the planner takes a
+                // set-returning function for 100 rows and hashes them against a scan of every
+                // recipient (measured: 1.1 ms for 13 messages, against an index scan).
                 "SELECT message_id, position, address FROM recipients \
-                     WHERE message_id IN (SELECT jsonb_array_elements_text($1::jsonb)) \
+                     WHERE message_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) \
                      AND status IN ('pending', 'deferred') ORDER BY message_id, position",
             ))
             .persistent(!q.is_postgres()) // PER_RUN_PLAN
