@@ -2,7 +2,7 @@
 //! with one statement over arrays (`UNNEST`), in as few round trips as the work allows: new
 //! mail (messages, recipients, the notification) is one statement, the records of attempts
 //! where every recipient was accepted another, so a common cycle is BEGIN, the lease check,
-//! those two, COMMIT. Times come from the database (`now()`: the transaction's start, the
+//! those two, COMMIT, and a cycle of new mail alone is that one statement. Times come from the database (`now()`: the transaction's start, the
 //! same in every statement of the cycle), including the lease of mail handed straight to a
 //! sender, so instances whose clocks differ agree on when a claim runs out.
 //!
@@ -25,19 +25,30 @@ pub(super) async fn write_batch(
     inserts: &[Insert<'_>],
     records: &[Attempt],
 ) -> Result<Written, StoreError> {
+    if records.is_empty() && inserts.iter().all(|i| i.message.idempotency_key.is_none()) {
+        // New mail alone (the common cycle of an instance that does not own the connection):
+        // one statement, its own transaction, one round trip.
+        let queued: Vec<Queued> = inserts.iter().map(|_| new_queued()).collect();
+        let new: Vec<(&Insert<'_>, &str)> = inserts
+            .iter()
+            .zip(&queued)
+            .map(|(insert, q)| (insert, q.id.as_str()))
+            .collect();
+        if !new.is_empty() {
+            insert_new(conn, &new).await?;
+        }
+        return Ok(Written {
+            queued,
+            statuses: Vec::new(),
+        });
+    }
     let mut tx = conn.begin().await?;
     if inserts.is_empty() {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
     }
-    let mut queued: Vec<Queued> = inserts
-        .iter()
-        .map(|_| Queued {
-            id: uuid::Uuid::now_v7().simple().to_string(),
-            duplicate: false,
-        })
-        .collect();
+    let mut queued: Vec<Queued> = inserts.iter().map(|_| new_queued()).collect();
     if inserts.iter().any(|i| i.message.idempotency_key.is_some()) {
         find_duplicates(Conn::from(&mut *tx), inserts, &mut queued).await?;
     }
@@ -109,6 +120,13 @@ pub(super) async fn write_batch(
     }
     tx.commit().await?;
     Ok(Written { queued, statuses })
+}
+
+fn new_queued() -> Queued {
+    Queued {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        duplicate: false,
+    }
 }
 
 /// New messages, their recipients and (when some wait in the queue) the notification for the
