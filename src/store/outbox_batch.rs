@@ -197,32 +197,7 @@ async fn write_in(
             if bulk.is_some() || !live(i) {
                 continue;
             }
-            *status = Some(match &a.record {
-                AttemptRecord::Recipients(o) => {
-                    recipients_in(
-                        Conn::from(&mut *conn),
-                        t,
-                        &a.id,
-                        o,
-                        a.retry_at_ms,
-                        a.give_up,
-                        a.transport,
-                    )
-                    .await?
-                }
-                AttemptRecord::Whole(reason) => {
-                    whole_in(
-                        Conn::from(&mut *conn),
-                        t,
-                        &a.id,
-                        reason,
-                        a.retry_at_ms,
-                        a.give_up,
-                        a.transport,
-                    )
-                    .await?
-                }
-            });
+            *status = Some(record_one(Conn::from(&mut *conn), t, a).await?);
         }
     }
 
@@ -278,6 +253,28 @@ async fn write_in(
         queued,
         statuses: statuses.into_iter().flatten().collect(),
     })
+}
+
+/// One record that is not "every recipient accepted" (a recipient refused or deferred, the
+/// whole attempt failed), with the statements both backends share.
+async fn record_one(conn: Conn<'_>, t: i64, a: &Attempt) -> Result<MessageStatus, StoreError> {
+    match &a.record {
+        AttemptRecord::Recipients(o) => {
+            recipients_in(conn, t, &a.id, o, a.retry_at_ms, a.give_up, a.transport).await
+        }
+        AttemptRecord::Whole(reason) => {
+            whole_in(
+                conn,
+                t,
+                &a.id,
+                reason,
+                a.retry_at_ms,
+                a.give_up,
+                a.transport,
+            )
+            .await
+        }
+    }
 }
 
 /// Marks inserts whose idempotency key was seen before (in the store or earlier in the batch).

@@ -12,8 +12,10 @@
 
 use sqlx::{Connection as _, PgConnection};
 
-use super::{HEADER_SCAN, Insert, NEW_MAIL_CHANNEL, Written, find_duplicates, sent_replies};
-use crate::store::attempts::{Attempt, AttemptRecord, lost_claims, recipients_in, whole_in};
+use super::{
+    HEADER_SCAN, Insert, NEW_MAIL_CHANNEL, Written, find_duplicates, record_one, sent_replies,
+};
+use crate::store::attempts::{Attempt, lost_claims};
 use crate::store::messages::{MessageStatus, Queued, header_fields, now_ms};
 use crate::store::{Backend, Conn, StoreError};
 
@@ -78,32 +80,7 @@ pub(super) async fn write_batch(
             Some(t) => t,
             None => *t.insert(db_now_ms!(Backend::Postgres, &mut *tx)),
         };
-        statuses.push(match &a.record {
-            AttemptRecord::Recipients(o) => {
-                recipients_in(
-                    Conn::from(&mut *tx),
-                    t,
-                    &a.id,
-                    o,
-                    a.retry_at_ms,
-                    a.give_up,
-                    a.transport,
-                )
-                .await?
-            }
-            AttemptRecord::Whole(reason) => {
-                whole_in(
-                    Conn::from(&mut *tx),
-                    t,
-                    &a.id,
-                    reason,
-                    a.retry_at_ms,
-                    a.give_up,
-                    a.transport,
-                )
-                .await?
-            }
-        });
+        statuses.push(record_one(Conn::from(&mut *tx), t, a).await?);
     }
 
     let new: Vec<(&Insert<'_>, &str)> = inserts
