@@ -204,12 +204,7 @@ async fn write_in(
     // The rest in at most two commands (new mail; records), the first opening the transaction
     // and the last committing it. Two, not one: each has a few shapes that stay prepared,
     // where their combinations would not.
-    let new: Vec<(&Insert<'_>, &str)> = inserts
-        .iter()
-        .zip(&queued)
-        .filter(|(_, q)| !q.duplicate)
-        .map(|(insert, q)| (insert, q.id.as_str()))
-        .collect();
+    let new = fresh(inserts, &queued);
     let sent: Vec<(&Attempt, &Vec<(i64, &str)>)> = records
         .iter()
         .zip(&bulk)
@@ -253,6 +248,19 @@ async fn write_in(
         queued,
         statuses: statuses.into_iter().flatten().collect(),
     })
+}
+
+/// The inserts that are not duplicates of an earlier message, each with its new id.
+fn fresh<'i, 'm>(
+    inserts: &'i [Insert<'m>],
+    queued: &'i [Queued],
+) -> Vec<(&'i Insert<'m>, &'i str)> {
+    inserts
+        .iter()
+        .zip(queued)
+        .filter(|(_, q)| !q.duplicate)
+        .map(|(insert, q)| (insert, q.id.as_str()))
+        .collect()
 }
 
 /// One record that is not "every recipient accepted" (a recipient refused or deferred, the

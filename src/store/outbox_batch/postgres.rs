@@ -13,7 +13,8 @@
 use sqlx::{Connection as _, PgConnection};
 
 use super::{
-    HEADER_SCAN, Insert, NEW_MAIL_CHANNEL, Written, find_duplicates, record_one, sent_replies,
+    HEADER_SCAN, Insert, NEW_MAIL_CHANNEL, Written, find_duplicates, fresh, record_one,
+    sent_replies,
 };
 use crate::store::attempts::{Attempt, lost_claims};
 use crate::store::messages::{MessageStatus, Queued, header_fields, now_ms};
@@ -31,11 +32,7 @@ pub(super) async fn write_batch(
         // New mail alone (the common cycle of an instance that does not own the connection):
         // one statement, its own transaction, one round trip.
         let queued: Vec<Queued> = inserts.iter().map(|_| new_queued()).collect();
-        let new: Vec<(&Insert<'_>, &str)> = inserts
-            .iter()
-            .zip(&queued)
-            .map(|(insert, q)| (insert, q.id.as_str()))
-            .collect();
+        let new = fresh(inserts, &queued);
         if !new.is_empty() {
             insert_new(conn, &new).await?;
         }
@@ -83,12 +80,7 @@ pub(super) async fn write_batch(
         statuses.push(record_one(Conn::from(&mut *tx), t, a).await?);
     }
 
-    let new: Vec<(&Insert<'_>, &str)> = inserts
-        .iter()
-        .zip(&queued)
-        .filter(|(_, q)| !q.duplicate)
-        .map(|(insert, q)| (insert, q.id.as_str()))
-        .collect();
+    let new = fresh(inserts, &queued);
     if !new.is_empty() {
         insert_new(&mut tx, &new).await?;
     }
