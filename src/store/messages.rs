@@ -171,8 +171,8 @@ struct ClaimRow {
 
 /// Bytes of bodies one claim takes at most, unless its first message alone is bigger: a
 /// sender holds one batch in memory (twice over while it is decoded), and a connection has
-/// several senders, so 16 messages of 35 MB must not come at once. Ordinary mail still comes
-/// 16 at a time; the same bound as a lane's ([`crate::outbox::lanes::LANE_BYTES`]).
+/// several senders, so a batch of 35 MB messages must not come at once. Ordinary mail still comes
+/// a whole batch at a time; the same bound as a lane's ([`crate::outbox::lanes::LANE_BYTES`]).
 pub const CLAIM_BYTES: u64 = 8 * 1024 * 1024;
 
 /// How much one claim may take: the oldest due messages, at most `messages` of them whose

@@ -420,8 +420,9 @@ async fn large_submissions_stay_within_the_memory_budget() {
     // Receiving may hold the budget, plus a little per connection (hyper's buffers, tasks).
     let budget = budget_mib * 1024;
     let slack = 8 * 1024;
-    // Delivering is the outbox's business, not the budget's: a sender takes up to 16 messages
-    // at a time with their bodies (`outbox/worker.rs`); the one being sent is encoded, and the
+    // Delivering is the outbox's business, not the budget's: a sender holds one batch, its
+    // bodies within `CLAIM_BYTES` (8 MiB) or one bigger message alone (`outbox/worker.rs`), so
+    // 16 of these messages is a generous allowance; the one being sent is encoded, and the
     // claim query briefly holds a row twice (SQLite's copy and ours): three more.
     let in_batch = (accepted.len() as u64).min(16);
     let delivery = (in_batch + 3) * size / 1024;
