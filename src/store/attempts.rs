@@ -148,8 +148,7 @@ pub(super) async fn recipients_in(
         // deferred; else any sent → sent (the body is dropped); else failed.
         let status: String = sqlx::query_scalar(q.sql(
         "UPDATE messages SET status = s.st, lease_until = NULL, next_attempt_at = ?, \
-         done_at = CASE WHEN s.st IN ('sent', 'failed') THEN ? END, last_error = ?, \
-         body = CASE WHEN s.st = 'sent' THEN NULL ELSE body END \
+         done_at = CASE WHEN s.st IN ('sent', 'failed') THEN ? END, last_error = ? \
          FROM (SELECT CASE \
            WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND status IN ('deferred', 'pending')) THEN 'deferred' \
            WHEN EXISTS (SELECT 1 FROM recipients WHERE message_id = ? AND status = 'sent') THEN 'sent' \
@@ -167,6 +166,12 @@ pub(super) async fn recipients_in(
         let status: MessageStatus = status
             .parse()
             .map_err(|e: super::messages::StatusError| StoreError::Corrupt(e.to_string()))?;
+        if status == MessageStatus::Sent {
+            sqlx::query(q.sql("DELETE FROM message_bodies WHERE id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let detail = outcomes
             .iter()
             .map(|(_, o)| match o {

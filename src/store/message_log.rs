@@ -189,7 +189,7 @@ impl Store {
     pub async fn message_body_stored(&self, id: &str) -> Result<bool, StoreError> {
         Ok(on!(self.db(), |pool, q| {
             sqlx::query_scalar::<_, bool>(
-                q.sql("SELECT body IS NOT NULL FROM messages WHERE id = ?"),
+                q.sql("SELECT EXISTS (SELECT 1 FROM message_bodies WHERE id = ?)"),
             )
             .bind(id)
             .fetch_optional(pool)
@@ -202,7 +202,7 @@ impl Store {
     pub async fn message_body(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(on!(self.db(), |pool, q| {
             sqlx::query_scalar::<_, Option<Vec<u8>>>(
-                q.sql("SELECT body FROM messages WHERE id = ?"),
+                q.sql("SELECT body FROM message_bodies WHERE id = ?"),
             )
             .bind(id)
             .fetch_optional(pool)

@@ -431,7 +431,8 @@ pub async fn claim_due_on(
                      ORDER BY next_attempt_at, id LIMIT CAST(? AS INTEGER)) \
                  WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
              WHERE total <= ? OR n <= ?) \
-             RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
+             RETURNING id, connection_id, mail_from, \
+             (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
             "WITH due AS ( \
                  SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $4 \
                  AND status IN ('queued', 'deferred') AND next_attempt_at <= $5 \
@@ -442,7 +443,8 @@ pub async fn claim_due_on(
                  WHERE total <= $7 OR n <= $8) \
              UPDATE messages SET lease_id = $1, status = 'sending', lease_until = $2, \
              attempts = attempts + 1, last_attempt_at = $3 WHERE id IN (SELECT id FROM picked) \
-             RETURNING id, connection_id, mail_from, body, attempts, queued_at, next_attempt_at",
+             RETURNING id, connection_id, mail_from, \
+             (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
             ))
             // PostgreSQL: planned per run (see PER_RUN_PLAN in `outbox_batch`).
             .persistent(!q.is_postgres())

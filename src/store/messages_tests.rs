@@ -220,3 +220,68 @@ async fn a_late_worker_whose_lease_was_taken_over_changes_nothing() {
     );
     assert_eq!(detail.recipient_results[0].status, "sent");
 }
+
+/// A store from before migration 0019 (bodies in `messages`), with a queued message and a
+/// sent one: after the upgrade the queued body is readable and claimable, the sent one still
+/// has none. On PostgreSQL too when the test server is set.
+#[tokio::test]
+async fn bodies_stored_before_their_own_table_survive_the_upgrade() {
+    use sqlx::migrate::Migrator;
+    use std::borrow::Cow;
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::store::fresh_test_database().await;
+    let before = |all: Migrator| Migrator {
+        migrations: Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 19)
+                .cloned()
+                .collect(),
+        ),
+        ..all
+    };
+    let old = [
+        "INSERT INTO messages (id, connection_id, connection_name, source, mail_from, size, body, \
+         status, queued_at, next_attempt_at) VALUES ('q1', 7, 'c', 'cli', 'a@b.c', 9, $1, 'queued', 1, 1)",
+        "INSERT INTO recipients (message_id, position, address, status) VALUES ('q1', 0, 'x@y.z', 'pending')",
+        "INSERT INTO messages (id, connection_id, connection_name, source, mail_from, size, body, \
+         status, queued_at, next_attempt_at) VALUES ('s1', 7, 'c', 'cli', 'a@b.c', 9, NULL, 'sent', 1, 1)",
+    ];
+    let body = b"Subject: x\r\n\r\nold body\r\n".to_vec();
+    match &url {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            before(sqlx::migrate!("./migrations/postgres"))
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in old {
+                sqlx::query(sql).bind(&body).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join(crate::store::DB_FILE))
+                .create_if_missing(true);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            before(sqlx::migrate!("./migrations/sqlite"))
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in old {
+                sqlx::query(sql).bind(&body).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let store = Store::open_url(url.as_deref(), dir.path(), None)
+        .await
+        .unwrap();
+    assert_eq!(store.message_body("q1").await.unwrap(), Some(body.clone()));
+    assert!(!store.message_body_stored("s1").await.unwrap());
+    let claimed = store.claim_ready(7, 10, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].body, body);
+    assert_eq!(claimed[0].recipients, vec![(0, "x@y.z".to_string())]);
+}

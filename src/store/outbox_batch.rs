@@ -368,8 +368,8 @@ fn add_nulls(args: &mut SqliteArguments, n: usize) -> Result<(), StoreError> {
 /// Bytes of a new message searched for its Subject and Message-ID.
 const HEADER_SCAN: usize = 64 * 1024;
 
-const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-const MESSAGE_COLUMNS: usize = 18;
+const MESSAGE_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const MESSAGE_COLUMNS: usize = 17;
 
 fn push_inserts(
     sql: &mut String,
@@ -381,7 +381,7 @@ fn push_inserts(
         let rows = padded(chunk.len());
         sql.push_str(
             "INSERT INTO messages (id, connection_id, connection_name, source, submitter, mail_from, \
-             subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
+             subject, message_id, size, status, attempts, queued_at, last_attempt_at, \
              next_attempt_at, lease_until, idempotency_key, lease_id) SELECT * FROM (VALUES ",
         );
         repeat_rows(sql, rows, MESSAGE_ROW);
@@ -401,7 +401,6 @@ fn push_inserts(
             add(args, subject)?;
             add(args, message_id)?;
             add(args, m.body.len() as i64)?;
-            add(args, m.body.as_slice())?;
             add(args, if claimed { "sending" } else { "queued" })?;
             add(args, i64::from(claimed))?;
             add(args, t)?;
@@ -412,6 +411,15 @@ fn push_inserts(
             add(args, insert.lease_id)?;
         }
         add_nulls(args, (rows - chunk.len()) * MESSAGE_COLUMNS)?;
+        // The bodies after their messages (their rows reference them).
+        sql.push_str("INSERT INTO message_bodies (id, body) SELECT * FROM (VALUES ");
+        repeat_rows(sql, rows, "(?, ?)");
+        sql.push_str(") WHERE column1 IS NOT NULL;\n");
+        for (insert, id) in chunk {
+            add(args, *id)?;
+            add(args, insert.message.body.as_slice())?;
+        }
+        add_nulls(args, (rows - chunk.len()) * 2)?;
     }
     let rows: Vec<(&str, usize, &str)> = new
         .iter()
@@ -473,16 +481,20 @@ fn push_sent(
 
         sql.push_str(
             "UPDATE messages SET status = 'sent', lease_until = NULL, next_attempt_at = ?, \
-             done_at = ?, last_error = NULL, body = NULL WHERE id IN (",
+             done_at = ?, last_error = NULL WHERE id IN (",
         );
+        repeat_rows(sql, messages, "?");
+        sql.push_str(");\nDELETE FROM message_bodies WHERE id IN (");
         repeat_rows(sql, messages, "?");
         sql.push_str(");\n");
         add(args, t)?;
         add(args, t)?;
-        for (a, _) in chunk {
-            add(args, a.id.as_str())?;
+        for _ in 0..2 {
+            for (a, _) in chunk {
+                add(args, a.id.as_str())?;
+            }
+            add_nulls(args, messages - chunk.len())?;
         }
-        add_nulls(args, messages - chunk.len())?;
 
         sql.push_str(
             "INSERT INTO attempts (message_id, at, outcome, detail, transport) \

@@ -181,6 +181,8 @@ impl Store {
                 include_failed: false,
             } => "('queued', 'deferred')",
         };
+        // A sent message has no body left: nothing to send again.
+        let kept = "EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = messages.id)";
         let only = match target {
             RetryTarget::One(_) => " AND id = ?",
             RetryTarget::All { .. } => "",
@@ -191,7 +193,7 @@ impl Store {
             let mut q = sqlx::query(bk.sql_owned(format!(
                 "UPDATE recipients SET status = 'pending' WHERE status IN ('deferred', 'failed') \
              AND message_id IN (SELECT id FROM messages WHERE status IN {statuses} \
-             AND status != 'queued' AND body IS NOT NULL{only})"
+             AND status != 'queued' AND {kept}{only})"
             )));
             if let RetryTarget::One(id) = target {
                 q = q.bind(id.clone());
@@ -199,7 +201,7 @@ impl Store {
             q.execute(&mut *tx).await?;
             let mut q = sqlx::query(bk.sql_owned(format!(
             "UPDATE messages SET status = 'queued', next_attempt_at = ?, done_at = NULL, held_by = NULL \
-             WHERE status IN {statuses} AND body IS NOT NULL{only}"
+             WHERE status IN {statuses} AND {kept}{only}"
         )))
         .bind(now_ms());
             if let RetryTarget::One(id) = target {
@@ -275,7 +277,7 @@ impl Store {
     async fn why_not(&self, id: &str, action: Action) -> QueueAdminError {
         let row = on!(self.db(), |pool, q| {
             sqlx::query(
-                q.sql("SELECT status, held_by, body IS NULL AS gone FROM messages WHERE id = ?"),
+                q.sql("SELECT status, held_by, NOT EXISTS (SELECT 1 FROM message_bodies b WHERE b.id = messages.id) AS gone FROM messages WHERE id = ?"),
             )
             .bind(id)
             .fetch_optional(pool)

@@ -98,7 +98,7 @@ fn new_queued() -> Queued {
     }
 }
 
-/// New messages, their recipients and (when some wait in the queue) the notification for the
+/// New messages, their bodies, their recipients and (when some wait in the queue) the notification for the
 /// other instances, in one statement: the recipients' foreign keys are checked at its end,
 /// when the messages are in.
 async fn insert_new(tx: &mut PgConnection, new: &[(&Insert<'_>, &str)]) -> Result<(), StoreError> {
@@ -130,15 +130,17 @@ async fn insert_new(tx: &mut PgConnection, new: &[(&Insert<'_>, &str)]) -> Resul
     }
     let sql = format!(
         "WITH m AS (INSERT INTO messages (id, connection_id, connection_name, source, submitter, \
-         mail_from, subject, message_id, size, body, status, attempts, queued_at, last_attempt_at, \
+         mail_from, subject, message_id, size, status, attempts, queued_at, last_attempt_at, \
          next_attempt_at, lease_until, idempotency_key, lease_id) \
-         SELECT id, cid, cname, src, sub, mfrom, subj, mid, size, body, \
+         SELECT id, cid, cname, src, sub, mfrom, subj, mid, size, \
          CASE WHEN lf IS NULL THEN 'queued' ELSE 'sending' END, \
          CASE WHEN lf IS NULL THEN 0 ELSE 1 END, {NOW_MS}, \
          CASE WHEN lf IS NULL THEN NULL ELSE {NOW_MS} END, {NOW_MS}, {NOW_MS} + lf, ik, li \
          FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
-         $7::text[], $8::text[], $9::bigint[], $10::bytea[], $11::bigint[], $12::text[], \
-         $13::bigint[]) AS v(id, cid, cname, src, sub, mfrom, subj, mid, size, body, lf, ik, li)), \
+         $7::text[], $8::text[], $9::bigint[], $11::bigint[], $12::text[], \
+         $13::bigint[]) AS v(id, cid, cname, src, sub, mfrom, subj, mid, size, lf, ik, li)), \
+         b AS (INSERT INTO message_bodies (id, body) \
+         SELECT id, body FROM UNNEST($1::text[], $10::bytea[]) AS v(id, body)), \
          r AS (INSERT INTO recipients (message_id, position, address, status) \
          SELECT mid, pos, addr, 'pending' FROM UNNEST($14::text[], $15::bigint[], $16::text[]) \
          AS v(mid, pos, addr)) \
@@ -198,7 +200,8 @@ async fn record_sent(
          FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS v(mid, pos, reply) \
          WHERE recipients.message_id = v.mid AND recipients.position = v.pos), \
          m AS (UPDATE messages SET status = 'sent', lease_until = NULL, next_attempt_at = {NOW_MS}, \
-         done_at = {NOW_MS}, last_error = NULL, body = NULL WHERE id = ANY($4::text[])) \
+         done_at = {NOW_MS}, last_error = NULL WHERE id = ANY($4::text[])), \
+         b AS (DELETE FROM message_bodies WHERE id = ANY($4::text[])) \
          INSERT INTO attempts (message_id, at, outcome, detail, transport) \
          SELECT mid, {NOW_MS}, 'sent', detail, tr \
          FROM UNNEST($4::text[], $5::text[], $6::text[]) AS v(mid, detail, tr)"
