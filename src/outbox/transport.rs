@@ -32,6 +32,14 @@ pub enum TransportError {
     Graph(#[from] GraphError),
 }
 
+/// The message a transport is to send next (see [`MailTransport::send`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NextMessage<'a> {
+    pub mail_from: &'a str,
+    pub part: &'a [(i64, String)],
+    pub body: &'a [u8],
+}
+
 /// One attempt's meaning, with what only some providers say.
 #[derive(Debug)]
 pub struct Delivered {
@@ -46,15 +54,25 @@ pub struct Delivered {
 
 impl<S: TokenSource> MailTransport<S> {
     /// Sends `body` to the recipients `part` (positions and addresses).
+    ///
+    /// `next`: the message this transport sends next, when the caller is sure of it (same
+    /// shape); over SMTP its envelope goes out with this message's data, one round trip saved
+    /// per message. Graph and the fallback ignore it.
     pub async fn send(
         &mut self,
         mail_from: &str,
         part: &[(i64, String)],
         body: &[u8],
+        next: Option<NextMessage<'_>>,
     ) -> Delivered {
         match self {
             MailTransport::Smtp(t) => {
-                smtp_delivered(t.send(&envelope(mail_from, part), body).await, part)
+                let next_envelope = next.map(|n| envelope(n.mail_from, n.part));
+                let next = next_envelope.as_ref().zip(next.map(|n| n.body));
+                smtp_delivered(
+                    t.send_then(&envelope(mail_from, part), body, next).await,
+                    part,
+                )
             }
             MailTransport::Graph(g) => {
                 let rcpts: Vec<String> = part.iter().map(|(_, r)| r.clone()).collect();

@@ -91,6 +91,21 @@ impl Window {
         at
     }
 
+    /// Whether `messages` messages with `recipients` recipients in all fit the limits now.
+    pub fn has_room(
+        &mut self,
+        now_ms: i64,
+        limits: &Limits,
+        messages: u64,
+        recipients: u64,
+    ) -> bool {
+        self.expire(now_ms);
+        let fits =
+            |limit: u32, have: u64, adding: u64| limit == 0 || have + adding <= u64::from(limit);
+        fits(limits.messages_per_day, self.messages, messages)
+            && fits(limits.recipients_per_day, self.recipients, recipients)
+    }
+
     pub fn recipients(&self) -> u64 {
         self.recipients
     }
@@ -152,6 +167,22 @@ mod tests {
             None,
             "the first slot's messages have rolled off"
         );
+    }
+
+    #[test]
+    fn room_for_two_messages_counts_both_against_each_limit() {
+        let mut w = Window::default();
+        w.add(T0, 8, 98);
+        // Two more messages with 2 recipients in all fit 10 messages and 100 recipients a day.
+        assert!(w.has_room(T0, &limits(10, 100), 2, 2));
+        assert!(!w.has_room(T0, &limits(9, 100), 2, 2), "messages");
+        assert!(!w.has_room(T0, &limits(10, 100), 2, 3), "recipients");
+        assert!(
+            w.has_room(T0, &Limits::default(), 2, 1_000_000),
+            "no limits"
+        );
+        // A day later the window is empty again.
+        assert!(w.has_room(T0 + DAY_MS + SLOT_MS, &limits(2, 2), 2, 2));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::owners::Owners;
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
-use super::transport::{MailTransport, TransportError};
+use super::transport::{MailTransport, NextMessage, TransportError};
 use super::usage::Window;
 use crate::domain::Transport as TransportKind;
 use crate::domain::{Connection, ConnectionStatus, Fallback, OAuthFlow};
@@ -313,9 +313,9 @@ impl<F: TokenFactory> Delivery<F> {
         let mut tried = Vec::with_capacity(batch.len());
         let mut hold = None;
         let mut pause = None;
-        let mut rest = batch.into_iter();
+        let mut rest = batch.into_iter().peekable();
         let mut rest_first = None;
-        for mut msg in rest.by_ref() {
+        while let Some(mut msg) = rest.next() {
             if !self.inner.owners.owns(conn.id) {
                 // The ownership ran out (its renewal failed): another instance may own the
                 // connection now; what is left goes back to the queue.
@@ -326,7 +326,10 @@ impl<F: TokenFactory> Delivery<F> {
                 Some(until) => self.over_limit(conn, &msg, until),
                 None => {
                     self.pace(conn).await;
-                    self.attempt(conn, transport, &msg).await
+                    let next = rest
+                        .peek()
+                        .filter(|next| self.may_go_after(conn, &msg, next));
+                    self.attempt(conn, transport, &msg, next).await
                 }
             };
             if let Some(reason) = &sent.hold {
@@ -401,15 +404,7 @@ impl<F: TokenFactory> Delivery<F> {
     /// shared by all senders of the connection.
     async fn pace(&self, conn: &Connection) {
         let connection_id = conn.id;
-        // The connection's own limit, and the instance-wide one, whichever is lower.
-        let per_minute = [
-            conn.limits().messages_per_minute,
-            self.inner.settings.messages_per_minute,
-        ]
-        .into_iter()
-        .filter(|&n| n > 0)
-        .min()
-        .unwrap_or(0);
+        let per_minute = self.per_minute(conn);
         if per_minute == 0 {
             return;
         }
@@ -427,20 +422,24 @@ impl<F: TokenFactory> Delivery<F> {
     /// Sends one message and says what to record (nothing is recorded yet). A message with
     /// more recipients than the provider takes at once goes in parts: this attempt takes the
     /// first part, the rest is due again at once.
+    ///
+    /// `next`: the message sent right after this one, when nothing can come between (see
+    /// [`Self::may_go_after`]); its envelope goes with this one's data.
     async fn attempt(
         &self,
         conn: &Connection,
         transport: &mut MailTransport<F::Source>,
         msg: &ClaimedMessage,
+        next: Option<&ClaimedMessage>,
     ) -> Sent {
-        let per_message = conn.limits().recipients_per_message as usize;
-        let (part, later) = if per_message > 0 && msg.recipients.len() > per_message {
-            msg.recipients.split_at(per_message)
-        } else {
-            (&msg.recipients[..], &[][..])
-        };
+        let (part, later) = parts(conn, msg);
+        let next = next.map(|n| NextMessage {
+            mail_from: &n.mail_from,
+            part: parts(conn, n).0,
+            body: &n.body,
+        });
         let started = std::time::Instant::now();
-        let delivered = transport.send(&msg.mail_from, part, &msg.body).await;
+        let delivered = transport.send(&msg.mail_from, part, &msg.body, next).await;
         let upstream = started.elapsed();
         let transport = Some(delivered.transport.as_str());
         let now = now_ms();
@@ -486,8 +485,9 @@ impl<F: TokenFactory> Delivery<F> {
                     )
                 } else {
                     let why = format!(
-                        "not yet sent: the provider takes {per_message} recipients per message, \
-                         so this message goes in parts"
+                        "not yet sent: the provider takes {} recipients per message, \
+                         so this message goes in parts",
+                        conn.limits().recipients_per_message
                     );
                     outcomes.extend(
                         later
@@ -522,6 +522,37 @@ impl<F: TokenFactory> Delivery<F> {
             pause: None,
             upstream,
         }
+    }
+
+    /// The connection's own per-minute limit, and the instance-wide one, whichever is lower
+    /// (0: none).
+    fn per_minute(&self, conn: &Connection) -> u32 {
+        [
+            conn.limits().messages_per_minute,
+            self.inner.settings.messages_per_minute,
+        ]
+        .into_iter()
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(0)
+    }
+
+    /// Whether `next` is sure to be sent right after `msg` (so its envelope may go out with
+    /// `msg`'s data): no per-minute pacing to wait for, and room in the daily limits for both.
+    fn may_go_after(&self, conn: &Connection, msg: &ClaimedMessage, next: &ClaimedMessage) -> bool {
+        if self.per_minute(conn) > 0 {
+            return false;
+        }
+        let limits = conn.limits();
+        if limits.messages_per_day == 0 && limits.recipients_per_day == 0 {
+            return true;
+        }
+        let recipients = (parts(conn, msg).0.len() + parts(conn, next).0.len()) as u64;
+        let mut usage = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage
+            .entry(conn.id)
+            .or_default()
+            .has_room(now_ms(), &limits, 2, recipients)
     }
 
     /// When `msg` would pass the connection's daily limits: the time there is room again.
@@ -613,6 +644,19 @@ impl<F: TokenFactory> Delivery<F> {
 fn next_slot(next: Option<Instant>, now: Instant, interval: Duration) -> (Instant, Instant) {
     let slot = next.map_or(now, |n| n.max(now));
     (slot, slot + interval)
+}
+
+/// Recipients (positions and addresses) of a message, or of the part an attempt takes.
+type Part<'m> = &'m [(i64, String)];
+
+/// The recipients an attempt takes (at most the provider's per-message number), and the rest.
+fn parts<'m>(conn: &Connection, msg: &'m ClaimedMessage) -> (Part<'m>, Part<'m>) {
+    let per_message = conn.limits().recipients_per_message as usize;
+    if per_message > 0 && msg.recipients.len() > per_message {
+        msg.recipients.split_at(per_message)
+    } else {
+        (&msg.recipients[..], &[][..])
+    }
 }
 
 #[path = "dispatch.rs"]

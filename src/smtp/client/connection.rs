@@ -28,6 +28,9 @@ pub struct SmtpConnection {
     pub(super) last_reply: Instant,
     /// The encoded message, kept to reuse its allocation.
     pub(super) body: Vec<u8>,
+    /// The next message's transaction, sent ahead (see `ahead`): this session must send exactly
+    /// that message next, or be closed without `QUIT`.
+    pub(super) ahead: Option<super::ahead::Ahead>,
 }
 
 impl std::fmt::Debug for SmtpConnection {
@@ -56,6 +59,7 @@ impl SmtpConnection {
             messages_sent: 0,
             last_reply: Instant::now(),
             body: Vec::new(),
+            ahead: None,
         }
     }
 
@@ -81,7 +85,8 @@ impl SmtpConnection {
         if self.broken || self.token_age() >= self.max_token_age {
             return false;
         }
-        if self.wire.peer_has_spoken() {
+        // With a transaction sent ahead, its replies are on their way: expected, not unasked.
+        if self.ahead.is_none() && self.wire.peer_has_spoken() {
             self.broken = true;
             return false;
         }
@@ -89,8 +94,14 @@ impl SmtpConnection {
     }
 
     /// Ends the session politely: `QUIT`, its reply, then a TLS close.
+    /// With a transaction sent ahead, the server is reading message text: the session is
+    /// closed without `QUIT`, and the server drops that unfinished message.
     pub async fn quit(mut self) -> Result<(), SmtpError> {
         let t = self.timeouts.command;
+        if self.ahead.is_some() {
+            self.wire.shutdown(t).await;
+            return Ok(());
+        }
         self.wire.queue(Command::Quit);
         self.wire.flush(Stage::Quit, t).await?;
         let reply = self.wire.read_reply(Stage::Quit, t).await;

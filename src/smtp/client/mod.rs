@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ahead;
 mod auth;
 #[allow(clippy::module_inception)]
 mod client;

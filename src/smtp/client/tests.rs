@@ -1,5 +1,6 @@
 //! Async tests of the client against a scripted local server over real TCP and TLS.
 
+mod ahead;
 mod interop;
 mod server;
 

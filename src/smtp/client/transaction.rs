@@ -34,11 +34,49 @@ impl SmtpConnection {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<SendReport, SmtpError> {
+        self.send_then(envelope, message, None).await
+    }
+
+    /// Sends one message, and when `next` is given (the message the caller sends next on this
+    /// session), sends that one's envelope ahead with this one's data (see `ahead`). The next
+    /// call must then be for exactly that message; any other finds the session unusable
+    /// (`Closed` before MAIL FROM, so a [`Transport`](super::Transport) sends it on a new one).
+    pub async fn send_then(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+        next: Option<(&Envelope, &[u8])>,
+    ) -> Result<SendReport, SmtpError> {
         if self.broken {
             return Err(SmtpError::Closed {
                 stage: Stage::MailFrom,
             });
         }
+        let result = match self.ahead.take() {
+            Some(ahead) if ahead.is_for(envelope, message) => {
+                self.transaction_ahead(envelope, ahead.body, next).await
+            }
+            // Its DATA is open on the server and cannot be taken back.
+            Some(_) => Err(SmtpError::Closed {
+                stage: Stage::MailFrom,
+            }),
+            None => self.send_now(envelope, message, next).await,
+        };
+        self.last_reply = std::time::Instant::now();
+        match &result {
+            Ok(_) => self.messages_sent += 1,
+            Err(e) if !e.leaves_session_usable() => self.broken = true,
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn send_now(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+        next: Option<(&Envelope, &[u8])>,
+    ) -> Result<SendReport, SmtpError> {
         envelope.check()?;
         if let Some(limit) = self.caps.size_limit()
             && message.len() as u64 > limit
@@ -61,19 +99,18 @@ impl SmtpConnection {
         };
         let result = match mail_params(&self.caps, envelope, scan) {
             Ok(params) if chunking => self.transaction_chunked(envelope, &body, params).await,
-            Ok(params) => self.transaction(envelope, &body, params).await,
+            Ok(params) => self.transaction(envelope, &body, params, next).await,
             Err(e) => Err(e),
         };
-        self.last_reply = std::time::Instant::now();
-        if body.capacity() <= KEEP_BODY_BUFFER {
+        self.keep_body_buffer(body);
+        result
+    }
+
+    /// Keeps an encoding buffer for the next message, unless one is kept already or it grew big.
+    fn keep_body_buffer(&mut self, body: Vec<u8>) {
+        if self.body.capacity() == 0 && body.capacity() <= KEEP_BODY_BUFFER {
             self.body = body;
         }
-        match &result {
-            Ok(_) => self.messages_sent += 1,
-            Err(e) if !e.leaves_session_usable() => self.broken = true,
-            Err(_) => {}
-        }
-        result
     }
 
     async fn transaction(
@@ -81,6 +118,7 @@ impl SmtpConnection {
         envelope: &Envelope,
         body: &[u8],
         params: MailParams,
+        next: Option<(&Envelope, &[u8])>,
     ) -> Result<SendReport, SmtpError> {
         let rset = std::mem::replace(&mut self.needs_rset, true);
         let (mail, rcpts, data) = if self.caps.pipelining {
@@ -88,6 +126,40 @@ impl SmtpConnection {
         } else {
             self.envelope_in_turn(envelope, params, rset).await?
         };
+        self.complete(envelope, body, mail, rcpts, data, next).await
+    }
+
+    /// A transaction whose envelope went out with the previous message: its replies are due.
+    async fn transaction_ahead(
+        &mut self,
+        envelope: &Envelope,
+        body: Vec<u8>,
+        next: Option<(&Envelope, &[u8])>,
+    ) -> Result<SendReport, SmtpError> {
+        self.needs_rset = true;
+        let (mail, rcpts) = self.read_envelope_replies(envelope, true, false).await?;
+        let data = self
+            .wire
+            .read_reply(Stage::Data, self.timeouts.command)
+            .await?;
+        let result = self
+            .complete(envelope, &body, mail, rcpts, Some(data), next)
+            .await;
+        self.keep_body_buffer(body);
+        result
+    }
+
+    /// The rest of a DATA transaction once the envelope's replies are in: the message if anyone
+    /// took it (with the next message's envelope behind it, when there is one), then its reply.
+    async fn complete(
+        &mut self,
+        envelope: &Envelope,
+        body: &[u8],
+        mail: Reply,
+        rcpts: Vec<Reply>,
+        data: Option<Reply>,
+        next: Option<(&Envelope, &[u8])>,
+    ) -> Result<SendReport, SmtpError> {
         let recipients = recipient_results(envelope, rcpts);
 
         if !mail.is_positive() {
@@ -116,6 +188,9 @@ impl SmtpConnection {
                 stage: Stage::Data,
                 reply: data,
             });
+        }
+        if let Some((envelope, message)) = next {
+            self.queue_ahead(envelope, message);
         }
         let reply = self.write_message(body).await?;
         if !reply.is_positive() {
@@ -206,7 +281,7 @@ impl SmtpConnection {
     }
 
     /// Queues `[RSET] MAIL RCPT...` for one pipelined write.
-    fn queue_envelope(&mut self, envelope: &Envelope, params: MailParams, rset: bool) {
+    pub(super) fn queue_envelope(&mut self, envelope: &Envelope, params: MailParams, rset: bool) {
         if rset {
             self.wire.queue(Command::Rset);
         }
@@ -303,8 +378,8 @@ impl SmtpConnection {
         self.wire.read_reply(stage, t).await
     }
 
-    /// The encoded message (dot-stuffed, final dot included) in blocks; then the reply, which
-    /// may take a while.
+    /// The encoded message (dot-stuffed, final dot included) in blocks, with whatever is queued
+    /// (a transaction sent ahead) in the last write; then the reply, which may take a while.
     async fn write_message(&mut self, body: &[u8]) -> Result<Reply, SmtpError> {
         self.wire
             .write_blocks(body, DATA_BLOCK, Stage::Message, self.timeouts.command)

@@ -39,15 +39,26 @@ impl<T: TokenSource> Transport<T> {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<SendReport, SmtpError> {
+        self.send_then(envelope, message, None).await
+    }
+
+    /// [`send`](Self::send), telling the session which message comes next so that its envelope
+    /// goes out with this one's data ([`SmtpConnection::send_then`]).
+    pub async fn send_then(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+        next: Option<(&Envelope, &[u8])>,
+    ) -> Result<SendReport, SmtpError> {
         let (mut conn, reused) = match self.take_usable().await {
             Some(conn) => (conn, true),
             None => (self.client.connect().await?, false),
         };
-        let mut result = conn.send(envelope, message).await;
+        let mut result = conn.send_then(envelope, message, next).await;
         if reused && result.as_ref().is_err_and(SmtpError::is_stale_connection) {
             tracing::debug!(host = %self.client.config().host, "reused session was closed; reconnecting once");
             conn = self.client.connect().await?;
-            result = conn.send(envelope, message).await;
+            result = conn.send_then(envelope, message, next).await;
         }
         // Kept unless broken: an expired token is noticed, and the session ended with QUIT,
         // when the next message comes.

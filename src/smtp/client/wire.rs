@@ -119,7 +119,8 @@ impl Wire {
         result
     }
 
-    /// Writes `data` as it is (no copy into the batch), in blocks each under `limit`.
+    /// Writes `data` as it is (no copy into the batch), in blocks each under `limit`; commands
+    /// queued meanwhile go out in the last block's write.
     pub async fn write_blocks(
         &mut self,
         data: &[u8],
@@ -127,13 +128,26 @@ impl Wire {
         stage: Stage,
         limit: Duration,
     ) -> Result<(), SmtpError> {
-        debug_assert!(
-            self.out.is_empty(),
-            "queued commands would go out after the data"
-        );
-        for chunk in data.chunks(block) {
-            timed(stage, limit, self.stream.write_all(chunk)).await?;
+        let queued = std::mem::take(&mut self.out);
+        let mut chunks = data.chunks(block).peekable();
+        let mut last = Vec::new();
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_none() && !queued.is_empty() {
+                // The last block and the queued commands in one write: one TLS record, one
+                // segment, one wake-up for the server.
+                last.reserve(chunk.len() + queued.len());
+                last.extend_from_slice(chunk);
+                last.extend_from_slice(&queued);
+                timed(stage, limit, self.stream.write_all(&last)).await?;
+            } else {
+                timed(stage, limit, self.stream.write_all(chunk)).await?;
+            }
         }
+        if data.is_empty() && !queued.is_empty() {
+            timed(stage, limit, self.stream.write_all(&queued)).await?;
+        }
+        self.out = queued;
+        self.out.clear();
         timed(stage, limit, self.stream.flush()).await
     }
 

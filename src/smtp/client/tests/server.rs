@@ -86,6 +86,8 @@ pub struct Record {
     pub lines: Vec<(usize, String)>,
     /// The command lines that arrived in each read.
     pub batches: Vec<Vec<String>>,
+    /// The command lines that arrived in the same read as a message's final dot, after it.
+    pub after_dot: Vec<String>,
     pub tokens: Vec<String>,
     pub messages: Vec<Received>,
 }
@@ -247,12 +249,14 @@ impl Session {
             let mut out = Vec::new();
             let mut batch = Vec::new();
             let mut action = Action::Continue;
+            let mut after_dot = false;
             while let Some(lf) = buf.iter().position(|&b| b == b'\n') {
                 let raw: Vec<u8> = buf.drain(..=lf).collect();
                 let line = raw.strip_suffix(b"\n").unwrap_or(&raw);
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if self.mode == Mode::Data {
                     self.data_line(line, &mut out);
+                    after_dot = self.mode == Mode::Command;
                     continue;
                 }
                 let text = String::from_utf8_lossy(line).into_owned();
@@ -262,6 +266,9 @@ impl Session {
                     text.clone()
                 };
                 batch.push(shown.clone());
+                if after_dot {
+                    self.record.lock().unwrap().after_dot.push(shown.clone());
+                }
                 self.record.lock().unwrap().lines.push((self.id, shown));
                 action = self.command(&text, &mut out);
                 if !matches!(action, Action::Continue) {
