@@ -265,6 +265,8 @@ async fn dovecot_submission_validates_tokens_and_relays() {
         "--client-secret-file", &secret.display().to_string(), "--host", "127.0.0.1",
         "--port", &gate.port().to_string(), "--ca-file", &ca.display().to_string(),
         "--token-url", &p.token_url(), "--authorize-url", &p.authorize_url(),
+        // No pacing: a released batch goes out back to back (see the last part).
+        "--limit", "messages-per-minute=0",
     ]);
     home.authorize_by_paste("dovecot").await;
     let out = home.run(&["relay-user", "add", "app", "--connection", "dovecot"]);
@@ -296,6 +298,26 @@ async fn dovecot_submission_validates_tokens_and_relays() {
     );
     assert_eq!(refreshed, 1, "refreshed once");
     assert!(introspections >= 1, "Dovecot really asked the IdP");
+
+    // Six messages held, then released together: claimed as one batch and sent back to back
+    // over the kept session (Dovecot offers CHUNKING, so each goes as MAIL/RCPT/BDAT in one
+    // write). Dovecot relays each, intact and once.
+    home.run(&["connection", "disable", "dovecot"]);
+    crate::outage::submit(&server, &home, "dovecot-3", 6).await;
+    home.run(&["connection", "enable", "dovecot"]);
+    for i in 0..6 {
+        let marker = format!("dovecot-3-{i}");
+        wait_for_sink(&sink_dir, &marker, &log);
+        let copies = std::fs::read_dir(&sink_dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                crate::world::contains(&bytes, marker.as_bytes())
+            })
+            .count();
+        assert_eq!(copies, 1, "{marker} arrived {copies} times");
+    }
     server.stop();
     drop((dovecot, sink));
 }

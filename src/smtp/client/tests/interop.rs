@@ -196,3 +196,39 @@ async fn no_starttls_means_no_token_on_the_wire() {
     assert!(matches!(err, SmtpError::StartTlsNotOffered { .. }), "{err}");
     assert_eq!(smtp.counters().cleartext_auth_attempts, 0);
 }
+
+/// A slow provider without CHUNKING: each message's envelope goes out with the previous one's
+/// final dot, and the independent fake takes five messages, intact and each once, on one session.
+#[tokio::test]
+async fn messages_sent_ahead_arrive_intact_and_once() {
+    let (smtp, _dir, cfg) = fake(SmtpConfig {
+        chunking: false,
+        reply_delay: Duration::from_millis(20),
+        ..SmtpConfig::office365()
+    })
+    .await;
+    let mut transport = SmtpClient::new(cfg, FakeTokens::good())
+        .unwrap()
+        .transport();
+    let messages: Vec<(Envelope, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let to = format!("r{i}@example.org");
+            let body = format!("Subject: m{i}\r\n\r\n.line {i}\r\nbody\r\n").into_bytes();
+            (Envelope::new("app@contoso.example", [to]), body)
+        })
+        .collect();
+    for (i, (envelope, body)) in messages.iter().enumerate() {
+        let next = messages.get(i + 1).map(|(e, b)| (e, b.as_slice()));
+        let report = transport.send_then(envelope, body, next).await.unwrap();
+        assert!(report.all_accepted(), "{report:?}");
+    }
+    transport.close().await;
+    let got: Vec<(Vec<String>, Vec<u8>)> = smtp
+        .messages()
+        .into_iter()
+        .map(|m| (m.rcpt_to, m.data))
+        .collect();
+    let sent: Vec<(Vec<String>, Vec<u8>)> = messages.into_iter().map(|(e, b)| (e.to, b)).collect();
+    assert_eq!(got, sent);
+    assert_eq!(smtp.counters().connections, 1);
+}
