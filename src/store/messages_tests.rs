@@ -248,32 +248,35 @@ async fn bodies_stored_before_their_own_table_survive_the_upgrade() {
          status, queued_at, next_attempt_at) VALUES ('s1', 7, 'c', 'cli', 'a@b.c', 9, NULL, 'sent', 1, 1)",
     ];
     let body = b"Subject: x\r\n\r\nold body\r\n".to_vec();
+    // The store as migration 18 left it, with the rows above; a macro, the pools' types differ.
+    macro_rules! at_18 {
+        ($pool:expr, $migrations:literal) => {{
+            let pool = $pool;
+            before(sqlx::migrate!($migrations))
+                .run(&pool)
+                .await
+                .unwrap();
+            for sql in old {
+                sqlx::query(sql).bind(&body).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }};
+    }
     match &url {
-        Some(url) => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            before(sqlx::migrate!("./migrations/postgres"))
-                .run(&pool)
-                .await
-                .unwrap();
-            for sql in old {
-                sqlx::query(sql).bind(&body).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        None => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(dir.path().join(crate::store::DB_FILE))
-                .create_if_missing(true);
-            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-            before(sqlx::migrate!("./migrations/sqlite"))
-                .run(&pool)
-                .await
-                .unwrap();
-            for sql in old {
-                sqlx::query(sql).bind(&body).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
+        Some(url) => at_18!(
+            sqlx::PgPool::connect(url).await.unwrap(),
+            "./migrations/postgres"
+        ),
+        None => at_18!(
+            sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(dir.path().join(crate::store::DB_FILE))
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap(),
+            "./migrations/sqlite"
+        ),
     }
     let store = Store::open_url(url.as_deref(), dir.path(), None)
         .await

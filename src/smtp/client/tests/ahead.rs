@@ -1,9 +1,28 @@
 //! Cross-message pipelining: the next message's envelope with this one's final dot.
 
-use super::server::{Options, TestServer};
+use super::server::{Options, Record, TestServer};
 use super::{FakeTokens, MESSAGE, client, envelope};
+use crate::smtp::client::{Envelope, Transport};
 
 const OTHER: &[u8] = b"From: app@contoso.example\r\nSubject: other\r\n\r\nAnother one.\r\n";
+
+/// Sends MESSAGE to a@example.org with `next` (and OTHER) announced as the message after it.
+async fn a_then(transport: &mut Transport<FakeTokens>, next: &Envelope) {
+    let report = transport
+        .send_then(&envelope(&["a@example.org"]), MESSAGE, Some((next, OTHER)))
+        .await
+        .unwrap();
+    assert!(report.all_accepted());
+}
+
+/// Each message the server took, by its first recipient.
+fn delivered(record: &Record) -> Vec<&str> {
+    record
+        .messages
+        .iter()
+        .map(|m| m.rcpt_to[0].as_str())
+        .collect()
+}
 
 #[tokio::test]
 async fn the_next_envelope_goes_out_with_the_final_dot() {
@@ -49,14 +68,7 @@ async fn the_next_envelope_goes_out_with_the_final_dot() {
 async fn another_message_than_the_one_sent_ahead_goes_on_a_new_session() {
     let server = TestServer::start(Options::default()).await;
     let mut transport = client(&server, FakeTokens::good()).transport();
-    transport
-        .send_then(
-            &envelope(&["a@example.org"]),
-            MESSAGE,
-            Some((&envelope(&["b@example.org"]), OTHER)),
-        )
-        .await
-        .unwrap();
+    a_then(&mut transport, &envelope(&["b@example.org"])).await;
     // Not the message announced: the session (whose server waits for b's text) is dropped.
     let report = transport
         .send(&envelope(&["c@example.org"]), MESSAGE)
@@ -67,13 +79,8 @@ async fn another_message_than_the_one_sent_ahead_goes_on_a_new_session() {
 
     let record = server.record();
     assert_eq!(record.connections, 2);
-    let delivered: Vec<&str> = record
-        .messages
-        .iter()
-        .map(|m| m.rcpt_to[0].as_str())
-        .collect();
     assert_eq!(
-        delivered,
+        delivered(&record),
         ["a@example.org", "c@example.org"],
         "b never sent"
     );
@@ -83,14 +90,7 @@ async fn another_message_than_the_one_sent_ahead_goes_on_a_new_session() {
 async fn closing_with_a_message_ahead_sends_nothing_the_server_could_take_as_its_text() {
     let server = TestServer::start(Options::default()).await;
     let mut transport = client(&server, FakeTokens::good()).transport();
-    transport
-        .send_then(
-            &envelope(&["a@example.org"]),
-            MESSAGE,
-            Some((&envelope(&["b@example.org"]), OTHER)),
-        )
-        .await
-        .unwrap();
+    a_then(&mut transport, &envelope(&["b@example.org"])).await;
     transport.close().await;
     // Let the server notice the hang-up.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -109,14 +109,7 @@ async fn a_refused_recipient_ahead_is_reported_and_the_session_goes_on() {
     .await;
     let mut transport = client(&server, FakeTokens::good()).transport();
     let refused = envelope(&["nobody@example.org"]);
-    transport
-        .send_then(
-            &envelope(&["a@example.org"]),
-            MESSAGE,
-            Some((&refused, OTHER)),
-        )
-        .await
-        .unwrap();
+    a_then(&mut transport, &refused).await;
     let err = transport.send(&refused, OTHER).await.unwrap_err();
     assert!(
         matches!(
@@ -133,12 +126,7 @@ async fn a_refused_recipient_ahead_is_reported_and_the_session_goes_on() {
 
     let record = server.record();
     assert_eq!(record.connections, 1);
-    let delivered: Vec<&str> = record
-        .messages
-        .iter()
-        .map(|m| m.rcpt_to[0].as_str())
-        .collect();
-    assert_eq!(delivered, ["a@example.org", "c@example.org"]);
+    assert_eq!(delivered(&record), ["a@example.org", "c@example.org"]);
 }
 
 #[tokio::test]
@@ -150,14 +138,7 @@ async fn without_pipelining_nothing_goes_ahead() {
     .await;
     let mut transport = client(&server, FakeTokens::good()).transport();
     let second = envelope(&["b@example.org"]);
-    transport
-        .send_then(
-            &envelope(&["a@example.org"]),
-            MESSAGE,
-            Some((&second, OTHER)),
-        )
-        .await
-        .unwrap();
+    a_then(&mut transport, &second).await;
     transport.send(&second, OTHER).await.unwrap();
     let record = server.record();
     assert!(record.after_dot.is_empty(), "{:?}", record.after_dot);
