@@ -60,9 +60,14 @@ async fn world() -> World {
 
 /// A world whose connection has these limit overrides.
 async fn world_with(limits: &str) -> World {
+    world_on(SmtpConfig::office365(), limits).await
+}
+
+/// A world whose provider is configured so, and whose connection has these limit overrides.
+async fn world_on(provider: SmtpConfig, limits: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
     let idp = FakeIdp::start(IdpConfig::default()).await.unwrap();
-    let smtp = FakeSmtp::start(SmtpConfig::office365(), TokenValidator::Idp(idp.clone()))
+    let smtp = FakeSmtp::start(provider, TokenValidator::Idp(idp.clone()))
         .await
         .unwrap();
     let ca = dir.path().join("ca.pem");
@@ -380,4 +385,72 @@ async fn messages_per_minute_spaces_the_messages_and_never_goes_faster() {
         "6 messages take at least 5 intervals: {:?}",
         started.elapsed()
     );
+}
+
+/// A provider without CHUNKING: each message's envelope goes out with the previous one's dot.
+fn without_chunking() -> SmtpConfig {
+    SmtpConfig {
+        chunking: false,
+        ..SmtpConfig::office365()
+    }
+}
+
+/// The subjects of the messages the fake took, in order.
+fn subjects(w: &World) -> Vec<String> {
+    w.smtp
+        .messages()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.data);
+            let line = text.lines().find(|l| l.starts_with("Subject: ")).unwrap();
+            line["Subject: ".len()..].to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deferral_inside_a_batch_sent_ahead_leaves_the_rest_of_the_batch_going() {
+    let w = world_on(without_chunking(), "messages-per-minute=0").await;
+    w.smtp.inject(Stage::DataEnd, replies::TEMP_ERROR, 1);
+    let batch: Vec<NewMessage> = (0..4).map(|n| message(&w.conn, n, 0)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            MessageStatus::Deferred,
+            MessageStatus::Sent,
+            MessageStatus::Sent,
+            MessageStatus::Sent
+        ]
+    );
+    assert_eq!(subjects(&w), ["1", "2", "3"]);
+    assert_eq!(
+        w.smtp.counters().connections,
+        1,
+        "one session for the batch"
+    );
+}
+
+#[tokio::test]
+async fn a_quota_stop_with_the_next_message_ahead_sends_nothing_more() {
+    let w = world_on(without_chunking(), "messages-per-minute=0").await;
+    w.smtp.inject(Stage::DataEnd, replies::QUOTA_EXCEEDED, 1);
+    let batch: Vec<NewMessage> = (0..3).map(|n| message(&w.conn, n, 0)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(statuses, [MessageStatus::Deferred], "one tried");
+    // The second message's DATA was open on the session when the first was refused: the
+    // session is dropped, not finished, so the provider has nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(w.smtp.messages().is_empty(), "{:?}", subjects(&w));
+    assert_eq!(due_in_hours(&w).await, Some(24), "all three wait a day");
 }
