@@ -250,6 +250,17 @@ fn to(mut m: NewMessage, recipients: usize) -> NewMessage {
     m
 }
 
+/// Queues `n` small messages, drains them with the world's delivery; each attempt's status.
+async fn queue_and_drain(w: &World, n: usize) -> Vec<MessageStatus> {
+    let batch: Vec<NewMessage> = (0..n).map(|i| message(&w.conn, i, 0)).collect();
+    w.store.insert_messages(&batch).await.unwrap();
+    drain(w, &w.delivery)
+        .await
+        .into_iter()
+        .map(|d| d.1)
+        .collect()
+}
+
 /// The connection's due time, in hours from now, if it has waiting mail.
 async fn due_in_hours(w: &World) -> Option<i64> {
     let due = w.store.due_by_connection().await.unwrap();
@@ -356,13 +367,7 @@ async fn the_daily_recipient_limit_defers_the_rest_for_the_window_and_fails_noth
 async fn submission_quota_exceeded_defers_the_mailbox_for_a_day_and_fails_nothing() {
     let w = world().await;
     w.smtp.inject(Stage::DataEnd, replies::QUOTA_EXCEEDED, 1);
-    let batch: Vec<NewMessage> = (0..3).map(|n| message(&w.conn, n, 0)).collect();
-    w.store.insert_messages(&batch).await.unwrap();
-    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
-        .await
-        .into_iter()
-        .map(|d| d.1)
-        .collect();
+    let statuses = queue_and_drain(&w, 3).await;
     assert_eq!(
         statuses,
         [MessageStatus::Deferred],
@@ -412,13 +417,7 @@ fn subjects(w: &World) -> Vec<String> {
 async fn a_deferral_inside_a_batch_sent_ahead_leaves_the_rest_of_the_batch_going() {
     let w = world_on(without_chunking(), "messages-per-minute=0").await;
     w.smtp.inject(Stage::DataEnd, replies::TEMP_ERROR, 1);
-    let batch: Vec<NewMessage> = (0..4).map(|n| message(&w.conn, n, 0)).collect();
-    w.store.insert_messages(&batch).await.unwrap();
-    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
-        .await
-        .into_iter()
-        .map(|d| d.1)
-        .collect();
+    let statuses = queue_and_drain(&w, 4).await;
     assert_eq!(
         statuses,
         [
@@ -440,13 +439,7 @@ async fn a_deferral_inside_a_batch_sent_ahead_leaves_the_rest_of_the_batch_going
 async fn a_quota_stop_with_the_next_message_ahead_sends_nothing_more() {
     let w = world_on(without_chunking(), "messages-per-minute=0").await;
     w.smtp.inject(Stage::DataEnd, replies::QUOTA_EXCEEDED, 1);
-    let batch: Vec<NewMessage> = (0..3).map(|n| message(&w.conn, n, 0)).collect();
-    w.store.insert_messages(&batch).await.unwrap();
-    let statuses: Vec<MessageStatus> = drain(&w, &w.delivery)
-        .await
-        .into_iter()
-        .map(|d| d.1)
-        .collect();
+    let statuses = queue_and_drain(&w, 3).await;
     assert_eq!(statuses, [MessageStatus::Deferred], "one tried");
     // The second message's DATA was open on the session when the first was refused: the
     // session is dropped, not finished, so the provider has nothing.
