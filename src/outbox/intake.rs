@@ -9,6 +9,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use super::arrivals::Arriving;
 use super::from_rewrite;
 use super::queue::{Outbox, QueueError};
 use crate::domain::FromPolicy;
@@ -248,11 +249,16 @@ impl RelayBackend for RelayIntake {
         Ok(Some(identity))
     }
 
+    fn arriving(&self) -> Arriving {
+        self.outbox.arriving()
+    }
+
     async fn accept(
         &self,
         identity: Option<&Identity>,
         envelope: Envelope,
         mut message: Vec<u8>,
+        arriving: Arriving,
     ) -> Result<String, StoreFailure> {
         let from = envelope
             .from
@@ -295,20 +301,23 @@ impl RelayBackend for RelayIntake {
         let from = apply_from_policy(identity, &envelope, &mut message).unwrap_or(from);
         let queued = self
             .outbox
-            .enqueue(NewMessage {
-                connection_id,
-                connection_name,
-                source: Source::Relay,
-                submitter: identity.map(|i| i.user.clone()),
-                mail_from: from,
-                recipients: envelope
-                    .recipients
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                body: message,
-                idempotency_key: None,
-            })
+            .enqueue_arrived(
+                NewMessage {
+                    connection_id,
+                    connection_name,
+                    source: Source::Relay,
+                    submitter: identity.map(|i| i.user.clone()),
+                    mail_from: from,
+                    recipients: envelope
+                        .recipients
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    body: message,
+                    idempotency_key: None,
+                },
+                arriving,
+            )
             .await
             .map_err(queue_failure)?;
         Ok(queued.id)

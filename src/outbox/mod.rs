@@ -3,6 +3,7 @@
 //! - [`queue`]: [`Outbox::enqueue`] returns once the message is committed; concurrent callers share
 //!   one transaction (group commit), so durability does not serialise throughput. Delivery
 //!   records go through the same writer.
+//! - [`arrivals`]: messages whose bodies are arriving, which a commit waits for a moment.
 //! - [`lanes`]: new relay mail handed to its connection's senders in memory, already claimed.
 //! - [`owners`]: which connections this instance runs senders for (PostgreSQL, several instances).
 //! - [`retry`]: when to try again after a temporary failure, and when to give up.
@@ -13,6 +14,7 @@
 //! - [`direct`]: deliver one message now (CLI `send`, `connection test`), recorded in the log.
 //! - [`worker`]: per connection, a few reused upstream sessions draining the queue.
 
+pub mod arrivals;
 pub mod deliver;
 pub mod direct;
 pub mod fallback;

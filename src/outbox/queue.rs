@@ -11,13 +11,18 @@
 //! 10, … up to 100 ms a try): under a backlog's claims, the `202`s and `250`s of other connections
 //! waited for hundreds of milliseconds. PostgreSQL has row locks, not one write lock: claims there
 //! go straight to the store (`FOR UPDATE SKIP LOCKED`).
+//!
+//! A batch with new mail waits up to [`GROUP_WAIT`] for messages whose bodies are arriving (see
+//! [`super::arrivals`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::store::outbox_batch::WriterConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::arrivals::{Arrivals, Arriving};
 pub use super::lanes::Wakers;
 use crate::store::attempts::Attempt;
 use crate::store::messages::{
@@ -26,6 +31,11 @@ use crate::store::messages::{
 };
 use crate::store::outbox_batch::{Insert, Written, write_batch};
 use crate::store::{Store, StoreError};
+use gather::Writer;
+
+mod gather;
+#[cfg(test)]
+mod group_tests;
 
 /// Most jobs (messages or attempt batches) written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -33,6 +43,9 @@ const MAX_BATCH: usize = 512;
 /// alone). Writing a batch holds two more copies of its bodies (the driver's and SQLite's bound
 /// arguments): without this cap, a batch of 200 × 35 MB would hold 14 GB more.
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// How long a batch with new mail waits, at most, for the messages on their way. A body on its
+/// way is a read or two from done; the wait only caps a slow client's effect on the others.
+const GROUP_WAIT: Duration = Duration::from_millis(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -66,7 +79,7 @@ struct ClaimJob {
 }
 
 enum Job {
-    Insert(NewMessage, Reply<Queued>),
+    Insert(NewMessage, Reply<Queued>, Arriving),
     Record(Vec<Attempt>, Reply<Vec<MessageStatus>>),
     Claim(ClaimJob, Reply<Claim>),
 }
@@ -74,7 +87,7 @@ enum Job {
 impl Job {
     fn body_bytes(&self) -> usize {
         match self {
-            Job::Insert(m, _) => m.body.len(),
+            Job::Insert(m, ..) => m.body.len(),
             Job::Record(..) | Job::Claim(..) => 0,
         }
     }
@@ -86,6 +99,7 @@ impl Job {
 pub struct Outbox {
     tx: mpsc::Sender<Job>,
     wakers: Wakers,
+    arrivals: Arrivals,
     /// PostgreSQL: claims go straight to the store (see the module's documentation).
     claims_direct: Option<Store>,
 }
@@ -97,13 +111,31 @@ fn shared(e: Arc<StoreError>) -> StoreError {
 impl Outbox {
     /// Starts the writer task. It ends when every `Outbox` clone is dropped.
     pub fn start(store: Store, wakers: Wakers) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::start_waiting(store, wakers, GROUP_WAIT)
+    }
+
+    /// [`Outbox::start`], with batches waiting up to `group_wait` for the messages on their way.
+    pub(crate) fn start_waiting(
+        store: Store,
+        wakers: Wakers,
+        group_wait: Duration,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Job>(4 * MAX_BATCH);
         let claims_direct = store.backend().is_postgres().then(|| store.clone());
-        let handle = tokio::spawn(writer(store, rx, wakers.clone()));
+        let arrivals = Arrivals::default();
+        let writer = Writer {
+            store,
+            rx,
+            wakers: wakers.clone(),
+            arrivals: arrivals.clone(),
+            group_wait,
+        };
+        let handle = tokio::spawn(run_writer(writer));
         (
             Self {
                 tx,
                 wakers,
+                arrivals,
                 claims_direct,
             },
             handle,
@@ -112,6 +144,11 @@ impl Outbox {
 
     pub fn wakers(&self) -> &Wakers {
         &self.wakers
+    }
+
+    /// Counts a message whose body has begun to arrive (the writer waits a moment for it).
+    pub fn arriving(&self) -> Arriving {
+        self.arrivals.arriving()
     }
 
     /// Leases the oldest due mail of a connection, within `limit` (see [`Store::claim_due`]): on
@@ -143,9 +180,18 @@ impl Outbox {
 
     /// Queues `message`; returns only once it is committed to disk.
     pub async fn enqueue(&self, message: NewMessage) -> Result<Queued, QueueError> {
+        self.enqueue_arrived(message, Arriving::none()).await
+    }
+
+    /// [`Outbox::enqueue`] for a message that was on its way (see [`Outbox::arriving`]).
+    pub async fn enqueue_arrived(
+        &self,
+        message: NewMessage,
+        arriving: Arriving,
+    ) -> Result<Queued, QueueError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job::Insert(message, reply))
+            .send(Job::Insert(message, reply, arriving))
             .await
             .map_err(|_| QueueError::Closed)?;
         match answer.await {
@@ -175,33 +221,11 @@ impl Outbox {
 
 /// Writes whatever is waiting (up to `MAX_BATCH` jobs) in one transaction, then hands the new
 /// relay mail to its connection's senders (see [`super::lanes`]).
-async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
+async fn run_writer(mut w: Writer) {
     let mut conn: Option<WriterConnection> = None;
     // A job that would have made the last batch too big: it starts the next one.
     let mut carried: Option<Job> = None;
-    loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => break,
-            },
-        };
-        let mut bytes = first.body_bytes();
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) if bytes + job.body_bytes() > MAX_BATCH_BYTES => {
-                    carried = Some(job);
-                    break;
-                }
-                Ok(job) => {
-                    bytes += job.body_bytes();
-                    jobs.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(jobs) = w.gather(&mut carried).await {
         let mut messages = Vec::new();
         let mut queued_replies = Vec::new();
         let mut records = Vec::new();
@@ -209,7 +233,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
         let mut claims = Vec::new();
         for job in jobs {
             match job {
-                Job::Insert(m, r) => {
+                Job::Insert(m, r, _) => {
                     messages.push(m);
                     queued_replies.push(r);
                 }
@@ -222,17 +246,17 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
         }
         // Claims first: their senders go back to the provider while the new mail's commit waits
         // for the disk.
-        if !claims.is_empty() && claim_all(&store, &mut conn, claims).await.is_err() {
+        if !claims.is_empty() && claim_all(&w.store, &mut conn, claims).await.is_err() {
             // A fresh connection next time, in case this one is what failed.
             conn = None;
         }
         if messages.is_empty() && records.is_empty() {
             continue;
         }
-        let leases = handoff_leases(&messages, &wakers, store.lease_ms());
+        let leases = handoff_leases(&messages, &w.wakers, w.store.lease_ms());
         let (queued, statuses) = match conn.as_mut() {
             Some(c) => cycle(c, &messages, &leases, &records).await,
-            None => match store.writer_connection().await {
+            None => match w.store.writer_connection().await {
                 Ok(c) => cycle(conn.insert(c), &messages, &leases, &records).await,
                 Err(e) => {
                     let e = Arc::new(e);
@@ -247,8 +271,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
         }
         match queued {
             Ok(queued) => {
-                let orphans = finish_messages(&wakers, messages, &leases, queued, queued_replies);
-                give_back(&store, &wakers, orphans).await;
+                let orphans = finish_messages(&w.wakers, messages, &leases, queued, queued_replies);
+                give_back(&w.store, &w.wakers, orphans).await;
             }
             Err(e) => {
                 for r in queued_replies {
@@ -270,7 +294,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, wakers: Wakers) {
             }
         }
     }
-    give_back_lanes(&store, &wakers).await;
+    give_back_lanes(&w.store, &w.wakers).await;
 }
 
 type Shared<T> = Result<T, Arc<StoreError>>;

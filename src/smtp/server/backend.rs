@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use super::config::PeerInfo;
 use super::envelope::{Envelope, StoreFailure};
 use super::identity::Identity;
+pub use crate::outbox::arrivals::Arriving;
 
 /// The relay's view of the store. The real implementation (relay users and the outbox) lives
 /// elsewhere; tests use an in-memory one.
@@ -29,14 +30,23 @@ pub trait RelayBackend: Send + Sync + 'static {
         std::future::ready(None)
     }
 
+    /// A message's body is on its way (`354` was sent): the store may wait a moment for it
+    /// before its next commit. The token comes back with the message to
+    /// [`RelayBackend::accept`], or is dropped if the message is not finished.
+    fn arriving(&self) -> Arriving {
+        Arriving::none()
+    }
+
     /// Stores an accepted message durably and returns its queue id. Only then does the client
     /// get `250`, and may forget the message. `identity` is `None` for a trusted network
-    /// (`server.trusted_networks`); a device's is its relay user's.
+    /// (`server.trusted_networks`); a device's is its relay user's. `arriving`: the token from
+    /// [`RelayBackend::arriving`] (none if the session never waited for the body).
     fn accept(
         &self,
         identity: Option<&Identity>,
         envelope: Envelope,
         message: Vec<u8>,
+        arriving: Arriving,
     ) -> impl Future<Output = Result<String, StoreFailure>> + Send;
 }
 

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{Instrument, debug, info, warn};
 
-use super::backend::RelayBackend;
+use super::backend::{Arriving, RelayBackend};
 use super::budget::Reservation;
 use super::config::PeerInfo;
 use super::deadline::Deadlines;
@@ -173,6 +173,8 @@ where
     // processes started under stress do): the slots held by slow clients all free up, not
     // just enough of them to end the stress.
     let mut stressed = false;
+    // The body being read, counted by the store until it is handed over (see `arriving`).
+    let mut arriving: Option<Arriving> = None;
     loop {
         let reserved = reserve_memory(
             shared,
@@ -182,7 +184,7 @@ where
             &mut deadlines,
         );
         if let Some(actions) = reserved.await {
-            if let Some(flow) = perform(shared, io, session, actions).await? {
+            if let Some(flow) = perform(shared, io, session, actions, &mut arriving).await? {
                 return Ok(flow);
             }
             continue;
@@ -217,8 +219,15 @@ where
             }
             Event::Stop => session.shutting_down(),
         };
-        if let Some(flow) = perform(shared, io, session, actions).await? {
+        if let Some(flow) = perform(shared, io, session, actions, &mut arriving).await? {
             return Ok(flow);
+        }
+        // A body on its way (after `354`): the store may wait a moment for it before its next
+        // commit. A message left unfinished stops being waited for.
+        match (session.is_receiving_data(), arriving.is_some()) {
+            (true, false) => arriving = Some(shared.backend.arriving()),
+            (false, true) => arriving = None,
+            _ => {}
         }
         deadlines.after(
             Instant::now(),
@@ -279,6 +288,7 @@ async fn perform<B, S>(
     io: &mut S,
     session: &mut Session,
     actions: Vec<Action>,
+    arriving: &mut Option<Arriving>,
 ) -> Result<Option<Flow>, ConnError>
 where
     B: RelayBackend,
@@ -333,7 +343,12 @@ where
                     envelope.recipients.len(),
                     message.len(),
                 );
-                let store = shared.backend.accept(identity.as_ref(), envelope, message);
+                let store = shared.backend.accept(
+                    identity.as_ref(),
+                    envelope,
+                    message,
+                    arriving.take().unwrap_or_default(),
+                );
                 let result = timeout(shared.config.data_timeout, store)
                     .await
                     .unwrap_or(Err(StoreFailure::Temporary));

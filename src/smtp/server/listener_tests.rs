@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::domain::Host;
+use crate::outbox::arrivals::{Arrivals, Arriving};
 
 /// Every wait in these tests is bounded by this.
 pub(super) const WAIT: Duration = Duration::from_secs(10);
@@ -27,12 +28,15 @@ pub(super) struct Stored {
     pub(super) user: Option<String>,
     pub(super) envelope: Envelope,
     pub(super) message: String,
+    /// Messages counted on their way while this one was being stored (its own included).
+    pub(super) on_the_way: usize,
 }
 
 /// Relay user `app`/`secret` may send as `@example.com`; messages are kept in memory.
 #[derive(Debug, Default)]
 pub(super) struct MemoryBackend {
     pub(super) stored: Mutex<Vec<Stored>>,
+    pub(super) arrivals: Arrivals,
 }
 
 impl RelayBackend for MemoryBackend {
@@ -53,18 +57,25 @@ impl RelayBackend for MemoryBackend {
         Ok(None)
     }
 
+    fn arriving(&self) -> Arriving {
+        self.arrivals.arriving()
+    }
+
     async fn accept(
         &self,
         identity: Option<&Identity>,
         envelope: Envelope,
         message: Vec<u8>,
+        arriving: Arriving,
     ) -> Result<String, StoreFailure> {
         let mut stored = self.stored.lock().unwrap();
         stored.push(Stored {
             user: identity.map(|i| i.user.clone()),
             envelope,
             message: String::from_utf8(message).unwrap(),
+            on_the_way: self.arrivals.on_the_way(),
         });
+        drop(arriving);
         Ok(format!("Q{}", stored.len()))
     }
 }
@@ -441,5 +452,58 @@ async fn bare_lf_networks_end_messages_at_lf_dot_lf_and_allow_auth_after_helo() 
     assert!(c.reply().await.starts_with("250 "));
     assert_eq!(c.reply().await, "503 5.5.1 Send EHLO first\r\n");
     assert_eq!(c.reply().await, "530 5.7.0 Authentication required\r\n");
+    stop(relay).await;
+}
+
+/// Polls `f` until it holds (every wait here is bounded by [`WAIT`]).
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < WAIT, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_is_counted_on_its_way_from_354_until_stored_or_abandoned() {
+    let mut config = listener_config();
+    config.trusted_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    let relay = start(config, Security::None).await;
+    let arrivals = relay.backend.arrivals.clone();
+    let mut c = connect(relay.addr).await;
+    c.reply().await;
+    c.cmd("HELO app.test").await;
+    c.cmd("MAIL FROM:<a@example.com>").await;
+    c.cmd("RCPT TO:<r@contoso.com>").await;
+    assert_eq!(arrivals.on_the_way(), 0, "nothing counted before DATA");
+    assert!(c.cmd("DATA").await.starts_with("354 "));
+    c.send("Subject: half\r\n\r\nfirst half\r\n").await;
+    eventually("the body is counted on its way", || {
+        arrivals.on_the_way() == 1
+    })
+    .await;
+    assert_eq!(
+        c.cmd("second half\r\n.").await,
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    // The count went with the message to the store, and ended there.
+    assert_eq!(relay.backend.stored.lock().unwrap()[0].on_the_way, 1);
+    assert_eq!(arrivals.on_the_way(), 0);
+
+    // A client that leaves in the middle of a body is no longer waited for.
+    c.cmd("MAIL FROM:<a@example.com>").await;
+    c.cmd("RCPT TO:<r@contoso.com>").await;
+    c.cmd("DATA").await;
+    c.send("Subject: never finished\r\n\r\n").await;
+    eventually("the unfinished body is counted", || {
+        arrivals.on_the_way() == 1
+    })
+    .await;
+    drop(c);
+    eventually("the abandoned body is no longer counted", || {
+        arrivals.on_the_way() == 0
+    })
+    .await;
+    assert_eq!(relay.backend.stored.lock().unwrap().len(), 1);
     stop(relay).await;
 }
