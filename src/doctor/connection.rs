@@ -1,6 +1,8 @@
 //! Checks of one connection: status, token, scopes, AUTH at the provider, secret expiry,
 //! refresh token age, held or failing mail.
 
+use std::collections::HashMap;
+
 use super::Check;
 use crate::domain::{Connection, ConnectionStatus, EmailAddress, OAuthFlow};
 use crate::explain::reauthorization_fix;
@@ -8,8 +10,8 @@ use crate::oauth::TokenManager;
 use crate::outbox::{TokenFactory, client_config};
 use crate::settings::Settings;
 use crate::smtp::client::SmtpClient;
-use crate::store::Store;
 use crate::store::messages::Source;
+use crate::store::{Store, StoreError};
 
 /// Microsoft ends a refresh token unused for 90 days; warn well before.
 const REFRESH_AGE_WARN_DAYS: i64 = 60;
@@ -21,6 +23,7 @@ pub async fn checks(
     tokens: &TokenManager,
     c: &Connection,
     send_to: Option<&EmailAddress>,
+    mail_counts: &MailCounts,
 ) -> Vec<Check> {
     let name = c.name().as_str();
     let label = |what: &str| format!("connection {name}: {what}");
@@ -80,7 +83,7 @@ pub async fn checks(
         out.extend(provider(settings, store, tokens, c, send_to).await);
     }
     out.extend(expiry(c));
-    out.extend(mail(store, c).await);
+    out.push(mail(c, mail_counts));
     out
 }
 
@@ -217,18 +220,22 @@ fn expiry(c: &Connection) -> Vec<Check> {
     out
 }
 
-async fn mail(store: &Store, c: &Connection) -> Vec<Check> {
+/// Per connection id: held messages, and those failed in the last 24 hours (read once for all
+/// connections, see [`Store::held_and_failed`]).
+pub type MailCounts = Result<HashMap<i64, (i64, i64)>, StoreError>;
+
+fn mail(c: &Connection, counts: &MailCounts) -> Check {
     let name = c.name().as_str();
     let label = format!("connection {name}: mail");
-    match store.held_and_failed(c.id).await {
-        Ok((0, 0)) => vec![Check::ok(label, "nothing held or failed in the last 24 h")],
-        Ok((held, failed)) => vec![Check::warn(
+    match counts.as_ref().map(|m| m.get(&c.id)) {
+        Ok(None) => Check::ok(label, "nothing held or failed in the last 24 h"),
+        Ok(Some((held, failed))) => Check::warn(
             label,
             format!("{held} held, {failed} failed in the last 24 h"),
             format!(
                 "See `postern queue list` and `postern messages list --connection {name} --status failed`."
             ),
-        )],
-        Err(e) => vec![Check::fail(label, e.to_string(), "Check the store.")],
+        ),
+        Err(e) => Check::fail(label, e.to_string(), "Check the store."),
     }
 }

@@ -146,12 +146,21 @@ async fn with_store(
                     ));
                 }
             }
+            let mail_counts = store.held_and_failed().await;
             for c in conns.iter().filter(|c| {
                 opts.connections.is_empty()
                     || opts.connections.iter().any(|n| n == c.name().as_str())
             }) {
                 out.extend(
-                    connection::checks(settings, store, tokens, c, opts.send_to.as_ref()).await,
+                    connection::checks(
+                        settings,
+                        store,
+                        tokens,
+                        c,
+                        opts.send_to.as_ref(),
+                        &mail_counts,
+                    )
+                    .await,
                 );
             }
         }

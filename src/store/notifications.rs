@@ -4,6 +4,8 @@
 
 use super::PortableRow as _;
 
+use std::collections::HashMap;
+
 use super::{Store, StoreError, now};
 
 /// An event to tell the admin about.
@@ -115,21 +117,28 @@ impl Store {
         Ok(rows.join("; "))
     }
 
-    /// A connection's held messages, and those failed in the last 24 hours.
-    pub async fn held_and_failed(&self, connection_id: i64) -> Result<(i64, i64), StoreError> {
+    /// Per connection: its held messages, and those failed in the last 24 hours (connections
+    /// with neither are absent). One pass over held and failed mail for all connections: no
+    /// index serves "a connection's mail by status" (it would be rewritten at every status
+    /// change of every message, see migration 0020).
+    pub async fn held_and_failed(&self) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
         let since_ms = (now() - 86_400) * 1000;
-        let row = on!(self.db(), |pool, q| {
-            sqlx::query_as::<_, (i64, i64)>(q.sql(
-                "SELECT CAST(COALESCE(SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END), 0) AS BIGINT) AS held, \
-             CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND done_at >= ? THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
-             FROM messages WHERE connection_id = ?",
+        let rows = on!(self.db(), |pool, q| {
+            sqlx::query_as::<_, (i64, i64, i64)>(q.sql(
+                "SELECT connection_id, \
+                 CAST(COALESCE(SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END), 0) AS BIGINT) AS held, \
+                 CAST(COALESCE(SUM(CASE WHEN status = 'failed' AND done_at >= ? THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
+                 FROM messages WHERE status IN ('held', 'failed') GROUP BY connection_id",
             ))
             .bind(since_ms)
-            .bind(connection_id)
-            .fetch_one(pool)
+            .fetch_all(pool)
             .await?
         });
-        Ok(row)
+        Ok(rows
+            .into_iter()
+            .filter(|(_, held, failed)| *held + *failed > 0)
+            .map(|(id, held, failed)| (id, (held, failed)))
+            .collect())
     }
 
     /// Every state the notifier has recorded: (subject, topic) → state.
@@ -298,6 +307,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::messages::{RecipientOutcome, now_ms, test_message};
+
+    #[tokio::test]
+    async fn held_and_recently_failed_mail_is_counted_per_connection() {
+        let (_dir, store, c) = crate::store::test_store_with_connection().await;
+        let mut m = test_message(&["b@example.org"]);
+        m.connection_id = c;
+        let ids = store
+            .insert_messages(&[m.clone(), m.clone(), m])
+            .await
+            .unwrap();
+        assert!(store.held_and_failed().await.unwrap().is_empty());
+        store.hold_message(&ids[0].id).await.unwrap();
+        let claimed = store.claim_ready(c, 1, 60_000).await.unwrap();
+        let refused = [(0, RecipientOutcome::Failed("550 5.1.1 no such user".into()))];
+        store
+            .record_attempt(&claimed[0].lease(), &refused, now_ms(), true, Some("smtp"))
+            .await
+            .unwrap();
+        // One held, one failed; the third, queued, counts for neither.
+        assert_eq!(
+            store.held_and_failed().await.unwrap(),
+            HashMap::from([(c, (1, 1))])
+        );
+    }
 
     #[tokio::test]
     async fn a_transition_and_its_event_are_kept_together_and_attempts_are_logged() {
