@@ -455,9 +455,11 @@ fn main() {
             return;
         }
         let mut rounds = Vec::new();
+        let mut fsyncs = Vec::new();
         for run in 1..=runs {
             let mut round = Round::default();
             let fsync = fsync_probe();
+            fsyncs.push(fsync);
             for plan in &plans {
                 let name = report::mode_name(plan.mode, plan.clients);
                 if only.as_ref().is_some_and(|o| *o != name) {
@@ -482,6 +484,7 @@ fn main() {
         println!("\n== medians of {runs} run(s) ==");
         let median = Round::median(&rounds);
         median.print();
-        median.print_targets();
+        fsyncs.sort();
+        median.print_targets(delay.map(|_| fsyncs[fsyncs.len() / 2]));
     });
 }

@@ -273,7 +273,10 @@ impl Round {
         }
     }
 
-    pub fn print_targets(&self) {
+    /// `backlog`: the run's median fsync time, when the provider was slowed (`--provider-delay`):
+    /// then the only CPU target is the backlog path's, at many/c16, and relay / direct is no
+    /// target (the direct path is not held to a mailbox's session limit).
+    pub fn print_targets(&self, backlog: Option<Duration>) {
         let check = |ok: bool| if ok { "met" } else { "MISSED" };
         let ratio = |mode, clients, target: f64| {
             let (Some(r), Some(d)) = (
@@ -301,22 +304,35 @@ impl Round {
             );
         };
         println!("targets:");
-        ratio(Mode::ManyPerConnection, 16, 0.8);
-        ratio(Mode::OnePerConnection, 16, 1.5);
+        if backlog.is_none() {
+            ratio(Mode::ManyPerConnection, 16, 0.8);
+            ratio(Mode::OnePerConnection, 16, 1.5);
+        }
         for (mode, clients, path, f) in &self.rows {
             if *path != Path::Relay {
                 continue;
             }
-            let limit = match mode {
-                Mode::ManyPerConnection => 0.1,
-                Mode::OnePerConnection => 0.3,
+            let limit = match (backlog, mode, clients) {
+                (None, Mode::ManyPerConnection, _) => Some(0.1),
+                (None, Mode::OnePerConnection, _) => Some(0.3),
+                (Some(_), Mode::ManyPerConnection, 16) => Some(0.15),
+                (Some(_), _, _) => None,
             };
-            if let Some(c) = f.cpu_ms_per_msg {
-                println!(
-                    "  {:<9} Postern CPU {c:.3} ms/message (target <= {limit}): {}",
+            let beside = match backlog {
+                Some(fsync) => format!("backlog path, disk fsync {} µs, ", fsync.as_micros()),
+                None => String::new(),
+            };
+            match (f.cpu_ms_per_msg, limit) {
+                (Some(c), Some(limit)) => println!(
+                    "  {:<9} Postern CPU {c:.3} ms/message ({beside}target <= {limit}): {}",
                     mode_name(*mode, *clients),
                     check(c <= limit)
-                );
+                ),
+                (Some(c), None) => println!(
+                    "  {:<9} Postern CPU {c:.3} ms/message ({beside}no target in this mode)",
+                    mode_name(*mode, *clients),
+                ),
+                (None, _) => {}
             }
             println!(
                 "  {:<9} token requests {} (target: 1 per connection per token lifetime): {}",
