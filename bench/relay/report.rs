@@ -334,6 +334,16 @@ impl Round {
                 ),
                 (None, _) => {}
             }
+            // The same ratio however busy the shared machine: both sides slow down together.
+            if let Some(c) = f.cpu_ms_per_msg
+                && f.bench_cpu_ms_per_msg > 0.0
+            {
+                println!(
+                    "  {:<9} Postern CPU / the two endpoints' (load+fake) in the same run = {:.2}x",
+                    mode_name(*mode, *clients),
+                    c / f.bench_cpu_ms_per_msg
+                );
+            }
             println!(
                 "  {:<9} token requests {} (target: 1 per connection per token lifetime): {}",
                 mode_name(*mode, *clients),
