@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::arrivals::{Arrivals, Arriving};
 pub use super::lanes::Wakers;
 use crate::store::attempts::Attempt;
+use crate::store::messages::claim_sqlite::claim_in;
 use crate::store::messages::{
     Claim, ClaimLimit, ClaimedMessage, Lease, MessageStatus, NewMessage, Queued, Source,
     claim_due_on, new_lease_id, now_ms,
@@ -320,32 +321,62 @@ async fn claim_all(
             }
         },
     };
-    // SQLite: once for all the claims of the cycle (the writer's last commit may have left FULL).
-    if let WriterConnection::Sqlite(c) = c
-        && let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
+    match c {
+        WriterConnection::Sqlite(c) => claim_all_sqlite(c, claims).await,
+        WriterConnection::Postgres(c) => {
+            let mut failed = false;
+            for (job, reply) in claims {
+                let on = crate::store::On::Postgres(&mut *c);
+                let result = claim_due_on(on, job.connection_id, job.limit, job.lease_ms).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, connection = job.connection_id, "could not claim mail");
+                    failed = true;
+                }
+                let _ = reply.send(result.map_err(Arc::new));
+            }
+            if failed { Err(()) } else { Ok(()) }
+        }
+    }
+}
+
+/// Every claim of the cycle in one transaction that does not wait for the disk (the writer's
+/// last commit may have left `synchronous` at FULL). The answers go out only once it is
+/// committed: a sender must never send mail whose claim was rolled back. If one claim fails,
+/// they all do, and their senders ask again.
+async fn claim_all_sqlite(
+    c: &mut sqlx::SqliteConnection,
+    claims: Vec<(ClaimJob, Reply<Claim>)>,
+) -> Result<(), ()> {
+    let mut answers = Vec::with_capacity(claims.len());
+    let result: Result<(), StoreError> = async {
+        sqlx::query("PRAGMA synchronous = NORMAL; BEGIN")
             .execute(&mut *c)
-            .await
-    {
-        let e = Arc::new(StoreError::from(e));
-        for (_, reply) in claims {
-            let _ = reply.send(Err(e.clone()));
+            .await?;
+        for (job, _) in &claims {
+            answers.push(claim_in(&mut *c, job.connection_id, job.limit, job.lease_ms).await?);
         }
-        return Err(());
+        sqlx::query("COMMIT").execute(&mut *c).await?;
+        Ok(())
     }
-    let mut failed = false;
-    for (job, reply) in claims {
-        let on = match c {
-            WriterConnection::Sqlite(c) => crate::store::On::Sqlite(&mut *c),
-            WriterConnection::Postgres(c) => crate::store::On::Postgres(&mut *c),
-        };
-        let result = claim_due_on(on, job.connection_id, job.limit, job.lease_ms).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, connection = job.connection_id, "could not claim mail");
-            failed = true;
+    .await;
+    match result {
+        Ok(()) => {
+            for ((_, reply), answer) in claims.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+            Ok(())
         }
-        let _ = reply.send(result.map_err(Arc::new));
+        Err(e) => {
+            tracing::error!(error = %e, claims = claims.len(), "could not claim mail");
+            // Nothing was claimed; a failed ROLLBACK leaves the connection to be replaced.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            let e = Arc::new(e);
+            for (_, reply) in claims {
+                let _ = reply.send(Err(e.clone()));
+            }
+            Err(())
+        }
     }
-    if failed { Err(()) } else { Ok(()) }
 }
 
 /// One transaction for everything; if it fails, the new mail and the records are tried apart, so

@@ -159,7 +159,7 @@ impl ClaimedMessage {
 
 /// A claimed message's row.
 #[derive(sqlx::FromRow)]
-struct ClaimRow {
+pub(super) struct ClaimRow {
     id: String,
     connection_id: i64,
     mail_from: String,
@@ -167,6 +167,27 @@ struct ClaimRow {
     attempts: i64,
     queued_at: i64,
     next_attempt_at: i64,
+}
+
+impl ClaimRow {
+    /// The claimed message (keyed by its due time, to sort the batch), its body moved, not copied.
+    pub(super) fn into_claimed(
+        self,
+        lease_id: i64,
+        recipients: Vec<(i64, String)>,
+    ) -> (i64, ClaimedMessage) {
+        let message = ClaimedMessage {
+            recipients,
+            id: self.id,
+            lease_id,
+            connection_id: self.connection_id,
+            mail_from: self.mail_from,
+            body: self.body.unwrap_or_default(),
+            attempts: self.attempts,
+            queued_at: self.queued_at,
+        };
+        (self.next_attempt_at, message)
+    }
 }
 
 /// Bytes of bodies one claim takes at most, unless its first message alone is bigger: a
@@ -411,121 +432,109 @@ pub async fn claim_due_on(
     limit: ClaimLimit,
     lease_ms: i64,
 ) -> Result<Claim, StoreError> {
-    let (mut out, drained) = on!(conn, |c, q| {
-        let mut tx = sqlx::Connection::begin(c).await?;
-        let t = db_now_ms!(q, &mut *tx);
-        let lease_id = new_lease_id();
-        // The first `messages` due rows in claim order (read from the `messages_due` index, with
-        // each row's `size` but not its body), cut where their running size passes `bytes`.
-        // PostgreSQL: rows another instance is claiming are skipped, not waited for.
-        // SQLite: `LIMIT CAST(? AS INTEGER)`, never a bare `LIMIT ?`: SQLite's planner reads a bare
-        // LIMIT parameter's value, so every new binding expires the statement and it is compiled
-        // again on each claim (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see
-        // through keeps the one compiled plan.
-        let rows: Vec<ClaimRow> = sqlx::query_as(q.pick(
-            "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
-             last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
-                 SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
-                     SELECT id, size, next_attempt_at FROM messages WHERE connection_id = ? \
-                     AND status IN ('queued', 'deferred') AND next_attempt_at <= ? \
-                     ORDER BY next_attempt_at, id LIMIT CAST(? AS INTEGER)) \
-                 WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
-             WHERE total <= ? OR n <= ?) \
-             RETURNING id, connection_id, mail_from, \
-             (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
-            "WITH due AS ( \
-                 SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $4 \
-                 AND status IN ('queued', 'deferred') AND next_attempt_at <= $5 \
-                 ORDER BY next_attempt_at, id LIMIT $6 FOR UPDATE SKIP LOCKED), \
-             picked AS (SELECT id FROM ( \
-                 SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM due \
-                 WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) AS runs \
-                 WHERE total <= $7 OR n <= $8) \
-             UPDATE messages SET lease_id = $1, status = 'sending', lease_until = $2, \
-             attempts = attempts + 1, last_attempt_at = $3 WHERE id IN (SELECT id FROM picked) \
-             RETURNING id, connection_id, mail_from, \
-             (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
-            ))
-            // PostgreSQL: planned per run (see PER_RUN_PLAN in `outbox_batch`).
-            .persistent(!q.is_postgres())
-            .bind(lease_id)
-            .bind(t + lease_ms)
-            .bind(t)
-            .bind(connection_id)
-            .bind(t)
-            .bind(i64::from(limit.messages))
-            .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-            .bind(i64::from(limit.oversized_first))
-            .fetch_all(&mut *tx)
-            .await?;
-        // Asked in the same transaction, so no other claim comes between: exact, unlike
-        // inferring it from a short claim. (On PostgreSQL, rows other instances hold locked
-        // count as waiting: they are someone's claim in progress.)
-        let drained = !sqlx::query_scalar::<_, bool>(q.sql(
-            "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
-                 AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
-        ))
-        .bind(connection_id)
-        .bind(t)
-        .fetch_one(&mut *tx)
+    match conn {
+        On::Sqlite(c) => {
+            let mut tx = sqlx::Connection::begin(c).await?;
+            let claim = claim_sqlite::claim_in(&mut tx, connection_id, limit, lease_ms).await?;
+            tx.commit().await?;
+            Ok(claim)
+        }
+        On::Postgres(c) => claim_postgres(c, connection_id, limit, lease_ms).await,
+    }
+}
+
+/// [`claim_due_on`] on PostgreSQL: rows another instance is claiming are skipped, not waited for.
+async fn claim_postgres(
+    c: &mut sqlx::PgConnection,
+    connection_id: i64,
+    limit: ClaimLimit,
+    lease_ms: i64,
+) -> Result<Claim, StoreError> {
+    let mut tx = sqlx::Connection::begin(c).await?;
+    let t = db_now_ms!(super::Backend::Postgres, &mut *tx);
+    let lease_id = new_lease_id();
+    // The first `messages` due rows in claim order (read from the `messages_due` index, with
+    // each row's `size` but not its body), cut where their running size passes `bytes`.
+    let rows: Vec<ClaimRow> = sqlx::query_as(
+        "WITH due AS ( \
+             SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $4 \
+             AND status IN ('queued', 'deferred') AND next_attempt_at <= $5 \
+             ORDER BY next_attempt_at, id LIMIT $6 FOR UPDATE SKIP LOCKED), \
+         picked AS (SELECT id FROM ( \
+             SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM due \
+             WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) AS runs \
+             WHERE total <= $7 OR n <= $8) \
+         UPDATE messages SET lease_id = $1, status = 'sending', lease_until = $2, \
+         attempts = attempts + 1, last_attempt_at = $3 WHERE id IN (SELECT id FROM picked) \
+         RETURNING id, connection_id, mail_from, \
+         (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
+    )
+    // Planned per run (see PER_RUN_PLAN in `outbox_batch`).
+    .persistent(false)
+    .bind(lease_id)
+    .bind(t + lease_ms)
+    .bind(t)
+    .bind(connection_id)
+    .bind(t)
+    .bind(i64::from(limit.messages))
+    .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+    .bind(i64::from(limit.oversized_first))
+    .fetch_all(&mut *tx)
+    .await?;
+    // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
+    // it from a short claim. Rows other instances hold locked count as waiting: they are
+    // someone's claim in progress.
+    let drained = !sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = $1 \
+             AND status IN ('queued', 'deferred') AND next_attempt_at <= $2)",
+    )
+    .bind(connection_id)
+    .bind(t)
+    .fetch_one(&mut *tx)
+    .await?;
+    // The waiting recipients of every claimed message, in one query.
+    let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
+        std::collections::HashMap::with_capacity(rows.len());
+    if !rows.is_empty() {
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let ids = serde_json::to_string(&ids).expect("strings serialise");
+        // An array built once (an init plan), not `IN (SELECT …)`: the planner takes a
+        // set-returning function for 100 rows and hashes them against a scan of every
+        // recipient (measured: 1.1 ms for 13 messages, against an index scan).
+        let recipients = sqlx::query_as::<_, (String, i64, String)>(
+            "SELECT message_id, position, address FROM recipients \
+                 WHERE message_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) \
+                 AND status IN ('pending', 'deferred') ORDER BY message_id, position",
+        )
+        .persistent(false) // PER_RUN_PLAN
+        .bind(ids)
+        .fetch_all(&mut *tx)
         .await?;
-        // The waiting recipients of every claimed message, in one query.
-        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
-            std::collections::HashMap::with_capacity(ids.len());
-        if !ids.is_empty() {
-            // One statement shape whatever the batch size (a JSON array of ids), so the
-            // writer's connection keeps it prepared beside its own.
-            let ids = serde_json::to_string(&ids).expect("strings serialise");
-            let rows = sqlx::query_as::<_, (String, i64, String)>(q.pick(
-                "SELECT message_id, position, address FROM recipients \
-                     WHERE message_id IN (SELECT value FROM json_each(?)) \
-                     AND status IN ('pending', 'deferred') ORDER BY message_id, position",
-                // An array built once (an init plan), not `IN (SELECT …)`: the planner takes a
-                // set-returning function for 100 rows and hashes them against a scan of every
-                // recipient (measured: 1.1 ms for 13 messages, against an index scan).
-                "SELECT message_id, position, address FROM recipients \
-                     WHERE message_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) \
-                     AND status IN ('pending', 'deferred') ORDER BY message_id, position",
-            ))
-            .persistent(!q.is_postgres()) // PER_RUN_PLAN
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (message_id, position, address) in rows {
-                by_message
-                    .entry(message_id)
-                    .or_default()
-                    .push((position, address));
-            }
+        for (message_id, position, address) in recipients {
+            by_message
+                .entry(message_id)
+                .or_default()
+                .push((position, address));
         }
-        // Each row is dropped once its body is copied out, so a body is held twice at most
-        // one at a time.
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push((
-                row.next_attempt_at,
-                ClaimedMessage {
-                    recipients: by_message.remove(&row.id).unwrap_or_default(),
-                    id: row.id,
-                    lease_id,
-                    connection_id: row.connection_id,
-                    mail_from: row.mail_from,
-                    body: row.body.unwrap_or_default(),
-                    attempts: row.attempts,
-                    queued_at: row.queued_at,
-                },
-            ));
-        }
-        tx.commit().await?;
-        (out, drained)
-    });
-    // RETURNING comes in no set order: put the batch in claim order.
-    out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
+    }
+    let messages = rows
+        .into_iter()
+        .map(|row| {
+            let recipients = by_message.remove(&row.id).unwrap_or_default();
+            row.into_claimed(lease_id, recipients)
+        })
+        .collect();
+    tx.commit().await?;
     Ok(Claim {
-        messages: out.into_iter().map(|(_, m)| m).collect(),
+        messages: in_claim_order(messages),
         drained,
     })
+}
+
+/// RETURNING comes in no set order: the batch in claim order (due time, then id).
+pub(super) fn in_claim_order(mut out: Vec<(i64, ClaimedMessage)>) -> Vec<ClaimedMessage> {
+    out.sort_by(|(a, m), (b, n)| (a, &m.id).cmp(&(b, &n.id)));
+    out.into_iter().map(|(_, m)| m).collect()
 }
 
 impl Store {
@@ -725,6 +734,9 @@ impl Store {
         Ok(())
     }
 }
+
+#[path = "claim_sqlite.rs"]
+pub(crate) mod claim_sqlite;
 
 #[cfg(test)]
 #[path = "messages_tests.rs"]

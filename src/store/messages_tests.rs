@@ -288,3 +288,47 @@ async fn bodies_stored_before_their_own_table_survive_the_upgrade() {
     assert_eq!(claimed[0].body, body);
     assert_eq!(claimed[0].recipients, vec![(0, "x@y.z".to_string())]);
 }
+
+/// A retry claims only the recipients still waiting, in their order, addresses intact (the
+/// claim brings them as JSON from SQLite).
+#[tokio::test]
+async fn a_retry_claims_only_the_recipients_still_waiting_in_order() {
+    use super::super::attempts::{Attempt, AttemptRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::test_store(dir.path()).await;
+    let to = [
+        "a@example.org",
+        "\"b \\\"q\\\"\"@example.org",
+        "c@example.org",
+    ];
+    store.insert_messages(&[test_message(&to)]).await.unwrap();
+    let first = store.claim_due(1, up_to(16), 60_000).await.unwrap();
+    assert!(first.drained);
+    let claimed = &first.messages[0];
+    let all: Vec<(i64, String)> = (0..).zip(to.iter().map(|a| a.to_string())).collect();
+    assert_eq!(claimed.recipients, all);
+    // The middle one is delivered, the others deferred, due again at once.
+    let attempt = Attempt {
+        id: claimed.id.clone(),
+        lease_id: claimed.lease_id,
+        record: AttemptRecord::Recipients(vec![
+            (0, RecipientOutcome::Deferred("451 later".into())),
+            (1, RecipientOutcome::Sent("250 ok".into())),
+            (2, RecipientOutcome::Deferred("451 later".into())),
+        ]),
+        retry_at_ms: now_ms(),
+        give_up: false,
+        transport: Some("smtp"),
+    };
+    assert_eq!(
+        store.record_attempts(&[attempt]).await.unwrap(),
+        [MessageStatus::Deferred]
+    );
+    let retry = store.claim_due(1, up_to(16), 60_000).await.unwrap();
+    assert_eq!(retry.messages.len(), 1);
+    assert_eq!(
+        retry.messages[0].recipients,
+        vec![(0, to[0].to_string()), (2, to[2].to_string())]
+    );
+    assert_eq!(retry.messages[0].attempts, 2);
+}

@@ -1,0 +1,83 @@
+//! A claim on SQLite, inside a transaction the caller opened: the outbox writer runs every claim
+//! of a cycle in one transaction (see `outbox::queue::claim_all`).
+//!
+//! Two statements, each a round trip to sqlx's SQLite thread (a wake-up of that thread and one
+//! of ours): the `UPDATE … RETURNING` brings each message with its body and its waiting
+//! recipients, and the drained check follows. It was five (with its own `BEGIN`, a recipients
+//! query and `COMMIT`); with a slow provider or a thousand connections each claim takes a message
+//! or two, so its round trips were much of its cost.
+
+use sqlx::SqliteConnection;
+
+use super::{Claim, ClaimLimit, ClaimRow, in_claim_order, new_lease_id, now_ms};
+use crate::store::StoreError;
+
+/// A claimed row with its waiting recipients, as `[[position, address], …]`.
+#[derive(sqlx::FromRow)]
+struct RowWithRecipients {
+    #[sqlx(flatten)]
+    row: ClaimRow,
+    recipients: String,
+}
+
+/// Leases the oldest due mail of `connection_id` within `limit`, in the open transaction on `c`.
+pub(crate) async fn claim_in(
+    c: &mut SqliteConnection,
+    connection_id: i64,
+    limit: ClaimLimit,
+    lease_ms: i64,
+) -> Result<Claim, StoreError> {
+    let t = now_ms();
+    let lease_id = new_lease_id();
+    // The first `messages` due rows in claim order (read from the `messages_due` index, with
+    // each row's `size` but not its body), cut where their running size passes `bytes`.
+    // `LIMIT CAST(? AS INTEGER)`, never a bare `LIMIT ?`: SQLite's planner reads a bare LIMIT
+    // parameter's value, so every new binding expires the statement and it is compiled again on
+    // each claim (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see through
+    // keeps the one compiled plan.
+    let rows: Vec<RowWithRecipients> = sqlx::query_as(
+        "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
+         last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
+             SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
+                 SELECT id, size, next_attempt_at FROM messages WHERE connection_id = ? \
+                 AND status IN ('queued', 'deferred') AND next_attempt_at <= ? \
+                 ORDER BY next_attempt_at, id LIMIT CAST(? AS INTEGER)) \
+             WINDOW w AS (ORDER BY next_attempt_at, id ROWS UNBOUNDED PRECEDING)) \
+         WHERE total <= ? OR n <= ?) \
+         RETURNING id, connection_id, mail_from, \
+         (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at, \
+         (SELECT json_group_array(json_array(r.position, r.address)) FROM recipients r \
+              WHERE r.message_id = messages.id AND r.status IN ('pending', 'deferred')) AS recipients",
+    )
+    .bind(lease_id)
+    .bind(t + lease_ms)
+    .bind(t)
+    .bind(connection_id)
+    .bind(t)
+    .bind(i64::from(limit.messages))
+    .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
+    .bind(i64::from(limit.oversized_first))
+    .fetch_all(&mut *c)
+    .await?;
+    // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
+    // it from a short claim.
+    let drained = !sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
+             AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
+    )
+    .bind(connection_id)
+    .bind(t)
+    .fetch_one(&mut *c)
+    .await?;
+    let mut messages = Vec::with_capacity(rows.len());
+    for RowWithRecipients { row, recipients } in rows {
+        let mut recipients: Vec<(i64, String)> = serde_json::from_str(&recipients)
+            .map_err(|e| StoreError::Corrupt(format!("recipients of a claimed message: {e}")))?;
+        recipients.sort_unstable_by_key(|(position, _)| *position);
+        messages.push(row.into_claimed(lease_id, recipients));
+    }
+    Ok(Claim {
+        messages: in_claim_order(messages),
+        drained,
+    })
+}
