@@ -401,8 +401,16 @@ impl<F: TokenFactory> Delivery<F> {
             }
             if check_store && step.store_drained {
                 check_store = false;
-                // Deferred mail: the scheduler wakes us (or a later sender) when it is due.
-                if let Ok(Some(at)) = store.next_due(connection_id).await {
+                // Deferred mail: the scheduler wakes us (or a later sender) when it is due. The
+                // claim said when, unless this step deferred mail of its own since.
+                let deferred = matches!(&step.outcome, Outcome::Attempted(done)
+                    if done.iter().any(|(_, s)| *s == MessageStatus::Deferred));
+                let next_due = if deferred {
+                    store.next_due(connection_id).await.ok().flatten()
+                } else {
+                    step.next_due
+                };
+                if let Some(at) = next_due {
                     check_store = self.schedule().due(connection_id, at, now_ms());
                     more |= check_store;
                 }

@@ -60,6 +60,8 @@ pub enum Outcome {
 struct Step {
     outcome: Outcome,
     store_drained: bool,
+    /// The connection's next due time in the store, as the step's claim left it.
+    next_due: Option<i64>,
 }
 
 impl Step {
@@ -67,6 +69,7 @@ impl Step {
         Self {
             outcome,
             store_drained: false,
+            next_due: None,
         }
     }
 }
@@ -277,6 +280,7 @@ impl<F: TokenFactory> Delivery<F> {
         }
         let mut batch = lane.take(BATCH);
         let mut store_drained = false;
+        let mut next_due = None;
         if check_store && batch.len() < BATCH {
             // The batch's bodies stay within `CLAIM_BYTES` (or one bigger message alone).
             let handed: u64 = batch.iter().map(|m| m.body.len() as u64).sum();
@@ -290,6 +294,7 @@ impl<F: TokenFactory> Delivery<F> {
                 .outbox
                 .claim(conn.id, limit, store.lease_ms())
                 .await?;
+            next_due = claim.next_due;
             if claim.drained {
                 // Nothing more is due in the store: new mail may come straight to us.
                 store_drained = true;
@@ -305,6 +310,7 @@ impl<F: TokenFactory> Delivery<F> {
             return Ok(Step {
                 outcome: Outcome::Empty,
                 store_drained,
+                next_due,
             });
         }
         // Send the batch, then record it in one go (one transaction for the batch). The claims
@@ -397,6 +403,7 @@ impl<F: TokenFactory> Delivery<F> {
         Ok(Step {
             outcome: Outcome::Attempted(done),
             store_drained,
+            next_due,
         })
     }
 

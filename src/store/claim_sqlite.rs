@@ -3,13 +3,13 @@
 //!
 //! Two statements, each a round trip to sqlx's SQLite thread (a wake-up of that thread and one
 //! of ours): the `UPDATE … RETURNING` brings each message with its body and its waiting
-//! recipients, and the drained check follows. It was five (with its own `BEGIN`, a recipients
+//! recipients, and the connection's next due time follows. It was five (with its own `BEGIN`, a recipients
 //! query and `COMMIT`); with a slow provider or a thousand connections each claim takes a message
 //! or two, so its round trips were much of its cost.
 
 use sqlx::SqliteConnection;
 
-use super::{Claim, ClaimLimit, ClaimRow, in_claim_order, new_lease_id, now_ms};
+use super::{Claim, ClaimLimit, ClaimRow, drained, in_claim_order, new_lease_id, now_ms};
 use crate::store::StoreError;
 
 /// A claimed row with its waiting recipients, as `[[position, address], …]`.
@@ -60,13 +60,13 @@ pub(crate) async fn claim_in(
     .fetch_all(&mut *c)
     .await?;
     // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
-    // it from a short claim.
-    let drained = !sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = ? \
-             AND status IN ('queued', 'deferred') AND next_attempt_at <= ?)",
+    // it from a short claim. The earliest due time rather than "any due now?": the same index
+    // entry answers both, and a sender that finds the store drained needs the time anyway.
+    let next_due: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? \
+             AND status IN ('queued', 'deferred')",
     )
     .bind(connection_id)
-    .bind(t)
     .fetch_one(&mut *c)
     .await?;
     let mut messages = Vec::with_capacity(rows.len());
@@ -78,6 +78,7 @@ pub(crate) async fn claim_in(
     }
     Ok(Claim {
         messages: in_claim_order(messages),
-        drained,
+        drained: drained(next_due, t),
+        next_due,
     })
 }

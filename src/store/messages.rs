@@ -215,6 +215,9 @@ pub struct Claim {
     /// No due message of the connection was left unclaimed: the claim stopped for want of mail,
     /// not at a limit (a short claim alone does not say so: it may have stopped at `bytes`).
     pub drained: bool,
+    /// When the connection's earliest mail still queued or deferred is due, as the claim left
+    /// it (None: none left). Saves the sender asking again once it finds the store drained.
+    pub next_due: Option<i64>,
 }
 
 /// What happened to one recipient in one attempt.
@@ -484,12 +487,11 @@ async fn claim_postgres(
     // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
     // it from a short claim. Rows other instances hold locked count as waiting: they are
     // someone's claim in progress.
-    let drained = !sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE connection_id = $1 \
-             AND status IN ('queued', 'deferred') AND next_attempt_at <= $2)",
+    let next_due: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = $1 \
+             AND status IN ('queued', 'deferred')",
     )
     .bind(connection_id)
-    .bind(t)
     .fetch_one(&mut *tx)
     .await?;
     // The waiting recipients of every claimed message, in one query.
@@ -527,8 +529,14 @@ async fn claim_postgres(
     tx.commit().await?;
     Ok(Claim {
         messages: in_claim_order(messages),
-        drained,
+        drained: drained(next_due, t),
+        next_due,
     })
+}
+
+/// Nothing due now is left unclaimed.
+pub(super) fn drained(next_due: Option<i64>, now: i64) -> bool {
+    next_due.is_none_or(|at| at > now)
 }
 
 /// RETURNING comes in no set order: the batch in claim order (due time, then id).

@@ -332,3 +332,41 @@ async fn a_retry_claims_only_the_recipients_still_waiting_in_order() {
     );
     assert_eq!(retry.messages[0].attempts, 2);
 }
+
+/// A claim that finds nothing due says when the connection's next mail is: the sender schedules
+/// its wake-up from it without asking the store again.
+#[tokio::test]
+async fn a_claim_says_when_deferred_mail_is_due_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::test_store(dir.path()).await;
+    store
+        .insert_messages(&[
+            test_message(&["a@example.org"]),
+            test_message(&["b@example.org"]),
+        ])
+        .await
+        .unwrap();
+    let first = store.claim_due(1, up_to(1), 60_000).await.unwrap();
+    assert!(!first.drained);
+    let waiting = first.next_due.expect("the second message waits, due now");
+    assert!(waiting <= now_ms());
+    let second = store.claim_due(1, up_to(1), 60_000).await.unwrap();
+    assert!(second.drained);
+    assert_eq!(second.next_due, None, "nothing left queued or deferred");
+    let later = now_ms() + 600_000;
+    let m = &second.messages[0];
+    store
+        .record_attempt(
+            &m.lease(),
+            &[(0, RecipientOutcome::Deferred("451 later".into()))],
+            later,
+            false,
+            Some("smtp"),
+        )
+        .await
+        .unwrap();
+    let third = store.claim_due(1, up_to(16), 60_000).await.unwrap();
+    assert!(third.messages.is_empty());
+    assert!(third.drained, "deferred mail is not due yet");
+    assert_eq!(third.next_due, Some(later));
+}
