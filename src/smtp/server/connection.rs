@@ -355,10 +355,10 @@ where
                 let user = identity.as_ref().map(|i| i.user.as_str());
                 match &result {
                     Ok(id) => {
-                        info!(queue_id = %id, %from, recipients, size, ?user, "relay accepted message")
+                        info!(queue_id = %id, %from, recipients, size, user, "relay accepted message")
                     }
                     Err(e) => {
-                        warn!(error = %e, %from, recipients, size, ?user, "relay message not stored")
+                        warn!(error = %e, %from, recipients, size, user, "relay message not stored")
                     }
                 }
                 shared.stats.message(result.is_ok());
