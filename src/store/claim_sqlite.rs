@@ -9,7 +9,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{Claim, ClaimLimit, ClaimRow, drained, in_claim_order, new_lease_id, now_ms};
+use super::{Claim, ClaimLimit, ClaimRow, NEXT_DUE, drained, in_claim_order, new_lease_id, now_ms};
 use crate::store::StoreError;
 
 /// A claimed row with its waiting recipients, as `[[position, address], …]`.
@@ -35,7 +35,7 @@ pub(crate) async fn claim_in(
     // parameter's value, so every new binding expires the statement and it is compiled again on
     // each claim (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see through
     // keeps the one compiled plan.
-    let rows: Vec<RowWithRecipients> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
          last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
              SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
@@ -48,27 +48,18 @@ pub(crate) async fn claim_in(
          (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at, \
          (SELECT json_group_array(json_array(r.position, r.address)) FROM recipients r \
               WHERE r.message_id = messages.id AND r.status IN ('pending', 'deferred')) AS recipients",
-    )
-    .bind(lease_id)
-    .bind(t + lease_ms)
-    .bind(t)
-    .bind(connection_id)
-    .bind(t)
-    .bind(i64::from(limit.messages))
-    .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-    .bind(i64::from(limit.oversized_first))
-    .fetch_all(&mut *c)
-    .await?;
+    );
+    let rows: Vec<RowWithRecipients> =
+        bind_claim!(rows, lease_id, t, lease_ms, connection_id, limit)
+            .fetch_all(&mut *c)
+            .await?;
     // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
     // it from a short claim. The earliest due time rather than "any due now?": the same index
     // entry answers both, and a sender that finds the store drained needs the time anyway.
-    let next_due: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? \
-             AND status IN ('queued', 'deferred')",
-    )
-    .bind(connection_id)
-    .fetch_one(&mut *c)
-    .await?;
+    let next_due: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+        .bind(connection_id)
+        .fetch_one(&mut *c)
+        .await?;
     let mut messages = Vec::with_capacity(rows.len());
     for RowWithRecipients { row, recipients } in rows {
         let mut recipients: Vec<(i64, String)> = serde_json::from_str(&recipients)

@@ -427,6 +427,26 @@ impl Store {
     }
 }
 
+/// The earliest due time of a connection's mail still queued or deferred (from `messages_due`).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = ? \
+     AND status IN ('queued', 'deferred')";
+
+/// A claim's bindings, in the order both backends' statements number them: lease id, lease
+/// end, attempt time, connection, now, then the limit's messages, bytes and oversized-first.
+macro_rules! bind_claim {
+    ($query:expr, $lease_id:expr, $t:expr, $lease_ms:expr, $connection_id:expr, $limit:expr) => {
+        $query
+            .bind($lease_id)
+            .bind($t + $lease_ms)
+            .bind($t)
+            .bind($connection_id)
+            .bind($t)
+            .bind(i64::from($limit.messages))
+            .bind(i64::try_from($limit.bytes).unwrap_or(i64::MAX))
+            .bind(i64::from($limit.oversized_first))
+    };
+}
+
 /// [`Store::claim_due`] on a given database connection: on SQLite, the outbox writer's own
 /// (see `outbox::queue`), so that claims never take the write lock against the writer.
 pub async fn claim_due_on(
@@ -458,7 +478,7 @@ async fn claim_postgres(
     let lease_id = new_lease_id();
     // The first `messages` due rows in claim order (read from the `messages_due` index, with
     // each row's `size` but not its body), cut where their running size passes `bytes`.
-    let rows: Vec<ClaimRow> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "WITH due AS ( \
              SELECT id, size, next_attempt_at FROM messages WHERE connection_id = $4 \
              AND status IN ('queued', 'deferred') AND next_attempt_at <= $5 \
@@ -473,27 +493,17 @@ async fn claim_postgres(
          (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at",
     )
     // Planned per run (see PER_RUN_PLAN in `outbox_batch`).
-    .persistent(false)
-    .bind(lease_id)
-    .bind(t + lease_ms)
-    .bind(t)
-    .bind(connection_id)
-    .bind(t)
-    .bind(i64::from(limit.messages))
-    .bind(i64::try_from(limit.bytes).unwrap_or(i64::MAX))
-    .bind(i64::from(limit.oversized_first))
-    .fetch_all(&mut *tx)
-    .await?;
+    .persistent(false);
+    let rows: Vec<ClaimRow> = bind_claim!(rows, lease_id, t, lease_ms, connection_id, limit)
+        .fetch_all(&mut *tx)
+        .await?;
     // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
     // it from a short claim. Rows other instances hold locked count as waiting: they are
     // someone's claim in progress.
-    let next_due: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(next_attempt_at) FROM messages WHERE connection_id = $1 \
-             AND status IN ('queued', 'deferred')",
-    )
-    .bind(connection_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let next_due: Option<i64> = sqlx::query_scalar(super::Backend::Postgres.sql(NEXT_DUE))
+        .bind(connection_id)
+        .fetch_one(&mut *tx)
+        .await?;
     // The waiting recipients of every claimed message, in one query.
     let mut by_message: std::collections::HashMap<String, Vec<(i64, String)>> =
         std::collections::HashMap::with_capacity(rows.len());
