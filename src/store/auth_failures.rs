@@ -94,6 +94,8 @@ struct State {
     cleared: Vec<Key>,
     /// Database time (ms) of the last read.
     read_up_to: Option<i64>,
+    /// The store's count of failure writes after this instance's last sync.
+    writes_seen: u64,
     ticks: u32,
 }
 
@@ -175,6 +177,7 @@ impl SharedFailures {
             .iter()
             .map(|(k, s)| (k.as_str(), s.as_str()))
             .collect();
+        let writes_before = self.store.auth_writes();
         if let Err(e) = self.store.write_auth_failures(&adds, &clears, sweep).await {
             // Kept for the next tick rather than lost.
             let mut s = self.lock();
@@ -183,6 +186,21 @@ impl SharedFailures {
             }
             s.cleared.extend(cleared);
             return Err(e);
+        }
+        // On SQLite one process serves the data directory (`serve.lock`), so only instances
+        // in this process write the counts, and this one read back what they wrote: a read is
+        // needed at the first sync and after another of them wrote. An idle instance then
+        // does nothing here. On PostgreSQL other processes write: read every tick.
+        let writes_after = self.store.auth_writes();
+        let own = u64::from(!(adds.is_empty() && clears.is_empty() && !sweep));
+        let others_wrote = {
+            let s = self.lock();
+            writes_before != s.writes_seen || writes_after - writes_before > own
+        };
+        let first = self.lock().read_up_to.is_none();
+        if !(first || others_wrote || self.store.backend().is_postgres()) {
+            self.lock().writes_seen = writes_after;
+            return Ok(());
         }
         let (now, rows) = self.store.auth_failures_since(since).await?;
         let at = Instant::now();
@@ -206,6 +224,7 @@ impl SharedFailures {
             s.known.insert(key, FailureCount { failures, last });
         }
         s.read_up_to = Some(now);
+        s.writes_seen = writes_after;
         Ok(())
     }
 
@@ -286,7 +305,14 @@ impl Store {
             }
             tx.commit().await?;
         });
+        self.auth_writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Failure writes made through this store handle and its clones so far.
+    fn auth_writes(&self) -> u64 {
+        self.auth_writes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The database's time (ms) and the failure rows changed after `since` (ms), newest first.
@@ -296,9 +322,12 @@ impl Store {
     ) -> Result<(i64, Vec<(String, String, i64, i64)>), StoreError> {
         Ok(on!(self.db(), |pool, q| {
             let now = db_now_ms!(q, pool);
+            // `LIMIT CAST(? AS INTEGER)`, not `LIMIT ?`: SQLite compiles a bare LIMIT
+            // parameter's value into the plan, so each run (once a second, idle or not) would
+            // compile the statement again (see `claim_sqlite`).
             let rows = sqlx::query_as::<_, (String, String, i64, i64)>(q.sql(
                 "SELECT kind, subject, failures, last_at FROM auth_failures WHERE last_at > ? \
-                 ORDER BY last_at DESC LIMIT ?",
+                 ORDER BY last_at DESC LIMIT CAST(? AS INTEGER)",
             ))
             .bind(since)
             .bind(CAPACITY as i64)

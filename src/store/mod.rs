@@ -158,6 +158,8 @@ pub struct Store {
     key_source: KeySource,
     /// argon2id checks of admin and relay passwords: a bounded pool shared by all clones.
     passwords: password_check::PasswordChecks,
+    /// Writes of failed-login counts through this handle and its clones (see `auth_failures`).
+    auth_writes: Arc<std::sync::atomic::AtomicU64>,
     /// How long a claim on a message lasts (`delivery.lease_secs`), in ms.
     lease_ms: i64,
 }
@@ -269,6 +271,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             key_source,
             passwords: password_check::PasswordChecks::default(),
+            auth_writes: Arc::default(),
             lease_ms: DEFAULT_LEASE_MS,
         };
         store.finish_pending_rotation(&key_path).await?;
@@ -315,6 +318,7 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             key_source,
             passwords: password_check::PasswordChecks::default(),
+            auth_writes: Arc::default(),
             lease_ms: DEFAULT_LEASE_MS,
         };
         store.check_key().await?;
@@ -594,6 +598,7 @@ mod postgres_parity {
                     data_dir: dir.path().to_path_buf(),
                     key_source: KeySource::File(other_key.clone()),
                     passwords: password_check::PasswordChecks::default(),
+                    auth_writes: Arc::default(),
                     lease_ms: DEFAULT_LEASE_MS,
                 };
                 store.check_key().await.unwrap_err()
