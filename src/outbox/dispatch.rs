@@ -22,6 +22,10 @@ use crate::store::outbox_batch::new_mail_connections;
 
 /// How often the store is asked which connections have due or releasable mail.
 const RESYNC: Duration = Duration::from_secs(2);
+/// On SQLite the store is asked only when its files changed since the last look, or after
+/// this long whatever they say (a change within the file system's timestamp granularity that
+/// left the sizes as they were would otherwise go unseen).
+const RESYNC_ANYWAY: Duration = Duration::from_secs(30);
 /// A sender re-reads its connection (an admin's change) at most this long after it changed.
 const REREAD: Duration = Duration::from_secs(2);
 /// A sender with nothing to do keeps its upstream session this long, then ends.
@@ -107,9 +111,18 @@ impl<F: TokenFactory> Delivery<F> {
         // Connections changed since this time (s) are checked for releasable held mail; 0: all.
         let mut held_since = 0;
         let mut next_resync = Instant::now();
+        let mut last_mark = None;
+        let mut last_resync: Option<Instant> = None;
         loop {
             if Instant::now() >= next_resync {
-                held_since = self.resync(held_since).await;
+                // Marked before the look, so a commit during it is seen at the next one.
+                let mark = self.inner.store.files_mark();
+                let stale = last_resync.is_none_or(|at| at.elapsed() >= RESYNC_ANYWAY);
+                if mark.is_none() || mark != last_mark || stale {
+                    held_since = self.resync(held_since).await;
+                    last_mark = mark;
+                    last_resync = Some(Instant::now());
+                }
                 next_resync = Instant::now() + RESYNC;
             }
             let now = now_ms();

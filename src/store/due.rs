@@ -2,9 +2,31 @@
 //! it is due. Both queries read partial indexes that hold only waiting (or held) mail, so their
 //! cost follows the mail that waits, not the number of connections or the size of the log.
 
-use super::{Store, StoreError};
+use std::time::SystemTime;
+
+use super::{DB_FILE, Db, Store, StoreError};
+
+/// The SQLite database file's and its write-ahead log's sizes and modification times.
+pub type FilesMark = [(u64, Option<SystemTime>); 2];
 
 impl Store {
+    /// On SQLite, a mark of the database files that changes whenever any process commits (every
+    /// commit appends to the WAL, or rewrites it after a checkpoint): while it stays the same,
+    /// the store holds no news for the scheduler, and two `stat` calls replace its queries.
+    /// None on PostgreSQL (other instances write elsewhere; they notify).
+    pub fn files_mark(&self) -> Option<FilesMark> {
+        let Db::Sqlite { .. } = &self.db else {
+            return None;
+        };
+        let db = self.data_dir.join(DB_FILE);
+        let wal = self.data_dir.join(format!("{DB_FILE}-wal"));
+        let mark = |p: &std::path::Path| match std::fs::metadata(p) {
+            Ok(m) => (m.len(), m.modified().ok()),
+            Err(_) => (0, None),
+        };
+        Some([mark(&db), mark(&wal)])
+    }
+
     /// Per connection with queued or deferred mail, the earliest time (ms) one is due.
     pub async fn due_by_connection(&self) -> Result<Vec<(i64, i64)>, StoreError> {
         Ok(on!(self.db(), |pool, q| {
