@@ -130,6 +130,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::messages::test_message;
+    use crate::domain::ConnectionStatus;
 
     #[tokio::test]
     async fn due_mail_is_reported_once_per_connection_with_its_earliest_time() {
@@ -167,5 +168,25 @@ mod tests {
             store.sent_since(1, 0).await.unwrap().is_empty(),
             "nothing sent yet"
         );
+    }
+
+    #[tokio::test]
+    async fn the_files_mark_moves_with_a_commit_and_only_then() {
+        let (_dir, store, id) = crate::store::test_store_with_connection().await;
+        let Some(before) = store.files_mark() else {
+            // PostgreSQL: other instances write elsewhere and notify instead.
+            assert!(store.backend().is_postgres());
+            return;
+        };
+        // Reads leave the files alone: an idle scheduler stays idle.
+        store.due_by_connection().await.unwrap();
+        store.list_connections().await.unwrap();
+        assert_eq!(store.files_mark(), Some(before));
+        // Any commit, by this process or another (the CLI), moves it.
+        store
+            .set_status(id, &ConnectionStatus::Authorized)
+            .await
+            .unwrap();
+        assert_ne!(store.files_mark(), Some(before));
     }
 }
