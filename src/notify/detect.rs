@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
-use crate::domain::{Connection, OAuthFlow};
+use crate::domain::OAuthFlow;
 use crate::explain::{self, Context, reauthorization_fix};
+use crate::store::connection_watch::WatchedConnection;
 use crate::store::notifications::{MailWatch, NewNotification};
 
 /// A state to record, with the event it causes (if any).
@@ -44,7 +45,7 @@ fn event(
 
 /// Every change since `states`, given the time now.
 pub fn transitions(
-    conns: &[Connection],
+    conns: &[WatchedConnection],
     mail: &MailWatch,
     states: &States,
     today: NaiveDate,
@@ -65,9 +66,9 @@ pub fn transitions(
         }
     };
     for c in conns {
-        let name = c.name().as_str();
+        let name = c.name.as_str();
         let prev = states.get(&(name.to_string(), "status".to_string()));
-        if let Some(reason) = c.status.reason().filter(|_| c.settings.enabled) {
+        if let Some(reason) = c.status.reason().filter(|_| c.enabled) {
             let ev = event(
                 "connection.needs_reauthorization",
                 Some(name),
@@ -88,7 +89,7 @@ pub fn transitions(
             };
             push(name, "status", "ok".into(), ev);
         }
-        if let Some(date) = c.expiry.secret_expires {
+        if let Some(date) = c.secret_expires {
             let left = (date - today).num_days();
             let bucket = SECRET_WARNINGS.iter().find(|d| left <= **d);
             let state = format!("{date}:{}", bucket.map_or("none".into(), i64::to_string));
@@ -113,12 +114,12 @@ pub fn transitions(
     }
     for c in conns
         .iter()
-        .filter(|c| c.settings.enabled && c.settings.flow == OAuthFlow::AuthorizationCode)
+        .filter(|c| c.enabled && c.flow == OAuthFlow::AuthorizationCode)
     {
-        let Some(t) = c.expiry.refresh_obtained_at else {
+        let Some(t) = c.refresh_obtained_at else {
             continue;
         };
-        let name = c.name().as_str();
+        let name = c.name.as_str();
         let age = (now_ms / 1000 - t.timestamp()) / 86_400;
         let idle = age >= REFRESH_IDLE_DAYS;
         let ev = idle

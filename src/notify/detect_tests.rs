@@ -1,7 +1,8 @@
 //! One event per state change: the table of what the notifier sees and what it says.
 
 use super::*;
-use crate::domain::{ConnectionInput, ConnectionStatus, Expiry};
+use crate::domain::{Connection, ConnectionInput, ConnectionStatus, Expiry};
+use crate::store::connection_watch::WatchedConnection;
 
 fn conn(name: &str, status: ConnectionStatus, secret_expires: Option<&str>) -> Connection {
     let (settings, _) = ConnectionInput {
@@ -47,7 +48,8 @@ fn step(
     states: &mut States,
     now_ms: i64,
 ) -> Vec<NewNotification> {
-    let ts = transitions(conns, mail, states, today(), now_ms, 60);
+    let conns: Vec<WatchedConnection> = conns.iter().map(Into::into).collect();
+    let ts = transitions(&conns, mail, states, today(), now_ms, 60);
     let mut events = Vec::new();
     for t in ts {
         states.insert((t.subject, t.topic.to_string()), t.state);

@@ -136,12 +136,9 @@ impl Notifier {
             let full = c.full_at.is_none_or(|at| at.elapsed() >= FULL_LOOK_EVERY);
             (full, c.since)
         };
-        let conns = if full {
-            self.store.list_connections().await?
-        } else {
-            // A second of overlap: `updated_at` is in seconds.
-            self.store.connections_changed_since(since - 1).await?
-        };
+        // A second of overlap: `updated_at` is in seconds.
+        let since = (!full).then_some(since - 1);
+        let conns = self.store.watched_connections(since).await?;
         let mail = self.store.mail_watch().await?;
         let states = self.store.notification_states().await?;
         let now = chrono::Utc::now();

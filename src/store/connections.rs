@@ -285,22 +285,6 @@ impl Store {
         rows.into_iter().map(decode).collect()
     }
 
-    /// The connections changed (`updated_at`, in seconds) at or after `since`, by name.
-    pub async fn connections_changed_since(
-        &self,
-        since: i64,
-    ) -> Result<Vec<Connection>, StoreError> {
-        let rows = on!(self.db(), |pool, q| {
-            sqlx::query_as::<_, ConnectionRow>(q.sql_owned(format!(
-                "SELECT {COLUMNS} FROM connections c WHERE c.updated_at >= ? ORDER BY c.name"
-            )))
-            .bind(since)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter().map(decode).collect()
-    }
-
     pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Connection, StoreError> {
         let n = on!(self.db(), |pool, q| {
             sqlx::query(

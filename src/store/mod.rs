@@ -14,6 +14,7 @@ pub mod attempts;
 pub mod auth_failures;
 pub mod backup;
 mod connection_query;
+pub mod connection_watch;
 mod connections;
 mod consents;
 pub mod copy;
