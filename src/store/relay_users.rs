@@ -94,7 +94,18 @@ pub struct PasswordShape {
 }
 
 impl PasswordShape {
+    /// Never starting with `-`: pasted into a command line (`swaks --auth-password …`,
+    /// `curl -u`), such a password reads as an option (one in 64 did).
     fn generate(self) -> Result<SecretString, RelayUserError> {
+        loop {
+            let p = self.draw()?;
+            if !p.expose_secret().starts_with('-') {
+                return Ok(p);
+            }
+        }
+    }
+
+    fn draw(self) -> Result<SecretString, RelayUserError> {
         const BASE64URL: &[u8] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         if self.length.is_none() && !self.alphanumeric {
