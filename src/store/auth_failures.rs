@@ -178,29 +178,31 @@ impl SharedFailures {
             .map(|(k, s)| (k.as_str(), s.as_str()))
             .collect();
         let writes_before = self.store.auth_writes();
-        if let Err(e) = self.store.write_auth_failures(&adds, &clears, sweep).await {
-            // Kept for the next tick rather than lost.
-            let mut s = self.lock();
-            for (key, n) in pending {
-                *s.pending.entry(key).or_default() += n;
+        let wrote = match self.store.write_auth_failures(&adds, &clears, sweep).await {
+            Ok(wrote) => wrote,
+            Err(e) => {
+                // Kept for the next tick rather than lost.
+                let mut s = self.lock();
+                for (key, n) in pending {
+                    *s.pending.entry(key).or_default() += n;
+                }
+                s.cleared.extend(cleared);
+                return Err(e);
             }
-            s.cleared.extend(cleared);
-            return Err(e);
-        }
+        };
         // On SQLite one process serves the data directory (`serve.lock`), so only instances
         // in this process write the counts, and this one read back what they wrote: a read is
         // needed at the first sync and after another of them wrote. An idle instance then
         // does nothing here. On PostgreSQL other processes write: read every tick.
         let writes_after = self.store.auth_writes();
-        let own = u64::from(!(adds.is_empty() && clears.is_empty() && !sweep));
-        let others_wrote = {
-            let s = self.lock();
-            writes_before != s.writes_seen || writes_after - writes_before > own
-        };
-        let first = self.lock().read_up_to.is_none();
-        if !(first || others_wrote || self.store.backend().is_postgres()) {
-            self.lock().writes_seen = writes_after;
-            return Ok(());
+        {
+            let mut s = self.lock();
+            let others_wrote =
+                writes_before != s.writes_seen || writes_after - writes_before > u64::from(wrote);
+            if !(s.read_up_to.is_none() || others_wrote || self.store.backend().is_postgres()) {
+                s.writes_seen = writes_after;
+                return Ok(());
+            }
         }
         let (now, rows) = self.store.auth_failures_since(since).await?;
         let at = Instant::now();
@@ -262,14 +264,15 @@ fn millis(d: Duration) -> i64 {
 impl Store {
     /// Adds failures (a count per subject: a failure after the window starts a new count) and
     /// clears subjects that logged in, in one transaction; `sweep` also deletes expired rows.
+    /// Returns whether there was anything to write.
     pub(crate) async fn write_auth_failures(
         &self,
         adds: &[(&str, &str, i64)],
         clears: &[(&str, &str)],
         sweep: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if adds.is_empty() && clears.is_empty() && !sweep {
-            return Ok(());
+            return Ok(false);
         }
         on!(self.db(), |pool, q| {
             let mut tx = pool.begin().await?;
@@ -307,7 +310,7 @@ impl Store {
         });
         self.auth_writes
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Ok(())
+        Ok(true)
     }
 
     /// Failure writes made through this store handle and its clones so far.
