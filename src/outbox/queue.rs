@@ -245,6 +245,9 @@ async fn run_writer(mut w: Writer) {
                 Job::Claim(c, r) => claims.push((c, r)),
             }
         }
+        // This process's other writers wait for the cycle rather than sleep in SQLite's busy
+        // handler (see `store::write_turn`); it is given back before the answers go out.
+        let turn = w.store.write_turn().await;
         // Claims first: their senders go back to the provider while the new mail's commit waits
         // for the disk.
         if !claims.is_empty() && claim_all(&w.store, &mut conn, claims).await.is_err() {
@@ -265,6 +268,7 @@ async fn run_writer(mut w: Writer) {
                 }
             },
         };
+        drop(turn);
         if let Err(e) = queued.as_ref().and(statuses.as_ref()) {
             tracing::error!(error = %e, messages = messages.len(), records = records.len(), "could not write to the outbox");
             // A fresh connection next time, in case this one is what failed.
@@ -614,5 +618,32 @@ mod tests {
         let ids: Vec<String> = next.messages.into_iter().map(|m| m.id).collect();
         assert_eq!(ids, [new.id], "the new message, in the next cycle");
         assert!(next.drained);
+    }
+
+    /// The writer takes this process's write turn (see `store::write_turn`): while another
+    /// writer holds it, new mail waits uncommitted, and then goes in.
+    #[tokio::test]
+    async fn new_mail_waits_for_the_write_turn_then_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), None).await.unwrap();
+        let (outbox, _writer) = Outbox::start(store.clone(), Wakers::default());
+        let token_save = store.write_turn().await;
+        let queueing = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.enqueue(message()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !queueing.is_finished(),
+            "new mail was committed during another writer's turn"
+        );
+        drop(token_save);
+        let queued = tokio::time::timeout(std::time::Duration::from_secs(10), queueing)
+            .await
+            .expect("the new mail still waits after the turn was given back")
+            .unwrap()
+            .unwrap();
+        let detail = store.message_detail(&queued.id).await.unwrap().unwrap();
+        assert_eq!(detail.summary.status, "queued");
     }
 }

@@ -237,6 +237,7 @@ impl Store {
         };
         let at = now();
         if key.last_used_at.is_none_or(|t| at - t >= LAST_USED_EVERY) {
+            let _turn = self.write_turn().await;
             on!(self.db(), |pool, q| {
                 sqlx::query(q.sql(
                     "UPDATE api_keys SET last_used_at = ? WHERE id = ? \

@@ -271,6 +271,7 @@ impl Store {
         clears: &[(&str, &str)],
         sweep: bool,
     ) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         if adds.is_empty() && clears.is_empty() && !sweep {
             return Ok(false);
         }

@@ -304,6 +304,7 @@ impl Store {
     }
 
     pub async fn set_status(&self, id: i64, status: &ConnectionStatus) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on!(self.db(), |pool, q| {
             sqlx::query(q.sql(
                 "UPDATE connections SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",

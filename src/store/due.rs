@@ -111,6 +111,7 @@ impl Store {
         until: i64,
         reason: &str,
     ) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         Ok(on!(self.db(), |pool, q| {
             sqlx::query(q.sql(
                 "UPDATE messages SET status = 'deferred', next_attempt_at = ?, last_error = ? \

@@ -414,6 +414,7 @@ impl Store {
         limit: ClaimLimit,
         lease_ms: i64,
     ) -> Result<Claim, StoreError> {
+        let _turn = self.write_turn().await;
         match self.bookkeeping() {
             On::Sqlite(pool) => {
                 let mut c = pool.acquire().await?;
@@ -622,6 +623,7 @@ impl Store {
         connection_id: i64,
         reason: &str,
     ) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         Ok(on!(self.db(), |pool, q| {
             sqlx::query(q.sql(
                 "UPDATE messages SET status = 'held', held_by = 'connection', last_error = ? \
@@ -656,6 +658,7 @@ impl Store {
     /// mail handed to senders that stopped).
     /// Only claims still held are returned (see [`Lease`]).
     pub async fn unclaim(&self, claims: &[Lease]) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         for chunk in claims.chunks(500) {
             on!(self.bookkeeping(), |pool, q| {
                 let sql = format!(

@@ -39,6 +39,8 @@ mod secrets;
 mod server_secrets;
 mod sessions;
 mod tokens;
+mod write_turn;
+pub use write_turn::Turn;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -142,6 +144,8 @@ enum Db {
         bookkeeping: SqlitePool,
         /// How to open another connection (the outbox writer's own).
         options: SqliteConnectOptions,
+        /// Whose turn it is to write (see [`write_turn`]).
+        turn: write_turn::WriteTurn,
     },
     Postgres {
         pool: PgPool,
@@ -267,6 +271,7 @@ impl Store {
                 pool,
                 bookkeeping,
                 options,
+                turn: write_turn::WriteTurn::default(),
             },
             sealer: Arc::new(sealer),
             data_dir: data_dir.to_path_buf(),
@@ -452,6 +457,7 @@ impl Store {
     /// Moves the end of `claims` (still `sending`, still held) to a lease from now; returns how
     /// many were renewed (a claim taken over by another is not).
     pub async fn extend_claims(&self, claims: &[messages::Lease]) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         let mut n = 0;
         for chunk in claims.chunks(500) {
             n += on!(self.bookkeeping(), |pool, q| {

@@ -46,6 +46,7 @@ impl Store {
         value: &SecretString,
         expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let sealed = self
             .sealer
             .seal_secret(value, &aad(connection_id, kind.as_str()));
@@ -99,6 +100,7 @@ impl Store {
         connection_id: i64,
         kind: SecretKind,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         on!(self.db(), |pool, q| {
             sqlx::query(q.sql("DELETE FROM secrets WHERE connection_id = ? AND kind = ?"))
                 .bind(connection_id)
@@ -120,6 +122,7 @@ impl Store {
         access_token: &SecretString,
         access_expires_at: i64,
     ) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let t = now();
         let upsert = "INSERT INTO secrets (connection_id, kind, sealed, expires_at, updated_at) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
