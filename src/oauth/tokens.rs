@@ -337,7 +337,15 @@ impl TokenManager {
             Some(lock) => lock,
             None => store.lock_refresh(id).await.map_err(store_error)?,
         };
-        let committed = match self.committed_meanwhile(id, audience, slot, want).await {
+        // Read back only if another instance may have committed since the read above: on
+        // SQLite (no lock across instances) a fresh token was read a moment ago, unchanged.
+        let read_just_now = matches!(want, Want::Fresh { .. }) && !lock.spans_instances();
+        let meanwhile = if read_just_now {
+            Ok(None)
+        } else {
+            self.committed_meanwhile(id, audience, slot, want).await
+        };
+        let committed = match meanwhile {
             Ok(Some((value, expires_at))) => {
                 lock.release().await;
                 return Ok(use_stored(slot, value, expires_at));

@@ -1,13 +1,16 @@
 //! A claim on SQLite, inside a transaction the caller opened: the outbox writer runs every claim
 //! of a cycle in one transaction (see `outbox::queue::claim_all`).
 //!
-//! Two statements, each a round trip to sqlx's SQLite thread (a wake-up of that thread and one
-//! of ours): the `UPDATE … RETURNING` brings each message with its body and its waiting
-//! recipients, and the connection's next due time follows. It was five (with its own `BEGIN`, a recipients
-//! query and `COMMIT`); with a slow provider or a thousand connections each claim takes a message
-//! or two, so its round trips were much of its cost.
+//! One round trip to sqlx's SQLite thread (a wake-up of that thread and one of ours) carrying two
+//! statements: the `UPDATE … RETURNING` brings each message with its body and its waiting
+//! recipients, and the connection's next due time follows. It was five (with its own `BEGIN`, a
+//! recipients query and `COMMIT`), then two; with a slow provider or a thousand connections each
+//! claim takes a message or two, so its round trips were much of its cost.
 
-use sqlx::SqliteConnection;
+use std::sync::LazyLock;
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow as _, Row as _, SqliteConnection};
 
 use super::{Claim, ClaimLimit, ClaimRow, NEXT_DUE, drained, in_claim_order, new_lease_id, now_ms};
 use crate::store::StoreError;
@@ -20,22 +23,20 @@ struct RowWithRecipients {
     recipients: String,
 }
 
-/// Leases the oldest due mail of `connection_id` within `limit`, in the open transaction on `c`.
-pub(crate) async fn claim_in(
-    c: &mut SqliteConnection,
-    connection_id: i64,
-    limit: ClaimLimit,
-    lease_ms: i64,
-) -> Result<Claim, StoreError> {
-    let t = now_ms();
-    let lease_id = new_lease_id();
-    // The first `messages` due rows in claim order (read from the `messages_due` index, with
-    // each row's `size` but not its body), cut where their running size passes `bytes`.
-    // `LIMIT CAST(? AS INTEGER)`, never a bare `LIMIT ?`: SQLite's planner reads a bare LIMIT
-    // parameter's value, so every new binding expires the statement and it is compiled again on
-    // each claim (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see through
-    // keeps the one compiled plan.
-    let rows = sqlx::query_as(
+/// The claim and the due time after it, as one command (see [`claim_in`]).
+///
+/// The first `messages` due rows in claim order (read from the `messages_due` index, with each
+/// row's `size` but not its body), cut where their running size passes `bytes`. `LIMIT CAST(? AS
+/// INTEGER)`, never a bare `LIMIT ?`: SQLite's planner reads a bare LIMIT parameter's value, so
+/// every new binding expires the statement and it is compiled again on each claim
+/// (SQLITE_STMTSTATUS_REPREPARE counts one per run); a cast it cannot see through keeps the one
+/// compiled plan.
+///
+/// Then, in the same transaction (so no other claim comes between: exact, unlike inferring it
+/// from a short claim), the earliest due time left rather than "any due now?": the same index
+/// entry answers both, and a sender that finds the store drained needs the time anyway.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "UPDATE messages SET lease_id = ?, status = 'sending', lease_until = ?, attempts = attempts + 1, \
          last_attempt_at = ? WHERE id IN (SELECT id FROM ( \
              SELECT id, ROW_NUMBER() OVER w AS n, SUM(size) OVER w AS total FROM ( \
@@ -47,19 +48,34 @@ pub(crate) async fn claim_in(
          RETURNING id, connection_id, mail_from, \
          (SELECT b.body FROM message_bodies b WHERE b.id = messages.id) AS body, attempts, queued_at, next_attempt_at, \
          (SELECT json_group_array(json_array(r.position, r.address)) FROM recipients r \
-              WHERE r.message_id = messages.id AND r.status IN ('pending', 'deferred')) AS recipients",
-    );
-    let rows: Vec<RowWithRecipients> =
-        bind_claim!(rows, lease_id, t, lease_ms, connection_id, limit)
-            .fetch_all(&mut *c)
-            .await?;
-    // Asked in the same transaction, so no other claim comes between: exact, unlike inferring
-    // it from a short claim. The earliest due time rather than "any due now?": the same index
-    // entry answers both, and a sender that finds the store drained needs the time anyway.
-    let next_due: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+              WHERE r.message_id = messages.id AND r.status IN ('pending', 'deferred')) AS recipients; \
+         {NEXT_DUE}"
+    )
+});
+
+/// Leases the oldest due mail of `connection_id` within `limit`, in the open transaction on `c`.
+pub(crate) async fn claim_in(
+    c: &mut SqliteConnection,
+    connection_id: i64,
+    limit: ClaimLimit,
+    lease_ms: i64,
+) -> Result<Claim, StoreError> {
+    let t = now_ms();
+    let lease_id = new_lease_id();
+    // `MIN` always answers one row: the last row is the due time.
+    let query = sqlx::query(sqlx::AssertSqlSafe(CLAIM.as_str()));
+    let mut rows: Vec<SqliteRow> = bind_claim!(query, lease_id, t, lease_ms, connection_id, limit)
         .bind(connection_id)
-        .fetch_one(&mut *c)
+        .fetch_all(&mut *c)
         .await?;
+    let next_due: Option<i64> = match rows.pop() {
+        Some(row) => row.try_get(0)?,
+        None => return Err(StoreError::Corrupt("a claim without its due time".into())),
+    };
+    let rows = rows
+        .iter()
+        .map(RowWithRecipients::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut messages = Vec::with_capacity(rows.len());
     for RowWithRecipients { row, recipients } in rows {
         let mut recipients: Vec<(i64, String)> = serde_json::from_str(&recipients)

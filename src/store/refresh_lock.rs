@@ -23,6 +23,13 @@ const REFRESH_LOCKS: i32 = 0x506f_5254; // "PoRT"
 pub struct RefreshLock(Option<PgConnection>);
 
 impl RefreshLock {
+    /// Whether other instances are kept out (PostgreSQL), so one may have committed tokens while
+    /// this one waited for the lock; on SQLite the process's own single flight is the whole lock
+    /// and taking it waits for nothing.
+    pub fn spans_instances(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Ends the lock now (dropping it ends it too, when its connection closes).
     pub async fn release(mut self) {
         if let Some(mut conn) = self.0.take()
