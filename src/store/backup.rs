@@ -121,16 +121,7 @@ mod tests {
     async fn a_backup_opens_with_its_own_key_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), None).await.unwrap();
-        let (settings, _) = crate::domain::ConnectionInput {
-            name: Some("c".into()),
-            provider: Some("microsoft".into()),
-            user: Some("ops@contoso.com".into()),
-            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let conn = store.insert_connection(&settings).await.unwrap().id;
+        let conn = crate::store::insert_test_connection(&store).await;
         let secret = secrecy::SecretString::from("client secret".to_string());
         store
             .put_secret(conn, SecretKind::ClientSecret, &secret, None)

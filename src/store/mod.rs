@@ -528,6 +528,13 @@ pub async fn test_store(dir: &Path) -> Store {
 pub(crate) async fn test_store_with_connection() -> (tempfile::TempDir, Store, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = test_store(dir.path()).await;
+    let id = insert_test_connection(&store).await;
+    (dir, store, id)
+}
+
+/// Adds a Microsoft connection named `c` to `store`; returns its id.
+#[cfg(test)]
+pub(crate) async fn insert_test_connection(store: &Store) -> i64 {
     let (s, _) = crate::domain::ConnectionInput {
         name: Some("c".into()),
         provider: Some("microsoft".into()),
@@ -537,8 +544,7 @@ pub(crate) async fn test_store_with_connection() -> (tempfile::TempDir, Store, i
     }
     .validate()
     .unwrap();
-    let id = store.insert_connection(&s).await.unwrap().id;
-    (dir, store, id)
+    store.insert_connection(&s).await.unwrap().id
 }
 
 #[cfg(test)]

@@ -49,17 +49,9 @@ mod tests {
     #[tokio::test]
     async fn a_token_saved_while_another_writer_has_its_turn_waits_then_is_stored() {
         let dir = tempfile::tempdir().unwrap();
+        // SQLite whatever the test environment says: PostgreSQL takes no turn.
         let store = Store::open(dir.path(), None).await.unwrap();
-        let (settings, _) = crate::domain::ConnectionInput {
-            name: Some("c".into()),
-            provider: Some("microsoft".into()),
-            user: Some("ops@contoso.com".into()),
-            client_id: Some("1b2c3d4e-0000-1111-2222-333344445555".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let id = store.insert_connection(&settings).await.unwrap().id;
+        let id = crate::store::insert_test_connection(&store).await;
 
         let outbox_cycle = store.write_turn().await;
         let other = store.clone();
