@@ -128,41 +128,40 @@ impl Store {
              ON CONFLICT (connection_id, kind) DO UPDATE SET sealed = excluded.sealed, \
              expires_at = excluded.expires_at, updated_at = excluded.updated_at";
         let status = "UPDATE connections SET status = 'authorized', status_reason = NULL, updated_at = ?, last_used_at = ? WHERE id = ?";
-        let seal = |kind: SecretKind, value: &SecretString| {
-            self.sealer
-                .seal_secret(value, &aad(connection_id, kind.as_str()))
+        // The secrets to write: (kind, sealed value, expiry).
+        let seal = |kind: SecretKind, value: &SecretString, expires_at: Option<i64>| {
+            let sealed = self
+                .sealer
+                .seal_secret(value, &aad(connection_id, kind.as_str()));
+            (kind.as_str(), sealed, expires_at)
         };
+        let rows: Vec<_> = refresh_token
+            .map(|rt| seal(SecretKind::RefreshToken, rt, None))
+            .into_iter()
+            .chain([seal(access_kind, access_token, Some(access_expires_at))])
+            .collect();
         match self.db() {
             // One command, so one round trip to the connection's thread instead of four or five
             // (`BEGIN`, each statement, `COMMIT`): with a thousand connections fetching their
             // first tokens at once, those trips and their wake-ups were much of `serve`'s CPU.
             On::Sqlite(pool) => {
                 let mut sql = String::from("BEGIN IMMEDIATE;\n");
-                for _ in 0..1 + usize::from(refresh_token.is_some()) {
+                for _ in &rows {
                     sql.push_str(upsert);
                     sql.push_str(";\n");
                 }
                 sql.push_str(status);
                 sql.push_str(";\nCOMMIT;");
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                if let Some(rt) = refresh_token {
-                    let kind = SecretKind::RefreshToken;
+                for (kind, sealed, expires_at) in rows {
                     query = query
                         .bind(connection_id)
-                        .bind(kind.as_str())
-                        .bind(seal(kind, rt))
-                        .bind(None::<i64>)
+                        .bind(kind)
+                        .bind(sealed)
+                        .bind(expires_at)
                         .bind(t);
                 }
-                let query = query
-                    .bind(connection_id)
-                    .bind(access_kind.as_str())
-                    .bind(seal(access_kind, access_token))
-                    .bind(access_expires_at)
-                    .bind(t)
-                    .bind(t)
-                    .bind(t)
-                    .bind(connection_id);
+                let query = query.bind(t).bind(t).bind(connection_id);
                 let mut conn = pool.acquire().await?;
                 if let Err(e) = query.execute(&mut *conn).await {
                     // Whatever part ran is undone, and the connection leaves the pool rather
@@ -175,25 +174,16 @@ impl Store {
             On::Postgres(pool) => {
                 let q = super::Backend::Postgres;
                 let mut tx = pool.begin().await?;
-                if let Some(rt) = refresh_token {
-                    let kind = SecretKind::RefreshToken;
+                for (kind, sealed, expires_at) in rows {
                     sqlx::query(q.sql(upsert))
                         .bind(connection_id)
-                        .bind(kind.as_str())
-                        .bind(seal(kind, rt))
-                        .bind(None::<i64>)
+                        .bind(kind)
+                        .bind(sealed)
+                        .bind(expires_at)
                         .bind(t)
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query(q.sql(upsert))
-                    .bind(connection_id)
-                    .bind(access_kind.as_str())
-                    .bind(seal(access_kind, access_token))
-                    .bind(access_expires_at)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
                 sqlx::query(q.sql(status))
                     .bind(t)
                     .bind(t)
