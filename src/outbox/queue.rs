@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::arrivals::{Arrivals, Arriving};
 pub use super::lanes::Wakers;
 use crate::store::attempts::Attempt;
-use crate::store::messages::claim_sqlite::claim_in;
+use crate::store::messages::claim_sqlite::{Frame, claim_in};
 use crate::store::messages::{
     Claim, ClaimLimit, ClaimedMessage, Lease, MessageStatus, NewMessage, Queued, Source,
     claim_due_on, new_lease_id, now_ms,
@@ -344,22 +344,22 @@ async fn claim_all(
 }
 
 /// Every claim of the cycle in one transaction that does not wait for the disk (the writer's
-/// last commit may have left `synchronous` at FULL). The answers go out only once it is
-/// committed: a sender must never send mail whose claim was rolled back. If one claim fails,
-/// they all do, and their senders ask again.
+/// last commit may have left `synchronous` at FULL), opened by the first claim's command and
+/// committed by the last one's. The answers go out only once it is committed: a sender must never
+/// send mail whose claim was rolled back. If one claim fails, they all do, and their senders ask
+/// again.
 async fn claim_all_sqlite(
     c: &mut sqlx::SqliteConnection,
     claims: Vec<(ClaimJob, Reply<Claim>)>,
 ) -> Result<(), ()> {
     let mut answers = Vec::with_capacity(claims.len());
+    let n = claims.len();
     let result: Result<(), StoreError> = async {
-        sqlx::query("PRAGMA synchronous = NORMAL; BEGIN")
-            .execute(&mut *c)
-            .await?;
-        for (job, _) in &claims {
-            answers.push(claim_in(&mut *c, job.connection_id, job.limit, job.lease_ms).await?);
+        for (i, (job, _)) in claims.iter().enumerate() {
+            let frame = Frame::nth(i, n);
+            answers
+                .push(claim_in(&mut *c, job.connection_id, job.limit, job.lease_ms, frame).await?);
         }
-        sqlx::query("COMMIT").execute(&mut *c).await?;
         Ok(())
     }
     .await;
@@ -618,6 +618,9 @@ mod tests {
         let ids: Vec<String> = next.messages.into_iter().map(|m| m.id).collect();
         assert_eq!(ids, [new.id], "the new message, in the next cycle");
         assert!(next.drained);
+        // A cycle's only claim commits in its own command: another connection sees it.
+        let detail = store.message_detail(&ids[0]).await.unwrap().unwrap();
+        assert_eq!(detail.summary.status, "sending");
     }
 
     /// The writer takes this process's write turn (see `store::write_turn`): while another

@@ -69,21 +69,33 @@ pub(super) async fn lost_claims(
     tx: Conn<'_>,
     claims: &[Lease],
 ) -> Result<Vec<Option<MessageStatus>>, StoreError> {
+    lost_claims_opening(tx, "", claims).await
+}
+
+/// [`lost_claims`] as the command that also opens the transaction with `opening` (SQLite's
+/// outbox writer: `PRAGMA synchronous = …; BEGIN;`), one round trip to sqlx's SQLite thread
+/// instead of two. `opening` is for SQLite only: on PostgreSQL the caller opened the transaction.
+pub(super) async fn lost_claims_opening(
+    tx: Conn<'_>,
+    opening: &str,
+    claims: &[Lease],
+) -> Result<Vec<Option<MessageStatus>>, StoreError> {
     let mut now: HashMap<String, (String, Option<i64>)> = HashMap::with_capacity(claims.len());
     match tx {
         On::Sqlite(tx) => {
             // One statement shape whatever the batch size (a JSON array of ids), so the writer's
-            // connection keeps it prepared. The no-op UPDATE, not a SELECT: its write lock keeps
-            // the rows as read until this transaction commits.
+            // connection keeps it prepared (one per opening). The no-op UPDATE, not a SELECT: its
+            // write lock keeps the rows as read until this transaction commits.
             let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
             let ids = serde_json::to_string(&ids).expect("strings serialise");
-            let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
-                "UPDATE messages SET lease_id = lease_id \
-                 WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, status, lease_id",
-            )
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
+            let sql = format!(
+                "{opening}UPDATE messages SET lease_id = lease_id \
+                 WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, status, lease_id"
+            );
+            let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(ids)
+                .fetch_all(&mut *tx)
+                .await?;
             now.extend(rows.into_iter().map(|(id, s, l)| (id, (s, l))));
         }
         On::Postgres(tx) => {

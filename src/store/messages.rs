@@ -459,7 +459,9 @@ pub async fn claim_due_on(
     match conn {
         On::Sqlite(c) => {
             let mut tx = sqlx::Connection::begin(c).await?;
-            let claim = claim_sqlite::claim_in(&mut tx, connection_id, limit, lease_ms).await?;
+            let claim =
+                claim_sqlite::claim_in(&mut tx, connection_id, limit, lease_ms, Default::default())
+                    .await?;
             tx.commit().await?;
             Ok(claim)
         }

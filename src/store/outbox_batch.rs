@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments as _, PgConnection, SqliteConnection};
 
-use super::attempts::{Attempt, AttemptRecord, lost_claims, recipients_in, whole_in};
+use super::attempts::{Attempt, AttemptRecord, lost_claims_opening, recipients_in, whole_in};
 use super::messages::{MessageStatus, NewMessage, Queued, RecipientOutcome, header_fields, now_ms};
 use super::{Conn, On, Store, StoreError};
 
@@ -177,19 +177,21 @@ async fn write_in(
         .collect();
     let mut statuses: Vec<Option<MessageStatus>> = vec![None; records.len()];
     let mut begun = false;
-    if keyed || one_by_one || !records.is_empty() {
+    if keyed || one_by_one {
         sqlx::query(sqlx::AssertSqlSafe(begin.clone()))
             .execute(&mut *conn)
             .await?;
         begun = true;
     }
     // Records of claims taken over by another worker change nothing: their status is the
-    // message's of the moment.
+    // message's of the moment. The check opens the transaction if nothing did yet.
     let claims: Vec<_> = records.iter().map(Attempt::lease).collect();
     let lost = if records.is_empty() {
         Vec::new()
     } else {
-        lost_claims(Conn::from(&mut *conn), &claims).await?
+        let opening = if begun { "" } else { begin.as_str() };
+        begun = true;
+        lost_claims_opening(Conn::from(&mut *conn), opening, &claims).await?
     };
     let live = |i: usize| lost.get(i).is_none_or(Option::is_none);
     if keyed || one_by_one {
