@@ -86,7 +86,8 @@ impl Frame {
 
 /// Leases the oldest due mail of `connection_id` within `limit` on `c`, in the transaction that
 /// `frame` opens or that is already open, and commits it if `frame` says so. On an error the
-/// transaction may be left open: the caller rolls it back.
+/// transaction may be left open: the caller rolls it back. (A committed row that then cannot be
+/// read back is left to its lease, like the claim of a sender that died.)
 pub(crate) async fn claim_in(
     c: &mut SqliteConnection,
     connection_id: i64,
