@@ -83,17 +83,23 @@ pub(super) async fn lost_claims_opening(
     let mut now: HashMap<String, (String, Option<i64>)> = HashMap::with_capacity(claims.len());
     match tx {
         On::Sqlite(tx) => {
-            // One statement shape whatever the batch size (a JSON array of ids), so the writer's
-            // connection keeps it prepared (one per opening). The no-op UPDATE, not a SELECT: its
-            // write lock keeps the rows as read until this transaction commits.
-            let ids: Vec<&str> = claims.iter().map(|c| c.id.as_str()).collect();
-            let ids = serde_json::to_string(&ids).expect("strings serialise");
+            // One shape whatever the batch size (a JSON array of `[id, lease]`), so the writer's
+            // connection keeps it prepared (one per opening). First a no-op UPDATE of them all: its
+            // write lock keeps the rows as read until this transaction commits. Then only the
+            // claims taken over come back, usually none: each row is a hand-off from sqlx's
+            // thread, and a batch of 32 records used to bring 32.
+            let pairs: Vec<(&str, i64)> =
+                claims.iter().map(|c| (c.id.as_str(), c.lease_id)).collect();
+            let pairs = serde_json::to_string(&pairs).expect("strings serialise");
             let sql = format!(
                 "{opening}UPDATE messages SET lease_id = lease_id \
-                 WHERE id IN (SELECT value FROM json_each(?)) RETURNING id, status, lease_id"
+                 WHERE id IN (SELECT value ->> 0 FROM json_each(?)); \
+                 SELECT m.id, m.status, m.lease_id FROM json_each(?) AS c \
+                 JOIN messages m ON m.id = c.value ->> 0 WHERE m.lease_id IS NOT c.value ->> 1"
             );
             let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(ids)
+                .bind(&pairs)
+                .bind(&pairs)
                 .fetch_all(&mut *tx)
                 .await?;
             now.extend(rows.into_iter().map(|(id, s, l)| (id, (s, l))));
