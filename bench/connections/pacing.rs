@@ -70,6 +70,8 @@ pub async fn run(
     let off = (took.as_secs_f64() / expected.as_secs_f64() - 1.0) * 100.0;
     let verdict = if off < -2.0 {
         "MISSED: faster than the limit"
+    } else if most > per_minute as usize {
+        "MISSED: more than the limit within 60 s"
     } else if off > 2.0 {
         "MISSED: slower"
     } else {
@@ -78,7 +80,7 @@ pub async fn run(
     println!(
         "\n== pacing: messages-per-minute={per_minute}, {count} messages ==\n\
          submitted in {:.2} s ({errors} refused); {} arrived{}\n\
-         first request → last arrival: {:.1} s, expected {:.1} s ({off:+.2} %; target ±2 %, never faster: {verdict})\n\
+         first request → last arrival: {:.1} s, expected {:.1} s ({off:+.2} %; target ±2 %, never more than the limit in any 60 s: {verdict})\n\
          most arrivals in any 60 s: {most} (limit {per_minute}); closest two arrivals {:.3} s apart (interval {:.3} s)",
         submitted_in.as_secs_f64(),
         times.len(),

@@ -22,6 +22,7 @@ mod from_rewrite;
 pub mod intake;
 pub mod lanes;
 mod owners;
+mod pacing;
 pub mod queue;
 pub mod retry;
 pub mod schedule;

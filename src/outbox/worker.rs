@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{AttemptResult, TokenFactory, client_config};
 use super::fallback::{GraphFallback, SmtpAuthOff};
 use super::owners::Owners;
+use super::pacing::Pacer;
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
@@ -120,8 +121,10 @@ struct Inner<F> {
     tokens: F,
     outbox: Outbox,
     metrics: Metrics,
-    /// Per connection, the earliest time the next message may go (`delivery.messages_per_minute`).
-    pacing: std::sync::Mutex<HashMap<i64, Instant>>,
+    /// Per connection with a per-minute limit, when its next message may go (see [`Pacer`]).
+    pacing: std::sync::Mutex<HashMap<i64, Pacer>>,
+    /// A paced attempt ended: senders waiting for a slot ask again.
+    paced_end: tokio::sync::Notify,
     /// Per connection that sent in the last day, its sending in that day (daily limits).
     usage: std::sync::Mutex<HashMap<i64, Window>>,
     /// Which connections may send now (see [`super::schedule`]).
@@ -194,6 +197,7 @@ impl<F: TokenFactory> Delivery<F> {
                 outbox,
                 metrics,
                 pacing: Default::default(),
+                paced_end: tokio::sync::Notify::new(),
                 usage: Default::default(),
                 schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
                 kick: tokio::sync::Notify::new(),
@@ -331,7 +335,8 @@ impl<F: TokenFactory> Delivery<F> {
             let sent = match self.daily_room(conn, &msg).await {
                 Some(until) => self.over_limit(conn, &msg, until),
                 None => {
-                    self.pace(conn).await;
+                    // Held until the attempt ends: its end is part of the pacing.
+                    let _slot = self.pace(conn).await;
                     let next = rest
                         .peek()
                         .filter(|next| self.may_go_after(conn, &msg, next));
@@ -408,22 +413,38 @@ impl<F: TokenFactory> Delivery<F> {
     }
 
     /// Waits for the connection's next sending slot when a per-minute cap is set; the slots are
-    /// shared by all senders of the connection.
-    async fn pace(&self, conn: &Connection) {
-        let connection_id = conn.id;
+    /// shared by all senders of the connection. The slot is released when the returned guard is
+    /// dropped, which must be when the attempt has ended.
+    async fn pace(&self, conn: &Connection) -> Option<PacedSlot<'_>> {
         let per_minute = self.per_minute(conn);
         if per_minute == 0 {
-            return;
+            return None;
         }
-        let interval = Duration::from_secs(60) / per_minute;
-        let slot = {
-            let mut map = self.inner.pacing.lock().unwrap_or_else(|e| e.into_inner());
-            let (slot, next) =
-                next_slot(map.get(&connection_id).copied(), Instant::now(), interval);
-            map.insert(connection_id, next);
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
+        loop {
+            // Listening before asking: an end between the two still wakes us.
+            let ended = self.inner.paced_end.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let slot = self
+                .inner
+                .pacing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(conn.id)
+                .or_default()
+                .reserve(Instant::now(), per_minute);
+            if let Some(slot) = slot {
+                // Made before the wait, so that a sender stopped while waiting gives it back.
+                let guard = PacedSlot {
+                    pacing: &self.inner.pacing,
+                    ended: &self.inner.paced_end,
+                    connection_id: conn.id,
+                };
+                tokio::time::sleep_until(slot.into()).await;
+                return Some(guard);
+            }
+            ended.await;
+        }
     }
 
     /// Sends one message and says what to record (nothing is recorded yet). A message with
@@ -647,10 +668,22 @@ impl<F: TokenFactory> Delivery<F> {
     }
 }
 
-/// The slot for the next message and the one after it: evenly spaced, never in the past.
-fn next_slot(next: Option<Instant>, now: Instant, interval: Duration) -> (Instant, Instant) {
-    let slot = next.map_or(now, |n| n.max(now));
-    (slot, slot + interval)
+/// A reserved pacing slot: dropping it tells the connection's [`Pacer`] the attempt ended.
+struct PacedSlot<'a> {
+    pacing: &'a std::sync::Mutex<HashMap<i64, Pacer>>,
+    ended: &'a tokio::sync::Notify,
+    connection_id: i64,
+}
+
+impl Drop for PacedSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get_mut(&self.connection_id) {
+            p.end(Instant::now());
+        }
+        drop(map);
+        self.ended.notify_waiters();
+    }
 }
 
 /// Recipients (positions and addresses) of a message, or of the part an attempt takes.
@@ -672,28 +705,3 @@ mod dispatch;
 #[cfg(test)]
 #[path = "worker_tests.rs"]
 mod claim_tests;
-
-#[cfg(test)]
-mod pacing_tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_spaced_by_the_interval_and_an_idle_gap_is_not_saved_up() {
-        let t0 = Instant::now();
-        let i = Duration::from_secs(2);
-        let (s1, n1) = next_slot(None, t0, i);
-        assert_eq!((s1, n1), (t0, t0 + i));
-        let (s2, n2) = next_slot(Some(n1), t0, i);
-        assert_eq!(
-            (s2, n2),
-            (t0 + i, t0 + 2 * i),
-            "a second message at once waits one interval"
-        );
-        let later = t0 + Duration::from_secs(60);
-        let (s3, _) = next_slot(Some(n2), later, i);
-        assert_eq!(
-            s3, later,
-            "after a quiet minute the next message goes at once, without a burst allowance"
-        );
-    }
-}
