@@ -11,10 +11,51 @@
 //! and itself: `limit`. The price is the answer time once per `limit` messages (30 a minute with
 //! answers in 0.2 s: 300 messages in 602 s instead of 598).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// The pacers of the connections that sent lately, by connection id. A connection's pacer is
+/// dropped once it has been idle for a minute (a sweep at most once a minute), so connections that
+/// sent once keep nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Pacers {
+    by_connection: HashMap<i64, Pacer>,
+    swept: Option<Instant>,
+}
+
+impl Pacers {
+    /// [`Pacer::reserve`] for `connection_id`.
+    pub(crate) fn reserve(
+        &mut self,
+        connection_id: i64,
+        now: Instant,
+        limit: u32,
+    ) -> Option<Instant> {
+        if self.swept.is_none_or(|t| t + MINUTE <= now) {
+            self.swept = Some(now);
+            self.by_connection.retain(|_, p| !p.idle_at(now));
+        }
+        self.by_connection
+            .entry(connection_id)
+            .or_default()
+            .reserve(now, limit)
+    }
+
+    /// [`Pacer::end`] for `connection_id`.
+    pub(crate) fn end(&mut self, connection_id: i64, at: Instant) {
+        if let Some(p) = self.by_connection.get_mut(&connection_id) {
+            p.end(at);
+        }
+    }
+
+    /// How many connections have a pacer.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_connection.len()
+    }
+}
 
 /// One connection's pacing state, shared by its senders.
 #[derive(Debug, Default)]
@@ -53,6 +94,13 @@ impl Pacer {
         let i = self.ended.partition_point(|&t| t <= at);
         self.ended.insert(i, at);
         self.forget_before(at);
+    }
+
+    /// Nothing under way, no end within the last minute, no spacing still to keep: a new pacer
+    /// would give the same slots.
+    fn idle_at(&mut self, now: Instant) -> bool {
+        self.forget_before(now);
+        self.in_flight == 0 && self.ended.is_empty() && self.next.is_none_or(|n| n <= now)
     }
 
     /// Ends a minute old bind no slot from `now` on (slots are never earlier than the asking).

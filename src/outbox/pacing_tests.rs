@@ -57,6 +57,24 @@ fn no_more_than_the_limit_are_under_way_at_once() {
     );
 }
 
+#[test]
+fn a_connection_idle_for_a_minute_keeps_no_pacer_and_sends_at_once_again() {
+    let t0 = Instant::now();
+    let mut p = Pacers::default();
+    assert_eq!(p.reserve(7, t0, 30), Some(t0));
+    p.end(7, t0 + Duration::from_millis(100));
+    assert!(p.reserve(8, t0 + Duration::from_secs(1), 30).is_some());
+    assert_eq!(p.len(), 2);
+    let later = t0 + Duration::from_secs(61);
+    assert_eq!(p.reserve(9, later, 30), Some(later));
+    assert_eq!(
+        p.len(),
+        2,
+        "7 was idle for a minute and is gone; 8 is still under way; 9 is new"
+    );
+    assert_eq!(p.reserve(7, later, 30), Some(later), "7 sends at once");
+}
+
 /// A pseudo-random sequence (xorshift), so that every run simulates the same answers.
 struct Rng(u64);
 

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{AttemptResult, TokenFactory, client_config};
 use super::fallback::{GraphFallback, SmtpAuthOff};
 use super::owners::Owners;
-use super::pacing::Pacer;
+use super::pacing::Pacers;
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
@@ -121,8 +121,8 @@ struct Inner<F> {
     tokens: F,
     outbox: Outbox,
     metrics: Metrics,
-    /// Per connection with a per-minute limit, when its next message may go (see [`Pacer`]).
-    pacing: std::sync::Mutex<HashMap<i64, Pacer>>,
+    /// Per connection with a per-minute limit, when its next message may go.
+    pacing: std::sync::Mutex<Pacers>,
     /// A paced attempt ended: senders waiting for a slot ask again.
     paced_end: tokio::sync::Notify,
     /// Per connection that sent in the last day, its sending in that day (daily limits).
@@ -430,9 +430,7 @@ impl<F: TokenFactory> Delivery<F> {
                 .pacing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(conn.id)
-                .or_default()
-                .reserve(Instant::now(), per_minute);
+                .reserve(conn.id, Instant::now(), per_minute);
             if let Some(slot) = slot {
                 // Made before the wait, so that a sender stopped while waiting gives it back.
                 let guard = PacedSlot {
@@ -668,20 +666,19 @@ impl<F: TokenFactory> Delivery<F> {
     }
 }
 
-/// A reserved pacing slot: dropping it tells the connection's [`Pacer`] the attempt ended.
+/// A reserved pacing slot: dropping it tells the connection's pacer the attempt ended.
 struct PacedSlot<'a> {
-    pacing: &'a std::sync::Mutex<HashMap<i64, Pacer>>,
+    pacing: &'a std::sync::Mutex<Pacers>,
     ended: &'a tokio::sync::Notify,
     connection_id: i64,
 }
 
 impl Drop for PacedSlot<'_> {
     fn drop(&mut self) {
-        let mut map = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get_mut(&self.connection_id) {
-            p.end(Instant::now());
-        }
-        drop(map);
+        self.pacing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .end(self.connection_id, Instant::now());
         self.ended.notify_waiters();
     }
 }
