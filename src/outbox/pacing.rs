@@ -12,9 +12,65 @@
 //! answers in 0.2 s: 300 messages in 602 s instead of 598).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 const MINUTE: Duration = Duration::from_secs(60);
+
+/// The pacing of every connection, shared by the senders of one process.
+#[derive(Debug, Default)]
+pub(crate) struct Pacing {
+    pacers: Mutex<Pacers>,
+    /// An attempt ended: senders waiting for a slot ask again.
+    ended: Notify,
+}
+
+impl Pacing {
+    /// Waits for the next sending slot of `connection_id` under `limit` a minute. The slot is
+    /// held until the returned guard is dropped, which must be when the attempt has ended.
+    pub(crate) async fn slot(&self, connection_id: i64, limit: u32) -> Slot<'_> {
+        loop {
+            // Listening before asking: an end between the two still wakes us.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let slot = self
+                .pacers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(connection_id, Instant::now(), limit);
+            if let Some(at) = slot {
+                // Made before the wait, so that a sender stopped while waiting gives it back.
+                let guard = Slot {
+                    pacing: self,
+                    connection_id,
+                };
+                tokio::time::sleep_until(at.into()).await;
+                return guard;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// A reserved sending slot: dropping it tells the connection's pacer the attempt ended.
+pub(crate) struct Slot<'a> {
+    pacing: &'a Pacing,
+    connection_id: i64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.pacing
+            .pacers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .end(self.connection_id, Instant::now());
+        self.pacing.ended.notify_waiters();
+    }
+}
 
 /// The pacers of the connections that sent lately, by connection id. A connection's pacer is
 /// dropped once it has been idle for a minute (a sweep at most once a minute), so connections that

@@ -13,14 +13,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{AttemptResult, TokenFactory, client_config};
 use super::fallback::{GraphFallback, SmtpAuthOff};
 use super::owners::Owners;
-use super::pacing::Pacers;
+use super::pacing::{Pacing, Slot};
 use super::queue::Outbox;
 use super::retry::RetryPolicy;
 use super::schedule::Schedule;
@@ -122,9 +122,7 @@ struct Inner<F> {
     outbox: Outbox,
     metrics: Metrics,
     /// Per connection with a per-minute limit, when its next message may go.
-    pacing: std::sync::Mutex<Pacers>,
-    /// A paced attempt ended: senders waiting for a slot ask again.
-    paced_end: tokio::sync::Notify,
+    pacing: Pacing,
     /// Per connection that sent in the last day, its sending in that day (daily limits).
     usage: std::sync::Mutex<HashMap<i64, Window>>,
     /// Which connections may send now (see [`super::schedule`]).
@@ -197,7 +195,6 @@ impl<F: TokenFactory> Delivery<F> {
                 outbox,
                 metrics,
                 pacing: Default::default(),
-                paced_end: tokio::sync::Notify::new(),
                 usage: Default::default(),
                 schedule: std::sync::Mutex::new(Schedule::new(settings.max_sessions)),
                 kick: tokio::sync::Notify::new(),
@@ -413,35 +410,11 @@ impl<F: TokenFactory> Delivery<F> {
     }
 
     /// Waits for the connection's next sending slot when a per-minute cap is set; the slots are
-    /// shared by all senders of the connection. The slot is released when the returned guard is
-    /// dropped, which must be when the attempt has ended.
-    async fn pace(&self, conn: &Connection) -> Option<PacedSlot<'_>> {
-        let per_minute = self.per_minute(conn);
-        if per_minute == 0 {
-            return None;
-        }
-        loop {
-            // Listening before asking: an end between the two still wakes us.
-            let ended = self.inner.paced_end.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            let slot = self
-                .inner
-                .pacing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .reserve(conn.id, Instant::now(), per_minute);
-            if let Some(slot) = slot {
-                // Made before the wait, so that a sender stopped while waiting gives it back.
-                let guard = PacedSlot {
-                    pacing: &self.inner.pacing,
-                    ended: &self.inner.paced_end,
-                    connection_id: conn.id,
-                };
-                tokio::time::sleep_until(slot.into()).await;
-                return Some(guard);
-            }
-            ended.await;
+    /// shared by all senders of the connection and held until the returned guard is dropped.
+    async fn pace(&self, conn: &Connection) -> Option<Slot<'_>> {
+        match self.per_minute(conn) {
+            0 => None,
+            limit => Some(self.inner.pacing.slot(conn.id, limit).await),
         }
     }
 
@@ -663,23 +636,6 @@ impl<F: TokenFactory> Delivery<F> {
             crate::store::messages::rfc3339_ms(until)
         );
         Sent::paused(msg, until, reason, Duration::ZERO, None)
-    }
-}
-
-/// A reserved pacing slot: dropping it tells the connection's pacer the attempt ended.
-struct PacedSlot<'a> {
-    pacing: &'a std::sync::Mutex<Pacers>,
-    ended: &'a tokio::sync::Notify,
-    connection_id: i64,
-}
-
-impl Drop for PacedSlot<'_> {
-    fn drop(&mut self) {
-        self.pacing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .end(self.connection_id, Instant::now());
-        self.ended.notify_waiters();
     }
 }
 

@@ -1,6 +1,8 @@
 //! A sender's steps against the fake provider: batches stay within `CLAIM_BYTES`, and a claim
 //! cut short by bytes is not taken for a drained store.
 
+use std::time::Instant;
+
 use fake_provider::idp::{DEFAULT_CLIENT_ID, IdpConfig};
 use fake_provider::smtp::{SmtpConfig, Stage, TokenValidator, replies};
 use fake_provider::{FakeIdp, FakeSmtp};
